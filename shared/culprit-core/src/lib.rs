@@ -1,0 +1,24 @@
+//! The shared vocabulary of culprit: telemetry [`Event`]s after decoding, the [`Anomaly`]
+//! records detectors emit, and [`Severity`].
+//!
+//! Invariant: this crate knows no wire format and does no I/O. Decoders (`culprit-otlp`) build
+//! these types; detectors, the correlator and sinks only ever read them.
+#![forbid(unsafe_code)]
+
+mod alert;
+mod anomaly;
+mod event;
+mod severity;
+
+pub use alert::{CausalGraph, EdgeKind, GraphEdge, GraphNode, IncidentStatus, RcaAlert, RootCause};
+pub use anomaly::{Anomaly, DependencyEdge};
+pub use event::{
+    ChangeEvent, ChangeKind, Event, EventBody, LogEvent, LogLevel, MetricPoint, Resource, SourceKind,
+    SpanEvent,
+};
+pub use severity::Severity;
+
+/// Nanoseconds since the Unix epoch, UTC. All windows in culprit run on event time in this unit.
+pub type UnixNanos = i64;
+
+pub const NANOS_PER_SEC: i64 = 1_000_000_000;
