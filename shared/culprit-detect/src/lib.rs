@@ -1,1 +1,196 @@
-//! placeholder
+//! Per-source anomaly detection: turns a time-ordered stream of [`Event`]s into [`Anomaly`]s
+//! (and the service dependency edges seen in traces) using time-aware statistical baselines.
+//!
+//! Module map:
+//! - [`baseline`]: hour-of-week / hour-of-day / global baselines, robust scale, percentile
+//!   thresholds mapped to severities;
+//! - [`stats`]: binomial and Poisson tail tests for counts in a window;
+//! - [`spans`], [`logs`], [`metrics`], [`changes`]: one detector per source;
+//! - [`window`]: event-time tumbling windows shared by the detectors.
+//!
+//! The [`Detector`] trait is the model seam: learned detectors (embeddings + k-NN) implement it
+//! beside the statistical ones, and the pipeline fuses their findings.
+//!
+//! Invariant: detectors do no I/O and read no wall clock; all time is event time, advanced by
+//! [`Detector::advance`] with a watermark.
+#![forbid(unsafe_code)]
+
+pub mod baseline;
+pub mod changes;
+pub mod logs;
+pub mod metrics;
+pub mod spans;
+pub mod stats;
+pub mod window;
+
+use culprit_core::{Anomaly, DependencyEdge, Event, Severity, SourceKind, UnixNanos};
+use serde::{Deserialize, Serialize};
+
+pub use baseline::{BaselineConfig, SeverityLevels};
+pub use stats::SurpriseLevels;
+
+/// What detectors report while observing events.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Findings {
+    pub anomalies: Vec<Anomaly>,
+    pub edges: Vec<DependencyEdge>,
+}
+
+impl Findings {
+    pub fn is_empty(&self) -> bool {
+        self.anomalies.is_empty() && self.edges.is_empty()
+    }
+}
+
+/// Whether detectors only learn (the baseline phase) or also judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Learning,
+    Detecting,
+}
+
+/// One source's detector.
+pub trait Detector: Send {
+    fn source(&self) -> SourceKind;
+    /// Takes one event of this source, in (roughly) event-time order.
+    fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings);
+    /// Event time has reached `watermark`: close the windows that end before it.
+    fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings);
+}
+
+/// Detection settings; every field has a default, so an empty `[detect]` section works.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// Width of the event-time windows counts and latencies are judged in, in seconds.
+    pub window_secs: u32,
+    /// How far behind the newest event a window may still receive events, in seconds.
+    pub lateness_secs: u32,
+    /// Percentile levels for values judged against a baseline (metrics, latency thresholds).
+    pub severity_levels: SeverityLevels,
+    /// Surprise levels (-log10 p) for counts judged in a window (errors, slow spans).
+    pub surprise_levels: SurpriseLevels,
+    pub baseline: BaselineConfig,
+    /// Anomalies less severe than this are not reported.
+    pub min_severity: Severity,
+    /// Metric points are reported only beyond this severity: a metric is one test per series
+    /// per scrape, so hundreds of series make the milder levels fire by chance.
+    pub metric_min_severity: Severity,
+    /// A metric anomaly must also move this fraction away from the baseline median.
+    pub metric_min_relative_change: f64,
+    /// Span latency quantile whose exceedance rate is tested.
+    pub latency_quantile: f64,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            window_secs: 10,
+            lateness_secs: 5,
+            severity_levels: SeverityLevels::default(),
+            surprise_levels: SurpriseLevels::default(),
+            baseline: BaselineConfig::default(),
+            min_severity: Severity::Sev4,
+            metric_min_severity: Severity::Sev1,
+            metric_min_relative_change: 0.1,
+            latency_quantile: 0.99,
+        }
+    }
+}
+
+impl DetectConfig {
+    pub fn window_nanos(&self) -> i64 {
+        i64::from(self.window_secs.max(1)) * culprit_core::NANOS_PER_SEC
+    }
+    pub fn lateness_nanos(&self) -> i64 {
+        i64::from(self.lateness_secs) * culprit_core::NANOS_PER_SEC
+    }
+}
+
+/// All four statistical detectors behind one `observe`.
+pub struct Detectors {
+    detectors: Vec<Box<dyn Detector>>,
+}
+
+impl Detectors {
+    pub fn statistical(config: &DetectConfig) -> Detectors {
+        Detectors {
+            detectors: vec![
+                Box::new(spans::SpanDetector::new(config.clone())),
+                Box::new(logs::LogDetector::new(config.clone())),
+                Box::new(metrics::MetricDetector::new(config.clone())),
+                Box::new(changes::ChangeDetector::new(config.clone())),
+            ],
+        }
+    }
+
+    /// Adds a detector (for example a learned one) beside the statistical ones.
+    pub fn push(&mut self, detector: Box<dyn Detector>) {
+        self.detectors.push(detector);
+    }
+
+    pub fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
+        let source = event.source();
+        for d in self.detectors.iter_mut().filter(|d| d.source() == source) {
+            d.observe(event, phase, out);
+        }
+    }
+
+    pub fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
+        for d in &mut self.detectors {
+            d.advance(watermark, phase, out);
+        }
+    }
+}
+
+/// A stable anomaly id: the same finding computed twice (for example after a redelivery) gets
+/// the same id. FNV-1a over the identifying parts.
+pub fn anomaly_id(parts: &[&str], time: UnixNanos) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    for p in parts {
+        eat(p.as_bytes());
+    }
+    eat(&time.to_le_bytes());
+    format!("{h:016x}")
+}
+
+/// The pieces every detector fills in the same way.
+pub(crate) struct AnomalyDraft<'a> {
+    pub source: SourceKind,
+    pub service: &'a str,
+    pub environment: &'a str,
+    pub instance: Option<&'a str>,
+    pub time: UnixNanos,
+    pub signal: String,
+}
+
+impl AnomalyDraft<'_> {
+    pub fn finish(self, severity: Severity, score: f64, observed: Option<f64>, expected: Option<f64>, description: String) -> Anomaly {
+        Anomaly {
+            id: anomaly_id(
+                &[self.source.as_str(), self.service, self.environment, self.instance.unwrap_or(""), &self.signal],
+                self.time,
+            ),
+            time: self.time,
+            source: self.source,
+            service: self.service.to_string(),
+            environment: self.environment.to_string(),
+            instance: self.instance.map(str::to_string),
+            signal: self.signal,
+            description,
+            severity,
+            score: score.clamp(0.0, 1.0),
+            observed,
+            expected,
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Incidents: anomalies grouped per environment by event time.
+//!
+//! An incident opens when the anomalies of the last `open_window_secs` carry at least
+//! `open_evidence` (so one stray SEV4 opens nothing, one SEV1 or a few SEV2s do), takes in every
+//! later anomaly until `quiet_gap_secs` of event time pass without one (a late anomaly that
+//! arrives before that still extends it), and then resolves. Changes never open an incident:
+//! they are kept for `change_lookback_secs` and attached to the next one as candidate causes.
+//!
+//! An alert is published when an incident opens, whenever its top candidates change order, and
+//! when it resolves; `revision` counts them.
+
+use crate::rank::{rank, RankConfig, Ranking};
+use crate::topology::Topology;
+use culprit_core::{
+    Anomaly, DependencyEdge, IncidentStatus, RcaAlert, Severity, SourceKind, UnixNanos, NANOS_PER_SEC,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrelateConfig {
+    /// Event time without a new anomaly after which an incident resolves.
+    pub quiet_gap_secs: u32,
+    /// An incident older than this resolves even while anomalies keep coming, and the next
+    /// anomaly opens a new one.
+    pub max_incident_secs: u32,
+    /// Trailing window whose evidence decides whether an incident opens.
+    pub open_window_secs: u32,
+    /// Evidence (sum of severity weight x score over distinct signals) that opens an incident.
+    pub open_evidence: f64,
+    /// How long a change stays a candidate cause for incidents that follow it.
+    pub change_lookback_secs: u32,
+    pub rank: RankConfig,
+}
+
+impl Default for CorrelateConfig {
+    fn default() -> Self {
+        CorrelateConfig {
+            quiet_gap_secs: 120,
+            max_incident_secs: 3600,
+            open_window_secs: 60,
+            open_evidence: 1.2,
+            change_lookback_secs: 3600,
+            rank: RankConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Incident {
+    id: String,
+    anomalies: Vec<Anomaly>,
+    ids: HashSet<String>,
+    changes: Vec<Anomaly>,
+    started_at: UnixNanos,
+    updated_at: UnixNanos,
+    revision: u32,
+    /// Top candidates as last published, to republish only when they change.
+    published_top: Vec<String>,
+    dirty: bool,
+}
+
+#[derive(Debug, Default)]
+struct EnvironmentState {
+    candidates: VecDeque<Anomaly>,
+    changes: VecDeque<Anomaly>,
+    open: Option<Incident>,
+}
+
+/// Turns anomalies into incidents and incidents into RCA alerts.
+#[derive(Debug)]
+pub struct Correlator {
+    config: CorrelateConfig,
+    topology: Topology,
+    environments: BTreeMap<String, EnvironmentState>,
+    /// Every incident ever published, by id, with its last alert (for the HTTP API and eval).
+    history: Vec<RcaAlert>,
+    history_index: HashMap<String, usize>,
+}
+
+impl Correlator {
+    pub fn new(config: CorrelateConfig) -> Correlator {
+        Correlator {
+            config,
+            topology: Topology::default(),
+            environments: BTreeMap::new(),
+            history: Vec::new(),
+            history_index: HashMap::new(),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn add_edge(&mut self, edge: &DependencyEdge) {
+        self.topology.add(edge);
+    }
+
+    /// The latest alert of every incident so far, oldest incident first.
+    pub fn incidents(&self) -> &[RcaAlert] {
+        &self.history
+    }
+
+    /// Takes one anomaly. Returns the alerts it caused (at most one: the opening of an incident);
+    /// ranking changes of an open incident are published from [`Correlator::advance`].
+    pub fn add(&mut self, anomaly: Anomaly) -> Vec<RcaAlert> {
+        let lookback = i64::from(self.config.change_lookback_secs) * NANOS_PER_SEC;
+        let quiet = i64::from(self.config.quiet_gap_secs) * NANOS_PER_SEC;
+        let open_window = i64::from(self.config.open_window_secs) * NANOS_PER_SEC;
+        let state = self.environments.entry(anomaly.environment.clone()).or_default();
+
+        if anomaly.source == SourceKind::Changes {
+            while state.changes.front().is_some_and(|c| c.time < anomaly.time - lookback) {
+                state.changes.pop_front();
+            }
+            if let Some(incident) = &mut state.open {
+                if !incident.changes.iter().any(|c| c.id == anomaly.id) {
+                    incident.changes.push(anomaly.clone());
+                    incident.dirty = true;
+                }
+            }
+            state.changes.push_back(anomaly);
+            return Vec::new();
+        }
+
+        if let Some(incident) = &mut state.open {
+            if anomaly.time <= incident.updated_at + quiet {
+                if incident.ids.insert(anomaly.id.clone()) {
+                    incident.updated_at = incident.updated_at.max(anomaly.time);
+                    incident.started_at = incident.started_at.min(anomaly.time);
+                    incident.anomalies.push(anomaly);
+                    incident.dirty = true;
+                }
+                return Vec::new();
+            }
+        }
+
+        // Not part of an open incident: a candidate that may open one.
+        while state.candidates.front().is_some_and(|c| c.time < anomaly.time - open_window) {
+            state.candidates.pop_front();
+        }
+        if state.candidates.iter().any(|c| c.id == anomaly.id) {
+            return Vec::new();
+        }
+        state.candidates.push_back(anomaly);
+        if candidate_evidence(&state.candidates) < self.config.open_evidence || state.open.is_some() {
+            return Vec::new();
+        }
+
+        let anomalies: Vec<Anomaly> = state.candidates.drain(..).collect();
+        let started_at = anomalies.iter().map(|a| a.time).min().expect("non-empty");
+        let updated_at = anomalies.iter().map(|a| a.time).max().expect("non-empty");
+        let changes: Vec<Anomaly> =
+            state.changes.iter().filter(|c| c.time >= started_at - lookback).cloned().collect();
+        let id = incident_id(&anomalies[0]);
+        let ids = anomalies.iter().map(|a| a.id.clone()).collect();
+        let environment = anomalies[0].environment.clone();
+        state.open = Some(Incident {
+            id,
+            anomalies,
+            ids,
+            changes,
+            started_at,
+            updated_at,
+            revision: 0,
+            published_top: Vec::new(),
+            dirty: true,
+        });
+        self.publish(&environment, IncidentStatus::Open, true).into_iter().collect()
+    }
+
+    /// Event time has reached `watermark`: republish incidents whose ranking changed and resolve
+    /// the ones that went quiet.
+    pub fn advance(&mut self, watermark: UnixNanos) -> Vec<RcaAlert> {
+        let quiet = i64::from(self.config.quiet_gap_secs) * NANOS_PER_SEC;
+        let max_len = i64::from(self.config.max_incident_secs) * NANOS_PER_SEC;
+        let environments: Vec<String> = self.environments.keys().cloned().collect();
+        let mut alerts = Vec::new();
+        for env in environments {
+            let Some(incident) = self.environments.get(&env).and_then(|s| s.open.as_ref()) else { continue };
+            let expired = watermark > incident.updated_at + quiet || incident.updated_at - incident.started_at > max_len;
+            if expired {
+                alerts.extend(self.publish(&env, IncidentStatus::Resolved, true));
+                if let Some(state) = self.environments.get_mut(&env) {
+                    state.open = None;
+                }
+            } else if incident.dirty {
+                alerts.extend(self.publish(&env, IncidentStatus::Open, false));
+            }
+        }
+        alerts
+    }
+
+    /// Resolves every open incident (end of a replay, shutdown).
+    pub fn flush(&mut self) -> Vec<RcaAlert> {
+        self.advance(i64::MAX / 4)
+    }
+
+    /// Ranks the open incident of `env` and returns an alert when `force` is set or its top
+    /// candidates changed.
+    fn publish(&mut self, env: &str, status: IncidentStatus, force: bool) -> Option<RcaAlert> {
+        let state = self.environments.get_mut(env)?;
+        let incident = state.open.as_mut()?;
+        let ranking = rank(env, &incident.anomalies, &incident.changes, &self.topology, &self.config.rank);
+        incident.dirty = false;
+        let top: Vec<String> = ranking.causes.iter().map(|c| c.service.clone()).collect();
+        if !force && top == incident.published_top {
+            return None;
+        }
+        incident.published_top = top;
+        incident.revision += 1;
+        let alert = build_alert(env, incident, ranking, status);
+        match self.history_index.get(&alert.incident_id) {
+            Some(&i) => self.history[i] = alert.clone(),
+            None => {
+                self.history_index.insert(alert.incident_id.clone(), self.history.len());
+                self.history.push(alert.clone());
+            }
+        }
+        Some(alert)
+    }
+}
+
+/// Evidence of the candidates, each distinct (service, signal) counted once at its strongest.
+fn candidate_evidence(candidates: &VecDeque<Anomaly>) -> f64 {
+    let mut best: HashMap<(&str, &str), f64> = HashMap::new();
+    for a in candidates {
+        let s = best.entry((&a.service, &a.signal)).or_default();
+        *s = s.max(a.severity.weight() * a.score);
+    }
+    best.values().sum()
+}
+
+fn incident_id(first: &Anomaly) -> String {
+    format!("inc-{}-{}", first.time / NANOS_PER_SEC, &first.id[..first.id.len().min(8)])
+}
+
+fn build_alert(env: &str, incident: &Incident, ranking: Ranking, status: IncidentStatus) -> RcaAlert {
+    let severity = incident.anomalies.iter().map(|a| a.severity).min().unwrap_or(Severity::Sev5);
+    let mut affected: BTreeMap<SourceKind, Vec<String>> = BTreeMap::new();
+    for a in &incident.anomalies {
+        let list = affected.entry(a.source).or_default();
+        if !list.contains(&a.service) {
+            list.push(a.service.clone());
+        }
+    }
+    affected.values_mut().for_each(|v| v.sort());
+    let services: HashSet<&str> = incident.anomalies.iter().map(|a| a.service.as_str()).collect();
+    let summary = match ranking.causes.first() {
+        Some(top) => format!(
+            "{severity} in {env}: {} is the likely root cause ({} anomalies across {} services, confidence {:.0}%)",
+            top.service,
+            incident.anomalies.len(),
+            services.len(),
+            ranking.confidence * 100.0
+        ),
+        None => format!("{severity} in {env}: {} anomalies, no candidate", incident.anomalies.len()),
+    };
+    RcaAlert {
+        schema_version: 1,
+        incident_id: incident.id.clone(),
+        revision: incident.revision,
+        status,
+        environment: env.to_string(),
+        started_at: incident.started_at,
+        updated_at: incident.updated_at,
+        severity,
+        confidence: ranking.confidence,
+        summary,
+        root_causes: ranking.causes,
+        graph: ranking.graph,
+        anomaly_count: incident.anomalies.len(),
+        affected_services: affected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anomaly(service: &str, signal: &str, severity: Severity, secs: i64) -> Anomaly {
+        Anomaly {
+            id: format!("{service}-{signal}-{secs}"),
+            time: secs * NANOS_PER_SEC,
+            source: SourceKind::Traces,
+            service: service.into(),
+            environment: "prod".into(),
+            instance: None,
+            signal: signal.into(),
+            description: String::new(),
+            severity,
+            score: 1.0,
+            observed: None,
+            expected: None,
+        }
+    }
+
+    #[test]
+    fn a_lone_weak_anomaly_opens_nothing_and_strong_evidence_opens_one_incident() {
+        let mut c = Correlator::new(CorrelateConfig::default());
+        assert!(c.add(anomaly("cart", "span.new_call:x", Severity::Sev4, 0)).is_empty());
+        assert!(c.advance(500 * NANOS_PER_SEC).is_empty());
+        let opened = c.add(anomaly("cart", "span.errors", Severity::Sev1, 1000));
+        assert!(opened.is_empty(), "one SEV1 (weight 1.0) stays below the default 1.2");
+        let opened = c.add(anomaly("checkout", "span.errors", Severity::Sev2, 1001));
+        assert_eq!(opened.len(), 1);
+        assert_eq!(opened[0].status, IncidentStatus::Open);
+        assert_eq!(opened[0].anomaly_count, 2);
+        assert_eq!(opened[0].revision, 1);
+    }
+
+    #[test]
+    fn late_anomalies_extend_and_quiet_resolves_with_a_stable_id() {
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.add(anomaly("cart", "span.errors", Severity::Sev1, 1000));
+        let opened = c.add(anomaly("cart", "log.errors", Severity::Sev1, 1005));
+        let id = opened[0].incident_id.clone();
+        c.add(anomaly("checkout", "span.latency:a", Severity::Sev1, 1090));
+        c.add(anomaly("frontend", "span.latency:b", Severity::Sev2, 1002)); // late, older than the newest
+        assert!(c.advance(1100 * NANOS_PER_SEC).iter().all(|a| a.status == IncidentStatus::Open));
+        let resolved = c.advance(1300 * NANOS_PER_SEC);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].status, IncidentStatus::Resolved);
+        assert_eq!(resolved[0].incident_id, id);
+        assert_eq!(resolved[0].anomaly_count, 4);
+        assert_eq!(c.incidents().len(), 1);
+        // after resolution a new anomaly burst is a new incident
+        c.add(anomaly("cart", "span.errors", Severity::Sev1, 2000));
+        let again = c.add(anomaly("cart", "log.errors", Severity::Sev1, 2001));
+        assert_ne!(again[0].incident_id, id);
+    }
+
+    #[test]
+    fn changes_attach_to_the_next_incident_without_opening_one() {
+        let mut c = Correlator::new(CorrelateConfig::default());
+        let mut change = anomaly("payment", "change:deployment:1", Severity::Sev3, 900);
+        change.source = SourceKind::Changes;
+        assert!(c.add(change).is_empty());
+        c.add(anomaly("payment", "span.errors", Severity::Sev1, 1000));
+        let opened = c.add(anomaly("checkout", "span.errors", Severity::Sev1, 1001));
+        assert_eq!(opened[0].root_causes[0].service, "payment");
+        assert!(opened[0].root_causes[0].evidence.iter().any(|a| a.source == SourceKind::Changes));
+    }
+
+    #[test]
+    fn environments_never_share_an_incident() {
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.add(anomaly("cart", "span.errors", Severity::Sev1, 1000));
+        let mut other = anomaly("cart", "log.errors", Severity::Sev1, 1001);
+        other.environment = "staging".into();
+        assert!(c.add(other).is_empty());
+    }
+}

@@ -1,0 +1,45 @@
+//! Change detector: every deploy, config change or flag flip is a candidate cause, reported as
+//! is. Whether it explains anything is the correlator's question.
+
+use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
+use culprit_core::{Event, EventBody, Severity, SourceKind, UnixNanos};
+
+pub struct ChangeDetector {
+    _config: DetectConfig,
+}
+
+impl ChangeDetector {
+    pub fn new(config: DetectConfig) -> ChangeDetector {
+        ChangeDetector { _config: config }
+    }
+}
+
+impl Detector for ChangeDetector {
+    fn source(&self) -> SourceKind {
+        SourceKind::Changes
+    }
+
+    /// Changes are reported in both phases: a deploy during the baseline window may still be the
+    /// cause of an incident that starts right after it.
+    fn observe(&mut self, event: &Event, _phase: Phase, out: &mut Findings) {
+        let EventBody::Change(change) = &event.body else { return };
+        let draft = AnomalyDraft {
+            source: SourceKind::Changes,
+            service: &event.resource.service,
+            environment: &event.resource.environment,
+            instance: event.resource.instance.as_deref(),
+            time: event.time,
+            signal: format!("change:{}:{}", change.kind.as_str(), change.id),
+        };
+        let actor = change.actor.as_deref().map(|a| format!(" by {a}")).unwrap_or_default();
+        out.anomalies.push(draft.finish(
+            Severity::Sev3,
+            1.0,
+            None,
+            None,
+            format!("{}: {}{actor}", change.kind.as_str(), change.summary),
+        ));
+    }
+
+    fn advance(&mut self, _watermark: UnixNanos, _phase: Phase, _out: &mut Findings) {}
+}

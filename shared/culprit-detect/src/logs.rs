@@ -1,0 +1,284 @@
+//! Log detector: online template mining per service, with two signals:
+//! - a template never seen in the baseline (a new code path logging, a new exception);
+//! - a burst of error or warning lines against the service's usual count per window.
+
+use crate::baseline::Baseline;
+use crate::stats::poisson_surprise;
+use crate::window::Windows;
+use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
+use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos};
+use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
+use std::collections::{HashMap, HashSet};
+
+/// (environment, service)
+type ServiceKey = (String, String);
+
+#[derive(Debug, Default)]
+struct LogWindow {
+    errors: u32,
+    warnings: u32,
+    total: u32,
+}
+
+pub struct LogDetector {
+    config: DetectConfig,
+    miners: HashMap<ServiceKey, TemplateMiner>,
+    known_templates: HashSet<(ServiceKey, TemplateId)>,
+    error_counts: HashMap<ServiceKey, Baseline>,
+    warning_counts: HashMap<ServiceKey, Baseline>,
+    windows: Windows<HashMap<ServiceKey, LogWindow>>,
+}
+
+impl LogDetector {
+    pub fn new(config: DetectConfig) -> LogDetector {
+        let windows = Windows::new(config.window_nanos(), config.lateness_nanos());
+        LogDetector {
+            config,
+            miners: HashMap::new(),
+            known_templates: HashSet::new(),
+            error_counts: HashMap::new(),
+            warning_counts: HashMap::new(),
+            windows,
+        }
+    }
+
+    /// Number of templates mined for a service so far.
+    pub fn template_count(&self, environment: &str, service: &str) -> usize {
+        self.miners.get(&(environment.to_string(), service.to_string())).map_or(0, |m| m.cluster_count())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn judge_count(
+        config: &DetectConfig,
+        baseline: &mut Baseline,
+        key: &ServiceKey,
+        start: UnixNanos,
+        count: u32,
+        signal: &str,
+        what: &str,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
+        let mut anomalous = false;
+        if phase == Phase::Detecting && count >= 3 {
+            if let Some(profile) = baseline.profile(start, &config.baseline) {
+                // A service that logged no errors in its baseline still gets a small expected
+                // rate: one error line is not an incident.
+                let expected = profile.mean().max(0.2);
+                let surprise = poisson_surprise(u64::from(count), expected);
+                let levels = &config.surprise_levels;
+                if let Some(severity) = levels.severity(surprise).filter(|s| *s <= config.min_severity) {
+                    anomalous = true;
+                    let draft = AnomalyDraft {
+                        source: SourceKind::Logs,
+                        service: &key.1,
+                        environment: &key.0,
+                        instance: None,
+                        time: start,
+                        signal: signal.to_string(),
+                    };
+                    out.anomalies.push(draft.finish(
+                        severity,
+                        levels.score(surprise),
+                        Some(f64::from(count)),
+                        Some(expected),
+                        format!("{count} {what} lines in {} s vs {expected:.1} normally", config.window_secs),
+                    ));
+                }
+            }
+        }
+        if !anomalous {
+            baseline.observe(start, f64::from(count), &config.baseline);
+        }
+    }
+}
+
+/// The level a line declares, from the record or else from its first words.
+fn line_level(level: Option<LogLevel>, body: &str) -> Option<LogLevel> {
+    level.or_else(|| {
+        body.split_whitespace()
+            .take(6)
+            .find_map(|t| LogLevel::from_text(t.trim_matches(|c: char| !c.is_ascii_alphabetic())))
+    })
+}
+
+/// Drops leading timestamp-like tokens ("16:42:22.382", "2023-01-29T08:42:22Z", "[2023-01-29") so
+/// the first words the template tree branches on are the stable ones (level, logger).
+fn strip_leading_timestamps(body: &str) -> &str {
+    let mut rest = body.trim_start();
+    for _ in 0..3 {
+        let token_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let token = &rest[..token_end];
+        let looks_like_time = token.chars().any(|c| c.is_ascii_digit())
+            && token.chars().all(|c| c.is_ascii_digit() || "-:.,/TZ+[]".contains(c));
+        if !looks_like_time || token.is_empty() {
+            break;
+        }
+        rest = rest[token_end..].trim_start();
+    }
+    rest
+}
+
+fn level_word(level: Option<LogLevel>) -> &'static str {
+    match level {
+        Some(LogLevel::Trace) => "TRACE",
+        Some(LogLevel::Debug) => "DEBUG",
+        Some(LogLevel::Info) => "INFO",
+        Some(LogLevel::Warn) => "WARN",
+        Some(LogLevel::Error) => "ERROR",
+        Some(LogLevel::Fatal) => "FATAL",
+        None => "-",
+    }
+}
+
+impl Detector for LogDetector {
+    fn source(&self) -> SourceKind {
+        SourceKind::Logs
+    }
+
+    fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
+        let EventBody::Log(log) = &event.body else { return };
+        let key: ServiceKey = (event.resource.environment.clone(), event.resource.service.clone());
+        let level = line_level(log.level, &log.body);
+        let text = strip_leading_timestamps(&log.body);
+        // The level leads the mined line so that an ERROR line never merges into an INFO template.
+        let mut line = String::with_capacity(text.len() + 6);
+        line.push_str(level_word(level));
+        line.push(' ');
+        line.push_str(text);
+        let miner = self.miners.entry(key.clone()).or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
+        let matched = miner.add(&line);
+        let template_key = (key.clone(), matched.id);
+        if !self.known_templates.contains(&template_key) {
+            if phase == Phase::Detecting {
+                let severity = match level {
+                    Some(l) if l.is_error() => Severity::Sev2,
+                    Some(LogLevel::Warn) => Severity::Sev3,
+                    _ => Severity::Sev4,
+                };
+                if severity <= self.config.min_severity {
+                    let template = miner.template(matched.id).unwrap_or_default();
+                    let draft = AnomalyDraft {
+                        source: SourceKind::Logs,
+                        service: &key.1,
+                        environment: &key.0,
+                        instance: event.resource.instance.as_deref(),
+                        time: event.time,
+                        signal: format!("log.new_template:{}", matched.id),
+                    };
+                    let score = if severity <= Severity::Sev2 { 0.9 } else { 0.6 };
+                    out.anomalies.push(draft.finish(
+                        severity,
+                        score,
+                        None,
+                        None,
+                        format!("new {} log template: {}", level_word(level), truncate(&template, 200)),
+                    ));
+                }
+            }
+            self.known_templates.insert(template_key);
+        }
+
+        let window = self.windows.at(event.time).entry(key).or_default();
+        window.total += 1;
+        match level {
+            Some(l) if l.is_error() => window.errors += 1,
+            Some(LogLevel::Warn) => window.warnings += 1,
+            _ => {}
+        }
+    }
+
+    fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
+        for (start, services) in self.windows.close_until(watermark) {
+            for (key, window) in services {
+                let errors = self.error_counts.entry(key.clone()).or_default();
+                Self::judge_count(&self.config, errors, &key, start, window.errors, "log.errors", "error", phase, out);
+                let warnings = self.warning_counts.entry(key.clone()).or_default();
+                Self::judge_count(&self.config, warnings, &key, start, window.warnings, "log.warnings", "warning", phase, out);
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use culprit_core::{LogEvent, Resource, NANOS_PER_SEC};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn log(t: i64, service: &str, level: Option<LogLevel>, body: &str) -> Event {
+        Event {
+            time: t,
+            resource: Arc::new(Resource::new(service)),
+            body: EventBody::Log(LogEvent {
+                level,
+                body: body.to_string(),
+                trace_id: None,
+                span_id: None,
+                attributes: BTreeMap::new(),
+            }),
+        }
+    }
+
+    fn normal_traffic(d: &mut LogDetector, t0: i64, secs: i64, phase: Phase, out: &mut Findings) {
+        for i in 0..secs * 5 {
+            let t = t0 + i * NANOS_PER_SEC / 5;
+            let body = format!("12:00:{:02}.123 INFO  c.s.CartService#42 added item {} to cart {}", i % 60, i * 7, i % 13);
+            d.observe(&log(t, "cart", None, &body), phase, out);
+            if i % 50 == 0 {
+                d.observe(&log(t, "cart", Some(LogLevel::Warn), "slow query took 120 ms"), phase, out);
+            }
+            d.advance(t - NANOS_PER_SEC, phase, out);
+        }
+    }
+
+    #[test]
+    fn infers_levels_and_strips_timestamps() {
+        assert_eq!(line_level(None, "16:42:22.382 ERROR c.s.X#1 boom"), Some(LogLevel::Error));
+        assert_eq!(line_level(Some(LogLevel::Info), "ERROR in text"), Some(LogLevel::Info));
+        assert_eq!(strip_leading_timestamps("2023-01-29T08:42:22Z 16:42:22.382 INFO x"), "INFO x");
+        assert_eq!(strip_leading_timestamps("INFO 12 x"), "INFO 12 x");
+    }
+
+    #[test]
+    fn normal_lines_raise_nothing_after_the_baseline() {
+        let mut d = LogDetector::new(DetectConfig::default());
+        let mut out = Findings::default();
+        normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
+        let mut later = Findings::default();
+        normal_traffic(&mut d, 120 * NANOS_PER_SEC, 60, Phase::Detecting, &mut later);
+        assert!(later.anomalies.is_empty(), "{:?}", later.anomalies);
+        assert!(d.template_count("default", "cart") <= 3);
+    }
+
+    #[test]
+    fn a_new_error_template_is_reported_once_and_an_error_burst_is_flagged() {
+        let mut d = LogDetector::new(DetectConfig::default());
+        let mut out = Findings::default();
+        normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
+        let mut found = Findings::default();
+        for i in 0..60 {
+            let t = 120 * NANOS_PER_SEC + i * NANOS_PER_SEC / 4;
+            let body = format!("ERROR c.s.PaymentClient#88 call to payment failed: connection refused after {i} ms");
+            d.observe(&log(t, "cart", None, &body), Phase::Detecting, &mut found);
+            d.advance(t - NANOS_PER_SEC, Phase::Detecting, &mut found);
+        }
+        d.advance(200 * NANOS_PER_SEC, Phase::Detecting, &mut found);
+        let new: Vec<_> = found.anomalies.iter().filter(|a| a.signal.starts_with("log.new_template")).collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_eq!(new[0].severity, Severity::Sev2);
+        assert!(found.anomalies.iter().any(|a| a.signal == "log.errors" && a.service == "cart"));
+    }
+}
