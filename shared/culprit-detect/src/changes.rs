@@ -42,4 +42,6 @@ impl Detector for ChangeDetector {
     }
 
     fn advance(&mut self, _watermark: UnixNanos, _phase: Phase, _out: &mut Findings) {}
+
+    fn flush(&mut self, _phase: Phase, _out: &mut Findings) {}
 }

@@ -57,6 +57,9 @@ pub trait Detector: Send {
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings);
     /// Event time has reached `watermark`: close the windows that end before it.
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings);
+    /// Closes every open window and forgets the stream's clock, keeping what was learned: the
+    /// next events may come from any time (a baseline recorded after the data it judges).
+    fn flush(&mut self, phase: Phase, out: &mut Findings);
 }
 
 /// Detection settings; every field has a default, so an empty `[detect]` section works.
@@ -140,6 +143,12 @@ impl Detectors {
     pub fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
         for d in &mut self.detectors {
             d.advance(watermark, phase, out);
+        }
+    }
+
+    pub fn flush(&mut self, phase: Phase, out: &mut Findings) {
+        for d in &mut self.detectors {
+            d.flush(phase, out);
         }
     }
 }

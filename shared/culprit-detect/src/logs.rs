@@ -189,7 +189,19 @@ impl Detector for LogDetector {
     }
 
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
-        for (start, services) in self.windows.close_until(watermark) {
+        let closed = self.windows.close_until(watermark);
+        self.close_windows(closed, phase, out);
+    }
+
+    fn flush(&mut self, phase: Phase, out: &mut Findings) {
+        let closed = self.windows.close_all();
+        self.close_windows(closed, phase, out);
+    }
+}
+
+impl LogDetector {
+    fn close_windows(&mut self, closed: Vec<(UnixNanos, HashMap<ServiceKey, LogWindow>)>, phase: Phase, out: &mut Findings) {
+        for (start, services) in closed {
             for (key, window) in services {
                 let errors = self.error_counts.entry(key.clone()).or_default();
                 Self::judge_count(&self.config, errors, &key, start, window.errors, "log.errors", "error", phase, out);

@@ -95,6 +95,8 @@ impl Detector for MetricDetector {
     }
 
     fn advance(&mut self, _watermark: UnixNanos, _phase: Phase, _out: &mut Findings) {}
+
+    fn flush(&mut self, _phase: Phase, _out: &mut Findings) {}
 }
 
 fn event_attributes(point: &culprit_core::MetricPoint) -> String {

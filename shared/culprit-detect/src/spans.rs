@@ -7,7 +7,7 @@
 //! share of slow spans, and the test needs only the per-span baseline rather than a history of
 //! windows.
 
-use crate::baseline::{Baseline, Direction};
+use crate::baseline::Baseline;
 use crate::stats::binomial_surprise;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
@@ -326,6 +326,12 @@ impl Detector for SpanDetector {
 
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
         for (start, ops) in self.windows.close_until(watermark) {
+            self.close_window(start, ops, phase, out);
+        }
+    }
+
+    fn flush(&mut self, phase: Phase, out: &mut Findings) {
+        for (start, ops) in self.windows.close_all() {
             self.close_window(start, ops, phase, out);
         }
     }

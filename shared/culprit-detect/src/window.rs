@@ -49,9 +49,11 @@ impl<A: Default> Windows<A> {
         out
     }
 
-    /// Closes everything (end of a replay).
+    /// Closes everything and forgets the clock, so the next event may come from any time.
     pub fn close_all(&mut self) -> Vec<(UnixNanos, A)> {
-        self.close_until(i64::MAX / 2)
+        let out = self.close_until(i64::MAX / 2);
+        self.closed_until = None;
+        out
     }
 }
 

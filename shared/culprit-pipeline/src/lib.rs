@@ -1,1 +1,121 @@
-//! placeholder
+//! The one data path of culprit:
+//!
+//! ```text
+//! events -> DetectStage (per-source detectors) -> Bus (anomalies, dependency edges)
+//!        -> CorrelateStage (incidents, ranking) -> RcaAlerts
+//! ```
+//!
+//! The embedded mode runs both stages in one process over an [`InProcessBus`]; the service mode
+//! runs each stage as its own Kafka consumer with a Kafka bus between them. Same stages, different
+//! wiring: [`Pipeline`] is the embedded wiring, and what replay, demo and eval use.
+//!
+//! Invariant: all time is event time. The pipeline never reads the wall clock, so replaying the
+//! same events gives the same alerts.
+#![forbid(unsafe_code)]
+
+mod bus;
+mod stage;
+
+pub use bus::{Bus, BusMessage, InProcessBus};
+pub use stage::{CorrelateStage, DetectStage};
+
+use culprit_core::{DependencyEdge, Event, RcaAlert, SourceKind, UnixNanos};
+use culprit_correlate::CorrelateConfig;
+use culprit_detect::{DetectConfig, Phase};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Settings of both stages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    pub detect: DetectConfig,
+    pub correlate: CorrelateConfig,
+    /// Event time at the start of a stream during which detectors only learn, in seconds.
+    pub warmup_secs: u32,
+}
+
+/// Counters a run reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PipelineStats {
+    pub events: BTreeMap<SourceKind, u64>,
+    pub anomalies: u64,
+    pub alerts: u64,
+}
+
+/// Both stages in one process, connected by an in-process bus.
+pub struct Pipeline {
+    detect: DetectStage,
+    bus: InProcessBus,
+    correlate: CorrelateStage,
+    warmup: i64,
+    learn_until: Option<UnixNanos>,
+    stats: PipelineStats,
+}
+
+impl Pipeline {
+    pub fn new(config: PipelineConfig) -> Pipeline {
+        Pipeline {
+            detect: DetectStage::new(&config.detect),
+            bus: InProcessBus::default(),
+            correlate: CorrelateStage::new(config.correlate.clone()),
+            warmup: i64::from(config.warmup_secs) * culprit_core::NANOS_PER_SEC,
+            learn_until: None,
+            stats: PipelineStats::default(),
+        }
+    }
+
+    /// Learns a baseline from `events` (any time range, judged by nothing), then resets the
+    /// stream clock so the next events may come from before or after them.
+    pub fn learn<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
+        for event in events {
+            self.detect.observe(event, Phase::Learning, &mut self.bus);
+        }
+        self.detect.flush(Phase::Learning, &mut self.bus);
+        self.pump();
+    }
+
+    /// Seeds the dependency graph with known edges (from a service catalogue, say).
+    pub fn add_dependency(&mut self, edge: DependencyEdge) {
+        self.correlate.add_edge(&edge);
+    }
+
+    /// Takes the next event of the stream; returns the alerts it led to.
+    pub fn push(&mut self, event: &Event) -> Vec<RcaAlert> {
+        *self.stats.events.entry(event.source()).or_default() += 1;
+        let learn_until = *self.learn_until.get_or_insert(event.time + self.warmup);
+        let phase = if event.time < learn_until { Phase::Learning } else { Phase::Detecting };
+        self.detect.observe(event, phase, &mut self.bus);
+        if self.detect.tick(event.time, phase, &mut self.bus) || !self.bus.is_empty() {
+            return self.pump();
+        }
+        Vec::new()
+    }
+
+    /// The stream has ended: closes every window and resolves every incident.
+    pub fn finish(&mut self) -> Vec<RcaAlert> {
+        self.detect.flush(Phase::Detecting, &mut self.bus);
+        let mut alerts = self.pump();
+        let flushed = self.correlate.flush();
+        self.stats.alerts += flushed.len() as u64;
+        alerts.extend(flushed);
+        alerts
+    }
+
+    /// The latest alert of every incident so far.
+    pub fn incidents(&self) -> &[RcaAlert] {
+        self.correlate.incidents()
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    fn pump(&mut self) -> Vec<RcaAlert> {
+        let messages = self.bus.drain();
+        self.stats.anomalies += messages.iter().filter(|m| matches!(m, BusMessage::Anomaly(_))).count() as u64;
+        let alerts = self.correlate.handle(messages);
+        self.stats.alerts += alerts.len() as u64;
+        alerts
+    }
+}

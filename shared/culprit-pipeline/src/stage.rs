@@ -1,0 +1,106 @@
+//! The two stages of the pipeline, each usable on its own (one per service in Kafka mode).
+
+use crate::bus::{Bus, BusMessage};
+use culprit_core::{DependencyEdge, Event, RcaAlert, UnixNanos, NANOS_PER_SEC};
+use culprit_correlate::{CorrelateConfig, Correlator};
+use culprit_detect::{DetectConfig, Detectors, Findings, Phase};
+
+/// Runs the detectors over events and publishes their findings.
+pub struct DetectStage {
+    detectors: Detectors,
+    findings: Findings,
+    /// Newest event time seen, and the last whole second windows were advanced to.
+    newest: UnixNanos,
+    advanced_to: UnixNanos,
+}
+
+impl DetectStage {
+    pub fn new(config: &DetectConfig) -> DetectStage {
+        DetectStage {
+            detectors: Detectors::statistical(config),
+            findings: Findings::default(),
+            newest: i64::MIN,
+            advanced_to: i64::MIN,
+        }
+    }
+
+    /// Adds a detector (a learned model, say) beside the statistical ones.
+    pub fn add_detector(&mut self, detector: Box<dyn culprit_detect::Detector>) {
+        self.detectors.push(detector);
+    }
+
+    pub fn observe(&mut self, event: &Event, phase: Phase, bus: &mut impl Bus) {
+        self.newest = self.newest.max(event.time);
+        self.detectors.observe(event, phase, &mut self.findings);
+        self.publish(bus);
+    }
+
+    /// Advances windows when event time has moved on by a second or more; returns whether it did.
+    pub fn tick(&mut self, now: UnixNanos, phase: Phase, bus: &mut impl Bus) -> bool {
+        let now = now.max(self.newest);
+        if now < self.advanced_to.saturating_add(NANOS_PER_SEC) {
+            return false;
+        }
+        self.advanced_to = now;
+        self.detectors.advance(now, phase, &mut self.findings);
+        self.publish(bus);
+        bus.publish(BusMessage::Watermark { time: now });
+        true
+    }
+
+    pub fn flush(&mut self, phase: Phase, bus: &mut impl Bus) {
+        self.detectors.flush(phase, &mut self.findings);
+        self.publish(bus);
+        if phase == Phase::Learning {
+            // The learned data may lie after the stream that follows: forget its clock.
+            self.newest = i64::MIN;
+            self.advanced_to = i64::MIN;
+        } else if self.newest > i64::MIN {
+            bus.publish(BusMessage::Watermark { time: self.newest });
+        }
+    }
+
+    fn publish(&mut self, bus: &mut impl Bus) {
+        for edge in self.findings.edges.drain(..) {
+            bus.publish(BusMessage::Edge(edge));
+        }
+        for anomaly in self.findings.anomalies.drain(..) {
+            bus.publish(BusMessage::Anomaly(anomaly));
+        }
+    }
+}
+
+/// Consumes the bus and turns anomalies into incidents and alerts.
+pub struct CorrelateStage {
+    correlator: Correlator,
+}
+
+impl CorrelateStage {
+    pub fn new(config: CorrelateConfig) -> CorrelateStage {
+        CorrelateStage { correlator: Correlator::new(config) }
+    }
+
+    pub fn add_edge(&mut self, edge: &DependencyEdge) {
+        self.correlator.add_edge(edge);
+    }
+
+    pub fn handle(&mut self, messages: impl IntoIterator<Item = BusMessage>) -> Vec<RcaAlert> {
+        let mut alerts = Vec::new();
+        for message in messages {
+            match message {
+                BusMessage::Edge(edge) => self.correlator.add_edge(&edge),
+                BusMessage::Anomaly(anomaly) => alerts.extend(self.correlator.add(anomaly)),
+                BusMessage::Watermark { time } => alerts.extend(self.correlator.advance(time)),
+            }
+        }
+        alerts
+    }
+
+    pub fn flush(&mut self) -> Vec<RcaAlert> {
+        self.correlator.flush()
+    }
+
+    pub fn incidents(&self) -> &[RcaAlert] {
+        self.correlator.incidents()
+    }
+}
