@@ -1,0 +1,58 @@
+//! `culprit eval nezha <DIR>`: accuracy on labelled incidents.
+
+use crate::config::CulpritConfig;
+use anyhow::Result;
+use clap::Subcommand;
+use culprit_eval::{eval_nezha, CaseResult};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum Eval {
+    /// A dataset in the Nezha layout (labels/cases.csv, rca_data/<date>/, construct_data/<date>/).
+    Nezha {
+        dir: PathBuf,
+        /// End with one JSON summary line on stdout (per-case lines go to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
+    let Eval::Nezha { dir, json } = cmd;
+    if !json {
+        println!("{:<28} {:<15} {:<30} {:>4} {:>8}  top 3", "case", "fault", "root cause", "rank", "delay s");
+    }
+    let print_case = |r: &CaseResult| {
+        let rank = r.rank.map_or("-".to_string(), |p| p.to_string());
+        let delay = r.detect_delay_s.map_or("miss".to_string(), |d| format!("{d:.0}"));
+        let top: Vec<&str> = r.ranking.iter().take(3).map(String::as_str).collect();
+        let line = format!("{:<28} {:<15} {:<30} {:>4} {:>8}  {}", r.case_id, r.fault_type, r.root_cause, rank, delay, top.join(", "));
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let (_, summary) = eval_nezha(&dir, &config.pipeline, print_case)?;
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        let s = &summary.scores;
+        println!();
+        println!(
+            "cases {}  detected {}  AC@1 {:.3}  AC@3 {:.3}  AC@5 {:.3}  Avg@5 {:.3}  median delay {}  in {:.1} s",
+            s.cases,
+            s.detected,
+            s.ac1,
+            s.ac3,
+            s.ac5,
+            s.avg5,
+            summary.median_detect_delay_s.map_or("-".into(), |d| format!("{d:.0} s")),
+            summary.seconds
+        );
+        for (fault, f) in &summary.by_fault_type {
+            println!("  {fault:<15} cases {:>2}  AC@1 {:.3}  AC@3 {:.3}  Avg@5 {:.3}", f.cases, f.ac1, f.ac3, f.avg5);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod demo;
+pub mod eval;
+pub mod import;
+pub mod replay;
+pub mod simulate;

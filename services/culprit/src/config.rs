@@ -1,0 +1,70 @@
+//! Configuration: defaults, then an optional TOML file, then `CULPRIT__SECTION__KEY` environment
+//! variables (for example `CULPRIT__CORRELATE__QUIET_GAP_SECS=300`).
+
+use anyhow::{Context, Result};
+use culprit_pipeline::PipelineConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CulpritConfig {
+    #[serde(flatten)]
+    pub pipeline: PipelineConfig,
+    pub output: OutputConfig,
+}
+
+/// Where alerts go in the embedded mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Folder for `alerts.jsonl` and the causal-graph pictures (`<incident>.dot`, `.html`).
+    pub dir: PathBuf,
+    /// Also print each alert as one JSON line on stdout.
+    pub stdout_json: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { dir: PathBuf::from("culprit-out"), stdout_json: false }
+    }
+}
+
+pub fn load(path: Option<&Path>) -> Result<CulpritConfig> {
+    let defaults = config::Config::try_from(&CulpritConfig::default()).context("building default configuration")?;
+    let mut builder = config::Config::builder().add_source(defaults);
+    if let Some(path) = path {
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("CULPRIT").prefix_separator("__").separator("__").try_parsing(true),
+    );
+    let merged = builder.build().context("reading configuration")?;
+    merged.try_deserialize().context("invalid configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_without_a_file() {
+        let c = load(None).unwrap();
+        assert_eq!(c, CulpritConfig::default());
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_unknown_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("culprit-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "warmup_secs = 42\n[correlate]\nquiet_gap_secs = 300\n").unwrap();
+        let c = load(Some(&good)).unwrap();
+        assert_eq!(c.pipeline.warmup_secs, 42);
+        assert_eq!(c.pipeline.correlate.quiet_gap_secs, 300);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[correlate]\nquiet_gap = 300\n").unwrap();
+        let err = format!("{:#}", load(Some(&bad)).unwrap_err());
+        assert!(err.contains("quiet_gap"), "{err}");
+    }
+}

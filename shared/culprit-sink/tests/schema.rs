@@ -1,0 +1,128 @@
+//! `schemas/rca-alert.json` is the contract on `culprit.alerts`: it must accept exactly what
+//! `RcaAlert` serialises to.
+
+mod common;
+
+use serde_json::{json, Value};
+
+fn schema() -> Result<Value, Box<dyn std::error::Error>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/rca-alert.json");
+    Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
+}
+
+fn validator() -> Result<jsonschema::Validator, Box<dyn std::error::Error>> {
+    let schema = schema()?;
+    jsonschema::meta::validate(&schema)
+        .map_err(|e| format!("schema is not valid JSON Schema: {e}"))?;
+    Ok(jsonschema::draft202012::new(&schema).map_err(|e| e.to_string())?)
+}
+
+/// A named way to break a valid document.
+type Breakage = (&'static str, Box<dyn Fn(&mut Value)>);
+
+fn errors(validator: &jsonschema::Validator, doc: &Value) -> Vec<String> {
+    validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn serialised_alert_validates_against_the_schema() -> Result<(), Box<dyn std::error::Error>> {
+    let validator = validator()?;
+    let doc = serde_json::to_value(common::alert())?;
+    assert_eq!(errors(&validator, &doc), Vec::<String>::new());
+
+    let mut resolved = common::alert();
+    resolved.status = culprit_core::IncidentStatus::Resolved;
+    resolved.severity = culprit_core::Severity::Sev5;
+    resolved.root_causes.clear();
+    resolved.graph = Default::default();
+    resolved.affected_services.clear();
+    let doc = serde_json::to_value(resolved)?;
+    assert_eq!(errors(&validator, &doc), Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
+fn schema_rejects_broken_documents() -> Result<(), Box<dyn std::error::Error>> {
+    let validator = validator()?;
+    let good = serde_json::to_value(common::alert())?;
+    let breakages: Vec<Breakage> = vec![
+        (
+            "unknown severity",
+            Box::new(|d| d["severity"] = json!("SEV0")),
+        ),
+        ("unknown status", Box::new(|d| d["status"] = json!("Open"))),
+        (
+            "missing incident id",
+            Box::new(|d| {
+                d.as_object_mut().map(|o| o.remove("incident_id"));
+            }),
+        ),
+        (
+            "confidence above 1",
+            Box::new(|d| d["confidence"] = json!(1.5)),
+        ),
+        (
+            "unknown source key",
+            Box::new(|d| d["affected_services"]["spans"] = json!(["x"])),
+        ),
+        (
+            "unknown edge kind",
+            Box::new(|d| d["graph"]["edges"][0]["kind"] = json!("calls")),
+        ),
+        (
+            "time as a string",
+            Box::new(|d| d["started_at"] = json!("2024-05-01T12:00:00Z")),
+        ),
+        (
+            "rank zero",
+            Box::new(|d| d["root_causes"][0]["rank"] = json!(0)),
+        ),
+        (
+            "unexpected field",
+            Box::new(|d| d["graph"]["nodes"][0]["colour"] = json!("red")),
+        ),
+    ];
+    for (what, breakage) in breakages {
+        let mut doc = good.clone();
+        breakage(&mut doc);
+        assert!(
+            !validator.is_valid(&doc),
+            "schema accepted a document with {what}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn every_schema_property_has_a_title_and_description() -> Result<(), Box<dyn std::error::Error>> {
+    fn walk(v: &Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = v.get("properties").and_then(Value::as_object) {
+            for (name, prop) in props {
+                for key in ["title", "description"] {
+                    if prop
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty)
+                    {
+                        missing.push(format!("{path}/{name}: {key}"));
+                    }
+                }
+                walk(prop, &format!("{path}/{name}"), missing);
+            }
+        }
+        if let Some(defs) = v.get("$defs").and_then(Value::as_object) {
+            for (name, def) in defs {
+                walk(def, &format!("{path}/$defs/{name}"), missing);
+            }
+        }
+    }
+    let schema = schema()?;
+    assert!(schema.get("$id").and_then(Value::as_str).is_some());
+    let mut missing = Vec::new();
+    walk(&schema, "", &mut missing);
+    assert_eq!(missing, Vec::<String>::new());
+    Ok(())
+}

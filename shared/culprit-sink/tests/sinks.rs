@@ -1,0 +1,172 @@
+mod common;
+
+use culprit_core::RcaAlert;
+use culprit_sink::{AlertSink, FanOut, GraphFilesSink, JsonLinesSink, SinkError, SummarySink};
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+/// A writer whose bytes the test can read back after the sink took ownership of it.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Broken;
+
+impl AlertSink for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn emit(&mut self, _: &RcaAlert) -> Result<(), SinkError> {
+        Err(SinkError::Write {
+            sink: "broken".into(),
+            source: io::Error::other("disk full"),
+        })
+    }
+}
+
+#[test]
+fn json_lines_round_trip_to_the_same_alert() -> Result<(), Box<dyn std::error::Error>> {
+    let buf = Shared::default();
+    let mut sink = JsonLinesSink::new("jsonl:test", Box::new(buf.clone()));
+    let first = common::alert();
+    let mut second = common::alert();
+    second.revision = 4;
+    second.status = culprit_core::IncidentStatus::Resolved;
+    sink.emit(&first)?;
+    sink.emit(&second)?;
+    sink.flush()?;
+
+    let text = buf.text();
+    assert!(text.ends_with('\n'));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(serde_json::from_str::<RcaAlert>(lines[0])?, first);
+    assert_eq!(serde_json::from_str::<RcaAlert>(lines[1])?, second);
+    Ok(())
+}
+
+#[test]
+fn json_lines_file_creates_directories_and_appends() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("nested/out/alerts.jsonl");
+    let alert = common::alert();
+    JsonLinesSink::file(&path)?.emit(&alert)?;
+    let mut reopened = JsonLinesSink::file(&path)?;
+    assert!(reopened.name().ends_with("alerts.jsonl"));
+    reopened.emit(&alert)?;
+
+    let text = std::fs::read_to_string(&path)?;
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "the second sink appended instead of truncating"
+    );
+    for line in text.lines() {
+        assert_eq!(serde_json::from_str::<RcaAlert>(line)?, alert);
+    }
+    Ok(())
+}
+
+#[test]
+fn summary_sink_writes_the_rendered_summary() -> Result<(), SinkError> {
+    let buf = Shared::default();
+    let alert = common::alert();
+    SummarySink::new("summary:test", Box::new(buf.clone())).emit(&alert)?;
+    assert_eq!(
+        buf.text(),
+        format!("{}\n", culprit_sink::render_summary(&alert))
+    );
+    Ok(())
+}
+
+#[test]
+fn graph_files_sink_writes_dot_and_html_per_incident() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let mut sink = GraphFilesSink::new(dir.path().join("graphs"));
+    assert_eq!(sink.last_paths(), None);
+    let mut alert = common::alert();
+    sink.emit(&alert)?;
+
+    let (dot, html) = sink.last_paths().ok_or("no paths remembered")?;
+    assert_eq!(
+        dot,
+        dir.path().join("graphs/prod-cartservice-1714564800.dot")
+    );
+    assert_eq!(
+        html,
+        dir.path().join("graphs/prod-cartservice-1714564800.html")
+    );
+    assert_eq!(std::fs::read_to_string(&dot)?, culprit_sink::to_dot(&alert));
+    assert_eq!(
+        std::fs::read_to_string(&html)?,
+        culprit_sink::to_html(&alert)
+    );
+
+    // A new revision replaces the files in place and leaves no temporary files behind.
+    alert.revision = 4;
+    sink.emit(&alert)?;
+    assert_eq!(sink.last_paths(), Some((dot, html.clone())));
+    assert!(std::fs::read_to_string(&html)?.contains("revision 4"));
+    assert_eq!(std::fs::read_dir(dir.path().join("graphs"))?.count(), 2);
+    Ok(())
+}
+
+#[test]
+fn graph_files_sink_keeps_hostile_ids_inside_its_directory(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let mut sink = GraphFilesSink::new(dir.path());
+    let mut alert = common::alert();
+    alert.incident_id = "../../escape".into();
+    sink.emit(&alert)?;
+    let (dot, _) = sink.last_paths().ok_or("no paths remembered")?;
+    assert_eq!(dot.parent(), Some(dir.path()));
+
+    alert.incident_id = "..".into();
+    assert!(matches!(
+        sink.emit(&alert),
+        Err(SinkError::BadIncidentId(_))
+    ));
+    Ok(())
+}
+
+#[test]
+fn fan_out_continues_past_a_failing_sink_and_reports_it() {
+    let (before, after) = (Shared::default(), Shared::default());
+    let mut fan = FanOut(vec![
+        Box::new(JsonLinesSink::new("before", Box::new(before.clone()))),
+        Box::new(Broken),
+        Box::new(JsonLinesSink::new("after", Box::new(after.clone()))),
+    ]);
+    let result = fan.emit(&common::alert());
+
+    assert!(
+        matches!(&result, Err(SinkError::Write { sink, .. }) if sink == "broken"),
+        "{result:?}"
+    );
+    assert_eq!(before.text().lines().count(), 1);
+    assert_eq!(
+        after.text().lines().count(),
+        1,
+        "the sink after the failing one still got the alert"
+    );
+    assert!(fan.flush().is_ok());
+}
