@@ -1,8 +1,8 @@
 //! Root-cause ranking for one incident.
 //!
 //! 1. Evidence per service: each anomaly contributes `severity weight x score x source weight`;
-//!    within a source, strengths combine as a noisy-OR (many weak signals approach, never
-//!    exceed, one certain one), and sources add up. Changes add to the service they touched.
+//!    within a source the strongest signal counts fully and the next two a little (correlated
+//!    signals must not pile up), and sources add up. Changes add to the service they touched.
 //! 2. The causal graph: services are nodes; a dependency edge `callee -> caller` says a fault in
 //!    the callee can explain symptoms in its caller; a change on a service points at its callers.
 //! 3. Personalised PageRank on the reversed graph (a walker starts at symptoms, weighted by their
@@ -92,13 +92,22 @@ impl ServiceEvidence {
         self.anomalies.push(a.clone());
     }
 
-    /// Noisy-OR per source, weighted sum over sources.
+    /// Per source: the strongest signal, plus a little for the next two. Signals of one source
+    /// on one service are highly correlated (one slow database slows every operation), so ten
+    /// weak ones must not outweigh one strong one.
     fn by_source(&self) -> BTreeMap<SourceKind, f64> {
-        let mut miss: BTreeMap<SourceKind, f64> = BTreeMap::new();
+        let mut per_source: BTreeMap<SourceKind, Vec<f64>> = BTreeMap::new();
         for ((source, _), s) in &self.by_signal {
-            *miss.entry(*source).or_insert(1.0) *= 1.0 - s.min(0.999);
+            per_source.entry(*source).or_default().push(*s);
         }
-        miss.into_iter().map(|(source, m)| (source, 1.0 - m)).collect()
+        per_source
+            .into_iter()
+            .map(|(source, mut strengths)| {
+                strengths.sort_by(|a, b| b.total_cmp(a));
+                let combined: f64 = strengths.iter().zip([1.0, 0.3, 0.1]).map(|(s, w)| s * w).sum();
+                (source, combined.min(1.0))
+            })
+            .collect()
     }
 }
 

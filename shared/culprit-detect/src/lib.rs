@@ -82,8 +82,14 @@ pub struct DetectConfig {
     pub metric_min_severity: Severity,
     /// A metric anomaly must also move this fraction away from the baseline median.
     pub metric_min_relative_change: f64,
+    /// ... and lie this many robust standard deviations away: scrape-level series are heavy
+    /// tailed, and a few hundred of them see a 4-sigma point every minute.
+    pub metric_min_z: f64,
     /// Span latency quantile whose exceedance rate is tested.
     pub latency_quantile: f64,
+    /// A span only counts as slow when it is also this many times the baseline median: a thin
+    /// baseline's p99 can sit barely above its median.
+    pub latency_min_ratio: f64,
 }
 
 impl Default for DetectConfig {
@@ -97,7 +103,9 @@ impl Default for DetectConfig {
             min_severity: Severity::Sev4,
             metric_min_severity: Severity::Sev1,
             metric_min_relative_change: 0.1,
+            metric_min_z: 8.0,
             latency_quantile: 0.99,
+            latency_min_ratio: 1.5,
         }
     }
 }

@@ -142,19 +142,24 @@ impl Detector for LogDetector {
         let level = line_level(log.level, &log.body);
         let text = strip_leading_timestamps(&log.body);
         // The level leads the mined line so that an ERROR line never merges into an INFO template.
+        let word = level_word(level);
         let mut line = String::with_capacity(text.len() + 6);
-        line.push_str(level_word(level));
-        line.push(' ');
+        if !text.starts_with(word) {
+            line.push_str(word);
+            line.push(' ');
+        }
         line.push_str(text);
         let miner = self.miners.entry(key.clone()).or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
         let matched = miner.add(&line);
         let template_key = (key.clone(), matched.id);
         if !self.known_templates.contains(&template_key) {
             if phase == Phase::Detecting {
+                // New INFO/DEBUG templates are mostly new workload (a request type the baseline
+                // did not happen to see), so they are kept out of the default report.
                 let severity = match level {
                     Some(l) if l.is_error() => Severity::Sev2,
                     Some(LogLevel::Warn) => Severity::Sev3,
-                    _ => Severity::Sev4,
+                    _ => Severity::Sev5,
                 };
                 if severity <= self.config.min_severity {
                     let template = miner.template(matched.id).unwrap_or_default();

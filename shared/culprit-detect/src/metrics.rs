@@ -52,11 +52,13 @@ impl Detector for MetricDetector {
             if let Some(profile) = baseline.profile(event.time, &self.config.baseline) {
                 let severity = profile.severity(point.value, Direction::Both, &self.config.severity_levels);
                 let relative = (point.value - profile.median).abs() / profile.median.abs().max(1e-9);
+                let z = profile.z(point.value);
                 if let Some(severity) = severity.filter(|s| {
-                    *s <= self.config.metric_min_severity && relative >= self.config.metric_min_relative_change
+                    *s <= self.config.metric_min_severity
+                        && relative >= self.config.metric_min_relative_change
+                        && z.abs() >= self.config.metric_min_z
                 }) {
                     anomalous = true;
-                    let z = profile.z(point.value);
                     let signal = if point.attributes.is_empty() {
                         format!("metric:{}", point.name)
                     } else {
@@ -71,8 +73,8 @@ impl Detector for MetricDetector {
                         signal,
                     };
                     let direction = if point.value > profile.median { "above" } else { "below" };
-                    // z of 3 is about the SEV1 threshold; 12 and beyond is certain.
-                    let score = (0.5 + z.abs() / 24.0).clamp(0.5, 1.0);
+                    // 0.5 at the gate, 1.0 a hundred times beyond it.
+                    let score = (0.5 + (z.abs() / self.config.metric_min_z).log10() / 4.0).clamp(0.5, 1.0);
                     out.anomalies.push(draft.finish(
                         severity,
                         score,

@@ -163,7 +163,16 @@ impl SpanDetector {
             return;
         }
         self.known_calls.insert(call);
-        if phase == Phase::Detecting && Severity::Sev4 <= self.config.min_severity {
+        // A call path the baseline never saw is usually just a request type it did not happen to
+        // see; a new call into an error handler (Spring's BasicErrorController.error, an
+        // `...ExceptionHandler`) is how many frameworks show a new failure in traces.
+        let lowered = child.operation.to_ascii_lowercase();
+        let severity = if lowered.contains("error") || lowered.contains("exception") {
+            Severity::Sev2
+        } else {
+            Severity::Sev5
+        };
+        if phase == Phase::Detecting && severity <= self.config.min_severity {
             let signal = format!("span.new_call:{} -> {}", parent.operation, child.operation);
             let draft = AnomalyDraft {
                 source: SourceKind::Traces,
@@ -174,8 +183,8 @@ impl SpanDetector {
                 signal,
             };
             out.anomalies.push(draft.finish(
-                Severity::Sev4,
-                0.5,
+                severity,
+                if severity <= Severity::Sev2 { 0.9 } else { 0.5 },
                 None,
                 None,
                 format!(
@@ -198,7 +207,7 @@ impl SpanDetector {
             let mut anomalous = false;
             if phase == Phase::Detecting {
                 if let Some(profile) = baseline.profile(start, &self.config.baseline) {
-                    let threshold = profile.threshold(q, true);
+                    let threshold = profile.threshold(q, true).max(profile.median + self.config.latency_min_ratio.ln());
                     let n = window.log_durations.len() as u64;
                     let k = window.log_durations.iter().filter(|v| **v > threshold).count() as u64;
                     let surprise = binomial_surprise(k, n, 1.0 - q);
@@ -416,14 +425,17 @@ mod tests {
     }
 
     #[test]
-    fn flags_a_call_never_seen_in_the_baseline() {
+    fn flags_a_new_call_into_an_error_handler_but_not_a_new_ordinary_call() {
         let mut d = SpanDetector::new(DetectConfig::default());
         let mut out = Findings::default();
         traffic(&mut d, 0, 20, 20.0, false, Phase::Learning, &mut out);
         let mut found = Findings::default();
         d.observe(&span(30 * NANOS_PER_SEC, "frontend", "GET /", "p", None, 5.0, false), Phase::Detecting, &mut found);
         d.observe(&span(30 * NANOS_PER_SEC, "auth", "POST /login", "c", Some("p"), 5.0, false), Phase::Detecting, &mut found);
-        assert!(found.anomalies.iter().any(|a| a.signal == "span.new_call:GET / -> POST /login" && a.service == "auth"));
+        assert!(found.anomalies.is_empty(), "a new ordinary call path is not reported: {:?}", found.anomalies);
         assert!(found.edges.iter().any(|e| e.caller == "frontend" && e.callee == "auth"));
+        d.observe(&span(31 * NANOS_PER_SEC, "auth", "BasicErrorController.error", "e", Some("c"), 1.0, false), Phase::Detecting, &mut found);
+        assert!(found.anomalies.iter().any(|a| a.signal == "span.new_call:POST /login -> BasicErrorController.error"
+            && a.service == "auth" && a.severity == Severity::Sev2));
     }
 }

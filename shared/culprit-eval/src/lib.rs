@@ -35,6 +35,7 @@ pub struct CaseResult {
     pub case_id: String,
     pub fault_type: String,
     pub root_cause: String,
+    pub inject_unix_s: i64,
     /// Candidate services, best first (empty when nothing was detected).
     pub ranking: Vec<String>,
     /// 1-based position of the true root cause in `ranking`.
@@ -48,6 +49,19 @@ pub struct CaseResult {
     pub events: u64,
     pub anomalies: u64,
     pub seconds: f64,
+    /// Every anomaly of the replay, when [`EvalOptions::explain`] asked for them.
+    #[serde(skip)]
+    pub anomaly_log: Vec<culprit_core::Anomaly>,
+}
+
+/// What to evaluate and how much to say about it.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    pub pipeline: PipelineConfig,
+    /// Only the cases whose id contains this.
+    pub case_filter: Option<String>,
+    /// Keep every anomaly of each case in [`CaseResult::anomaly_log`].
+    pub explain: bool,
 }
 
 /// Accuracy figures over a set of cases.
@@ -115,7 +129,7 @@ impl Summary {
 /// Evaluates every case of the dataset at `root`, calling `on_case` as each finishes.
 pub fn eval_nezha(
     root: &Path,
-    config: &PipelineConfig,
+    options: &EvalOptions,
     mut on_case: impl FnMut(&CaseResult),
 ) -> Result<(Vec<CaseResult>, Summary)> {
     let started = Instant::now();
@@ -123,8 +137,8 @@ pub fn eval_nezha(
     let cases = dataset.cases()?;
     let mut data = DateData::default();
     let mut results = Vec::with_capacity(cases.len());
-    for case in &cases {
-        let result = eval_case(&dataset, &mut data, case, config)
+    for case in cases.iter().filter(|c| options.case_filter.as_ref().is_none_or(|f| c.id.contains(f.as_str()))) {
+        let result = eval_case(&dataset, &mut data, case, options)
             .with_context(|| format!("evaluating case {}", case.id))?;
         on_case(&result);
         results.push(result);
@@ -187,7 +201,8 @@ fn metric_events(store: &MetricStore, from_s: i64, to_s: i64) -> Result<Vec<Even
     Ok(culprit_otlp::metrics_to_events(&store.window(from_s, to_s))?)
 }
 
-fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, config: &PipelineConfig) -> Result<CaseResult> {
+fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, options: &EvalOptions) -> Result<CaseResult> {
+    let config = &options.pipeline;
     let started = Instant::now();
     data.load(dataset, &case.date)?;
     let inject = case.inject_unix_s;
@@ -231,6 +246,9 @@ fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, config: &Pipel
             pipeline.add_dependency(DependencyEdge { environment, caller: caller.clone(), callee: callee.clone() });
         }
     }
+    if options.explain {
+        pipeline.record_anomalies();
+    }
     pipeline.learn(&baseline);
     for event in &replay {
         pipeline.push(event);
@@ -248,6 +266,7 @@ fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, config: &Pipel
         case_id: case.id.clone(),
         fault_type: case.fault_type.clone(),
         root_cause: case.root_cause_service.clone(),
+        inject_unix_s: case.inject_unix_s,
         detected: incident.is_some(),
         detect_delay_s: incident.map(|a| (a.started_at - inject * NANOS_PER_SEC) as f64 / 1e9),
         incident_id: incident.map(|a| a.incident_id.clone()),
@@ -257,6 +276,7 @@ fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, config: &Pipel
         events: stats.events.values().sum(),
         anomalies: stats.anomalies,
         seconds: started.elapsed().as_secs_f64(),
+        anomaly_log: pipeline.recorded_anomalies().to_vec(),
     })
 }
 
@@ -294,6 +314,7 @@ mod tests {
             case_id: "c".into(),
             fault_type: fault.into(),
             root_cause: "a".into(),
+            inject_unix_s: 0,
             ranking: vec![],
             rank,
             detected: delay.is_some(),
@@ -303,6 +324,7 @@ mod tests {
             events: 0,
             anomalies: 0,
             seconds: 0.0,
+            anomaly_log: vec![],
         }
     }
 

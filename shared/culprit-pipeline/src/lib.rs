@@ -51,6 +51,8 @@ pub struct Pipeline {
     warmup: i64,
     learn_until: Option<UnixNanos>,
     stats: PipelineStats,
+    /// Every anomaly passed to the correlator, when asked for (diagnostics, eval explanations).
+    recorded: Option<Vec<culprit_core::Anomaly>>,
 }
 
 impl Pipeline {
@@ -62,6 +64,7 @@ impl Pipeline {
             warmup: i64::from(config.warmup_secs) * culprit_core::NANOS_PER_SEC,
             learn_until: None,
             stats: PipelineStats::default(),
+            recorded: None,
         }
     }
 
@@ -107,12 +110,27 @@ impl Pipeline {
         self.correlate.incidents()
     }
 
+    /// Keeps a copy of every anomaly from now on (see [`Pipeline::recorded_anomalies`]).
+    pub fn record_anomalies(&mut self) {
+        self.recorded.get_or_insert_with(Vec::new);
+    }
+
+    pub fn recorded_anomalies(&self) -> &[culprit_core::Anomaly] {
+        self.recorded.as_deref().unwrap_or(&[])
+    }
+
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
     }
 
     fn pump(&mut self) -> Vec<RcaAlert> {
         let messages = self.bus.drain();
+        if let Some(recorded) = &mut self.recorded {
+            recorded.extend(messages.iter().filter_map(|m| match m {
+                BusMessage::Anomaly(a) => Some(a.clone()),
+                _ => None,
+            }));
+        }
         self.stats.anomalies += messages.iter().filter(|m| matches!(m, BusMessage::Anomaly(_))).count() as u64;
         let alerts = self.correlate.handle(messages);
         self.stats.alerts += alerts.len() as u64;

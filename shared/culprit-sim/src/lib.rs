@@ -1,1 +1,182 @@
-//! placeholder
+//! Ground truth for culprit: seeded, labelled incidents on a small shop of microservices,
+//! emitted as OTLP traces, logs and metrics plus native change events.
+//!
+//! [`simulate`] plays `normal_minutes` of healthy traffic followed by `fault_minutes` of one
+//! [`Scenario`], and returns the telemetry with a [`Label`] naming the root-cause service and
+//! the fault window. Symptoms propagate the way they do in production: a caller's span contains
+//! its callee's, callers fail and log errors naming the callee, retries multiply load, so the
+//! root cause is rarely the only anomalous service. The same seed always yields the same run
+//! (ChaCha8); [`write_dir`] stores a run as the OpenTelemetry Collector's file exporter would.
+//!
+//! Volume: metrics count every request, but spans and logs are exported for at most
+//! [`EXPORTED_TRACES_PER_SECOND`] requests a second (uniform head sampling), which keeps the
+//! default 35-minute run near 45 MB of OTLP/JSON.
+//!
+//! The crate knows nothing of detection or correlation, so it can judge them.
+#![forbid(unsafe_code)]
+
+mod changes;
+mod metrics;
+mod otlp;
+mod scenario;
+mod topology;
+mod traffic;
+mod write;
+
+pub use scenario::{Scenario, UnknownScenario};
+pub use topology::{DEPENDENCIES, ENVIRONMENT, NAMESPACE, SERVICES};
+pub use traffic::EXPORTED_TRACES_PER_SECOND;
+pub use write::{read_jsonl, write_dir, WrittenFiles, CHANGES_FILE, LABEL_FILE, LOGS_FILE, METRICS_FILE, TRACES_FILE};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use scenario::{FaultWindow, NANOS};
+use serde::{Deserialize, Serialize};
+
+/// Monday 2024-06-03 10:00:00 UTC: a business-hours start with a stable diurnal phase.
+pub const DEFAULT_START_UNIX_S: i64 = 1_717_408_800;
+
+/// How long, how busy and from which seed a simulation runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub start_unix_s: i64,
+    /// Healthy traffic before the fault (the detectors' baseline).
+    pub normal_minutes: u32,
+    pub fault_minutes: u32,
+    /// Requests entering at the frontend, on average.
+    pub requests_per_second: u32,
+    /// Telemetry is grouped into one OTLP request per signal per batch of this many seconds.
+    pub batch_seconds: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 42,
+            start_unix_s: DEFAULT_START_UNIX_S,
+            normal_minutes: 30,
+            fault_minutes: 5,
+            requests_per_second: 20,
+            batch_seconds: 10,
+        }
+    }
+}
+
+/// What really happened in a run: the answer a root-cause analysis should find.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Label {
+    /// The scenario's kebab-case name.
+    pub scenario: String,
+    pub root_cause_service: String,
+    /// When symptoms start and stop (a change, if any, precedes the start by 30-60 s).
+    pub fault_start_unix_s: i64,
+    pub fault_end_unix_s: i64,
+    pub description: String,
+}
+
+/// One simulated run. Requests are in time order; each holds one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimRun {
+    pub traces: Vec<ExportTraceServiceRequest>,
+    pub logs: Vec<ExportLogsServiceRequest>,
+    pub metrics: Vec<ExportMetricsServiceRequest>,
+    /// Native change events (`{"id", "time", "type", "service", ...}`), in time order.
+    pub changes: Vec<serde_json::Value>,
+    pub label: Label,
+}
+
+/// Runs `scenario` under `config`. Deterministic: equal inputs give equal runs.
+pub fn simulate(scenario: Scenario, config: &SimConfig) -> SimRun {
+    let start_ns = config.start_unix_s * NANOS;
+    let fault_start_ns = start_ns + i64::from(config.normal_minutes) * 60 * NANOS;
+    let end_ns = fault_start_ns + i64::from(config.fault_minutes) * 60 * NANOS;
+    let batch_ns = i64::from(config.batch_seconds.max(1)) * NANOS;
+    let window = FaultWindow { start_ns: fault_start_ns, end_ns };
+
+    // Independent streams per concern, so that e.g. a scenario's change events cannot shift
+    // the traffic: the normal period is the same for every scenario under one seed.
+    let stream = |n: u64| {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        rng.set_stream(n);
+        rng
+    };
+    let mut setup_rng = stream(0);
+    let pods = traffic::make_pods(&mut setup_rng);
+    let planned = changes::plan_changes(scenario, start_ns, fault_start_ns, &mut setup_rng);
+    let versions = changes::Versions::new(&planned);
+
+    let traffic = traffic::simulate_traffic(
+        &traffic::TrafficParams {
+            scenario,
+            window,
+            start_ns,
+            end_ns,
+            batch_ns,
+            requests_per_second: f64::from(config.requests_per_second.max(1)),
+        },
+        &pods,
+        stream(1),
+    );
+    let metrics = metrics::simulate_metrics(
+        &metrics::MetricParams { scenario, window, start_ns, end_ns, batch_ns, versions: &versions },
+        &pods,
+        &traffic.windows,
+        stream(2),
+    );
+
+    let mut traces = Vec::new();
+    for (b, per_pod) in traffic.spans.into_iter().enumerate() {
+        let batch_start = start_ns + b as i64 * batch_ns;
+        let resource_spans: Vec<ResourceSpans> = pods
+            .iter()
+            .zip(per_pod)
+            .filter(|(_, spans)| !spans.is_empty())
+            .map(|(pod, spans)| ResourceSpans {
+                resource: Some(otlp::resource(pod.svc.name(), versions.at(pod.svc, batch_start), &pod.name)),
+                scope_spans: vec![ScopeSpans { scope: Some(otlp::scope()), spans, schema_url: String::new() }],
+                schema_url: String::new(),
+            })
+            .collect();
+        if !resource_spans.is_empty() {
+            traces.push(ExportTraceServiceRequest { resource_spans });
+        }
+    }
+    let mut logs = Vec::new();
+    for (b, per_pod) in traffic.logs.into_iter().enumerate() {
+        let batch_start = start_ns + b as i64 * batch_ns;
+        let resource_logs: Vec<ResourceLogs> = pods
+            .iter()
+            .zip(per_pod)
+            .filter(|(_, records)| !records.is_empty())
+            .map(|(pod, log_records)| ResourceLogs {
+                resource: Some(otlp::resource(pod.svc.name(), versions.at(pod.svc, batch_start), &pod.name)),
+                scope_logs: vec![ScopeLogs { scope: Some(otlp::scope()), log_records, schema_url: String::new() }],
+                schema_url: String::new(),
+            })
+            .collect();
+        if !resource_logs.is_empty() {
+            logs.push(ExportLogsServiceRequest { resource_logs });
+        }
+    }
+
+    SimRun {
+        traces,
+        logs,
+        metrics,
+        changes: planned.iter().map(changes::to_json).collect(),
+        label: Label {
+            scenario: scenario.as_str().to_string(),
+            root_cause_service: scenario.root_cause_service().to_string(),
+            fault_start_unix_s: fault_start_ns / NANOS,
+            fault_end_unix_s: end_ns / NANOS,
+            description: scenario.description().to_string(),
+        },
+    }
+}

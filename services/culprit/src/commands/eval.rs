@@ -3,7 +3,7 @@
 use crate::config::CulpritConfig;
 use anyhow::Result;
 use clap::Subcommand;
-use culprit_eval::{eval_nezha, CaseResult};
+use culprit_eval::{eval_nezha, CaseResult, EvalOptions};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -14,11 +14,18 @@ pub enum Eval {
         /// End with one JSON summary line on stdout (per-case lines go to stderr).
         #[arg(long)]
         json: bool,
+        /// Only the cases whose id contains this.
+        #[arg(long)]
+        case: Option<String>,
+        /// Print every anomaly of each case (relative to the injection) after its row.
+        #[arg(long)]
+        explain: bool,
     },
 }
 
 pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
-    let Eval::Nezha { dir, json } = cmd;
+    let Eval::Nezha { dir, json, case, explain } = cmd;
+    let options = EvalOptions { pipeline: config.pipeline.clone(), case_filter: case, explain };
     if !json {
         println!("{:<28} {:<15} {:<30} {:>4} {:>8}  top 3", "case", "fault", "root cause", "rank", "delay s");
     }
@@ -32,8 +39,21 @@ pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
         } else {
             println!("{line}");
         }
+        let inject = r.inject_unix_s * 1_000_000_000;
+        for a in &r.anomaly_log {
+            eprintln!(
+                "    {:>+7.1}s {} {:<8} {:<30} {:<50} {:.2} {}",
+                (a.time - inject) as f64 / 1e9,
+                a.severity,
+                a.source,
+                a.service,
+                a.signal.chars().take(50).collect::<String>(),
+                a.score,
+                a.description.chars().take(120).collect::<String>()
+            );
+        }
     };
-    let (_, summary) = eval_nezha(&dir, &config.pipeline, print_case)?;
+    let (_, summary) = eval_nezha(&dir, &options, print_case)?;
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
