@@ -2,6 +2,13 @@
 //! structure (caller -> callee operation pairs), plus the service dependency edges the
 //! correlator's graph is learned from.
 //!
+//! Spans are first assembled into traces (a trace is complete once no span of it arrived for
+//! `trace_timeout`), so that each span is judged on what it did itself:
+//! - its *exclusive* time (its duration minus the time covered by its children): a caller that
+//!   waits on a slow callee keeps its exclusive time, so latency is attributed where it arises;
+//! - errors that *originate* in it (it failed and none of its children did): a caller that
+//!   fails because its callee failed is a symptom, not an origin.
+//!
 //! Latency is judged by how many spans of a window exceed the baseline's p99 (a binomial test),
 //! not by the window's mean: one slow outlier moves a mean, while a real regression moves the
 //! share of slow spans, and the test needs only the per-span baseline rather than a history of
@@ -22,9 +29,65 @@ type OpKey = (Name, Name, Name);
 
 #[derive(Debug, Default)]
 struct OpWindow {
-    /// ln(duration in microseconds) of each span.
+    /// ln(exclusive time in microseconds) of each span.
     log_durations: Vec<f64>,
+    /// Errors that originated in these spans.
     errors: u32,
+}
+
+/// A span waiting for the rest of its trace.
+#[derive(Debug, Clone)]
+struct PendingSpan {
+    key: OpKey,
+    span_id: String,
+    parent_span_id: Option<String>,
+    start: UnixNanos,
+    duration: i64,
+    is_error: bool,
+    error_type: Option<String>,
+    name: String,
+}
+
+#[derive(Debug, Default)]
+struct PendingTrace {
+    spans: Vec<PendingSpan>,
+    last_seen: UnixNanos,
+}
+
+/// Exclusive time and error origin of every span of a complete trace.
+fn attribute(trace: &[PendingSpan]) -> Vec<(i64, bool)> {
+    let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, s) in trace.iter().enumerate() {
+        if let Some(p) = &s.parent_span_id {
+            children.entry(p.as_str()).or_default().push(i);
+        }
+    }
+    trace
+        .iter()
+        .map(|s| {
+            let kids = children.get(s.span_id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let (start, end) = (s.start, s.start + s.duration);
+            // Union of the children's intervals, clipped to the parent: parallel calls overlap.
+            let mut intervals: Vec<(i64, i64)> = kids
+                .iter()
+                .map(|&k| (trace[k].start.max(start), (trace[k].start + trace[k].duration).min(end)))
+                .filter(|(a, b)| b > a)
+                .collect();
+            intervals.sort_unstable();
+            let mut covered = 0;
+            let mut cursor = start;
+            for (a, b) in intervals {
+                let a = a.max(cursor);
+                if b > a {
+                    covered += b - a;
+                    cursor = b;
+                }
+            }
+            let exclusive = (s.duration - covered).max(0);
+            let originated = s.is_error && !kids.iter().any(|&k| trace[k].is_error);
+            (exclusive, originated)
+        })
+        .collect()
 }
 
 /// Errors and totals seen in the baseline, decayed so the rate follows slow drift.
@@ -115,10 +178,14 @@ pub struct SpanDetector {
     known_calls: HashSet<(OpKey, OpKey)>,
     known_error_types: HashSet<(Name, Name, String)>,
     known_dependencies: HashSet<DependencyEdge>,
+    traces: HashMap<String, PendingTrace>,
     windows: Windows<HashMap<OpKey, OpWindow>>,
 }
 
 impl SpanDetector {
+    /// A trace is complete once none of its spans arrived for this long (event time).
+    const TRACE_TIMEOUT: i64 = 5 * culprit_core::NANOS_PER_SEC;
+
     pub fn new(config: DetectConfig) -> SpanDetector {
         let windows = Windows::new(config.window_nanos(), config.lateness_nanos());
         SpanDetector {
@@ -130,6 +197,7 @@ impl SpanDetector {
             known_calls: HashSet::new(),
             known_error_types: HashSet::new(),
             known_dependencies: HashSet::new(),
+            traces: HashMap::new(),
             windows,
         }
     }
@@ -195,6 +263,55 @@ impl SpanDetector {
         }
     }
 
+    /// Moves traces that went quiet before `watermark` (all of them when None) into windows.
+    fn complete_traces(&mut self, watermark: Option<UnixNanos>, phase: Phase, out: &mut Findings) {
+        let done: Vec<String> = self
+            .traces
+            .iter()
+            .filter(|(_, t)| watermark.is_none_or(|w| t.last_seen + Self::TRACE_TIMEOUT <= w))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            let Some(trace) = self.traces.remove(&id) else { continue };
+            for (span, (exclusive, originated)) in trace.spans.iter().zip(attribute(&trace.spans)) {
+                let window = self.windows.at(span.start).entry(span.key.clone()).or_default();
+                let micros = (exclusive as f64 / 1000.0).max(1.0);
+                window.log_durations.push(micros.ln());
+                window.errors += u32::from(originated);
+                if let (true, Some(error_type)) = (originated, &span.error_type) {
+                    self.on_originated_error(span, error_type, phase, out);
+                }
+            }
+        }
+    }
+
+    /// An error type a service never produced in its baseline is news on its own.
+    fn on_originated_error(&mut self, span: &PendingSpan, error_type: &str, phase: Phase, out: &mut Findings) {
+        let (environment, service, _) = &span.key;
+        let key = (environment.clone(), service.clone(), error_type.to_string());
+        if self.known_error_types.contains(&key) {
+            return;
+        }
+        if phase == Phase::Detecting && Severity::Sev2 <= self.config.min_severity {
+            let draft = AnomalyDraft {
+                source: SourceKind::Traces,
+                service,
+                environment,
+                instance: None,
+                time: span.start,
+                signal: format!("span.new_error:{error_type}"),
+            };
+            out.anomalies.push(draft.finish(
+                Severity::Sev2,
+                0.9,
+                None,
+                None,
+                format!("`{}` failed with {error_type}, never seen in the baseline", span.name),
+            ));
+        }
+        self.known_error_types.insert(key);
+    }
+
     fn close_window(&mut self, start: UnixNanos, ops: HashMap<OpKey, OpWindow>, phase: Phase, out: &mut Findings) {
         let q = self.config.latency_quantile;
         let mut per_service: HashMap<(Name, Name), (u32, u32)> = HashMap::new();
@@ -233,7 +350,7 @@ impl SpanDetector {
                                 Some(observed_ms),
                                 Some(expected_ms),
                                 format!(
-                                    "{} of {} `{}` spans slower than the baseline p{} ({:.1} ms); median {:.1} ms vs {:.1} ms normally",
+                                    "{} of {} `{}` spans spent longer in themselves than the baseline p{} ({:.1} ms); median {:.1} ms vs {:.1} ms normally",
                                     k, n, key.2, (q * 100.0).round(), threshold.exp() / 1000.0, observed_ms, expected_ms
                                 ),
                             ));
@@ -272,7 +389,7 @@ impl SpanDetector {
                         Some(observed),
                         Some(expected),
                         format!(
-                            "{errors} of {total} spans failed ({:.1}%) vs {:.2}% normally",
+                            "{errors} of {total} spans failed here, not in a callee ({:.1}%) vs {:.2}% normally",
                             observed * 100.0,
                             expected * 100.0
                         ),
@@ -301,45 +418,29 @@ impl Detector for SpanDetector {
             self.on_pair(parent, child, event.time, phase, out);
         }
 
-        if span.is_error {
-            if let Some(error_type) = &span.error_type {
-                let key = (environment.clone(), service.clone(), error_type.clone());
-                if !self.known_error_types.contains(&key) {
-                    if phase == Phase::Detecting && Severity::Sev2 <= self.config.min_severity {
-                        let draft = AnomalyDraft {
-                            source: SourceKind::Traces,
-                            service: &service,
-                            environment: &environment,
-                            instance: event.resource.instance.as_deref(),
-                            time: event.time,
-                            signal: format!("span.new_error:{error_type}"),
-                        };
-                        out.anomalies.push(draft.finish(
-                            Severity::Sev2,
-                            0.9,
-                            None,
-                            None,
-                            format!("`{}` failed with {error_type}, never seen in the baseline", span.name),
-                        ));
-                    }
-                    self.known_error_types.insert(key);
-                }
-            }
-        }
-
-        let window = self.windows.at(event.time).entry((environment, service, operation)).or_default();
-        let micros = (span.duration_ns as f64 / 1000.0).max(1.0);
-        window.log_durations.push(micros.ln());
-        window.errors += u32::from(span.is_error);
+        let trace = self.traces.entry(span.trace_id.clone()).or_default();
+        trace.last_seen = trace.last_seen.max(event.time);
+        trace.spans.push(PendingSpan {
+            key: (environment, service, operation),
+            span_id: span.span_id.clone(),
+            parent_span_id: span.parent_span_id.clone(),
+            start: event.time,
+            duration: span.duration_ns.max(0),
+            is_error: span.is_error,
+            error_type: span.error_type.clone(),
+            name: span.name.clone(),
+        });
     }
 
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
+        self.complete_traces(Some(watermark), phase, out);
         for (start, ops) in self.windows.close_until(watermark) {
             self.close_window(start, ops, phase, out);
         }
     }
 
     fn flush(&mut self, phase: Phase, out: &mut Findings) {
+        self.complete_traces(None, phase, out);
         for (start, ops) in self.windows.close_all() {
             self.close_window(start, ops, phase, out);
         }
@@ -353,11 +454,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn span(t: i64, service: &str, op: &str, id: &str, parent: Option<&str>, ms: f64, error: bool) -> Event {
+        // One trace per request: the trace is named after its root span.
+        let trace = parent.unwrap_or(id).to_string();
         Event {
             time: t,
             resource: Arc::new(Resource::new(service)),
             body: EventBody::Span(SpanEvent {
-                trace_id: "0".repeat(32),
+                trace_id: trace,
                 span_id: id.to_string(),
                 parent_span_id: parent.map(str::to_string),
                 name: op.to_string(),
@@ -379,9 +482,38 @@ mod tests {
             let child = format!("c{t0}-{i}");
             // children first, as exporters deliver them
             d.observe(&span(t, "cart", "GET /cart", &child, Some(&root), cart_ms * jitter, cart_errors && i % 2 == 0), phase, out);
-            d.observe(&span(t, "frontend", "GET /", &root, None, cart_ms * jitter + 5.0, false), phase, out);
+            d.observe(&span(t, "frontend", "GET /", &root, None, cart_ms * jitter + 5.0, cart_errors && i % 2 == 0), phase, out);
             d.advance(t - NANOS_PER_SEC, phase, out);
         }
+    }
+
+    fn pending(id: &str, parent: Option<&str>, start: i64, duration: i64, is_error: bool) -> PendingSpan {
+        let name: Name = Arc::from("x");
+        PendingSpan {
+            key: (name.clone(), name.clone(), name),
+            span_id: id.into(),
+            parent_span_id: parent.map(str::to_string),
+            start,
+            duration,
+            is_error,
+            error_type: None,
+            name: "x".into(),
+        }
+    }
+
+    #[test]
+    fn exclusive_time_subtracts_the_union_of_child_intervals() {
+        // root 0..100 with children 10..40 and 30..60 (overlapping) and 90..120 (clipped to 100)
+        let trace = vec![
+            pending("r", None, 0, 100, true),
+            pending("a", Some("r"), 10, 30, false),
+            pending("b", Some("r"), 30, 30, true),
+            pending("c", Some("r"), 90, 30, false),
+        ];
+        let attributed = attribute(&trace);
+        assert_eq!(attributed[0], (100 - 50 - 10, false), "root's error came from b");
+        assert_eq!(attributed[2], (30, true), "b failed on its own");
+        assert_eq!(attributed[1], (30, false));
     }
 
     #[test]
@@ -408,6 +540,11 @@ mod tests {
         traffic(&mut d, 180 * NANOS_PER_SEC, 30, 200.0, false, Phase::Detecting, &mut slow);
         let cart: Vec<_> = slow.anomalies.iter().filter(|a| a.signal == "span.latency:GET /cart").collect();
         assert!(!cart.is_empty());
+        assert!(
+            !slow.anomalies.iter().any(|a| a.service == "frontend"),
+            "the caller only waited on cart: {:?}",
+            slow.anomalies
+        );
         assert!(cart.iter().any(|a| a.severity == Severity::Sev1));
         assert!(cart[0].observed.unwrap() > 5.0 * cart[0].expected.unwrap());
     }
@@ -420,6 +557,10 @@ mod tests {
         let mut bad = Findings::default();
         traffic(&mut d, 120 * NANOS_PER_SEC, 30, 20.0, true, Phase::Detecting, &mut bad);
         assert!(bad.anomalies.iter().any(|a| a.signal == "span.errors" && a.service == "cart" && a.severity == Severity::Sev1));
+        assert!(
+            !bad.anomalies.iter().any(|a| a.signal == "span.errors" && a.service == "frontend"),
+            "frontend's errors came from cart"
+        );
         let new_type: Vec<_> = bad.anomalies.iter().filter(|a| a.signal == "span.new_error:TimeoutException").collect();
         assert_eq!(new_type.len(), 1, "a new error type is reported once");
     }
