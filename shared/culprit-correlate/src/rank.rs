@@ -29,8 +29,10 @@ pub struct RankConfig {
     pub damping: f64,
     /// How much each source's evidence counts.
     pub source_weights: BTreeMap<SourceKind, f64>,
-    /// Evidence a change adds to the service it touched when the incident follows it.
+    /// Evidence a change adds to the service it touched when the incident follows right after.
     pub change_weight: f64,
+    /// The change's weight halves every this many seconds between it and the incident's start.
+    pub change_half_life_secs: f64,
     /// Candidates to report.
     pub top_k: usize,
     /// Anomalies listed per candidate.
@@ -49,6 +51,7 @@ impl Default for RankConfig {
                 (SourceKind::Changes, 1.0),
             ]),
             change_weight: 0.6,
+            change_half_life_secs: 300.0,
             top_k: 5,
             evidence_per_cause: 5,
         }
@@ -144,7 +147,10 @@ pub fn rank(
         let touched = &change.service;
         let own = evidence.get(touched).copied().unwrap_or(0.0) > 0.0;
         let callers_hit = topology.callers(environment, touched).any(|c| evidence.contains_key(c));
-        let w = if own || callers_hit { config.change_weight } else { config.change_weight * 0.3 };
+        let before = (incident_start - change.time) as f64 / 1e9;
+        // A change during the incident cannot explain its first symptoms.
+        let recency = if before >= 0.0 { 0.5f64.powf(before / config.change_half_life_secs.max(1.0)) } else { 0.3 };
+        let w = recency * if own || callers_hit { config.change_weight } else { config.change_weight * 0.3 };
         *evidence.entry(touched.clone()).or_default() += w;
         let ev = services.entry(touched.clone()).or_default();
         ev.anomalies.push(change.clone());

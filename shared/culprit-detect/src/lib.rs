@@ -19,6 +19,7 @@ pub mod baseline;
 pub mod changes;
 pub mod logs;
 pub mod metrics;
+pub mod novelty;
 pub mod spans;
 pub mod stats;
 pub mod window;
@@ -85,6 +86,10 @@ pub struct DetectConfig {
     /// ... and lie this many robust standard deviations away: scrape-level series are heavy
     /// tailed, and a few hundred of them see a 4-sigma point every minute.
     pub metric_min_z: f64,
+    /// Sightings within `novelty_window_secs` that make a never-seen log template, error type or
+    /// error-handler call new behaviour rather than a rare event.
+    pub novelty_min_count: u32,
+    pub novelty_window_secs: u32,
     /// Span latency quantile whose exceedance rate is tested.
     pub latency_quantile: f64,
     /// A span only counts as slow when it is also this many times the baseline median: a thin
@@ -104,6 +109,8 @@ impl Default for DetectConfig {
             metric_min_severity: Severity::Sev1,
             metric_min_relative_change: 0.1,
             metric_min_z: 8.0,
+            novelty_min_count: 3,
+            novelty_window_secs: 60,
             latency_quantile: 0.99,
             latency_min_ratio: 1.5,
         }
@@ -114,6 +121,10 @@ impl DetectConfig {
     pub fn window_nanos(&self) -> i64 {
         i64::from(self.window_secs.max(1)) * culprit_core::NANOS_PER_SEC
     }
+    pub fn novelty<K: std::hash::Hash + Eq + Clone>(&self) -> novelty::Novelty<K> {
+        novelty::Novelty::new(self.novelty_min_count, i64::from(self.novelty_window_secs) * culprit_core::NANOS_PER_SEC)
+    }
+
     pub fn lateness_nanos(&self) -> i64 {
         i64::from(self.lateness_secs) * culprit_core::NANOS_PER_SEC
     }

@@ -8,7 +8,8 @@ use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
 use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
-use std::collections::{HashMap, HashSet};
+use crate::novelty::Novelty;
+use std::collections::HashMap;
 
 /// (environment, service)
 type ServiceKey = (String, String);
@@ -23,7 +24,7 @@ struct LogWindow {
 pub struct LogDetector {
     config: DetectConfig,
     miners: HashMap<ServiceKey, TemplateMiner>,
-    known_templates: HashSet<(ServiceKey, TemplateId)>,
+    templates: Novelty<(ServiceKey, TemplateId)>,
     error_counts: HashMap<ServiceKey, Baseline>,
     warning_counts: HashMap<ServiceKey, Baseline>,
     windows: Windows<HashMap<ServiceKey, LogWindow>>,
@@ -32,10 +33,12 @@ pub struct LogDetector {
 impl LogDetector {
     pub fn new(config: DetectConfig) -> LogDetector {
         let windows = Windows::new(config.window_nanos(), config.lateness_nanos());
+        let templates = config.novelty();
+
         LogDetector {
             config,
             miners: HashMap::new(),
-            known_templates: HashSet::new(),
+            templates,
             error_counts: HashMap::new(),
             warning_counts: HashMap::new(),
             windows,
@@ -152,36 +155,40 @@ impl Detector for LogDetector {
         let miner = self.miners.entry(key.clone()).or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
         let matched = miner.add(&line);
         let template_key = (key.clone(), matched.id);
-        if !self.known_templates.contains(&template_key) {
-            if phase == Phase::Detecting {
-                // New INFO/DEBUG templates are mostly new workload (a request type the baseline
-                // did not happen to see), so they are kept out of the default report.
-                let severity = match level {
-                    Some(l) if l.is_error() => Severity::Sev2,
-                    Some(LogLevel::Warn) => Severity::Sev3,
-                    _ => Severity::Sev5,
-                };
-                if severity <= self.config.min_severity {
-                    let template = miner.template(matched.id).unwrap_or_default();
-                    let draft = AnomalyDraft {
-                        source: SourceKind::Logs,
-                        service: &key.1,
-                        environment: &key.0,
-                        instance: event.resource.instance.as_deref(),
-                        time: event.time,
-                        signal: format!("log.new_template:{}", matched.id),
-                    };
-                    let score = if severity <= Severity::Sev2 { 0.9 } else { 0.6 };
-                    out.anomalies.push(draft.finish(
-                        severity,
-                        score,
-                        None,
-                        None,
-                        format!("new {} log template: {}", level_word(level), truncate(&template, 200)),
-                    ));
-                }
+        let confirmed = match phase {
+            Phase::Learning => {
+                self.templates.learn(template_key);
+                None
             }
-            self.known_templates.insert(template_key);
+            Phase::Detecting => self.templates.observe(&template_key, event.time),
+        };
+        if let Some(first_seen) = confirmed {
+            // New INFO/DEBUG templates are mostly new workload (a request type the baseline
+            // did not happen to see), so they are kept out of the default report.
+            let severity = match level {
+                Some(l) if l.is_error() => Severity::Sev2,
+                Some(LogLevel::Warn) => Severity::Sev3,
+                _ => Severity::Sev5,
+            };
+            if severity <= self.config.min_severity {
+                let template = miner.template(matched.id).unwrap_or_default();
+                let draft = AnomalyDraft {
+                    source: SourceKind::Logs,
+                    service: &key.1,
+                    environment: &key.0,
+                    instance: event.resource.instance.as_deref(),
+                    time: first_seen,
+                    signal: format!("log.new_template:{}", matched.id),
+                };
+                let score = if severity <= Severity::Sev2 { 0.9 } else { 0.6 };
+                out.anomalies.push(draft.finish(
+                    severity,
+                    score,
+                    None,
+                    None,
+                    format!("new {} log template: {}", level_word(level), truncate(&template, 200)),
+                ));
+            }
         }
 
         let window = self.windows.at(event.time).entry(key).or_default();
@@ -194,6 +201,7 @@ impl Detector for LogDetector {
     }
 
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
+        self.templates.expire(watermark);
         let closed = self.windows.close_until(watermark);
         self.close_windows(closed, phase, out);
     }
@@ -286,6 +294,8 @@ mod tests {
         let mut out = Findings::default();
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         let mut found = Findings::default();
+        // one new error line alone is rare, not new
+        d.observe(&log(119 * NANOS_PER_SEC, "cart", Some(LogLevel::Error), "disk quota warning on volume 7"), Phase::Detecting, &mut found);
         for i in 0..60 {
             let t = 120 * NANOS_PER_SEC + i * NANOS_PER_SEC / 4;
             let body = format!("ERROR c.s.PaymentClient#88 call to payment failed: connection refused after {i} ms");

@@ -16,6 +16,7 @@
 
 use crate::baseline::Baseline;
 use crate::stats::binomial_surprise;
+use crate::novelty::Novelty;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
 use culprit_core::{DependencyEdge, Event, EventBody, Severity, SourceKind, SpanEvent, UnixNanos};
@@ -176,7 +177,8 @@ pub struct SpanDetector {
     latency: HashMap<OpKey, Baseline>,
     errors: HashMap<(Name, Name), ErrorRate>,
     known_calls: HashSet<(OpKey, OpKey)>,
-    known_error_types: HashSet<(Name, Name, String)>,
+    error_handler_calls: Novelty<(OpKey, OpKey)>,
+    error_types: Novelty<(Name, Name, String)>,
     known_dependencies: HashSet<DependencyEdge>,
     traces: HashMap<String, PendingTrace>,
     windows: Windows<HashMap<OpKey, OpWindow>>,
@@ -188,6 +190,9 @@ impl SpanDetector {
 
     pub fn new(config: DetectConfig) -> SpanDetector {
         let windows = Windows::new(config.window_nanos(), config.lateness_nanos());
+        let error_handler_calls = config.novelty();
+        let error_types = config.novelty();
+
         SpanDetector {
             config,
             names: HashSet::new(),
@@ -195,7 +200,8 @@ impl SpanDetector {
             latency: HashMap::new(),
             errors: HashMap::new(),
             known_calls: HashSet::new(),
-            known_error_types: HashSet::new(),
+            error_handler_calls,
+            error_types,
             known_dependencies: HashSet::new(),
             traces: HashMap::new(),
             windows,
@@ -227,20 +233,28 @@ impl SpanDetector {
             (parent.environment.clone(), parent.service.clone(), parent.operation.clone()),
             (child.environment.clone(), child.service.clone(), child.operation.clone()),
         );
-        if self.known_calls.contains(&call) {
-            return;
-        }
-        self.known_calls.insert(call);
         // A call path the baseline never saw is usually just a request type it did not happen to
         // see; a new call into an error handler (Spring's BasicErrorController.error, an
         // `...ExceptionHandler`) is how many frameworks show a new failure in traces.
         let lowered = child.operation.to_ascii_lowercase();
-        let severity = if lowered.contains("error") || lowered.contains("exception") {
-            Severity::Sev2
+        let into_error_handler = lowered.contains("error") || lowered.contains("exception");
+        let first_seen = if into_error_handler {
+            match phase {
+                Phase::Learning => {
+                    self.error_handler_calls.learn(call);
+                    None
+                }
+                Phase::Detecting => self.error_handler_calls.observe(&call, time),
+            }
         } else {
-            Severity::Sev5
+            if phase == Phase::Detecting && !self.known_calls.contains(&call) {
+                tracing::debug!(caller = %parent.operation, callee = %child.operation, "new call path");
+            }
+            self.known_calls.insert(call);
+            None
         };
-        if phase == Phase::Detecting && severity <= self.config.min_severity {
+        let severity = Severity::Sev2;
+        if let Some(time) = first_seen.filter(|_| severity <= self.config.min_severity) {
             let signal = format!("span.new_call:{} -> {}", parent.operation, child.operation);
             let draft = AnomalyDraft {
                 source: SourceKind::Traces,
@@ -252,7 +266,7 @@ impl SpanDetector {
             };
             out.anomalies.push(draft.finish(
                 severity,
-                if severity <= Severity::Sev2 { 0.9 } else { 0.5 },
+                0.9,
                 None,
                 None,
                 format!(
@@ -289,16 +303,20 @@ impl SpanDetector {
     fn on_originated_error(&mut self, span: &PendingSpan, error_type: &str, phase: Phase, out: &mut Findings) {
         let (environment, service, _) = &span.key;
         let key = (environment.clone(), service.clone(), error_type.to_string());
-        if self.known_error_types.contains(&key) {
-            return;
-        }
-        if phase == Phase::Detecting && Severity::Sev2 <= self.config.min_severity {
+        let first_seen = match phase {
+            Phase::Learning => {
+                self.error_types.learn(key);
+                return;
+            }
+            Phase::Detecting => self.error_types.observe(&key, span.start),
+        };
+        if let Some(time) = first_seen.filter(|_| Severity::Sev2 <= self.config.min_severity) {
             let draft = AnomalyDraft {
                 source: SourceKind::Traces,
                 service,
                 environment,
                 instance: None,
-                time: span.start,
+                time,
                 signal: format!("span.new_error:{error_type}"),
             };
             out.anomalies.push(draft.finish(
@@ -309,7 +327,6 @@ impl SpanDetector {
                 format!("`{}` failed with {error_type}, never seen in the baseline", span.name),
             ));
         }
-        self.known_error_types.insert(key);
     }
 
     fn close_window(&mut self, start: UnixNanos, ops: HashMap<OpKey, OpWindow>, phase: Phase, out: &mut Findings) {
@@ -434,6 +451,8 @@ impl Detector for SpanDetector {
 
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
         self.complete_traces(Some(watermark), phase, out);
+        self.error_types.expire(watermark);
+        self.error_handler_calls.expire(watermark);
         for (start, ops) in self.windows.close_until(watermark) {
             self.close_window(start, ops, phase, out);
         }
@@ -575,7 +594,10 @@ mod tests {
         d.observe(&span(30 * NANOS_PER_SEC, "auth", "POST /login", "c", Some("p"), 5.0, false), Phase::Detecting, &mut found);
         assert!(found.anomalies.is_empty(), "a new ordinary call path is not reported: {:?}", found.anomalies);
         assert!(found.edges.iter().any(|e| e.caller == "frontend" && e.callee == "auth"));
-        d.observe(&span(31 * NANOS_PER_SEC, "auth", "BasicErrorController.error", "e", Some("c"), 1.0, false), Phase::Detecting, &mut found);
+        for i in 0..3 {
+            let id = format!("e{i}");
+            d.observe(&span(31 * NANOS_PER_SEC + i, "auth", "BasicErrorController.error", &id, Some("c"), 1.0, false), Phase::Detecting, &mut found);
+        }
         assert!(found.anomalies.iter().any(|a| a.signal == "span.new_call:POST /login -> BasicErrorController.error"
             && a.service == "auth" && a.severity == Severity::Sev2));
     }
