@@ -150,6 +150,19 @@ impl Profile {
         }
     }
 
+    /// How far `x` lies outside the bucket's observed range, in units of that range (0 inside it).
+    pub fn range_excess(&self, x: f64) -> f64 {
+        let (Some(lo), Some(hi)) = (self.sorted.first(), self.sorted.last()) else { return 0.0 };
+        let span = (hi - lo).max(self.scale);
+        if x > *hi {
+            (x - hi) / span
+        } else if x < *lo {
+            (lo - x) / span
+        } else {
+            0.0
+        }
+    }
+
     /// Arithmetic mean of the bucket (the rate a count test expects).
     pub fn mean(&self) -> f64 {
         self.sorted.iter().sum::<f64>() / self.sorted.len().max(1) as f64

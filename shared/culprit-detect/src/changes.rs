@@ -15,8 +15,8 @@ impl ChangeDetector {
 }
 
 impl Detector for ChangeDetector {
-    fn source(&self) -> SourceKind {
-        SourceKind::Changes
+    fn sources(&self) -> &'static [SourceKind] {
+        &[SourceKind::Changes]
     }
 
     /// Changes are reported in both phases: a deploy during the baseline window may still be the

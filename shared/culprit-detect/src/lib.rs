@@ -6,6 +6,7 @@
 //!   thresholds mapped to severities;
 //! - [`stats`]: binomial and Poisson tail tests for counts in a window;
 //! - [`spans`], [`logs`], [`metrics`], [`changes`]: one detector per source;
+//! - [`trace_logs`]: a joint detector of spans and the log lines written inside them;
 //! - [`window`]: event-time tumbling windows shared by the detectors.
 //!
 //! The [`Detector`] trait is the model seam: learned detectors (embeddings + k-NN) implement it
@@ -22,6 +23,8 @@ pub mod metrics;
 pub mod novelty;
 pub mod spans;
 pub mod stats;
+pub mod template_mix;
+pub mod trace_logs;
 pub mod window;
 
 use culprit_core::{Anomaly, DependencyEdge, Event, Severity, SourceKind, UnixNanos};
@@ -51,9 +54,10 @@ pub enum Phase {
     Detecting,
 }
 
-/// One source's detector.
+/// A detector of one source (or, for joint detectors, of several).
 pub trait Detector: Send {
-    fn source(&self) -> SourceKind;
+    /// The sources whose events this detector takes.
+    fn sources(&self) -> &'static [SourceKind];
     /// Takes one event of this source, in (roughly) event-time order.
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings);
     /// Event time has reached `watermark`: close the windows that end before it.
@@ -86,6 +90,9 @@ pub struct DetectConfig {
     /// ... and lie this many robust standard deviations away: scrape-level series are heavy
     /// tailed, and a few hundred of them see a 4-sigma point every minute.
     pub metric_min_z: f64,
+    /// ... and lie outside everything the baseline bucket has seen by this fraction of its range:
+    /// robust scale underestimates the spread of bursty series, their range does not.
+    pub metric_min_range_excess: f64,
     /// Sightings within `novelty_window_secs` that make a never-seen log template, error type or
     /// error-handler call new behaviour rather than a rare event.
     pub novelty_min_count: u32,
@@ -109,6 +116,7 @@ impl Default for DetectConfig {
             metric_min_severity: Severity::Sev1,
             metric_min_relative_change: 0.1,
             metric_min_z: 8.0,
+            metric_min_range_excess: 0.5,
             novelty_min_count: 3,
             novelty_window_secs: 60,
             latency_quantile: 0.99,
@@ -143,6 +151,7 @@ impl Detectors {
                 Box::new(logs::LogDetector::new(config.clone())),
                 Box::new(metrics::MetricDetector::new(config.clone())),
                 Box::new(changes::ChangeDetector::new(config.clone())),
+                Box::new(trace_logs::TraceLogDetector::new(config.clone())),
             ],
         }
     }
@@ -154,7 +163,7 @@ impl Detectors {
 
     pub fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
         let source = event.source();
-        for d in self.detectors.iter_mut().filter(|d| d.source() == source) {
+        for d in self.detectors.iter_mut().filter(|d| d.sources().contains(&source)) {
             d.observe(event, phase, out);
         }
     }

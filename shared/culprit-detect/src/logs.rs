@@ -9,6 +9,7 @@ use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
 use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
 use crate::novelty::Novelty;
+use crate::template_mix::TemplateMix;
 use std::collections::HashMap;
 
 /// (environment, service)
@@ -19,6 +20,7 @@ struct LogWindow {
     errors: u32,
     warnings: u32,
     total: u32,
+    templates: HashMap<TemplateId, u32>,
 }
 
 pub struct LogDetector {
@@ -27,6 +29,7 @@ pub struct LogDetector {
     templates: Novelty<(ServiceKey, TemplateId)>,
     error_counts: HashMap<ServiceKey, Baseline>,
     warning_counts: HashMap<ServiceKey, Baseline>,
+    mixes: HashMap<ServiceKey, TemplateMix>,
     windows: Windows<HashMap<ServiceKey, LogWindow>>,
 }
 
@@ -41,6 +44,7 @@ impl LogDetector {
             templates,
             error_counts: HashMap::new(),
             warning_counts: HashMap::new(),
+            mixes: HashMap::new(),
             windows,
         }
     }
@@ -97,7 +101,7 @@ impl LogDetector {
 }
 
 /// The level a line declares, from the record or else from its first words.
-fn line_level(level: Option<LogLevel>, body: &str) -> Option<LogLevel> {
+pub(crate) fn line_level(level: Option<LogLevel>, body: &str) -> Option<LogLevel> {
     level.or_else(|| {
         body.split_whitespace()
             .take(6)
@@ -107,7 +111,7 @@ fn line_level(level: Option<LogLevel>, body: &str) -> Option<LogLevel> {
 
 /// Drops leading timestamp-like tokens ("16:42:22.382", "2023-01-29T08:42:22Z", "[2023-01-29") so
 /// the first words the template tree branches on are the stable ones (level, logger).
-fn strip_leading_timestamps(body: &str) -> &str {
+pub(crate) fn strip_leading_timestamps(body: &str) -> &str {
     let mut rest = body.trim_start();
     for _ in 0..3 {
         let token_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
@@ -122,7 +126,21 @@ fn strip_leading_timestamps(body: &str) -> &str {
     rest
 }
 
-fn level_word(level: Option<LogLevel>) -> &'static str {
+/// The text a template miner sees: leading timestamps dropped and the level first, so that an
+/// ERROR line never merges into an INFO template.
+pub(crate) fn mining_line(level: Option<LogLevel>, body: &str) -> String {
+    let text = strip_leading_timestamps(body);
+    let word = level_word(level);
+    let mut line = String::with_capacity(text.len() + 6);
+    if !text.starts_with(word) {
+        line.push_str(word);
+        line.push(' ');
+    }
+    line.push_str(text);
+    line
+}
+
+pub(crate) fn level_word(level: Option<LogLevel>) -> &'static str {
     match level {
         Some(LogLevel::Trace) => "TRACE",
         Some(LogLevel::Debug) => "DEBUG",
@@ -135,23 +153,15 @@ fn level_word(level: Option<LogLevel>) -> &'static str {
 }
 
 impl Detector for LogDetector {
-    fn source(&self) -> SourceKind {
-        SourceKind::Logs
+    fn sources(&self) -> &'static [SourceKind] {
+        &[SourceKind::Logs]
     }
 
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
         let EventBody::Log(log) = &event.body else { return };
         let key: ServiceKey = (event.resource.environment.clone(), event.resource.service.clone());
         let level = line_level(log.level, &log.body);
-        let text = strip_leading_timestamps(&log.body);
-        // The level leads the mined line so that an ERROR line never merges into an INFO template.
-        let word = level_word(level);
-        let mut line = String::with_capacity(text.len() + 6);
-        if !text.starts_with(word) {
-            line.push_str(word);
-            line.push(' ');
-        }
-        line.push_str(text);
+        let line = mining_line(level, &log.body);
         let miner = self.miners.entry(key.clone()).or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
         let matched = miner.add(&line);
         let template_key = (key.clone(), matched.id);
@@ -193,6 +203,7 @@ impl Detector for LogDetector {
 
         let window = self.windows.at(event.time).entry(key).or_default();
         window.total += 1;
+        *window.templates.entry(matched.id).or_default() += 1;
         match level {
             Some(l) if l.is_error() => window.errors += 1,
             Some(LogLevel::Warn) => window.warnings += 1,
@@ -220,12 +231,64 @@ impl LogDetector {
                 Self::judge_count(&self.config, errors, &key, start, window.errors, "log.errors", "error", phase, out);
                 let warnings = self.warning_counts.entry(key.clone()).or_default();
                 Self::judge_count(&self.config, warnings, &key, start, window.warnings, "log.warnings", "warning", phase, out);
+                self.judge_mix(&key, start, window.templates, phase, out);
             }
         }
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+impl LogDetector {
+    /// Trailing windows over which a template's absence is judged (about a minute).
+    fn mix_horizon(&self) -> usize {
+        (60 / self.config.window_secs.max(1)).max(1) as usize
+    }
+
+    fn judge_mix(&mut self, key: &ServiceKey, start: UnixNanos, templates: HashMap<TemplateId, u32>, phase: Phase, out: &mut Findings) {
+        let horizon = self.mix_horizon();
+        let levels = self.config.surprise_levels;
+        let mix = self.mixes.entry(key.clone()).or_default();
+        if phase == Phase::Learning {
+            mix.learn(&templates);
+            return;
+        }
+        let missing = mix.judge(templates.clone(), horizon, levels.sev5);
+        if missing.is_empty() {
+            mix.learn(&templates);
+            return;
+        }
+        let miner = self.miners.get(key);
+        for m in missing {
+            // Absence is weaker evidence than presence: at most SEV2.
+            let Some(severity) = levels.severity(m.surprise).map(|s| s.max(Severity::Sev2)) else { continue };
+            if severity > self.config.min_severity {
+                continue;
+            }
+            let template = miner.and_then(|mi| mi.template(m.template)).unwrap_or_default();
+            let draft = AnomalyDraft {
+                source: SourceKind::Logs,
+                service: &key.1,
+                environment: &key.0,
+                instance: None,
+                time: start,
+                signal: format!("log.missing_template:{}", m.template),
+            };
+            out.anomalies.push(draft.finish(
+                severity,
+                levels.score(m.surprise),
+                Some(m.observed as f64),
+                Some(m.expected),
+                format!(
+                    "a usual log line stopped: {} seen in the last minute where {:.0} were expected: {}",
+                    m.observed,
+                    m.expected,
+                    truncate(&template, 160)
+                ),
+            ));
+        }
+    }
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

@@ -25,8 +25,8 @@ impl MetricDetector {
 }
 
 impl Detector for MetricDetector {
-    fn source(&self) -> SourceKind {
-        SourceKind::Metrics
+    fn sources(&self) -> &'static [SourceKind] {
+        &[SourceKind::Metrics]
     }
 
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
@@ -57,6 +57,7 @@ impl Detector for MetricDetector {
                     *s <= self.config.metric_min_severity
                         && relative >= self.config.metric_min_relative_change
                         && z.abs() >= self.config.metric_min_z
+                        && profile.range_excess(point.value) >= self.config.metric_min_range_excess
                 }) {
                     anomalous = true;
                     let signal = if point.attributes.is_empty() {

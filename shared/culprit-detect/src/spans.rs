@@ -15,7 +15,7 @@
 //! windows.
 
 use crate::baseline::Baseline;
-use crate::stats::binomial_surprise;
+use crate::stats::{binomial_surprise, poisson_surprise};
 use crate::novelty::Novelty;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
@@ -34,6 +34,27 @@ struct OpWindow {
     log_durations: Vec<f64>,
     /// Errors that originated in these spans.
     errors: u32,
+}
+
+/// One service's slow spans in a window.
+#[derive(Debug, Default)]
+struct SlowSpans {
+    slow: u64,
+    total: u64,
+    /// Slow spans expected by chance.
+    expected: f64,
+    worst: Option<WorstOp>,
+    /// Exclusive times per operation, folded into the baselines if the window is normal.
+    pending: Vec<(OpKey, Vec<f64>)>,
+}
+
+#[derive(Debug)]
+struct WorstOp {
+    operation: Name,
+    slow: usize,
+    total: usize,
+    observed_ms: f64,
+    expected_ms: f64,
 }
 
 /// A span waiting for the rest of its trace.
@@ -332,52 +353,78 @@ impl SpanDetector {
     fn close_window(&mut self, start: UnixNanos, ops: HashMap<OpKey, OpWindow>, phase: Phase, out: &mut Findings) {
         let q = self.config.latency_quantile;
         let mut per_service: HashMap<(Name, Name), (u32, u32)> = HashMap::new();
+        // Latency is tested per service: each span against its own operation's threshold, the
+        // exceedances of all operations pooled. One test per service rather than per operation
+        // keeps chance findings rare, and pooling gives a quiet operation's slow spans a voice.
+        let mut slow: HashMap<(Name, Name), SlowSpans> = HashMap::new();
         for (key, window) in ops {
             let e = per_service.entry((key.0.clone(), key.1.clone())).or_default();
             e.0 += window.errors;
             e.1 += window.log_durations.len() as u32;
 
             let baseline = self.latency.entry(key.clone()).or_default();
-            let mut anomalous = false;
             if phase == Phase::Detecting {
                 if let Some(profile) = baseline.profile(start, &self.config.baseline) {
                     let threshold = profile.threshold(q, true).max(profile.median + self.config.latency_min_ratio.ln());
-                    let n = window.log_durations.len() as u64;
-                    let k = window.log_durations.iter().filter(|v| **v > threshold).count() as u64;
-                    let surprise = binomial_surprise(k, n, 1.0 - q);
-                    let levels = &self.config.surprise_levels;
-                    if let Some(severity) = levels.severity(surprise).filter(|s| *s <= self.config.min_severity) {
-                        if k >= 3 {
-                            anomalous = true;
-                            let mut sorted = window.log_durations.clone();
-                            sorted.sort_by(f64::total_cmp);
-                            let observed_ms = sorted[sorted.len() / 2].exp() / 1000.0;
-                            let expected_ms = profile.median.exp() / 1000.0;
-                            let draft = AnomalyDraft {
-                                source: SourceKind::Traces,
-                                service: &key.1,
-                                environment: &key.0,
-                                instance: None,
-                                time: start,
-                                signal: format!("span.latency:{}", key.2),
-                            };
-                            out.anomalies.push(draft.finish(
-                                severity,
-                                levels.score(surprise),
-                                Some(observed_ms),
-                                Some(expected_ms),
-                                format!(
-                                    "{} of {} `{}` spans spent longer in themselves than the baseline p{} ({:.1} ms); median {:.1} ms vs {:.1} ms normally",
-                                    k, n, key.2, (q * 100.0).round(), threshold.exp() / 1000.0, observed_ms, expected_ms
-                                ),
-                            ));
-                        }
+                    let n = window.log_durations.len();
+                    let k = window.log_durations.iter().filter(|v| **v > threshold).count();
+                    // A fresh normal span beats the largest of m baseline spans with chance
+                    // 1/(m+1): a thin baseline's threshold is exceeded more often than 1 - q.
+                    let p0 = (1.0 - q).max(2.0 / (profile.samples as f64 + 1.0));
+                    let s = slow.entry((key.0.clone(), key.1.clone())).or_default();
+                    s.expected += n as f64 * p0;
+                    s.slow += k as u64;
+                    s.total += n as u64;
+                    if k > 0 && s.worst.as_ref().is_none_or(|w| k > w.slow) {
+                        let mut sorted = window.log_durations.clone();
+                        sorted.sort_by(f64::total_cmp);
+                        s.worst = Some(WorstOp {
+                            operation: key.2.clone(),
+                            slow: k,
+                            total: n,
+                            observed_ms: sorted[sorted.len() / 2].exp() / 1000.0,
+                            expected_ms: profile.median.exp() / 1000.0,
+                        });
                     }
+                    s.pending.push((key.clone(), window.log_durations));
+                    continue;
                 }
             }
-            if !anomalous {
-                for v in window.log_durations {
-                    baseline.observe(start, v, &self.config.baseline);
+            for v in window.log_durations {
+                baseline.observe(start, v, &self.config.baseline);
+            }
+        }
+
+        for ((environment, service), s) in slow {
+            let surprise = poisson_surprise(s.slow, s.expected);
+            let levels = &self.config.surprise_levels;
+            let severity = levels.severity(surprise).filter(|sev| *sev <= self.config.min_severity && s.slow >= 3);
+            if let (Some(severity), Some(worst)) = (severity, &s.worst) {
+                let draft = AnomalyDraft {
+                    source: SourceKind::Traces,
+                    service: &service,
+                    environment: &environment,
+                    instance: None,
+                    time: start,
+                    signal: "span.latency".to_string(),
+                };
+                out.anomalies.push(draft.finish(
+                    severity,
+                    levels.score(surprise),
+                    Some(worst.observed_ms),
+                    Some(worst.expected_ms),
+                    format!(
+                        "{} of {} spans spent longer in themselves than their operation's p{} (expected {:.1}); worst `{}`: {} of {} slow, median {:.1} ms vs {:.1} ms normally",
+                        s.slow, s.total, (q * 100.0).round(), s.expected, worst.operation, worst.slow, worst.total, worst.observed_ms, worst.expected_ms
+                    ),
+                ));
+            } else {
+                // Normal windows keep the baselines current.
+                for (key, values) in s.pending {
+                    let baseline = self.latency.entry(key).or_default();
+                    for v in values {
+                        baseline.observe(start, v, &self.config.baseline);
+                    }
                 }
             }
         }
@@ -421,8 +468,8 @@ impl SpanDetector {
 }
 
 impl Detector for SpanDetector {
-    fn source(&self) -> SourceKind {
-        SourceKind::Traces
+    fn sources(&self) -> &'static [SourceKind] {
+        &[SourceKind::Traces]
     }
 
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
@@ -557,7 +604,7 @@ mod tests {
         assert!(quiet.anomalies.is_empty(), "normal traffic raised {:?}", quiet.anomalies);
         let mut slow = Findings::default();
         traffic(&mut d, 180 * NANOS_PER_SEC, 30, 200.0, false, Phase::Detecting, &mut slow);
-        let cart: Vec<_> = slow.anomalies.iter().filter(|a| a.signal == "span.latency:GET /cart").collect();
+        let cart: Vec<_> = slow.anomalies.iter().filter(|a| a.signal == "span.latency" && a.service == "cart").collect();
         assert!(!cart.is_empty());
         assert!(
             !slow.anomalies.iter().any(|a| a.service == "frontend"),

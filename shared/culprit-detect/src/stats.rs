@@ -99,6 +99,18 @@ pub fn binomial_surprise(k: u64, n: u64, p: f64) -> f64 {
     (-log_p).max(0.0)
 }
 
+/// -log10 P(X <= k) for X ~ Binomial(n, p): how surprising it is to see so few.
+pub fn binomial_lower_surprise(k: u64, n: u64, p: f64) -> f64 {
+    if n == 0 || k >= n {
+        return 0.0;
+    }
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let ln_choose = |i: u64| ln_gamma(n as f64 + 1.0) - ln_gamma(i as f64 + 1.0) - ln_gamma((n - i) as f64 + 1.0);
+    let lower = k.saturating_sub(400);
+    let log_p = log10_sum_exp((lower..=k).map(|i| ln_choose(i) + i as f64 * p.ln() + (n - i) as f64 * (1.0 - p).ln()));
+    (-log_p).max(0.0)
+}
+
 /// -log10 P(X >= k) for X ~ Poisson(lambda).
 pub fn poisson_surprise(k: u64, lambda: f64) -> f64 {
     if k == 0 {
@@ -124,6 +136,15 @@ mod tests {
         let s = binomial_surprise(5, 5, 0.01);
         assert!((s - 10.0).abs() < 1e-6, "{s}");
         assert_eq!(binomial_surprise(0, 10, 0.5), 0.0);
+    }
+
+    #[test]
+    fn lower_binomial_tail_matches_closed_forms() {
+        // P(X <= 0) = (1-p)^n
+        let s = binomial_lower_surprise(0, 20, 0.5);
+        assert!((s - 20.0 * 2f64.log10()).abs() < 1e-9, "{s}");
+        assert_eq!(binomial_lower_surprise(20, 20, 0.5), 0.0);
+        assert!(binomial_lower_surprise(9, 20, 0.5) < 0.5);
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct CaseResult {
     /// Every anomaly of the replay, when [`EvalOptions::explain`] asked for them.
     #[serde(skip)]
     pub anomaly_log: Vec<culprit_core::Anomaly>,
+    /// The ranked candidates of the chosen incident, with their evidence.
+    #[serde(skip)]
+    pub causes: Vec<culprit_core::RootCause>,
 }
 
 /// What to evaluate and how much to say about it.
@@ -277,6 +280,7 @@ fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, options: &Eval
         anomalies: stats.anomalies,
         seconds: started.elapsed().as_secs_f64(),
         anomaly_log: pipeline.recorded_anomalies().to_vec(),
+        causes: incident.map(|a| a.root_causes.clone()).unwrap_or_default(),
     })
 }
 
@@ -325,6 +329,7 @@ mod tests {
             anomalies: 0,
             seconds: 0.0,
             anomaly_log: vec![],
+            causes: vec![],
         }
     }
 

@@ -39,6 +39,15 @@ pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
         } else {
             println!("{line}");
         }
+        if explain {
+            for c in &r.causes {
+                let by_source: Vec<String> = c.evidence_by_source.iter().map(|(s, v)| format!("{s}={v:.2}")).collect();
+                eprintln!(
+                    "  #{} {:<30} score {:.2} evidence {:.2} pagerank {:.2}  {}",
+                    c.rank, c.service, c.score, c.evidence_score, c.pagerank, by_source.join(" ")
+                );
+            }
+        }
         let inject = r.inject_unix_s * 1_000_000_000;
         for a in &r.anomaly_log {
             eprintln!(

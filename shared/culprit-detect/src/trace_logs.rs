@@ -1,0 +1,335 @@
+//! Joint detector of spans and the log lines written inside them (joined by span id).
+//!
+//! It learns, per (service, operation), which log templates that operation's spans usually write,
+//! and reports a template that usually accompanies an operation but stopped while the operation
+//! goes on: the signature of an exception or an early return inside the service, which often
+//! changes neither latency nor error counts. Conditioning on the operation keeps workload shifts
+//! (more of one request type, fewer of another) from looking like missing lines.
+//!
+//! It needs both streams, so it runs where both are consumed: the embedded pipeline, or one
+//! worker reading the span and log topics together.
+
+use crate::logs::{line_level, mining_line, truncate};
+use crate::stats::binomial_lower_surprise;
+use crate::window::Windows;
+use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
+use culprit_core::{Event, EventBody, SourceKind, UnixNanos, NANOS_PER_SEC};
+use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// (environment, service, operation)
+type OpKey = (String, String, String);
+type ServiceKey = (String, String);
+
+/// One span and the templates logged inside it, until the span goes quiet.
+#[derive(Debug, Default)]
+struct SpanGroup {
+    op: Option<OpKey>,
+    start: UnixNanos,
+    templates: Vec<TemplateId>,
+    last_seen: UnixNanos,
+}
+
+/// How often each template appears in an operation's spans.
+#[derive(Debug, Default, Clone)]
+struct OpLogs {
+    spans: f64,
+    with: HashMap<TemplateId, f64>,
+}
+
+impl OpLogs {
+    const DECAY_AT: f64 = 50_000.0;
+
+    fn add(&mut self, other: &OpWindow) {
+        self.spans += f64::from(other.spans);
+        for (t, c) in &other.with {
+            *self.with.entry(*t).or_default() += f64::from(*c);
+        }
+        if self.spans > Self::DECAY_AT {
+            self.spans /= 2.0;
+            self.with.values_mut().for_each(|c| *c /= 2.0);
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct OpWindow {
+    spans: u32,
+    /// Spans that wrote each template at least once.
+    with: HashMap<TemplateId, u32>,
+}
+
+pub struct TraceLogDetector {
+    config: DetectConfig,
+    miners: HashMap<ServiceKey, TemplateMiner>,
+    groups: HashMap<String, SpanGroup>,
+    baseline: HashMap<OpKey, OpLogs>,
+    windows: Windows<HashMap<OpKey, OpWindow>>,
+    recent: HashMap<OpKey, VecDeque<OpWindow>>,
+    missing: HashSet<(OpKey, TemplateId)>,
+}
+
+impl TraceLogDetector {
+    /// A span's group is complete once nothing arrived for it for this long.
+    const GROUP_TIMEOUT: i64 = 5 * NANOS_PER_SEC;
+    /// Baseline spans an operation needs before its log pattern is trusted.
+    const MIN_BASELINE_SPANS: f64 = 10.0;
+    /// Only templates written by at least this share of the operation's spans are expected.
+    const MIN_SHARE: f64 = 0.3;
+    /// Spans in the horizon expected to carry the template before its absence means anything.
+    const MIN_EXPECTED: f64 = 5.0;
+
+    pub fn new(config: DetectConfig) -> TraceLogDetector {
+        let windows = Windows::new(config.window_nanos(), config.lateness_nanos());
+        TraceLogDetector {
+            config,
+            miners: HashMap::new(),
+            groups: HashMap::new(),
+            baseline: HashMap::new(),
+            windows,
+            recent: HashMap::new(),
+            missing: HashSet::new(),
+        }
+    }
+
+    fn horizon(&self) -> usize {
+        (60 / self.config.window_secs.max(1)).max(1) as usize
+    }
+
+    fn complete_groups(&mut self, watermark: Option<UnixNanos>) {
+        let done: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| watermark.is_none_or(|w| g.last_seen + Self::GROUP_TIMEOUT <= w))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            let Some(group) = self.groups.remove(&id) else { continue };
+            // Log lines whose span never arrived cannot be attributed to an operation.
+            let Some(op) = group.op else { continue };
+            let window = self.windows.at(group.start).entry(op).or_default();
+            window.spans += 1;
+            let mut seen: Vec<TemplateId> = group.templates;
+            seen.sort_unstable();
+            seen.dedup();
+            for t in seen {
+                *window.with.entry(t).or_default() += 1;
+            }
+        }
+    }
+
+    fn close(&mut self, start: UnixNanos, ops: HashMap<OpKey, OpWindow>, phase: Phase, out: &mut Findings) {
+        let horizon = self.horizon();
+        let levels = self.config.surprise_levels;
+        for (op, window) in ops {
+            let recent = self.recent.entry(op.clone()).or_default();
+            recent.push_back(window.clone());
+            while recent.len() > horizon {
+                recent.pop_front();
+            }
+            let baseline = self.baseline.entry(op.clone()).or_default();
+            if phase == Phase::Learning || baseline.spans < Self::MIN_BASELINE_SPANS {
+                baseline.add(&window);
+                continue;
+            }
+            let n: u64 = recent.iter().map(|w| u64::from(w.spans)).sum();
+            let mut anomalous = false;
+            for (&template, &with) in &baseline.with {
+                let share = with / baseline.spans;
+                if share < Self::MIN_SHARE {
+                    continue;
+                }
+                let expected = n as f64 * share;
+                let observed: u64 = recent.iter().map(|w| u64::from(w.with.get(&template).copied().unwrap_or(0))).sum();
+                let key = (op.clone(), template);
+                if self.missing.contains(&key) {
+                    if observed as f64 >= 0.5 * expected {
+                        self.missing.remove(&key);
+                    } else {
+                        anomalous = true;
+                    }
+                    continue;
+                }
+                if expected < Self::MIN_EXPECTED || observed as f64 > 0.25 * expected {
+                    continue;
+                }
+                let surprise = binomial_lower_surprise(observed, n, share.min(0.999));
+                let Some(severity) = levels.severity(surprise).filter(|s| *s <= self.config.min_severity) else {
+                    continue;
+                };
+                anomalous = true;
+                self.missing.insert(key);
+                let text = self
+                    .miners
+                    .get(&(op.0.clone(), op.1.clone()))
+                    .and_then(|m| m.template(template))
+                    .unwrap_or_default();
+                let draft = AnomalyDraft {
+                    source: SourceKind::Logs,
+                    service: &op.1,
+                    environment: &op.0,
+                    instance: None,
+                    time: start,
+                    signal: format!("log.missing_in_span:{}:{template}", op.2),
+                };
+                out.anomalies.push(draft.finish(
+                    severity,
+                    levels.score(surprise),
+                    Some(observed as f64),
+                    Some(expected),
+                    format!(
+                        "`{}` spans usually log this line ({:.0}% of them) but {} of the last {} did: {}",
+                        op.2,
+                        share * 100.0,
+                        observed,
+                        n,
+                        truncate(&text, 160)
+                    ),
+                ));
+            }
+            if !anomalous {
+                baseline.add(&window);
+            }
+        }
+    }
+}
+
+impl Detector for TraceLogDetector {
+    fn sources(&self) -> &'static [SourceKind] {
+        &[SourceKind::Traces, SourceKind::Logs]
+    }
+
+    fn observe(&mut self, event: &Event, _phase: Phase, _out: &mut Findings) {
+        match &event.body {
+            EventBody::Span(span) => {
+                let group = self.groups.entry(span.span_id.clone()).or_default();
+                group.op = Some((
+                    event.resource.environment.clone(),
+                    event.resource.service.clone(),
+                    span.name.clone(),
+                ));
+                group.start = event.time;
+                group.last_seen = group.last_seen.max(event.time);
+            }
+            EventBody::Log(log) => {
+                let Some(span_id) = log.span_id.as_deref().filter(|s| !s.is_empty()) else { return };
+                let level = line_level(log.level, &log.body);
+                let key = (event.resource.environment.clone(), event.resource.service.clone());
+                let miner = self.miners.entry(key).or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
+                let template = miner.add(&mining_line(level, &log.body)).id;
+                let group = self.groups.entry(span_id.to_string()).or_default();
+                if group.op.is_none() {
+                    group.start = event.time;
+                }
+                group.templates.push(template);
+                group.last_seen = group.last_seen.max(event.time);
+            }
+            _ => {}
+        }
+    }
+
+    fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
+        self.complete_groups(Some(watermark));
+        for (start, ops) in self.windows.close_until(watermark) {
+            self.close(start, ops, phase, out);
+        }
+    }
+
+    fn flush(&mut self, phase: Phase, out: &mut Findings) {
+        self.complete_groups(None);
+        for (start, ops) in self.windows.close_all() {
+            self.close(start, ops, phase, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use culprit_core::{LogEvent, Resource, Severity, SpanEvent};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn span(t: i64, op: &str, id: &str) -> Event {
+        Event {
+            time: t,
+            resource: Arc::new(Resource::new("route")),
+            body: EventBody::Span(SpanEvent {
+                trace_id: format!("t{id}"),
+                span_id: id.into(),
+                parent_span_id: None,
+                name: op.into(),
+                kind: "server".into(),
+                duration_ns: 1_000_000,
+                is_error: false,
+                error_type: None,
+                attributes: BTreeMap::new(),
+            }),
+        }
+    }
+
+    fn log(t: i64, span_id: &str, body: &str) -> Event {
+        Event {
+            time: t,
+            resource: Arc::new(Resource::new("route")),
+            body: EventBody::Log(LogEvent {
+                level: None,
+                body: body.into(),
+                trace_id: None,
+                span_id: Some(span_id.into()),
+                attributes: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// Two requests a second to each of two operations; `by_ids_logs` says whether queryByIds
+    /// still writes its usual line.
+    fn traffic(d: &mut TraceLogDetector, from: i64, secs: i64, by_ids_logs: bool, phase: Phase, out: &mut Findings) {
+        for i in 0..secs * 2 {
+            let t = from * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
+            let a = format!("a{from}-{i}");
+            let b = format!("b{from}-{i}");
+            d.observe(&span(t, "queryById", &a), phase, out);
+            d.observe(&log(t, &a, &format!("INFO RouteController#47 query route {i}")), phase, out);
+            d.observe(&span(t, "queryByIds", &b), phase, out);
+            if by_ids_logs {
+                d.observe(&log(t, &b, &format!("INFO RouteController#53 query routes {i} {i}")), phase, out);
+            }
+            d.advance(t, phase, out);
+        }
+    }
+
+    #[test]
+    fn a_line_an_operation_always_writes_going_missing_is_reported_once() {
+        let mut d = TraceLogDetector::new(DetectConfig::default());
+        let mut out = Findings::default();
+        traffic(&mut d, 0, 60, true, Phase::Learning, &mut out);
+        let mut normal = Findings::default();
+        traffic(&mut d, 60, 60, true, Phase::Detecting, &mut normal);
+        assert!(normal.anomalies.is_empty(), "{:?}", normal.anomalies);
+        let mut broken = Findings::default();
+        traffic(&mut d, 120, 90, false, Phase::Detecting, &mut broken);
+        assert_eq!(broken.anomalies.len(), 1, "{:?}", broken.anomalies);
+        let a = &broken.anomalies[0];
+        assert!(a.signal.starts_with("log.missing_in_span:queryByIds:"), "{}", a.signal);
+        assert_eq!(a.service, "route");
+        assert!(a.severity <= Severity::Sev2);
+    }
+
+    #[test]
+    fn fewer_requests_of_one_kind_is_not_a_missing_line() {
+        let mut d = TraceLogDetector::new(DetectConfig::default());
+        let mut out = Findings::default();
+        traffic(&mut d, 0, 60, true, Phase::Learning, &mut out);
+        // only queryById traffic now: queryByIds has no spans, so nothing is expected of it
+        let mut found = Findings::default();
+        for i in 0..120 {
+            let t = 60 * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
+            let a = format!("x{i}");
+            d.observe(&span(t, "queryById", &a), Phase::Detecting, &mut found);
+            d.observe(&log(t, &a, &format!("INFO RouteController#47 query route {i}")), Phase::Detecting, &mut found);
+            d.advance(t, Phase::Detecting, &mut found);
+        }
+        assert!(found.anomalies.is_empty(), "{:?}", found.anomalies);
+    }
+}
