@@ -29,6 +29,12 @@ pub struct RankConfig {
     pub damping: f64,
     /// How much each source's evidence counts.
     pub source_weights: BTreeMap<SourceKind, f64>,
+    /// How much a signal family (the signal up to its first `:`, dots written as `_` so the key
+    /// survives TOML and environment overrides: `span_latency`) counts, on top of its source's
+    /// weight. Symptoms that propagate to every caller (latency, error-line bursts) are weighted
+    /// below signals of changed behaviour (a new error, a line that stopped), which stay where
+    /// the fault is. Families not listed count 1.
+    pub signal_weights: BTreeMap<String, f64>,
     /// Evidence a change adds to the service it touched when the incident follows right after.
     pub change_weight: f64,
     /// The change's weight halves every this many seconds between it and the incident's start.
@@ -47,8 +53,14 @@ impl Default for RankConfig {
             source_weights: BTreeMap::from([
                 (SourceKind::Traces, 1.0),
                 (SourceKind::Logs, 1.0),
-                (SourceKind::Metrics, 0.8),
+                (SourceKind::Metrics, 0.5),
                 (SourceKind::Changes, 1.0),
+            ]),
+            signal_weights: BTreeMap::from([
+                ("span_latency".to_string(), 0.5),
+                ("log_errors".to_string(), 0.7),
+                ("log_warnings".to_string(), 0.5),
+                ("log_missing_in_span".to_string(), 1.5),
             ]),
             change_weight: 0.6,
             change_half_life_secs: 300.0,
@@ -72,9 +84,14 @@ impl Ranking {
     }
 }
 
-/// Strength of one anomaly as evidence.
+/// Strength of one anomaly as evidence, before source and signal weights.
 fn strength(a: &Anomaly) -> f64 {
     a.severity.weight() * a.score.clamp(0.0, 1.0)
+}
+
+/// The configuration key of a signal's family: `span.latency:GET /x` -> `span_latency`.
+fn signal_family(signal: &str) -> String {
+    signal.split(':').next().unwrap_or(signal).replace('.', "_")
 }
 
 #[derive(Debug, Default, Clone)]
@@ -87,9 +104,10 @@ struct ServiceEvidence {
 }
 
 impl ServiceEvidence {
-    fn add(&mut self, a: &Anomaly) {
+    fn add(&mut self, a: &Anomaly, signal_weights: &BTreeMap<String, f64>) {
+        let weight = signal_weights.get(&signal_family(&a.signal)).copied().unwrap_or(1.0);
         let s = self.by_signal.entry((a.source, a.signal.clone())).or_default();
-        *s = s.max(strength(a));
+        *s = s.max(strength(a) * weight);
         self.first_seen = Some(self.first_seen.map_or(a.time, |t| t.min(a.time)));
         self.worst = Some(self.worst.map_or(a.severity, |w| w.min(a.severity)));
         self.anomalies.push(a.clone());
@@ -125,7 +143,7 @@ pub fn rank(
 ) -> Ranking {
     let mut services: BTreeMap<String, ServiceEvidence> = BTreeMap::new();
     for a in anomalies.iter().filter(|a| a.source != SourceKind::Changes) {
-        services.entry(a.service.clone()).or_default().add(a);
+        services.entry(a.service.clone()).or_default().add(a, &config.signal_weights);
     }
     let incident_start = anomalies.iter().map(|a| a.time).min().unwrap_or(0);
 
