@@ -93,8 +93,12 @@ pub struct Outputs {
 
 impl Outputs {
     pub fn new(dir: &Path, stdout_json: bool) -> Result<Outputs> {
+        // Each run writes its own alerts: a file appended across runs would mix their incidents.
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let alerts = dir.join("alerts.jsonl");
+        let file = std::fs::File::create(&alerts).with_context(|| format!("creating {}", alerts.display()))?;
         let mut sinks: Vec<Box<dyn AlertSink>> = vec![
-            Box::new(JsonLinesSink::file(dir.join("alerts.jsonl"))?),
+            Box::new(JsonLinesSink::new("alerts.jsonl", Box::new(std::io::BufWriter::new(file)))),
             Box::new(GraphFilesSink::new(dir)),
         ];
         if stdout_json {
