@@ -35,6 +35,16 @@ pub struct RankConfig {
     /// below signals of changed behaviour (a new error, a line that stopped), which stay where
     /// the fault is. Families not listed count 1.
     pub signal_weights: BTreeMap<String, f64>,
+    /// Signal families that are symptoms a caller shows when its callee misbehaves (it waits,
+    /// times out, fails). When an anomalous callee's trouble began no later than the caller's
+    /// (plus `explain_slack_secs`), these signals of the caller are multiplied by
+    /// `explained_factor`: the callee explains them.
+    pub propagating_signals: Vec<String>,
+    /// Metrics whose name contains one of these are symptoms too (rate, errors, duration:
+    /// the RED metrics), unlike utilisation and saturation metrics, which stay local.
+    pub propagating_metric_words: Vec<String>,
+    pub explained_factor: f64,
+    pub explain_slack_secs: f64,
     /// Evidence a change adds to the service it touched when the incident follows right after.
     pub change_weight: f64,
     /// The change's weight halves every this many seconds between it and the incident's start.
@@ -62,6 +72,14 @@ impl Default for RankConfig {
                 ("log_warnings".to_string(), 0.5),
                 ("log_missing_in_span".to_string(), 1.5),
             ]),
+            propagating_signals: ["span_latency", "span_errors", "log_errors", "log_warnings", "span_new_error", "log_new_template"]
+                .map(String::from)
+                .to_vec(),
+            propagating_metric_words: ["latency", "duration", "error", "success", "response_time"]
+                .map(String::from)
+                .to_vec(),
+            explained_factor: 0.3,
+            explain_slack_secs: 30.0,
             change_weight: 0.6,
             change_half_life_secs: 300.0,
             top_k: 5,
@@ -132,6 +150,18 @@ impl ServiceEvidence {
     }
 }
 
+/// Whether a signal is a symptom that travels from callee to caller.
+fn is_propagating(signal: &str, config: &RankConfig) -> bool {
+    let family = signal_family(signal);
+    if config.propagating_signals.contains(&family) {
+        return true;
+    }
+    family == "metric" && {
+        let name = signal.to_ascii_lowercase();
+        config.propagating_metric_words.iter().any(|w| name.contains(w.as_str()))
+    }
+}
+
 /// Ranks the services of one incident. `anomalies` are the incident's own findings; `changes`
 /// are change events that precede or fall inside it.
 pub fn rank(
@@ -142,10 +172,30 @@ pub fn rank(
     config: &RankConfig,
 ) -> Ranking {
     let mut services: BTreeMap<String, ServiceEvidence> = BTreeMap::new();
+    // (first_seen is per service; the callee test below needs every service's first.)
     for a in anomalies.iter().filter(|a| a.source != SourceKind::Changes) {
         services.entry(a.service.clone()).or_default().add(a, &config.signal_weights);
     }
     let incident_start = anomalies.iter().map(|a| a.time).min().unwrap_or(0);
+
+    // Symptoms a callee explains count less at the caller.
+    let first_seen: BTreeMap<String, UnixNanos> =
+        services.iter().filter_map(|(name, ev)| ev.first_seen.map(|t| (name.clone(), t))).collect();
+    let slack = (config.explain_slack_secs * 1e9) as i64;
+    for (name, ev) in services.iter_mut() {
+        let Some(own_first) = ev.first_seen else { continue };
+        let explained = topology
+            .callees(environment, name)
+            .filter_map(|callee| first_seen.get(callee))
+            .any(|callee_first| *callee_first <= own_first + slack);
+        if explained {
+            for ((_, signal), strength) in ev.by_signal.iter_mut() {
+                if is_propagating(signal, config) {
+                    *strength *= config.explained_factor;
+                }
+            }
+        }
+    }
 
     // Raw evidence per service.
     let mut evidence: BTreeMap<String, f64> = services
@@ -470,6 +520,22 @@ mod tests {
         assert_eq!(r.causes[0].service, "payment");
         assert!(r.causes[0].explanation.contains("deploy payment v2"), "{}", r.causes[0].explanation);
         assert!(r.graph.edges.iter().any(|e| e.kind == EdgeKind::Change && e.from == "payment"));
+    }
+
+    #[test]
+    fn a_callee_whose_trouble_came_first_explains_its_callers_symptoms() {
+        // db slows down first; inventory then times out and fails, with more (but explained) signals.
+        let anomalies = vec![
+            anomaly("db", SourceKind::Traces, "span.latency", Severity::Sev1, 0),
+            anomaly("inventory", SourceKind::Traces, "span.latency", Severity::Sev1, 5),
+            anomaly("inventory", SourceKind::Traces, "span.errors", Severity::Sev1, 5),
+            anomaly("inventory", SourceKind::Metrics, "metric:http.server.error_rate", Severity::Sev1, 6),
+            anomaly("inventory", SourceKind::Logs, "log.errors", Severity::Sev1, 6),
+        ];
+        let r = rank("prod", &anomalies, &[], &shop(), &RankConfig::default());
+        assert_eq!(r.causes[0].service, "db", "{:?}", r.services());
+        assert!(is_propagating("metric:http.server.latency_p99_ms", &RankConfig::default()));
+        assert!(!is_propagating("metric:cpu.utilization", &RankConfig::default()));
     }
 
     #[test]
