@@ -78,7 +78,7 @@ impl Default for RankConfig {
             propagating_metric_words: ["latency", "duration", "error", "success", "response_time"]
                 .map(String::from)
                 .to_vec(),
-            explained_factor: 0.3,
+            explained_factor: 0.2,
             explain_slack_secs: 30.0,
             change_weight: 0.6,
             change_half_life_secs: 300.0,
