@@ -76,18 +76,18 @@ impl Detector for MetricDetector {
                     let direction = if point.value > profile.median { "above" } else { "below" };
                     // 0.5 at the gate, 1.0 a hundred times beyond it.
                     let score = (0.5 + (z.abs() / self.config.metric_min_z).log10() / 4.0).clamp(0.5, 1.0);
+                    // A series that never moved has no meaningful scale to count deviations in.
+                    let how_far = if z.abs() > 1e4 {
+                        format!("while it held {:.4} throughout its baseline", profile.median)
+                    } else {
+                        format!("is {:.1} robust deviations {direction} its usual {:.4}", z.abs(), profile.median)
+                    };
                     out.anomalies.push(draft.finish(
                         severity,
                         score,
                         Some(point.value),
                         Some(profile.median),
-                        format!(
-                            "{} = {:.4} is {:.1} robust deviations {direction} its usual {:.4}",
-                            point.name,
-                            point.value,
-                            z.abs(),
-                            profile.median
-                        ),
+                        format!("{} = {:.4} {how_far}", point.name, point.value),
                     ));
                 }
             }

@@ -61,7 +61,7 @@ pub struct CaseResult {
 #[derive(Debug, Clone, Default)]
 pub struct EvalOptions {
     pub pipeline: PipelineConfig,
-    /// Only the cases whose id contains this.
+    /// Only the cases whose id contains one of these comma-separated patterns.
     pub case_filter: Option<String>,
     /// Keep every anomaly of each case in [`CaseResult::anomaly_log`].
     pub explain: bool,
@@ -140,7 +140,10 @@ pub fn eval_nezha(
     let cases = dataset.cases()?;
     let mut data = DateData::default();
     let mut results = Vec::with_capacity(cases.len());
-    for case in cases.iter().filter(|c| options.case_filter.as_ref().is_none_or(|f| c.id.contains(f.as_str()))) {
+    let wanted = |c: &Case| {
+        options.case_filter.as_ref().is_none_or(|f| f.split(',').any(|p| !p.is_empty() && c.id.contains(p.trim())))
+    };
+    for case in cases.iter().filter(|c| wanted(c)) {
         let result = eval_case(&dataset, &mut data, case, options)
             .with_context(|| format!("evaluating case {}", case.id))?;
         on_case(&result);
@@ -148,6 +151,33 @@ pub fn eval_nezha(
     }
     let summary = Summary::of(&results, started.elapsed().as_secs_f64());
     Ok((results, summary))
+}
+
+/// Replays each date's fault-free reference window through a pipeline that learned from that same
+/// window, and returns the incidents it opened per date (the contract expects none).
+pub fn reference_self_check(root: &Path, config: &PipelineConfig) -> Result<Vec<(String, usize)>> {
+    let dataset = Dataset::open(root).with_context(|| format!("opening dataset {}", root.display()))?;
+    let mut out = Vec::new();
+    let mut data = DateData::default();
+    for date in dataset.dates() {
+        if dataset.reference_minutes(&date).is_empty() {
+            continue;
+        }
+        data.load(&dataset, &date)?;
+        let mut events = data.reference.clone();
+        if let (Some(lo), Some(hi)) = (events.iter().map(|e| e.time).min(), events.iter().map(|e| e.time).max()) {
+            events.extend(metric_events(&data.metrics, lo.div_euclid(NANOS_PER_SEC), hi.div_euclid(NANOS_PER_SEC) + 1)?);
+        }
+        events.sort_by_key(|e| e.time);
+        let mut pipeline = Pipeline::new(PipelineConfig { warmup_secs: 0, ..config.clone() });
+        pipeline.learn(&events);
+        for event in &events {
+            pipeline.push(event);
+        }
+        pipeline.finish();
+        out.push((date, pipeline.incidents().len()));
+    }
+    Ok(out)
 }
 
 /// What is shared by all cases of one date: its metrics and reference events.
