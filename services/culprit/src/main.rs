@@ -40,6 +40,8 @@ enum Command {
     Eval(commands::eval::Eval),
     /// Measure pipeline throughput on simulated data.
     Bench(commands::bench::Args),
+    /// Print the effective configuration (defaults, file and environment merged) as TOML.
+    Config,
 }
 
 fn main() -> ExitCode {
@@ -66,5 +68,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(cmd) => commands::eval::run(cmd, &config),
         Command::Bench(args) => commands::bench::run(args, &config),
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
     }
 }

@@ -43,6 +43,9 @@ pub struct RankConfig {
     /// Metrics whose name contains one of these are symptoms too (rate, errors, duration:
     /// the RED metrics), unlike utilisation and saturation metrics, which stay local.
     pub propagating_metric_words: Vec<String>,
+    /// Weight of those symptom metrics relative to other metrics (utilisation, saturation), which
+    /// point at the service they are measured on.
+    pub symptom_metric_weight: f64,
     pub explained_factor: f64,
     pub explain_slack_secs: f64,
     /// Evidence a change adds to the service it touched when the incident follows right after.
@@ -78,6 +81,7 @@ impl Default for RankConfig {
             propagating_metric_words: ["latency", "duration", "error", "success", "response_time"]
                 .map(String::from)
                 .to_vec(),
+            symptom_metric_weight: 0.7,
             explained_factor: 0.2,
             explain_slack_secs: 30.0,
             change_weight: 0.6,
@@ -122,8 +126,11 @@ struct ServiceEvidence {
 }
 
 impl ServiceEvidence {
-    fn add(&mut self, a: &Anomaly, signal_weights: &BTreeMap<String, f64>) {
-        let weight = signal_weights.get(&signal_family(&a.signal)).copied().unwrap_or(1.0);
+    fn add(&mut self, a: &Anomaly, config: &RankConfig) {
+        let mut weight = config.signal_weights.get(&signal_family(&a.signal)).copied().unwrap_or(1.0);
+        if a.source == SourceKind::Metrics && is_propagating(&a.signal, config) {
+            weight *= config.symptom_metric_weight;
+        }
         let s = self.by_signal.entry((a.source, a.signal.clone())).or_default();
         *s = s.max(strength(a) * weight);
         self.first_seen = Some(self.first_seen.map_or(a.time, |t| t.min(a.time)));
@@ -174,7 +181,7 @@ pub fn rank(
     let mut services: BTreeMap<String, ServiceEvidence> = BTreeMap::new();
     // (first_seen is per service; the callee test below needs every service's first.)
     for a in anomalies.iter().filter(|a| a.source != SourceKind::Changes) {
-        services.entry(a.service.clone()).or_default().add(a, &config.signal_weights);
+        services.entry(a.service.clone()).or_default().add(a, config);
     }
     let incident_start = anomalies.iter().map(|a| a.time).min().unwrap_or(0);
 

@@ -61,6 +61,13 @@ impl DetectStage {
     }
 
     fn publish(&mut self, bus: &mut impl Bus) {
+        // Detectors keep their state in hash maps, so findings of one window come out in an
+        // arbitrary order; sorting them keeps replays deterministic (the correlator's incidents
+        // depend on the order anomalies arrive in).
+        self.findings.edges.sort_by(|a, b| (&a.environment, &a.caller, &a.callee).cmp(&(&b.environment, &b.caller, &b.callee)));
+        self.findings.anomalies.sort_by(|a, b| {
+            (a.time, a.source, &a.service, &a.signal, &a.id).cmp(&(b.time, b.source, &b.service, &b.signal, &b.id))
+        });
         for edge in self.findings.edges.drain(..) {
             bus.publish(BusMessage::Edge(edge));
         }
