@@ -151,7 +151,7 @@ impl ServiceEvidence {
             .map(|(source, mut strengths)| {
                 strengths.sort_by(|a, b| b.total_cmp(a));
                 let combined: f64 = strengths.iter().zip([1.0, 0.3, 0.1]).map(|(s, w)| s * w).sum();
-                (source, combined.min(1.0))
+                (source, combined)
             })
             .collect()
     }

@@ -26,6 +26,8 @@ use std::time::Instant;
 
 /// Seconds after the injection an incident must overlap to count.
 pub const FAULT_WINDOW_S: i64 = 180;
+/// Seconds after the replay span within which a per-minute metric row still mostly describes it.
+pub const METRIC_ROW_SLACK_S: i64 = 30;
 /// Seconds of metric history before the injection that may be learned from.
 pub const METRIC_HISTORY_S: i64 = 1800;
 
@@ -101,6 +103,9 @@ pub struct Summary {
     pub scores: Scores,
     pub by_fault_type: BTreeMap<String, Scores>,
     pub median_detect_delay_s: Option<f64>,
+    /// Incidents opened when each date's fault-free reference window is replayed after learning
+    /// from itself (expected: 0); None for datasets without a reference window.
+    pub reference_incidents: Option<usize>,
     pub seconds: f64,
 }
 
@@ -124,6 +129,7 @@ impl Summary {
             scores: Scores::of(results),
             by_fault_type: by_type.into_iter().map(|(k, v)| (k, Scores::of(v))).collect(),
             median_detect_delay_s: median,
+            reference_incidents: None,
             seconds,
         }
     }
@@ -149,7 +155,14 @@ pub fn eval_nezha(
         on_case(&result);
         results.push(result);
     }
-    let summary = Summary::of(&results, started.elapsed().as_secs_f64());
+    let mut summary = Summary::of(&results, started.elapsed().as_secs_f64());
+    if options.case_filter.is_none() {
+        let checked = reference_self_check(root, &options.pipeline)?;
+        if !checked.is_empty() {
+            summary.reference_incidents = Some(checked.iter().map(|(_, n)| n).sum());
+        }
+        summary.seconds = started.elapsed().as_secs_f64();
+    }
     Ok((results, summary))
 }
 
@@ -255,7 +268,9 @@ fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, options: &Eval
         (Some(lo), Some(hi)) => (lo.div_euclid(NANOS_PER_SEC), hi.div_euclid(NANOS_PER_SEC) + 1),
         _ => (inject - 60, inject + FAULT_WINDOW_S),
     };
-    replay.extend(metric_events(&data.metrics, replay_from, replay_to)?);
+    // A per-minute metric row stamped t summarises (t - 60 s, t]: a row stamped just after the
+    // span describes the span's last minute, so rows up to half a minute after it belong to it.
+    replay.extend(metric_events(&data.metrics, replay_from, replay_to + METRIC_ROW_SLACK_S)?);
     replay.sort_by_key(|e| e.time);
 
     // The baseline: reference window (with its metric rows) and the metric history before the
@@ -265,7 +280,7 @@ fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, options: &Eval
         (data.reference.iter().map(|e| e.time).min(), data.reference.iter().map(|e| e.time).max())
     {
         let reference = (lo.div_euclid(NANOS_PER_SEC), hi.div_euclid(NANOS_PER_SEC) + 1);
-        let taken = [(inject - METRIC_HISTORY_S, replay_from), (replay_from, replay_to)];
+        let taken = [(inject - METRIC_HISTORY_S, replay_from), (replay_from, replay_to + METRIC_ROW_SLACK_S)];
         for (from, to) in subtract(reference, &taken) {
             baseline.extend(metric_events(&data.metrics, from, to)?);
         }

@@ -79,6 +79,9 @@ pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
             summary.median_detect_delay_s.map_or("-".into(), |d| format!("{d:.0} s")),
             summary.seconds
         );
+        if let Some(n) = summary.reference_incidents {
+            println!("  fault-free reference window replayed after its own baseline: {n} incidents");
+        }
         for (fault, f) in &summary.by_fault_type {
             println!("  {fault:<15} cases {:>2}  AC@1 {:.3}  AC@3 {:.3}  Avg@5 {:.3}", f.cases, f.ac1, f.ac3, f.avg5);
         }
