@@ -12,6 +12,14 @@ pub struct CulpritConfig {
     #[serde(flatten)]
     pub pipeline: PipelineConfig,
     pub output: OutputConfig,
+    /// Brokers, topics and groups of the Kafka services (`culprit embedder|correlator|serve`).
+    pub kafka: culprit_kafka::KafkaConfig,
+    /// The operations API of the services.
+    pub api: culprit_api::ApiConfig,
+    /// Page through PagerDuty's Events API v2 (the routing key comes from
+    /// `CULPRIT_PAGERDUTY_ROUTING_KEY` or `pagerduty.routing_key_file`, never from this file).
+    pub pagerduty_enabled: bool,
+    pub pagerduty: culprit_pagerduty::PagerDutyConfig,
 }
 
 /// Where alerts go in the embedded mode.

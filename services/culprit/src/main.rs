@@ -38,8 +38,16 @@ enum Command {
     /// Score root-cause ranking on a labelled dataset.
     #[command(subcommand)]
     Eval(commands::eval::Eval),
+    /// Train a per-source embedding model for the k-NN detector.
+    Train(commands::train::Args),
     /// Measure pipeline throughput on simulated data.
     Bench(commands::bench::Args),
+    /// Run one embedder service: consume a source's Kafka topic, detect, publish anomalies.
+    Embedder(commands::serve::EmbedderArgs),
+    /// Run the correlator service: consume anomalies, publish RCA alerts (and page).
+    Correlator,
+    /// Run every embedder and the correlator in one process.
+    Serve(commands::serve::ServeArgs),
     /// Print the effective configuration (defaults, file and environment merged) as TOML.
     Config,
 }
@@ -68,6 +76,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Eval(cmd) => commands::eval::run(cmd, &config),
         Command::Bench(args) => commands::bench::run(args, &config),
+        Command::Train(args) => commands::train::run(args),
+        Command::Embedder(args) => commands::serve::embedder(args, &config),
+        Command::Correlator => commands::serve::correlator(&config),
+        Command::Serve(args) => commands::serve::serve(args, &config),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(())

@@ -145,7 +145,7 @@ impl Correlator {
             return Vec::new();
         }
         state.candidates.push_back(anomaly);
-        if candidate_evidence(&state.candidates) < self.config.open_evidence || state.open.is_some() {
+        if candidate_evidence(&state.candidates, &self.config.rank) < self.config.open_evidence || state.open.is_some() {
             return Vec::new();
         }
 
@@ -223,12 +223,15 @@ impl Correlator {
     }
 }
 
-/// Evidence of the candidates, each distinct (service, signal) counted once at its strongest.
-fn candidate_evidence(candidates: &VecDeque<Anomaly>) -> f64 {
+/// Evidence of the candidates, each distinct (service, signal) counted once at its strongest and
+/// weighted like the ranking weighs its signal family (a family that ranks as a tie-breaker does
+/// not open incidents on its own either).
+fn candidate_evidence(candidates: &VecDeque<Anomaly>, rank: &RankConfig) -> f64 {
     let mut best: HashMap<(&str, &str), f64> = HashMap::new();
     for a in candidates {
+        let weight = rank.signal_weights.get(&crate::rank::signal_family(&a.signal)).copied().unwrap_or(1.0).min(1.0);
         let s = best.entry((&a.service, &a.signal)).or_default();
-        *s = s.max(a.severity.weight() * a.score);
+        *s = s.max(a.severity.weight() * a.score * weight);
     }
     best.values().sum()
 }

@@ -74,6 +74,9 @@ impl Default for RankConfig {
                 ("log_errors".to_string(), 0.7),
                 ("log_warnings".to_string(), 0.5),
                 ("log_missing_in_span".to_string(), 1.5),
+                // k-NN distances flag whatever is unusual, faults and harmless novelty alike; on
+                // the labelled data they help only as a tie-breaker (docs/EVALUATION.md).
+                ("knn_distance".to_string(), 0.1),
             ]),
             propagating_signals: ["span_latency", "span_errors", "log_errors", "log_warnings", "span_new_error", "log_new_template"]
                 .map(String::from)
@@ -112,7 +115,7 @@ fn strength(a: &Anomaly) -> f64 {
 }
 
 /// The configuration key of a signal's family: `span.latency:GET /x` -> `span_latency`.
-fn signal_family(signal: &str) -> String {
+pub(crate) fn signal_family(signal: &str) -> String {
     signal.split(':').next().unwrap_or(signal).replace('.', "_")
 }
 

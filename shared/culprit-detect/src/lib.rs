@@ -156,6 +156,11 @@ impl Detectors {
         }
     }
 
+    /// Only the given detectors.
+    pub fn new(detectors: Vec<Box<dyn Detector>>) -> Detectors {
+        Detectors { detectors }
+    }
+
     /// Adds a detector (for example a learned one) beside the statistical ones.
     pub fn push(&mut self, detector: Box<dyn Detector>) {
         self.detectors.push(detector);

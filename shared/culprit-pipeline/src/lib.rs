@@ -18,12 +18,38 @@ mod stage;
 
 pub use bus::{Bus, BusMessage, InProcessBus};
 pub use stage::{CorrelateStage, DetectStage};
+pub use culprit_knn::KnnConfig;
 
 use culprit_core::{DependencyEdge, Event, RcaAlert, SourceKind, UnixNanos};
 use culprit_correlate::CorrelateConfig;
 use culprit_detect::{DetectConfig, Phase};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Which detectors run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorMode {
+    /// The statistical detectors only.
+    #[default]
+    Stats,
+    /// The k-NN embedding detectors only (changes are still reported).
+    Knn,
+    /// Both.
+    Fused,
+}
+
+impl std::str::FromStr for DetectorMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stats" => Ok(DetectorMode::Stats),
+            "knn" => Ok(DetectorMode::Knn),
+            "fused" => Ok(DetectorMode::Fused),
+            other => Err(format!("unknown detector mode '{other}' (expected stats, knn or fused)")),
+        }
+    }
+}
 
 /// Settings of both stages.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -33,6 +59,10 @@ pub struct PipelineConfig {
     pub correlate: CorrelateConfig,
     /// Event time at the start of a stream during which detectors only learn, in seconds.
     pub warmup_secs: u32,
+    /// Which detectors run: `stats`, `knn` or `fused`.
+    pub detector: DetectorMode,
+    /// Settings of the k-NN detectors (used by `knn` and `fused`).
+    pub knn: culprit_knn::KnnConfig,
 }
 
 /// Counters a run reports.
@@ -58,7 +88,7 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(config: PipelineConfig) -> Pipeline {
         Pipeline {
-            detect: DetectStage::new(&config.detect),
+            detect: DetectStage::from_config(&config),
             bus: InProcessBus::default(),
             correlate: CorrelateStage::new(config.correlate.clone()),
             warmup: i64::from(config.warmup_secs) * culprit_core::NANOS_PER_SEC,

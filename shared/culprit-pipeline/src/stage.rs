@@ -24,6 +24,29 @@ impl DetectStage {
         }
     }
 
+    /// The detectors `config.detector` asks for.
+    pub fn from_config(config: &crate::PipelineConfig) -> DetectStage {
+        use culprit_detect::changes::ChangeDetector;
+        let detect = &config.detect;
+        let knn = || culprit_knn::KnnDetector::all(&config.knn, detect);
+        let detectors = match config.detector {
+            crate::DetectorMode::Stats => Detectors::statistical(detect),
+            crate::DetectorMode::Knn => {
+                let mut d = knn();
+                d.push(Box::new(ChangeDetector::new(detect.clone())));
+                Detectors::new(d)
+            }
+            crate::DetectorMode::Fused => {
+                let mut all = Detectors::statistical(detect);
+                for d in knn() {
+                    all.push(d);
+                }
+                all
+            }
+        };
+        DetectStage { detectors, findings: Findings::default(), newest: i64::MIN, advanced_to: i64::MIN }
+    }
+
     /// Adds a detector (a learned model, say) beside the statistical ones.
     pub fn add_detector(&mut self, detector: Box<dyn culprit_detect::Detector>) {
         self.detectors.push(detector);

@@ -20,12 +20,19 @@ pub enum Eval {
         /// Print every anomaly of each case (relative to the injection) after its row.
         #[arg(long)]
         explain: bool,
+        /// Which detectors run: stats, knn or fused (overrides `detector` in the configuration).
+        #[arg(long)]
+        detector: Option<culprit_pipeline::DetectorMode>,
     },
 }
 
 pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
-    let Eval::Nezha { dir, json, case, explain } = cmd;
-    let options = EvalOptions { pipeline: config.pipeline.clone(), case_filter: case, explain };
+    let Eval::Nezha { dir, json, case, explain, detector } = cmd;
+    let mut pipeline = config.pipeline.clone();
+    if let Some(mode) = detector {
+        pipeline.detector = mode;
+    }
+    let options = EvalOptions { pipeline, case_filter: case, explain };
     if !json {
         println!("{:<28} {:<15} {:<30} {:>4} {:>8}  top 3", "case", "fault", "root cause", "rank", "delay s");
     }

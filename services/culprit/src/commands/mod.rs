@@ -5,4 +5,6 @@ pub mod demo;
 pub mod eval;
 pub mod import;
 pub mod replay;
+pub mod serve;
 pub mod simulate;
+pub mod train;

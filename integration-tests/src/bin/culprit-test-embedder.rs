@@ -1,0 +1,42 @@
+//! An embedder as its own process, for tests that `kill -9` it: stores event keys in an
+//! append-only file (see `FileStore`), runs until SIGTERM/Ctrl-C, then prints its final
+//! `StatsSnapshot` as JSON on stdout.
+//!
+//! Usage: `culprit-test-embedder <kafka-config.json> <source> <store-file> <warmup-secs>`
+#![forbid(unsafe_code)]
+
+use anyhow::{Context as _, Result};
+use culprit_integration_tests::FileStore;
+use culprit_kafka::{run_embedder, EmbedderOptions, KafkaConfig};
+use std::sync::Arc;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.len() == 5,
+        "usage: culprit-test-embedder <kafka-config.json> <source> <store-file> <warmup-secs>"
+    );
+    let config: KafkaConfig =
+        serde_json::from_slice(&std::fs::read(&args[1]).context("reading the config")?)?;
+    let source = args[2].parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let store = FileStore::open(args[3].clone().into())?;
+    let warmup_secs: u32 = args[4].parse()?;
+    let stage = culprit_pipeline::DetectStage::new(&Default::default());
+    let stats = Arc::new(culprit_kafka::Stats::new());
+    let options = EmbedderOptions {
+        warmup_secs,
+        sink: Arc::new(store),
+        stats: stats.clone(),
+    };
+    run_embedder(
+        &config,
+        source,
+        stage,
+        options,
+        culprit_kafka::shutdown_signal(),
+    )
+    .await?;
+    println!("{}", serde_json::to_string(&stats.snapshot())?);
+    Ok(())
+}

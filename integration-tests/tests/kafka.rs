@@ -1,0 +1,829 @@
+//! The Kafka services end to end against a real broker: `bash scripts/kafka-test-env.sh start`.
+
+use anyhow::{Context as _, Result};
+use culprit_core::{RcaAlert, SourceKind};
+use culprit_integration_tests::*;
+use culprit_kafka::{
+    run_correlator, run_embedder, CorrelatorOptions, EmbedderOptions, KafkaConfig, Rewind,
+    ServiceError, Stats,
+};
+use culprit_otlp::{Encoding, Signal};
+use culprit_pipeline::{CorrelateStage, DetectStage};
+use culprit_sim::{Scenario, SimConfig};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Services running as tasks of the test's runtime, stopped together.
+struct Services {
+    stop: watch::Sender<bool>,
+    tasks: Vec<(String, JoinHandle<Result<(), ServiceError>>)>,
+}
+
+impl Services {
+    fn new() -> Services {
+        Services {
+            stop: watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+
+    fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    fn embedder(&mut self, config: &KafkaConfig, source: SourceKind, options: EmbedderOptions) {
+        let config = config.clone();
+        let shutdown = self.shutdown_signal();
+        let task = tokio::spawn(async move {
+            run_embedder(
+                &config,
+                source,
+                DetectStage::new(&Default::default()),
+                options,
+                shutdown,
+            )
+            .await
+        });
+        self.tasks.push((format!("embedder {source}"), task));
+    }
+
+    fn correlator(&mut self, config: &KafkaConfig, options: CorrelatorOptions) {
+        let config = config.clone();
+        let shutdown = self.shutdown_signal();
+        let task = tokio::spawn(async move {
+            run_correlator(
+                &config,
+                CorrelateStage::new(Default::default()),
+                options,
+                shutdown,
+            )
+            .await
+        });
+        self.tasks.push(("correlator".to_string(), task));
+    }
+
+    /// Asks every service to stop and checks each returned cleanly.
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        for (name, task) in self.tasks {
+            let result = tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .with_context(|| format!("{name} did not stop"))?;
+            result
+                .with_context(|| format!("{name} panicked"))?
+                .with_context(|| format!("{name} failed"))?;
+        }
+        Ok(())
+    }
+}
+
+fn options(
+    warmup_secs: u32,
+    sink: Arc<dyn culprit_kafka::EventSink>,
+    stats: Arc<Stats>,
+) -> EmbedderOptions {
+    EmbedderOptions {
+        warmup_secs,
+        sink,
+        stats,
+    }
+}
+
+async fn produce_run(env: &TestEnv, run: &culprit_sim::SimRun) -> Result<()> {
+    // One key per environment, as the exporter partitioning by resource would: each source's
+    // requests stay in event-time order in one partition.
+    for (topic, payloads) in run_records(run, &env.config) {
+        let records: Vec<Record> = payloads
+            .into_iter()
+            .map(|p| Record {
+                key: Some(culprit_sim::ENVIRONMENT.to_string()),
+                ..Record::new(p)
+            })
+            .collect();
+        env.produce(&topic, &records).await?;
+    }
+    Ok(())
+}
+
+/// Reads the alerts topic until an incident after the fault names `service` first.
+async fn wait_for_alert_naming(
+    env: &TestEnv,
+    service: &str,
+    since_ns: i64,
+    timeout: Duration,
+) -> Result<Vec<RcaAlert>> {
+    let reader = TestEnv {
+        config: env.config.clone(),
+    };
+    let topic = env.config.topics.alerts.clone();
+    let service = service.to_string();
+    let received = tokio::task::spawn_blocking(move || {
+        reader.read_until(&topic, timeout, |records| {
+            let alerts: Vec<RcaAlert> = records
+                .iter()
+                .filter_map(|r| serde_json::from_slice(&r.payload).ok())
+                .collect();
+            alerts.iter().any(|a| {
+                a.updated_at >= since_ns
+                    && a.root_causes.first().is_some_and(|c| c.service == service)
+            })
+        })
+    })
+    .await??;
+    received
+        .iter()
+        .map(|r| {
+            serde_json::from_slice(&r.payload)
+                .context("an alert on the alerts topic is not an RcaAlert")
+        })
+        .collect()
+}
+
+fn fault_start_ns(run: &culprit_sim::SimRun) -> i64 {
+    (run.label.fault_start_unix_s - 120) * 1_000_000_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_deploy_cpu_spike_produces_an_alert_naming_inventory_first() -> Result<()> {
+    let Some(brokers) = broker_or_skip() else {
+        return Ok(());
+    };
+    let env = TestEnv::new(&brokers, "e2e").await?;
+    let run = short_incident(Scenario::DeployCpuSpike);
+    assert_eq!(run.label.root_cause_service, "inventory");
+    produce_run(&env, &run).await?;
+
+    let mut services = Services::new();
+    let mut stats = Vec::new();
+    for source in SourceKind::ALL {
+        let s = Arc::new(Stats::new());
+        stats.push((source, s.clone()));
+        services.embedder(
+            &env.config,
+            source,
+            options(WARMUP_SECS, Arc::new(culprit_kafka::NoopSink), s),
+        );
+    }
+    let publisher = Arc::new(CollectingPublisher::default());
+    let correlator_stats = Arc::new(Stats::new());
+    services.correlator(
+        &env.config,
+        CorrelatorOptions {
+            publisher: publisher.clone(),
+            stats: correlator_stats.clone(),
+        },
+    );
+
+    let alerts = wait_for_alert_naming(
+        &env,
+        "inventory",
+        fault_start_ns(&run),
+        Duration::from_secs(400),
+    )
+    .await?;
+    for (source, s) in &stats {
+        eprintln!("{source}: {:?}", s.snapshot());
+    }
+    eprintln!("correlator: {:?}", correlator_stats.snapshot());
+    let named = first_candidate(&alerts, fault_start_ns(&run));
+    assert_eq!(
+        named.as_deref(),
+        Some("inventory"),
+        "alerts on the topic: {:#?}",
+        alerts.iter().map(|a| &a.summary).collect::<Vec<_>>()
+    );
+    // The publisher hook saw the same alerts as the topic (it runs before the commit).
+    assert!(
+        wait_for(Duration::from_secs(10), || !publisher
+            .alerts
+            .lock()
+            .unwrap()
+            .is_empty())
+        .await
+    );
+    services.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_go_to_the_dlq_with_reasons_while_valid_ones_around_them_are_processed(
+) -> Result<()> {
+    let Some(brokers) = broker_or_skip() else {
+        return Ok(());
+    };
+    let mut env = TestEnv::new(&brokers, "dlq").await?;
+    let run = culprit_sim::simulate(
+        Scenario::NewException,
+        &SimConfig {
+            normal_minutes: 1,
+            fault_minutes: 1,
+            batch_seconds: 5,
+            ..SimConfig::default()
+        },
+    );
+    let spans: Vec<Vec<u8>> = run
+        .traces
+        .iter()
+        .take(6)
+        .map(culprit_otlp::to_protobuf)
+        .collect();
+    let logs: Vec<Vec<u8>> = run.logs.iter().take(4).map(culprit_otlp::to_json).collect();
+    let largest = spans.iter().chain(&logs).map(Vec::len).max().unwrap_or(0);
+    env.config.max_message_bytes = largest + 1;
+    env.config.encodings.logs = Encoding::Json;
+
+    // A protobuf cut where it no longer parses.
+    let whole = &spans[5];
+    let truncated = (whole.len() / 2..whole.len())
+        .map(|n| whole[..n].to_vec())
+        .find(|t| culprit_otlp::decode(Signal::Traces, Encoding::Protobuf, t).is_err())
+        .expect("some prefix is malformed");
+    let tagged = |tag: &str, payload: Vec<u8>| Record {
+        headers: vec![("origin".into(), tag.as_bytes().to_vec())],
+        ..Record::new(payload)
+    };
+    let span_records = vec![
+        tagged("valid", spans[0].clone()),
+        tagged("truncated", truncated.clone()),
+        tagged("valid", spans[1].clone()),
+        tagged("oversized", vec![7u8; largest + 100]),
+        tagged("valid", spans[2].clone()),
+        tagged("empty", Vec::new()),
+        tagged("valid", spans[3].clone()),
+    ];
+    let wrong_schema =
+        br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":{"nested":true}}]}]}]}"#
+            .to_vec();
+    let log_records = vec![
+        tagged("valid", logs[0].clone()),
+        tagged("invalid_json", b"{\"resourceLogs\": [".to_vec()),
+        tagged("valid", logs[1].clone()),
+        tagged("wrong_schema", wrong_schema.clone()),
+        tagged("valid", logs[2].clone()),
+    ];
+    env.produce(&env.config.topics.spans, &span_records).await?;
+    env.produce(&env.config.topics.logs, &log_records).await?;
+
+    let store = Arc::new(MemoryStore::default());
+    let (span_stats, log_stats) = (Arc::new(Stats::new()), Arc::new(Stats::new()));
+    let mut services = Services::new();
+    services.embedder(
+        &env.config,
+        SourceKind::Traces,
+        options(0, store.clone(), span_stats.clone()),
+    );
+    services.embedder(
+        &env.config,
+        SourceKind::Logs,
+        options(0, store.clone(), log_stats.clone()),
+    );
+
+    let dlq_topic = env.config.topics.dlq.clone();
+    let reader = TestEnv {
+        config: env.config.clone(),
+    };
+    let dead = tokio::task::spawn_blocking(move || {
+        reader.read_until(&dlq_topic, Duration::from_secs(90), |r| r.len() >= 5)
+    })
+    .await??;
+
+    let mut expected = expected_keys(Signal::Traces, &spans[..4]);
+    for p in &logs[..3] {
+        for e in culprit_otlp::decode(Signal::Logs, Encoding::Json, p)? {
+            *expected.entry(culprit_kafka::event_key(&e)).or_default() += 1;
+        }
+    }
+    let all_stored = wait_for(Duration::from_secs(60), || store.counts() == expected).await;
+    services.stop().await?;
+
+    assert_eq!(
+        dead.len(),
+        5,
+        "dead letters: {:?}",
+        dead.iter().map(|d| d.header("origin")).collect::<Vec<_>>()
+    );
+    let by_origin: HashMap<String, &Received> = dead
+        .iter()
+        .map(|d| (d.header("origin").unwrap_or_default(), d))
+        .collect();
+    let cases = [
+        (
+            "truncated",
+            "malformed_protobuf",
+            &env.config.topics.spans,
+            truncated,
+        ),
+        (
+            "oversized",
+            "too_large",
+            &env.config.topics.spans,
+            vec![7u8; largest + 100],
+        ),
+        ("empty", "empty", &env.config.topics.spans, Vec::new()),
+        (
+            "invalid_json",
+            "malformed_json",
+            &env.config.topics.logs,
+            b"{\"resourceLogs\": [".to_vec(),
+        ),
+        (
+            "wrong_schema",
+            "malformed_json",
+            &env.config.topics.logs,
+            wrong_schema,
+        ),
+    ];
+    for (origin, reason, topic, payload) in cases {
+        let d = by_origin
+            .get(origin)
+            .with_context(|| format!("no dead letter for the {origin} message"))?;
+        assert_eq!(
+            d.header("culprit.reason").as_deref(),
+            Some(reason),
+            "{origin}"
+        );
+        assert!(
+            !d.header("culprit.error").unwrap_or_default().is_empty(),
+            "{origin} has an error message"
+        );
+        assert_eq!(
+            d.header("culprit.source_topic").as_deref(),
+            Some(topic.as_str()),
+            "{origin}"
+        );
+        assert!(
+            d.header("culprit.partition")
+                .and_then(|p| p.parse::<i32>().ok())
+                .is_some(),
+            "{origin}"
+        );
+        assert!(
+            d.header("culprit.offset")
+                .and_then(|p| p.parse::<i64>().ok())
+                .is_some(),
+            "{origin}"
+        );
+        assert_eq!(d.payload, payload, "{origin}: the original bytes are kept");
+    }
+    assert!(
+        all_stored,
+        "valid events stored: {} of {} distinct",
+        store.distinct(),
+        expected.len()
+    );
+    assert_eq!(span_stats.dlq_messages.load(Ordering::Relaxed), 3);
+    assert_eq!(log_stats.dlq_messages.load(Ordering::Relaxed), 2);
+    assert_eq!(span_stats.decoded_messages.load(Ordering::Relaxed), 4);
+    assert_eq!(log_stats.decoded_messages.load(Ordering::Relaxed), 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_embedders_in_one_group_split_the_partitions_and_process_every_event_once() -> Result<()>
+{
+    let Some(brokers) = broker_or_skip() else {
+        return Ok(());
+    };
+    let env = TestEnv::new(&brokers, "group").await?;
+    let store = Arc::new(MemoryStore::default());
+    let (a, b) = (Arc::new(Stats::new()), Arc::new(Stats::new()));
+    let mut services = Services::new();
+    services.embedder(
+        &env.config,
+        SourceKind::Traces,
+        options(0, store.clone(), a.clone()),
+    );
+    services.embedder(
+        &env.config,
+        SourceKind::Traces,
+        options(0, store.clone(), b.clone()),
+    );
+    // tansu takes about half the session timeout per join, and the second member triggers a
+    // rebalance: wait for the split before producing so no batch straddles it.
+    let assigned = |s: &Stats| s.assigned_partitions.load(Ordering::SeqCst);
+    let split = wait_for(Duration::from_secs(90), || {
+        assigned(&a) > 0 && assigned(&b) > 0 && assigned(&a) + assigned(&b) == PARTITIONS as u64
+    })
+    .await;
+    assert!(
+        split,
+        "partitions not split: {} + {}",
+        assigned(&a),
+        assigned(&b)
+    );
+
+    let run = culprit_sim::simulate(
+        Scenario::ConfigTimeout,
+        &SimConfig {
+            normal_minutes: 3,
+            fault_minutes: 1,
+            ..SimConfig::default()
+        },
+    );
+    let payloads: Vec<Vec<u8>> = run.traces.iter().map(culprit_otlp::to_protobuf).collect();
+    let records: Vec<Record> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Record {
+            partition: Some(i as i32 % PARTITIONS),
+            ..Record::new(p.clone())
+        })
+        .collect();
+    env.produce(&env.config.topics.spans, &records).await?;
+    let expected = expected_keys(Signal::Traces, &payloads);
+
+    let complete = wait_for(Duration::from_secs(120), || {
+        store.distinct() == expected.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // room for a duplicate to show up
+    services.stop().await?;
+    assert!(
+        complete,
+        "stored {} of {} distinct events",
+        store.distinct(),
+        expected.len()
+    );
+    assert_eq!(
+        store.counts(),
+        expected,
+        "every event stored exactly as often as it was produced"
+    );
+    let (ma, mb) = (
+        a.messages.load(Ordering::SeqCst),
+        b.messages.load(Ordering::SeqCst),
+    );
+    assert!(
+        ma > 0 && mb > 0,
+        "both instances worked: {ma} and {mb} messages"
+    );
+    assert_eq!(
+        ma + mb,
+        records.len() as u64,
+        "each message handled by exactly one instance"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_pauses_the_embedder_which_resumes_without_losing_events() -> Result<()> {
+    let Some(brokers) = broker_or_skip() else {
+        return Ok(());
+    };
+    let env = TestEnv::new(&brokers, "outage").await?;
+    let run = culprit_sim::simulate(
+        Scenario::MemoryLeak,
+        &SimConfig {
+            normal_minutes: 3,
+            fault_minutes: 1,
+            ..SimConfig::default()
+        },
+    );
+    let payloads: Vec<Vec<u8>> = run.traces.iter().map(culprit_otlp::to_protobuf).collect();
+    let records: Vec<Record> = payloads.iter().map(|p| Record::new(p.clone())).collect();
+    env.produce(&env.config.topics.spans, &records).await?;
+    let expected = expected_keys(Signal::Traces, &payloads);
+
+    let store = Arc::new(MemoryStore::default());
+    store.fail.store(true, Ordering::SeqCst);
+    let stats = Arc::new(Stats::new());
+    let mut services = Services::new();
+    services.embedder(
+        &env.config,
+        SourceKind::Traces,
+        options(0, store.clone(), stats.clone()),
+    );
+
+    let paused = wait_for(Duration::from_secs(60), || {
+        stats.paused.load(Ordering::SeqCst) == 1 && store.failed_writes.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    assert!(
+        paused,
+        "the embedder did not pause while the store failed: {:?}",
+        stats.snapshot()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let handled_during_outage = stats.messages.load(Ordering::SeqCst);
+    assert!(
+        handled_during_outage <= env.config.commit_batch_messages as u64,
+        "in-flight work is bounded by one batch while paused, handled {handled_during_outage}"
+    );
+    assert_eq!(store.distinct(), 0);
+    assert_eq!(
+        stats.commits.load(Ordering::SeqCst),
+        0,
+        "nothing committed while the store is down"
+    );
+
+    store.fail.store(false, Ordering::SeqCst);
+    let complete = wait_for(Duration::from_secs(90), || {
+        store.distinct() == expected.len()
+    })
+    .await;
+    services.stop().await?;
+    assert!(
+        complete,
+        "stored {} of {} distinct events after the outage",
+        store.distinct(),
+        expected.len()
+    );
+    let counts = store.counts();
+    assert!(
+        expected
+            .iter()
+            .all(|(k, n)| counts.get(k).is_some_and(|c| c >= n)),
+        "no event lost"
+    );
+    assert_eq!(stats.paused.load(Ordering::SeqCst), 0, "resumed");
+    assert!(stats.retries.load(Ordering::SeqCst) >= 3);
+    assert_eq!(stats.messages.load(Ordering::SeqCst), records.len() as u64);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedder_killed_mid_stream_restarts_without_losing_events_and_the_alert_still_appears(
+) -> Result<()> {
+    let Some(brokers) = broker_or_skip() else {
+        return Ok(());
+    };
+    let mut env = TestEnv::new(&brokers, "kill").await?;
+    // The restarted embedder re-reads its partitions to relearn baselines (state only).
+    env.config.embedder_rewind = Rewind::Beginning;
+    env.config.commit_batch_messages = 5;
+    let dir = tempfile::tempdir()?;
+    let config_path = dir.path().join("kafka.json");
+    std::fs::write(&config_path, serde_json::to_vec(&env.config)?)?;
+    let store_path = dir.path().join("traces-store.txt");
+
+    let run = short_incident(Scenario::DeployCpuSpike);
+    produce_run(&env, &run).await?;
+    let trace_payloads: Vec<Vec<u8>> = run.traces.iter().map(culprit_otlp::to_protobuf).collect();
+    let expected = expected_keys(Signal::Traces, &trace_payloads);
+
+    let mut services = Services::new();
+    for source in [SourceKind::Logs, SourceKind::Metrics, SourceKind::Changes] {
+        services.embedder(
+            &env.config,
+            source,
+            options(
+                WARMUP_SECS,
+                Arc::new(culprit_kafka::NoopSink),
+                Arc::new(Stats::new()),
+            ),
+        );
+    }
+    services.correlator(&env.config, CorrelatorOptions::default());
+
+    let spawn = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_culprit-test-embedder"));
+        command
+            .arg(&config_path)
+            .arg("traces")
+            .arg(&store_path)
+            .arg(WARMUP_SECS.to_string())
+            .kill_on_drop(true);
+        command
+    };
+    let stored = || FileStore::read(&store_path);
+    let mut child = spawn().spawn()?;
+    let reached = wait_for(Duration::from_secs(180), || {
+        stored().len() >= expected.values().sum::<u32>() as usize / 3
+    })
+    .await;
+    assert!(
+        reached,
+        "the first embedder stored only {} events",
+        stored().len()
+    );
+    child.start_kill()?; // SIGKILL
+    child.wait().await?;
+    let at_kill = stored().len();
+
+    let mut restarted = spawn();
+    restarted.stdout(std::process::Stdio::piped());
+    let child = restarted.spawn()?;
+    let distinct = || {
+        stored()
+            .into_iter()
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let complete = wait_for(Duration::from_secs(300), || {
+        distinct().len() >= expected.len()
+    })
+    .await;
+    let alerts = wait_for_alert_naming(
+        &env,
+        "inventory",
+        fault_start_ns(&run),
+        Duration::from_secs(300),
+    )
+    .await?;
+
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().context("child pid")?.to_string())
+        .status();
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??;
+    services.stop().await?;
+    let status = output.status;
+    let final_stats: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("the restarted embedder's stats")?;
+
+    let written = stored();
+    let distinct = distinct();
+    eprintln!(
+        "stored {} keys before the kill, {} writes in all, {} distinct",
+        at_kill,
+        written.len(),
+        distinct.len()
+    );
+    assert!(
+        complete,
+        "after the restart {} of {} distinct events were stored",
+        distinct.len(),
+        expected.len()
+    );
+    assert!(
+        expected.keys().all(|k| distinct.contains(k)),
+        "every event stored at least once"
+    );
+    assert_eq!(
+        distinct.len(),
+        expected.len(),
+        "keyed by event, the store holds nothing twice and nothing foreign"
+    );
+    assert!(at_kill < expected.len(), "the kill happened mid-stream");
+    assert!(
+        status.success(),
+        "the restarted embedder shut down cleanly on SIGTERM: {status}"
+    );
+    assert!(
+        final_stats["replayed_messages"].as_u64().unwrap_or(0) > 0,
+        "the restarted embedder re-read its committed messages to relearn: {final_stats}"
+    );
+    assert_eq!(
+        first_candidate(&alerts, fault_start_ns(&run)).as_deref(),
+        Some("inventory")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_correlator_rebuilds_open_incidents_without_republishing_alerts() -> Result<()> {
+    let Some(brokers) = broker_or_skip() else {
+        return Ok(());
+    };
+    let mut env = TestEnv::new(&brokers, "recover").await?;
+    env.config.correlator_rewind = Rewind::Beginning;
+    let run = short_incident(Scenario::DeployCpuSpike);
+    produce_run(&env, &run).await?;
+    let inputs: Vec<(SourceKind, u64)> = run_records(&run, &env.config)
+        .iter()
+        .zip([
+            SourceKind::Traces,
+            SourceKind::Logs,
+            SourceKind::Metrics,
+            SourceKind::Changes,
+        ])
+        .map(|((_, payloads), source)| (source, payloads.len() as u64))
+        .collect();
+
+    // First correlator: runs over the whole incident, then stops (committing everything).
+    let mut services = Services::new();
+    let mut embedder_stats = Vec::new();
+    for &(source, count) in &inputs {
+        let s = Arc::new(Stats::new());
+        embedder_stats.push((s.clone(), count));
+        services.embedder(
+            &env.config,
+            source,
+            options(WARMUP_SECS, Arc::new(culprit_kafka::NoopSink), s),
+        );
+    }
+    let first = Arc::new(Stats::new());
+    services.correlator(
+        &env.config,
+        CorrelatorOptions {
+            publisher: Arc::new(CollectingPublisher::default()),
+            stats: first.clone(),
+        },
+    );
+    let embedded = wait_for(Duration::from_secs(300), || {
+        embedder_stats
+            .iter()
+            .all(|(s, n)| s.snapshot().latency.count() == *n)
+    })
+    .await;
+    assert!(embedded, "embedders did not finish");
+    // The correlator has caught up once its count stops moving for a few commit intervals.
+    let mut last = u64::MAX;
+    while first.messages.load(Ordering::SeqCst) != last {
+        last = first.messages.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    services.stop().await?;
+    let published: Vec<RcaAlert> = {
+        let reader = TestEnv {
+            config: env.config.clone(),
+        };
+        let topic = env.config.topics.alerts.clone();
+        let expected = first.alerts_published.load(Ordering::SeqCst) as usize;
+        tokio::task::spawn_blocking(move || {
+            reader.read_until(&topic, Duration::from_secs(30), |r| r.len() >= expected)
+        })
+        .await??
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload))
+        .collect::<Result<_, _>>()?
+    };
+    let open = published
+        .iter()
+        .rev()
+        .find(|a| {
+            published
+                .iter()
+                .filter(|b| b.incident_id == a.incident_id)
+                .all(|b| b.revision <= a.revision)
+        })
+        .filter(|a| a.status == culprit_core::IncidentStatus::Open)
+        .cloned()
+        .context("the incident should still be open at the end of the data")?;
+
+    // Second correlator, same group: re-reads the topic, publishes nothing already published.
+    let mut services = Services::new();
+    let publisher = Arc::new(CollectingPublisher::default());
+    let second = Arc::new(Stats::new());
+    services.correlator(
+        &env.config,
+        CorrelatorOptions {
+            publisher: publisher.clone(),
+            stats: second.clone(),
+        },
+    );
+    let total = first.messages.load(Ordering::SeqCst);
+    let replayed = wait_for(Duration::from_secs(120), || {
+        second.replayed_messages.load(Ordering::SeqCst) >= total
+    })
+    .await;
+    assert!(
+        replayed,
+        "re-read {} of {total} messages",
+        second.replayed_messages.load(Ordering::SeqCst)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        publisher.alerts.lock().unwrap().is_empty(),
+        "nothing is re-published on restart"
+    );
+
+    // Event time moves far on for every source: the rebuilt incident resolves under its old id.
+    let far = culprit_pipeline::BusMessage::Watermark {
+        time: open.updated_at + 3_600 * 1_000_000_000,
+    };
+    let records: Vec<Record> = SourceKind::ALL
+        .iter()
+        .map(|s| Record {
+            key: Some(open.environment.clone()),
+            headers: vec![(
+                culprit_kafka::SOURCE_HEADER.to_string(),
+                s.as_str().as_bytes().to_vec(),
+            )],
+            ..Record::new(serde_json::to_vec(&far).expect("json"))
+        })
+        .collect();
+    env.produce(&env.config.topics.anomalies, &records).await?;
+    let resolved = wait_for(Duration::from_secs(30), || {
+        !publisher.alerts.lock().unwrap().is_empty()
+    })
+    .await;
+    services.stop().await?;
+    assert!(resolved, "the rebuilt incident did not resolve");
+    let alerts = publisher.alerts.lock().unwrap().clone();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "{:#?}",
+        alerts
+            .iter()
+            .map(|a| (&a.incident_id, a.revision, a.status))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        alerts[0].incident_id, open.incident_id,
+        "same incident, rebuilt"
+    );
+    assert_eq!(
+        alerts[0].revision,
+        open.revision + 1,
+        "its revisions continue"
+    );
+    assert_eq!(alerts[0].status, culprit_core::IncidentStatus::Resolved);
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! `culprit embedder`, `culprit correlator` and `culprit serve`: the Kafka services.
+//!
+//! The same stages as the embedded mode (`DetectStage`, `CorrelateStage`), wired to Kafka by
+//! `culprit-kafka`, with the operations API (`/healthz`, `/readyz`, `/metrics`, `/incidents`,
+//! feedback) of `culprit-api` beside them and PagerDuty as the correlator's alert hook.
+
+use crate::config::CulpritConfig;
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use culprit_api::ApiState;
+use culprit_core::{IncidentStatus, RcaAlert, SourceKind};
+use culprit_kafka::{
+    run_correlator, run_embedder, AlertPublisher, CorrelatorOptions, EmbedderOptions, Stats, StatsSnapshot,
+};
+use culprit_pagerduty::{PagerDutyClient, PagerDutyError};
+use culprit_pipeline::{CorrelateStage, DetectStage};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(clap::Args)]
+pub struct EmbedderArgs {
+    /// traces, logs, metrics or changes.
+    #[arg(long)]
+    pub source: SourceKind,
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Sources to run embedders for (default: all four).
+    #[arg(long, value_delimiter = ',')]
+    pub sources: Vec<SourceKind>,
+}
+
+/// One service a process runs.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Embedder(SourceKind),
+    Correlator,
+}
+
+pub fn embedder(args: EmbedderArgs, config: &CulpritConfig) -> Result<()> {
+    run_roles(vec![Role::Embedder(args.source)], config)
+}
+
+pub fn correlator(config: &CulpritConfig) -> Result<()> {
+    run_roles(vec![Role::Correlator], config)
+}
+
+pub fn serve(args: ServeArgs, config: &CulpritConfig) -> Result<()> {
+    let sources = if args.sources.is_empty() { SourceKind::ALL.to_vec() } else { args.sources };
+    let mut roles: Vec<Role> = sources.into_iter().map(Role::Embedder).collect();
+    roles.push(Role::Correlator);
+    run_roles(roles, config)
+}
+
+fn run_roles(roles: Vec<Role>, config: &CulpritConfig) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(run_services(roles, config.clone()))
+}
+
+async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
+    let api = ApiState::new(config.api.clone()).context("setting up the HTTP API")?;
+    let listener = config.api.bind().await.with_context(|| format!("binding {}", config.api.listen))?;
+    let brokers = config.kafka.clone();
+    api.add_readiness_check("broker", move || {
+        let kafka = brokers.clone();
+        Box::pin(async move { broker_reachable(&kafka).await })
+    });
+    let pagerduty = if config.pagerduty_enabled {
+        Some(PagerDutyClient::new(config.pagerduty.clone()).context("setting up PagerDuty")?)
+    } else {
+        None
+    };
+    let publisher = Arc::new(Alerts { api: api.clone(), pagerduty });
+
+    // One shutdown signal for every task: stop fetching, finish, commit.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        culprit_kafka::shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for role in roles {
+        let stats = Arc::new(Stats::new());
+        tokio::spawn(export_stats(role, stats.clone(), api.clone(), stop_rx.clone()));
+        let kafka = config.kafka.clone();
+        let shutdown = stopped(stop_rx.clone());
+        match role {
+            Role::Embedder(source) => {
+                let stage = DetectStage::from_config(&config.pipeline);
+                let options = EmbedderOptions { warmup_secs: config.pipeline.warmup_secs, stats, ..Default::default() };
+                tasks.spawn(async move {
+                    run_embedder(&kafka, source, stage, options, shutdown).await.with_context(|| format!("embedder {source}"))
+                });
+            }
+            Role::Correlator => {
+                let stage = CorrelateStage::new(config.pipeline.correlate.clone());
+                let options = CorrelatorOptions { publisher: publisher.clone(), stats };
+                tasks.spawn(async move { run_correlator(&kafka, stage, options, shutdown).await.context("correlator") });
+            }
+        }
+    }
+    let api_task = tokio::spawn(culprit_api::serve(listener, api.clone(), stopped(stop_rx.clone())));
+
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done.context("service task panicked").and_then(|r| r) {
+            tracing::error!("{e:#}");
+            result = Err(e);
+        }
+    }
+    api_task.abort();
+    result
+}
+
+/// Alerts leave through the API's incident list and PagerDuty (the alerts topic is written by
+/// the correlator itself).
+struct Alerts {
+    api: ApiState,
+    pagerduty: Option<PagerDutyClient>,
+}
+
+#[async_trait]
+impl AlertPublisher for Alerts {
+    async fn publish(&self, alert: &RcaAlert) -> anyhow::Result<()> {
+        if self.api.incidents().upsert(alert.clone()) && (alert.revision == 1 || alert.status == IncidentStatus::Resolved) {
+            self.api.metrics().incident(alert.status);
+        }
+        let Some(pd) = &self.pagerduty else { return Ok(()) };
+        match pd.handle(alert).await {
+            Ok(outcome) => {
+                tracing::debug!(incident = %alert.incident_id, ?outcome, "pagerduty");
+                Ok(())
+            }
+            // A rejected event will be rejected again: retrying would stall every later alert.
+            Err(e @ PagerDutyError::Rejected { .. }) => {
+                tracing::error!(incident = %alert.incident_id, "page not sent: {e}");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Copies a worker's counters into the Prometheus metrics every second.
+async fn export_stats(role: Role, stats: Arc<Stats>, api: ApiState, mut stop: watch::Receiver<bool>) {
+    let mut last: Option<StatsSnapshot> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = stats.snapshot();
+        let metrics = api.metrics();
+        for (source, n) in &now.events {
+            let before = last.as_ref().and_then(|l| l.events.iter().find(|(s, _)| s == source)).map_or(0, |(_, n)| *n);
+            if *n > before {
+                metrics.events(*source, n - before);
+            }
+        }
+        if let Role::Embedder(source) = role {
+            let before = last.as_ref().map_or(0, |l| l.dlq_messages);
+            for _ in before..now.dlq_messages {
+                metrics.dlq(source);
+            }
+            metrics.consumer_lag(&format!("{source}"), -1, now.last_lag_ms as i64);
+        }
+        last = Some(now);
+    }
+}
+
+/// Whether the brokers answer a metadata request.
+async fn broker_reachable(kafka: &culprit_kafka::KafkaConfig) -> Result<(), String> {
+    use culprit_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    let config = culprit_kafka::base_client_config(kafka);
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        consumer.fetch_metadata(None, Duration::from_secs(3)).map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

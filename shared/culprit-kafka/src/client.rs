@@ -1,0 +1,307 @@
+//! librdkafka clients as the services use them: configuration, the rebalance handling that
+//! rewinds newly assigned partitions, topic creation, and producing a batch of records.
+
+use crate::config::{KafkaConfig, Rewind};
+use crate::error::ServiceError;
+use crate::stats::Stats;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// `bootstrap.servers` and the `extra` properties: the base of every client culprit creates.
+pub fn base_client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers);
+    c.set("client.id", &config.client_id);
+    for (k, v) in &config.extra {
+        c.set(k, v);
+    }
+    c
+}
+
+pub(crate) fn consumer_config(config: &KafkaConfig, group: &str, client_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("client.id", client_id)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Never "latest": a new group starts at the oldest retained message (and tansu answers
+        // "latest" lookups wrongly).
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            config.heartbeat_interval_ms.to_string(),
+        )
+        .set("enable.partition.eof", "false");
+    for (k, v) in &config.extra {
+        c.set(k, v);
+    }
+    c
+}
+
+pub(crate) fn producer(
+    config: &KafkaConfig,
+    client_id: &str,
+) -> Result<FutureProducer, ServiceError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("client.id", client_id)
+        .set("linger.ms", "5")
+        .set("acks", "all")
+        // librdkafka retries transient errors itself for this long; after it, culprit's own
+        // backoff loop re-sends, so a message is never dropped.
+        .set("message.timeout.ms", "30000");
+    for (k, v) in &config.extra {
+        c.set(k, v);
+    }
+    c.create().map_err(|e| ServiceError::Client {
+        what: "producer",
+        source: e,
+    })
+}
+
+/// Creates the topics that do not exist yet, with `partitions` partitions and replication 1 for
+/// a test broker (production topics are usually created by the platform team instead).
+pub async fn ensure_topics(
+    config: &KafkaConfig,
+    names: &[&str],
+    partitions: i32,
+) -> Result<(), ServiceError> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_client_config(config)
+            .create()
+            .map_err(|e| ServiceError::Client {
+                what: "admin client",
+                source: e,
+            })?;
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&topics, &opts)
+        .await
+        .map_err(|e| ServiceError::Client {
+            what: "topic creation",
+            source: e,
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(ServiceError::Topic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) type PartitionKey = (String, i32);
+
+/// What the worker and the rebalance callback share about partitions.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionState {
+    /// Next offset this instance expects per partition it has handled: earlier ones are
+    /// redeliveries and skipped. A partition in here is never rewound again.
+    pub next: HashMap<PartitionKey, i64>,
+    /// Committed offset at assignment of a rewound partition: messages before it are re-read.
+    pub boundary: HashMap<PartitionKey, i64>,
+}
+
+/// Consumer context: applies [`Rewind`] to partitions this instance is assigned for the first
+/// time, by assigning them at an offset before the committed one.
+pub(crate) struct RewindContext {
+    pub rewind: Rewind,
+    pub state: Arc<Mutex<PartitionState>>,
+    pub stats: Arc<Stats>,
+}
+
+impl ClientContext for RewindContext {}
+
+impl ConsumerContext for RewindContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut assignment = tpl.clone();
+                if self.rewind != Rewind::None {
+                    if let Err(e) = self.rewind_fresh(consumer, &mut assignment) {
+                        tracing::warn!("could not rewind newly assigned partitions, starting at committed offsets: {e}");
+                    }
+                }
+                if let Err(e) = consumer.assign(&assignment) {
+                    tracing::error!("assigning partitions failed: {e}");
+                }
+                self.stats
+                    .assigned_partitions
+                    .store(assignment.count() as u64, Relaxed);
+                tracing::info!(partitions = ?assignment.to_topic_map().keys().collect::<Vec<_>>(), "partitions assigned");
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!("unassigning partitions failed: {e}");
+                }
+                self.stats.assigned_partitions.store(0, Relaxed);
+                tracing::info!("partitions revoked");
+            }
+            other => {
+                tracing::error!("rebalance error: {}", RDKafkaErrorCode::from(other));
+                let _ = consumer.unassign();
+                self.stats.assigned_partitions.store(0, Relaxed);
+            }
+        }
+    }
+}
+
+impl RewindContext {
+    fn rewind_fresh(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assignment: &mut TopicPartitionList,
+    ) -> Result<(), KafkaError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = TopicPartitionList::new();
+        for e in assignment.elements() {
+            if !state
+                .next
+                .contains_key(&(e.topic().to_string(), e.partition()))
+            {
+                fresh.add_partition(e.topic(), e.partition());
+            }
+        }
+        if fresh.count() == 0 {
+            return Ok(());
+        }
+        let committed = consumer.committed_offsets(fresh, Duration::from_secs(10))?;
+        for e in committed.elements() {
+            let Offset::Offset(at) = e.offset() else {
+                continue;
+            };
+            if at <= 0 {
+                continue;
+            }
+            let target = match self.rewind {
+                Rewind::Messages(n) if at > n as i64 => Offset::Offset(at - n as i64),
+                Rewind::Messages(_) | Rewind::Beginning => Offset::Beginning,
+                Rewind::None => continue,
+            };
+            assignment.set_partition_offset(e.topic(), e.partition(), target)?;
+            state
+                .boundary
+                .insert((e.topic().to_string(), e.partition()), at);
+            tracing::info!(
+                topic = e.topic(),
+                partition = e.partition(),
+                committed = at,
+                ?target,
+                "rewinding to rebuild state"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One record to produce.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub topic: String,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Produces every record and waits for all deliveries; returns the records that failed.
+pub(crate) async fn produce_all(
+    producer: &FutureProducer,
+    records: Vec<Outgoing>,
+) -> Vec<(Outgoing, KafkaError)> {
+    let mut failed: HashMap<usize, KafkaError> = HashMap::new();
+    let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
+    for (i, r) in records.iter().enumerate() {
+        loop {
+            let mut record = FutureRecord::to(&r.topic).payload(&r.payload);
+            if let Some(key) = &r.key {
+                record = record.key(key);
+            }
+            if !r.headers.is_empty() {
+                let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+                for (k, v) in &r.headers {
+                    headers = headers.insert(Header {
+                        key: k,
+                        value: Some(v),
+                    });
+                }
+                record = record.headers(headers);
+            }
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push_back((i, delivery));
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // Bounded in flight: wait for the oldest delivery, then try again.
+                    match pending.pop_front() {
+                        Some((j, delivery)) => {
+                            if let Some(e) = delivery_error(delivery.await) {
+                                failed.insert(j, e);
+                            }
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((e, _)) => {
+                    failed.insert(i, e);
+                    break;
+                }
+            }
+        }
+    }
+    for (i, delivery) in pending {
+        if let Some(e) = delivery_error(delivery.await) {
+            failed.insert(i, e);
+        }
+    }
+    if failed.is_empty() {
+        return Vec::new();
+    }
+    let indices: HashSet<usize> = failed.keys().copied().collect();
+    records
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| indices.contains(i))
+        .map(|(i, r)| {
+            let e = failed.remove(&i).expect("failed index");
+            (r, e)
+        })
+        .collect()
+}
+
+fn delivery_error<E>(
+    result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>,
+) -> Option<KafkaError> {
+    match result {
+        Ok(Ok(_)) => None,
+        Ok(Err((e, _))) => Some(e),
+        Err(_) => Some(KafkaError::Canceled),
+    }
+}

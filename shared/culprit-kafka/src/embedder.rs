@@ -1,0 +1,317 @@
+//! The embedder service: one source's input topic -> decode -> detect -> `culprit.anomalies`.
+//!
+//! Instances of one source share the consumer group `culprit-embedder-<source>` and split its
+//! partitions; each runs its own [`DetectStage`]. Delivery is at least once: offsets are
+//! committed in batches, only after the batch's anomalies were acknowledged by the broker and its
+//! events accepted by the [`EventSink`] (see the worker module for the whole protocol).
+//!
+//! Per message:
+//!
+//! - the payload is decoded with `culprit-otlp` (`decode_changes` on the changes topic), refusing
+//!   empty ones and ones over `max_message_bytes`. A message that does not decode goes to the
+//!   dead-letter topic with its original key, bytes and headers plus `culprit.reason` (the
+//!   decoder's reason code), `culprit.error`, `culprit.source_topic`, `culprit.partition` and
+//!   `culprit.offset`; the worker goes on.
+//! - its events are observed in event-time order, and the stage is ticked with the newest event
+//!   time seen so far (partitions interleave, so the clock is the maximum over all of them; an
+//!   event older than that still feeds its detector, which decides what lateness it accepts).
+//!   The first `warmup_secs` of event time after the first event are learned, not judged.
+//! - the resulting messages go to the anomalies topic as JSON `BusMessage`s keyed by
+//!   environment, so one correlator sees a whole environment in order. Watermarks carry no
+//!   environment: each one is published once per environment this instance has seen, keyed by
+//!   it, so it follows that environment's anomalies in the same partition. Every record carries
+//!   the header `culprit.source` (the source), which the correlator uses to hold its clock at the
+//!   slowest source.
+
+use crate::client::{consumer_config, producer, Outgoing, PartitionState, RewindContext};
+use crate::config::KafkaConfig;
+use crate::error::ServiceError;
+use crate::hooks::EventSink;
+use crate::stats::Stats;
+use crate::worker::{self, Handler, Incoming, Worker};
+use anyhow::Context as _;
+use culprit_core::{Event, SourceKind, UnixNanos, NANOS_PER_SEC};
+use culprit_detect::Phase;
+use culprit_otlp::{DecodeError, DecodeLimits, Encoding, Signal};
+use culprit_pipeline::{Bus, BusMessage, DetectStage};
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+/// Header naming the source that produced an anomalies-topic record.
+pub const SOURCE_HEADER: &str = "culprit.source";
+
+/// What an embedder needs besides its configuration and stage.
+#[derive(Clone)]
+pub struct EmbedderOptions {
+    /// Event time after the first event during which detectors only learn (the pipeline's
+    /// `warmup_secs`).
+    pub warmup_secs: u32,
+    /// Where decoded events are stored (the vector store); [`crate::NoopSink`] by default.
+    pub sink: Arc<dyn EventSink>,
+    /// Counters of this instance.
+    pub stats: Arc<Stats>,
+}
+
+impl Default for EmbedderOptions {
+    fn default() -> Self {
+        EmbedderOptions {
+            warmup_secs: 0,
+            sink: Arc::new(crate::NoopSink),
+            stats: Arc::new(Stats::new()),
+        }
+    }
+}
+
+/// Runs one embedder of `source` until `shutdown` completes (e.g. `tokio::signal::ctrl_c()`
+/// combined with SIGTERM), then finishes in-flight work, commits and returns.
+pub async fn run_embedder(
+    config: &KafkaConfig,
+    source: SourceKind,
+    stage: DetectStage,
+    options: EmbedderOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    let group = config.embedder_group(source);
+    let client_id = format!("{}-embedder-{}", config.client_id, source.as_str());
+    let partitions = Arc::new(Mutex::new(PartitionState::default()));
+    let context = RewindContext {
+        rewind: config.embedder_rewind,
+        state: partitions.clone(),
+        stats: options.stats.clone(),
+    };
+    let consumer = StreamConsumer::from_config_and_context(
+        &consumer_config(config, &group, &client_id),
+        context,
+    )
+    .map_err(|e| ServiceError::Client {
+        what: "consumer",
+        source: e,
+    })?;
+    let topic = config.input_topic(source).to_string();
+    consumer
+        .subscribe(&[&topic])
+        .map_err(|e| ServiceError::Client {
+            what: "subscription",
+            source: e,
+        })?;
+    tracing::info!(%topic, %group, "embedder started");
+    let handler = EmbedHandler {
+        source,
+        encoding: match source {
+            SourceKind::Traces => config.encodings.spans,
+            SourceKind::Logs => config.encodings.logs,
+            SourceKind::Metrics => config.encodings.metrics,
+            SourceKind::Changes => Encoding::Json,
+        },
+        limits: DecodeLimits {
+            max_bytes: config.max_message_bytes,
+        },
+        stage,
+        warmup: i64::from(options.warmup_secs) * NANOS_PER_SEC,
+        learn_until: None,
+        newest: i64::MIN,
+        environments: BTreeSet::new(),
+        anomalies_topic: config.topics.anomalies.clone(),
+        dlq_topic: config.topics.dlq.clone(),
+        dlq_max_payload: config.dlq_max_payload_bytes,
+        sink: options.sink,
+        pending: Vec::new(),
+        stats: options.stats.clone(),
+    };
+    let worker = Worker {
+        config: config.clone(),
+        consumer,
+        producer: producer(config, &client_id)?,
+        partitions,
+        stats: options.stats,
+        handler,
+    };
+    worker::run(worker, shutdown).await
+}
+
+struct EmbedHandler {
+    source: SourceKind,
+    encoding: Encoding,
+    limits: DecodeLimits,
+    stage: DetectStage,
+    warmup: i64,
+    learn_until: Option<UnixNanos>,
+    newest: UnixNanos,
+    environments: BTreeSet<String>,
+    anomalies_topic: String,
+    dlq_topic: String,
+    dlq_max_payload: usize,
+    sink: Arc<dyn EventSink>,
+    /// Events of the current batch, for the sink.
+    pending: Vec<Event>,
+    stats: Arc<Stats>,
+}
+
+/// Collects what the stage publishes.
+#[derive(Default)]
+struct VecBus(Vec<BusMessage>);
+
+impl Bus for VecBus {
+    fn publish(&mut self, message: BusMessage) {
+        self.0.push(message);
+    }
+}
+
+impl EmbedHandler {
+    fn decode(&self, payload: &[u8]) -> Result<Vec<Event>, DecodeError> {
+        match self.source {
+            SourceKind::Traces => culprit_otlp::decode_with_limits(
+                Signal::Traces,
+                self.encoding,
+                payload,
+                &self.limits,
+            ),
+            SourceKind::Logs => {
+                culprit_otlp::decode_with_limits(Signal::Logs, self.encoding, payload, &self.limits)
+            }
+            SourceKind::Metrics => culprit_otlp::decode_with_limits(
+                Signal::Metrics,
+                self.encoding,
+                payload,
+                &self.limits,
+            ),
+            SourceKind::Changes => {
+                culprit_otlp::changes::decode_changes_with_limits(payload, &self.limits)
+            }
+        }
+    }
+
+    fn phase(&mut self, time: UnixNanos) -> Phase {
+        let learn_until = *self
+            .learn_until
+            .get_or_insert(time.saturating_add(self.warmup));
+        if time < learn_until {
+            Phase::Learning
+        } else {
+            Phase::Detecting
+        }
+    }
+
+    fn dead_letter(&self, msg: &Incoming<'_>, error: &DecodeError) -> Outgoing {
+        let mut headers: Vec<(String, Vec<u8>)> = msg
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+        headers.push((
+            "culprit.reason".into(),
+            error.reason_code().as_bytes().to_vec(),
+        ));
+        headers.push(("culprit.error".into(), error.to_string().into_bytes()));
+        headers.push(("culprit.source_topic".into(), msg.topic.as_bytes().to_vec()));
+        headers.push((
+            "culprit.partition".into(),
+            msg.partition.to_string().into_bytes(),
+        ));
+        headers.push(("culprit.offset".into(), msg.offset.to_string().into_bytes()));
+        let payload = if msg.payload.len() > self.dlq_max_payload {
+            headers.push((
+                "culprit.payload_dropped".into(),
+                msg.payload.len().to_string().into_bytes(),
+            ));
+            Vec::new()
+        } else {
+            msg.payload.to_vec()
+        };
+        Outgoing {
+            topic: self.dlq_topic.clone(),
+            key: msg.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload,
+            headers,
+        }
+    }
+
+    fn record(&self, key: &str, message: &BusMessage) -> anyhow::Result<Outgoing> {
+        Ok(Outgoing {
+            topic: self.anomalies_topic.clone(),
+            key: Some(key.to_string()),
+            payload: serde_json::to_vec(message).context("serialising a bus message")?,
+            headers: vec![(
+                SOURCE_HEADER.to_string(),
+                self.source.as_str().as_bytes().to_vec(),
+            )],
+        })
+    }
+}
+
+impl Handler for EmbedHandler {
+    fn handle(
+        &mut self,
+        msg: &Incoming<'_>,
+        replay: bool,
+        out: &mut Vec<Outgoing>,
+    ) -> anyhow::Result<()> {
+        let mut events = match self.decode(msg.payload) {
+            Ok(events) => events,
+            Err(error) => {
+                if !replay {
+                    tracing::debug!(
+                        topic = msg.topic,
+                        partition = msg.partition,
+                        offset = msg.offset,
+                        "dead letter: {error}"
+                    );
+                    self.stats.dlq_messages.fetch_add(1, Relaxed);
+                    out.push(self.dead_letter(msg, &error));
+                }
+                return Ok(());
+            }
+        };
+        events.sort_by_key(|e| e.time);
+        let mut bus = VecBus::default();
+        for event in &events {
+            self.environments.insert(event.resource.environment.clone());
+            let phase = self.phase(event.time);
+            self.stage.observe(event, phase, &mut bus);
+            self.newest = self.newest.max(event.time);
+            let phase = self.phase(self.newest);
+            self.stage.tick(self.newest, phase, &mut bus);
+        }
+        if replay {
+            return Ok(());
+        }
+        self.stats.decoded_messages.fetch_add(1, Relaxed);
+        self.stats.add_events(self.source, events.len() as u64);
+        for message in &bus.0 {
+            match message {
+                BusMessage::Anomaly(a) => {
+                    out.push(self.record(&a.environment, message)?);
+                    self.stats.anomalies_published.fetch_add(1, Relaxed);
+                }
+                BusMessage::Edge(e) => {
+                    out.push(self.record(&e.environment, message)?);
+                    self.stats.edges_published.fetch_add(1, Relaxed);
+                }
+                BusMessage::Watermark { .. } => {
+                    for env in &self.environments {
+                        out.push(self.record(env, message)?);
+                    }
+                    self.stats.watermarks_published.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        self.pending.extend(events);
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    async fn before_commit(&mut self) -> anyhow::Result<()> {
+        if !self.pending.is_empty() {
+            self.sink.write(&self.pending).await?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,141 @@
+//! The pluggable ends of the services: where decoded events are stored (the vector store) and
+//! where alerts go besides the alerts topic (PagerDuty).
+//!
+//! Both hooks are called before the offsets of the messages they concern are committed, and are
+//! retried with backoff while they fail, so they see every message at least once. After a crash
+//! or a rebalance they may see some twice: implementations must be idempotent, e.g. a store
+//! keyed by [`event_key`], an alert sink deduplicating on `(incident_id, revision)`.
+
+use async_trait::async_trait;
+use culprit_core::{Event, EventBody, RcaAlert};
+
+/// Receives every decoded event of an embedder, in batches.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Stores `events`. An error makes the embedder pause its partitions and retry the same
+    /// batch with exponential backoff until it succeeds.
+    async fn write(&self, events: &[culprit_core::Event]) -> anyhow::Result<()>;
+}
+
+/// The default sink: stores nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopSink;
+
+#[async_trait]
+impl EventSink for NoopSink {
+    async fn write(&self, _events: &[Event]) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Receives every alert the correlator publishes (each revision of each incident).
+#[async_trait]
+pub trait AlertPublisher: Send + Sync {
+    /// Delivers one alert. An error makes the correlator pause and retry (from the first alert
+    /// not yet delivered) with exponential backoff.
+    async fn publish(&self, alert: &RcaAlert) -> anyhow::Result<()>;
+}
+
+/// The default alert hook: the alerts topic is the only output.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopPublisher;
+
+#[async_trait]
+impl AlertPublisher for NoopPublisher {
+    async fn publish(&self, _alert: &RcaAlert) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A stable identity of an event, equal for the same record decoded twice (redelivery, replay):
+/// `span:<trace_id>:<span_id>` and `change:<id>` for records that carry ids, otherwise
+/// `log:` / `metric:` and a 64-bit FNV-1a hash of the record's time, resource and content.
+/// Suitable as the primary key of an idempotent store.
+pub fn event_key(event: &Event) -> String {
+    match &event.body {
+        EventBody::Span(s) => format!("span:{}:{}", s.trace_id, s.span_id),
+        EventBody::Change(c) => format!("change:{}", c.id),
+        EventBody::Log(l) => {
+            let mut h = Fnv::new();
+            h.resource(event);
+            h.str(&l.body);
+            h.str(l.trace_id.as_deref().unwrap_or(""));
+            h.str(l.span_id.as_deref().unwrap_or(""));
+            h.str(l.level.map(|v| format!("{v:?}")).as_deref().unwrap_or(""));
+            for (k, v) in &l.attributes {
+                h.str(k);
+                h.str(v);
+            }
+            format!("log:{}:{:016x}", event.time, h.0)
+        }
+        EventBody::Metric(m) => {
+            let mut h = Fnv::new();
+            h.resource(event);
+            h.str(&m.name);
+            for (k, v) in &m.attributes {
+                h.str(k);
+                h.str(v);
+            }
+            // The value is not part of the identity: a point is one series at one time.
+            format!("metric:{}:{:016x}", event.time, h.0)
+        }
+    }
+}
+
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn str(&mut self, s: &str) {
+        for b in s.bytes().chain(std::iter::once(0xff)) {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn resource(&mut self, event: &Event) {
+        self.str(&event.resource.service);
+        self.str(&event.resource.environment);
+        self.str(event.resource.instance.as_deref().unwrap_or(""));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use culprit_core::{LogEvent, Resource};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn log(body: &str, time: i64) -> Event {
+        Event {
+            time,
+            resource: Arc::new(Resource::new("cart").with_instance("cart-1")),
+            body: EventBody::Log(LogEvent {
+                level: None,
+                body: body.to_string(),
+                trace_id: None,
+                span_id: None,
+                attributes: BTreeMap::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn event_keys_are_equal_for_equal_records_and_differ_otherwise() {
+        assert_eq!(event_key(&log("a", 1)), event_key(&log("a", 1)));
+        assert_ne!(event_key(&log("a", 1)), event_key(&log("b", 1)));
+        assert_ne!(event_key(&log("a", 1)), event_key(&log("a", 2)));
+        // Field boundaries count: "ab"+"" is not "a"+"b".
+        let mut x = log("ab", 1);
+        let mut y = log("a", 1);
+        if let (EventBody::Log(lx), EventBody::Log(ly)) = (&mut x.body, &mut y.body) {
+            lx.trace_id = Some(String::new());
+            ly.trace_id = Some("b".to_string());
+        }
+        assert_ne!(event_key(&x), event_key(&y));
+    }
+}

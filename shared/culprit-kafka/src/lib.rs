@@ -1,0 +1,169 @@
+//! Runs culprit's two pipeline stages as Kafka consumer services, and is the only crate that
+//! talks to Kafka:
+//!
+//! ```text
+//! otlp_spans / otlp_logs / otlp_metrics / culprit.changes
+//!     -> run_embedder (one per source; decode, DetectStage, EventSink)  -> culprit.dlq (bad input)
+//!     -> culprit.anomalies (JSON BusMessages keyed by environment)
+//!     -> run_correlator (CorrelateStage, AlertPublisher)
+//!     -> culprit.alerts (JSON RcaAlerts keyed by incident_id)
+//! ```
+//!
+//! # Delivery guarantee
+//!
+//! At least once, end to end. Each service commits its input offsets in batches, and only after
+//! everything the batch produced was acknowledged by the broker (`acks=all`) and its hook
+//! ([`EventSink`] / [`AlertPublisher`]) succeeded; failures pause the consumer and are retried
+//! with exponential backoff, never skipped. A crash redelivers at most the uncommitted batches,
+//! so consumers of the outputs must tolerate duplicates: anomalies have stable ids, alerts a
+//! stable `(incident_id, revision)`, events a stable [`event_key`]. The full protocol is in the
+//! `worker` module; rebuilding state after a restart is described on [`Rewind`].
+//!
+//! # Calling it
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), culprit_kafka::ServiceError> {
+//! use culprit_kafka::{run_embedder, EmbedderOptions, KafkaConfig};
+//! let config = KafkaConfig::default();
+//! let stage = culprit_pipeline::DetectStage::new(&Default::default());
+//! let options = EmbedderOptions { warmup_secs: 1200, ..Default::default() };
+//! run_embedder(&config, culprit_core::SourceKind::Logs, stage, options, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+//!
+//! `rdkafka` is re-exported for tests and tools that need a bare client against the same broker.
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod correlator;
+mod embedder;
+mod error;
+mod hooks;
+mod stats;
+mod worker;
+
+pub use client::{base_client_config, ensure_topics};
+pub use config::{EncodingsConfig, KafkaConfig, Rewind, TopicsConfig};
+pub use correlator::{run_correlator, CorrelatorOptions};
+pub use embedder::{run_embedder, EmbedderOptions, SOURCE_HEADER};
+pub use error::ServiceError;
+pub use hooks::{event_key, AlertPublisher, EventSink, NoopPublisher, NoopSink};
+pub use rdkafka;
+pub use stats::{LatencyHistogram, Stats, StatsSnapshot, LATENCY_BUCKETS_MS};
+
+/// A future that completes on Ctrl-C or, on Unix, SIGTERM: the usual `shutdown` argument.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Compile-time check: the service futures can be spawned on a multi-threaded runtime.
+#[allow(dead_code)]
+fn service_futures_are_send(config: &KafkaConfig) {
+    fn send<T: Send>(_: T) {}
+    send(run_embedder(
+        config,
+        culprit_core::SourceKind::Logs,
+        culprit_pipeline::DetectStage::new(&Default::default()),
+        EmbedderOptions::default(),
+        shutdown_signal(),
+    ));
+    send(run_correlator(
+        config,
+        culprit_pipeline::CorrelateStage::new(Default::default()),
+        CorrelatorOptions::default(),
+        shutdown_signal(),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_name_the_documented_topics_and_groups() {
+        let c = KafkaConfig::default();
+        assert_eq!(
+            c.all_topics(),
+            [
+                "otlp_spans",
+                "otlp_logs",
+                "otlp_metrics",
+                "culprit.changes",
+                "culprit.anomalies",
+                "culprit.alerts",
+                "culprit.dlq"
+            ]
+        );
+        assert_eq!(
+            c.embedder_group(culprit_core::SourceKind::Traces),
+            "culprit-embedder-traces"
+        );
+        assert_eq!(c.correlator_group, "culprit-correlator");
+    }
+
+    #[test]
+    fn config_reads_collector_encodings_rewinds_and_extra_properties_from_toml() {
+        let c: KafkaConfig = toml::from_str(
+            r#"
+            brokers = "kafka-1:9093"
+            embedder_rewind = "beginning"
+            correlator_rewind = { messages = 500 }
+            [encodings]
+            logs = "otlp_json"
+            spans = "otlp_proto"
+            [extra]
+            "security.protocol" = "SASL_SSL"
+            "sasl.mechanisms" = "PLAIN"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.brokers, "kafka-1:9093");
+        assert_eq!(c.encodings.logs, culprit_otlp::Encoding::Json);
+        assert_eq!(c.encodings.spans, culprit_otlp::Encoding::Protobuf);
+        assert_eq!(c.embedder_rewind, Rewind::Beginning);
+        assert_eq!(c.correlator_rewind, Rewind::Messages(500));
+        assert_eq!(c.extra["security.protocol"], "SASL_SSL");
+        assert_eq!(
+            c.topics.alerts, "culprit.alerts",
+            "unset fields keep their defaults"
+        );
+    }
+
+    #[test]
+    fn config_rejects_unknown_fields() {
+        let err = toml::from_str::<KafkaConfig>("broker = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn extra_properties_reach_the_client_configuration() {
+        let mut c = KafkaConfig::default();
+        c.extra.insert("security.protocol".into(), "SSL".into());
+        let client = base_client_config(&c);
+        assert_eq!(client.get("security.protocol"), Some("SSL"));
+        assert_eq!(client.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+    }
+}

@@ -1,0 +1,199 @@
+//! Counters of a running service, lock-free, for the HTTP server to render for Prometheus.
+//!
+//! One [`Stats`] per service instance, shared behind an `Arc`: the worker increments, readers
+//! call [`Stats::snapshot`] whenever they like.
+
+use culprit_core::SourceKind;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Upper bounds (milliseconds, inclusive) of the latency histogram buckets; a last, unbounded
+/// bucket follows them.
+pub const LATENCY_BUCKETS_MS: [u64; 16] = [
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000,
+];
+
+/// Counters of one embedder or correlator.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Input messages handled (not counting re-read ones).
+    pub messages: AtomicU64,
+    /// Input messages re-read to rebuild state after an assignment (see `Rewind`).
+    pub replayed_messages: AtomicU64,
+    /// Input messages that decoded into events.
+    pub decoded_messages: AtomicU64,
+    events: [AtomicU64; 4],
+    /// Input messages sent to the dead-letter topic.
+    pub dlq_messages: AtomicU64,
+    /// Anomalies, dependency edges and watermarks published on the anomalies topic.
+    pub anomalies_published: AtomicU64,
+    pub edges_published: AtomicU64,
+    pub watermarks_published: AtomicU64,
+    /// Alerts published (topic and hook).
+    pub alerts_published: AtomicU64,
+    /// Offset commits issued, and the ones that failed.
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+    /// Retries of produces, store writes and alert hooks.
+    pub retries: AtomicU64,
+    /// 1 while the consumer is paused for backpressure.
+    pub paused: AtomicU64,
+    /// Partitions currently assigned to this instance.
+    pub assigned_partitions: AtomicU64,
+    /// Wall-clock time from the Kafka timestamp of the latest handled message to its handling.
+    pub last_lag_ms: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    latency_sum_ms: AtomicU64,
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        Stats::default()
+    }
+
+    /// Decoded events of `source` handled (not counting re-read ones).
+    pub fn events(&self, source: SourceKind) -> u64 {
+        self.events[source_index(source)].load(Relaxed)
+    }
+
+    pub(crate) fn add_events(&self, source: SourceKind, n: u64) {
+        self.events[source_index(source)].fetch_add(n, Relaxed);
+    }
+
+    /// Records one message's processing latency: from its Kafka timestamp until its output was
+    /// published and its offset committed.
+    pub fn record_latency_ms(&self, ms: u64) {
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&b| ms <= b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.latency[bucket].fetch_add(1, Relaxed);
+        self.latency_sum_ms.fetch_add(ms, Relaxed);
+    }
+
+    /// A consistent-enough copy of every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut counts = Vec::with_capacity(self.latency.len());
+        for c in &self.latency {
+            counts.push(c.load(Relaxed));
+        }
+        StatsSnapshot {
+            messages: self.messages.load(Relaxed),
+            replayed_messages: self.replayed_messages.load(Relaxed),
+            decoded_messages: self.decoded_messages.load(Relaxed),
+            events: SourceKind::ALL
+                .iter()
+                .map(|&s| (s, self.events(s)))
+                .collect(),
+            dlq_messages: self.dlq_messages.load(Relaxed),
+            anomalies_published: self.anomalies_published.load(Relaxed),
+            edges_published: self.edges_published.load(Relaxed),
+            watermarks_published: self.watermarks_published.load(Relaxed),
+            alerts_published: self.alerts_published.load(Relaxed),
+            commits: self.commits.load(Relaxed),
+            commit_failures: self.commit_failures.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            paused: self.paused.load(Relaxed) != 0,
+            assigned_partitions: self.assigned_partitions.load(Relaxed),
+            last_lag_ms: self.last_lag_ms.load(Relaxed),
+            latency: LatencyHistogram {
+                bounds_ms: LATENCY_BUCKETS_MS.to_vec(),
+                counts,
+                sum_ms: self.latency_sum_ms.load(Relaxed),
+            },
+        }
+    }
+}
+
+fn source_index(source: SourceKind) -> usize {
+    match source {
+        SourceKind::Traces => 0,
+        SourceKind::Logs => 1,
+        SourceKind::Metrics => 2,
+        SourceKind::Changes => 3,
+    }
+}
+
+/// A copy of [`Stats`] at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatsSnapshot {
+    pub messages: u64,
+    pub replayed_messages: u64,
+    pub decoded_messages: u64,
+    pub events: Vec<(SourceKind, u64)>,
+    pub dlq_messages: u64,
+    pub anomalies_published: u64,
+    pub edges_published: u64,
+    pub watermarks_published: u64,
+    pub alerts_published: u64,
+    pub commits: u64,
+    pub commit_failures: u64,
+    pub retries: u64,
+    pub paused: bool,
+    pub assigned_partitions: u64,
+    pub last_lag_ms: u64,
+    pub latency: LatencyHistogram,
+}
+
+/// Message latency in fixed buckets, Prometheus style (`counts` are per bucket, not cumulative;
+/// the last count is the unbounded bucket).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyHistogram {
+    pub bounds_ms: Vec<u64>,
+    pub counts: Vec<u64>,
+    pub sum_ms: u64,
+}
+
+impl LatencyHistogram {
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (None when empty; `u64::MAX` when it
+    /// lies in the unbounded bucket).
+    pub fn quantile_upper_bound_ms(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(self.bounds_ms.get(i).copied().unwrap_or(u64::MAX));
+            }
+        }
+        Some(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_report_the_bucket_bound_that_holds_them() {
+        let stats = Stats::new();
+        for _ in 0..98 {
+            stats.record_latency_ms(3);
+        }
+        stats.record_latency_ms(400);
+        stats.record_latency_ms(1_000_000);
+        let h = stats.snapshot().latency;
+        assert_eq!(h.count(), 100);
+        assert_eq!(h.quantile_upper_bound_ms(0.5), Some(5));
+        assert_eq!(h.quantile_upper_bound_ms(0.99), Some(500));
+        assert_eq!(h.quantile_upper_bound_ms(1.0), Some(u64::MAX));
+        assert_eq!(h.sum_ms, 98 * 3 + 400 + 1_000_000);
+    }
+
+    #[test]
+    fn events_are_counted_per_source() {
+        let stats = Stats::new();
+        stats.add_events(SourceKind::Logs, 5);
+        stats.add_events(SourceKind::Logs, 2);
+        assert_eq!(stats.events(SourceKind::Logs), 7);
+        assert_eq!(stats.events(SourceKind::Traces), 0);
+    }
+}

@@ -1,0 +1,420 @@
+//! The consume -> handle -> publish -> commit loop both services share.
+//!
+//! # Delivery guarantee: at least once
+//!
+//! Messages are handled in batches. A batch ends after `commit_batch_messages` messages,
+//! `commit_batch_events` events waiting for the store, or `commit_interval_ms`, and is then
+//! finished in this order:
+//!
+//! 1. every record the batch produced (anomalies, alerts, dead letters) is sent and its delivery
+//!    report awaited; failed records are re-sent;
+//! 2. the handler's side effects run (the embedder's store write, the correlator's alert hook);
+//! 3. only then are the batch's offsets committed (`CommitMode::Async`; `Sync` for the last batch
+//!    at shutdown).
+//!
+//! While step 1 or 2 fails, the worker pauses all its partitions (`consumer.pause`, so nothing
+//! more is fetched and in-flight work stays bounded to one batch), retries with exponential
+//! backoff (`retry_initial_backoff_ms` doubling up to `retry_max_backoff_ms`) and keeps polling
+//! the consumer so that it stays in its group; it resumes once the step succeeded. Nothing is
+//! ever skipped. A crash between steps 1 and 3 redelivers the batch to the next owner of its
+//! partitions, so outputs and hooks can see a message twice — never zero times.
+//!
+//! Within one instance a redelivered message (offset below the next expected one of its
+//! partition) is skipped, so a rebalance that hands a partition back to its previous owner does
+//! not duplicate work.
+//!
+//! # Rewind
+//!
+//! Partitions an instance is assigned for the first time may be assigned before their committed
+//! offset ([`crate::Rewind`]). Messages before the committed offset are *re-read*: the handler
+//! rebuilds its in-memory state from them but produces nothing, calls no hook and commits
+//! nothing, because all of it happened before the commit.
+//!
+//! # Shutdown
+//!
+//! When the shutdown future completes the worker pauses its partitions (stops fetching), handles
+//! the messages already delivered, finishes the batch (publish, hooks, synchronous commit) within
+//! `shutdown_timeout_ms`, and flushes the producer.
+
+use crate::client::{produce_all, Outgoing, PartitionKey, PartitionState, RewindContext};
+use crate::config::KafkaConfig;
+use crate::error::ServiceError;
+use crate::stats::Stats;
+use futures_util::future::{Fuse, FusedFuture, FutureExt};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// One consumed message, as the handlers see it.
+pub(crate) struct Incoming<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    pub headers: Vec<(&'a str, &'a [u8])>,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl<'a> Incoming<'a> {
+    fn of<M: Message>(m: &'a M) -> Incoming<'a> {
+        let mut headers = Vec::new();
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                headers.push((header.key, header.value.unwrap_or(&[])));
+            }
+        }
+        Incoming {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload().unwrap_or(&[]),
+            headers,
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
+
+    pub fn header(&self, key: &str) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// What a service does with its messages.
+pub(crate) trait Handler: Send {
+    /// Handles one message, appending what it produces to `out`. With `replay` set it only
+    /// rebuilds state: `out` is discarded and no hook may be fed.
+    fn handle(
+        &mut self,
+        msg: &Incoming<'_>,
+        replay: bool,
+        out: &mut Vec<Outgoing>,
+    ) -> anyhow::Result<()>;
+
+    /// Work waiting for [`Handler::before_commit`] (events for the store), for batch sizing.
+    fn pending(&self) -> usize {
+        0
+    }
+
+    /// Side effects to finish before the batch is committed; called again after an error until
+    /// it succeeds, so it must resume where it failed.
+    fn before_commit(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+pub(crate) struct Worker<H> {
+    pub config: KafkaConfig,
+    pub consumer: StreamConsumer<RewindContext>,
+    pub producer: FutureProducer,
+    pub partitions: Arc<Mutex<PartitionState>>,
+    pub stats: Arc<Stats>,
+    pub handler: H,
+}
+
+#[derive(Default)]
+struct Batch {
+    outbox: Vec<Outgoing>,
+    offsets: HashMap<PartitionKey, i64>,
+    messages: usize,
+    timestamps_ms: Vec<i64>,
+    opened: Option<Instant>,
+}
+
+struct Core<H> {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    partitions: Arc<Mutex<PartitionState>>,
+    stats: Arc<Stats>,
+    handler: H,
+    batch: Batch,
+    /// Offsets committed (or being committed) by this instance, for the final synchronous commit.
+    committed: HashMap<PartitionKey, i64>,
+    /// Messages delivered while paused, handled once the consumer resumes.
+    held: VecDeque<OwnedMessage>,
+    paused: bool,
+    stop_requested: Option<Instant>,
+}
+
+pub(crate) async fn run<H: Handler, S: Future<Output = ()>>(
+    worker: Worker<H>,
+    shutdown: S,
+) -> Result<(), ServiceError> {
+    let Worker {
+        config,
+        consumer,
+        producer,
+        partitions,
+        stats,
+        handler,
+    } = worker;
+    let interval = Duration::from_millis(config.commit_interval_ms.max(1));
+    let mut core = Core {
+        config,
+        producer,
+        partitions,
+        stats,
+        handler,
+        batch: Batch::default(),
+        committed: HashMap::new(),
+        held: VecDeque::new(),
+        paused: false,
+        stop_requested: None,
+    };
+    let shutdown = shutdown.fuse();
+    futures_util::pin_mut!(shutdown);
+
+    loop {
+        while let Some(m) = core.held.pop_front() {
+            core.process(&Incoming::of(&m))?;
+            if core.batch_full() {
+                core.flush(&consumer, &mut shutdown, false).await?;
+            }
+        }
+        if shutdown.is_terminated() {
+            break;
+        }
+        let wait = match core.batch.opened {
+            Some(t) => interval
+                .saturating_sub(t.elapsed())
+                .max(Duration::from_millis(1)),
+            None => interval,
+        };
+        let due = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            received = tokio::time::timeout(wait, consumer.recv()) => match received {
+                Ok(Ok(m)) => {
+                    core.process(&Incoming::of(&m))?;
+                    core.batch_full()
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("consumer error: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    false
+                }
+                Err(_) => false, // the commit interval passed without a message
+            },
+        };
+        if due || core.batch.opened.is_some_and(|t| t.elapsed() >= interval) {
+            core.flush(&consumer, &mut shutdown, false).await?;
+        }
+    }
+
+    tracing::info!("shutting down: finishing in-flight work");
+    core.stop_requested.get_or_insert_with(Instant::now);
+    if let Ok(assignment) = consumer.assignment() {
+        let _ = consumer.pause(&assignment);
+    }
+    while let Some(m) = core.held.pop_front() {
+        core.process(&Incoming::of(&m))?;
+    }
+    core.flush(&consumer, &mut shutdown, true).await?;
+    if let Err(e) = core
+        .producer
+        .flush(Duration::from_millis(core.config.shutdown_timeout_ms))
+    {
+        tracing::warn!("producer flush at shutdown: {e}");
+    }
+    Ok(())
+}
+
+type Shutdown<'a, S> = Pin<&'a mut Fuse<S>>;
+
+impl<H: Handler> Core<H> {
+    fn process(&mut self, msg: &Incoming<'_>) -> Result<(), ServiceError> {
+        let key = (msg.topic.to_string(), msg.partition);
+        let replay = {
+            let mut p = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            if p.next.get(&key).is_some_and(|&next| msg.offset < next) {
+                return Ok(()); // redelivered to the instance that already handled it
+            }
+            p.next.insert(key.clone(), msg.offset + 1);
+            match p.boundary.get(&key) {
+                Some(&boundary) if msg.offset < boundary => true,
+                Some(_) => {
+                    p.boundary.remove(&key);
+                    false
+                }
+                None => false,
+            }
+        };
+        if replay {
+            let mut discard = Vec::new();
+            self.handler.handle(msg, true, &mut discard)?;
+            self.stats.replayed_messages.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        self.handler.handle(msg, false, &mut self.batch.outbox)?;
+        self.batch.offsets.insert(key, msg.offset + 1);
+        self.batch.messages += 1;
+        self.batch.opened.get_or_insert_with(Instant::now);
+        self.stats.messages.fetch_add(1, Relaxed);
+        if let Some(ts) = msg.timestamp_ms {
+            self.batch.timestamps_ms.push(ts);
+            self.stats
+                .last_lag_ms
+                .store(now_ms().saturating_sub(ts).max(0) as u64, Relaxed);
+        }
+        Ok(())
+    }
+
+    fn batch_full(&self) -> bool {
+        self.batch.messages >= self.config.commit_batch_messages.max(1)
+            || self.handler.pending() >= self.config.commit_batch_events.max(1)
+    }
+
+    /// Publishes, runs the hooks, commits: see the module documentation.
+    async fn flush<S: Future<Output = ()>>(
+        &mut self,
+        consumer: &StreamConsumer<RewindContext>,
+        shutdown: &mut Shutdown<'_, S>,
+        last: bool,
+    ) -> Result<(), ServiceError> {
+        let mut attempt = 0u32;
+        let mut records = std::mem::take(&mut self.batch.outbox);
+        while !records.is_empty() {
+            let failed = produce_all(&self.producer, records).await;
+            if let Some((r, e)) = failed.first() {
+                tracing::warn!(topic = %r.topic, failed = failed.len(), "produce failed, retrying: {e}");
+                records = failed.into_iter().map(|(r, _)| r).collect();
+                self.backoff(consumer, shutdown, &mut attempt).await?;
+            } else {
+                records = Vec::new();
+            }
+        }
+        loop {
+            match self.handler.before_commit().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!("hook failed, retrying: {e:#}");
+                    self.backoff(consumer, shutdown, &mut attempt).await?;
+                }
+            }
+        }
+        if self.paused && !last {
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.resume(&assignment);
+            }
+            self.paused = false;
+            self.stats.paused.store(0, Relaxed);
+            tracing::info!("resumed");
+        }
+        self.commit(consumer, last);
+        let now = now_ms();
+        for ts in self.batch.timestamps_ms.drain(..) {
+            self.stats
+                .record_latency_ms(now.saturating_sub(ts).max(0) as u64);
+        }
+        self.batch = Batch::default();
+        Ok(())
+    }
+
+    fn commit(&mut self, consumer: &StreamConsumer<RewindContext>, last: bool) {
+        let offsets: Vec<(PartitionKey, i64)> = if last {
+            // The final commit is synchronous and covers everything still assigned, so that an
+            // asynchronous commit still in flight cannot be lost.
+            self.committed.extend(self.batch.offsets.drain());
+            let assigned: Vec<PartitionKey> = consumer
+                .assignment()
+                .map(|a| {
+                    a.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.committed
+                .iter()
+                .filter(|(k, _)| assigned.contains(k))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        } else {
+            let offsets: Vec<_> = self.batch.offsets.drain().collect();
+            self.committed.extend(offsets.iter().cloned());
+            offsets
+        };
+        if offsets.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &offsets {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+                tracing::warn!("bad offset {topic}/{partition}@{offset}: {e}");
+            }
+        }
+        let mode = if last {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                self.stats.commits.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                // Not fatal: a later commit covers these offsets, or the partitions moved and
+                // their new owner redoes the work (at least once).
+                self.stats.commit_failures.fetch_add(1, Relaxed);
+                tracing::warn!("commit failed: {e}");
+            }
+        }
+    }
+
+    /// Pauses the partitions and waits before the next retry, polling the consumer meanwhile.
+    async fn backoff<S: Future<Output = ()>>(
+        &mut self,
+        consumer: &StreamConsumer<RewindContext>,
+        shutdown: &mut Shutdown<'_, S>,
+        attempt: &mut u32,
+    ) -> Result<(), ServiceError> {
+        self.stats.retries.fetch_add(1, Relaxed);
+        if let Ok(assignment) = consumer.assignment() {
+            let _ = consumer.pause(&assignment);
+        }
+        if !self.paused {
+            self.paused = true;
+            self.stats.paused.store(1, Relaxed);
+            tracing::warn!("paused for backpressure");
+        }
+        let limit = Duration::from_millis(self.config.shutdown_timeout_ms);
+        if self.stop_requested.is_some_and(|t| t.elapsed() >= limit) {
+            return Err(ServiceError::ShutdownTimeout(limit));
+        }
+        let initial = self.config.retry_initial_backoff_ms.max(1);
+        let delay = initial
+            .saturating_mul(1u64 << (*attempt).min(20))
+            .min(self.config.retry_max_backoff_ms.max(initial));
+        *attempt += 1;
+        let until = tokio::time::Instant::now() + Duration::from_millis(delay);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = shutdown.as_mut(), if !shutdown.is_terminated() => {
+                    self.stop_requested.get_or_insert_with(Instant::now);
+                }
+                received = consumer.recv() => {
+                    if let Ok(m) = received {
+                        self.held.push_back(m.detach());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,592 @@
+//! The in-process store: exact k-NN by a flat scan over per-(source, service) partitions.
+
+use crate::persist;
+use crate::types::{dot, normalised_query, validate_point};
+use crate::{Filter, Neighbour, Point, PointId, StoreError, VectorStore, DIM};
+use async_trait::async_trait;
+use culprit_core::{SourceKind, UnixNanos};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Exact, in-process [`VectorStore`], optionally persisted to one file.
+///
+/// Points are partitioned by (source, service) and each partition keeps its columns contiguous
+/// (vectors as one `Vec<f32>` of `rows * DIM`, pre-normalised so cosine similarity is a dot
+/// product), so a per-service query scans only that service's rows. Readers share an `RwLock`;
+/// the trait's async methods do their (short, CPU-bound) work without awaiting.
+pub struct EmbeddedStore {
+    path: Option<PathBuf>,
+    inner: RwLock<Inner>,
+    /// Serialises flushes: two concurrent flushes would share the temp file.
+    flush_lock: Mutex<()>,
+}
+
+#[derive(Default)]
+pub(crate) struct Inner {
+    pub(crate) partitions: Vec<Partition>,
+    /// source -> service -> index into `partitions`.
+    by_key: HashMap<SourceKind, HashMap<String, u32>>,
+    /// id -> (partition, row).
+    locations: HashMap<u64, (u32, u32)>,
+    /// Interned environment names; partitions store indexes into this.
+    pub(crate) environments: Vec<String>,
+    env_ids: HashMap<String, u32>,
+    /// True when memory holds changes the file does not.
+    dirty: AtomicBool,
+}
+
+/// The rows of one (source, service), column by column.
+#[derive(Debug, Default)]
+pub(crate) struct Partition {
+    pub(crate) source: Option<SourceKind>,
+    pub(crate) service: String,
+    pub(crate) ids: Vec<u64>,
+    pub(crate) timestamps: Vec<i64>,
+    pub(crate) scores: Vec<f32>,
+    pub(crate) normal: Vec<bool>,
+    pub(crate) env: Vec<u32>,
+    pub(crate) vectors: Vec<f32>,
+}
+
+impl Partition {
+    pub(crate) fn new(source: SourceKind, service: String) -> Partition {
+        Partition {
+            source: Some(source),
+            service,
+            ..Partition::default()
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn vector(&self, row: usize) -> &[f32] {
+        &self.vectors[row * DIM..(row + 1) * DIM]
+    }
+
+    fn push(&mut self, p: &Point, env: u32) -> usize {
+        self.ids.push(p.id.0);
+        self.timestamps.push(p.timestamp);
+        self.scores.push(p.score);
+        self.normal.push(p.normal);
+        self.env.push(env);
+        self.vectors.extend_from_slice(&p.vector);
+        self.ids.len() - 1
+    }
+
+    fn overwrite(&mut self, row: usize, p: &Point, env: u32) {
+        self.timestamps[row] = p.timestamp;
+        self.scores[row] = p.score;
+        self.normal[row] = p.normal;
+        self.env[row] = env;
+        self.vectors[row * DIM..(row + 1) * DIM].copy_from_slice(&p.vector);
+    }
+
+    /// Removes a row by moving the last row into its place; returns the id of the moved row.
+    fn swap_remove(&mut self, row: usize) -> Option<u64> {
+        let last = self.ids.len() - 1;
+        self.ids.swap_remove(row);
+        self.timestamps.swap_remove(row);
+        self.scores.swap_remove(row);
+        self.normal.swap_remove(row);
+        self.env.swap_remove(row);
+        if row != last {
+            self.vectors
+                .copy_within(last * DIM..(last + 1) * DIM, row * DIM);
+        }
+        self.vectors.truncate(last * DIM);
+        (row != last).then(|| self.ids[row])
+    }
+
+    fn copy_row(&mut self, from: usize, to: usize) {
+        self.ids[to] = self.ids[from];
+        self.timestamps[to] = self.timestamps[from];
+        self.scores[to] = self.scores[from];
+        self.normal[to] = self.normal[from];
+        self.env[to] = self.env[from];
+        self.vectors
+            .copy_within(from * DIM..(from + 1) * DIM, to * DIM);
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.ids.truncate(len);
+        self.timestamps.truncate(len);
+        self.scores.truncate(len);
+        self.normal.truncate(len);
+        self.env.truncate(len);
+        self.vectors.truncate(len * DIM);
+    }
+}
+
+impl Inner {
+    /// Rebuilds the lookup maps from loaded partitions, rejecting duplicate ids and keys.
+    pub(crate) fn from_parts(
+        partitions: Vec<Partition>,
+        environments: Vec<String>,
+    ) -> Result<Inner, String> {
+        let mut inner = Inner {
+            environments,
+            ..Inner::default()
+        };
+        for (i, env) in inner.environments.iter().enumerate() {
+            if inner.env_ids.insert(env.clone(), i as u32).is_some() {
+                return Err(format!("environment '{env}' listed twice"));
+            }
+        }
+        for (pi, part) in partitions.iter().enumerate() {
+            let source = part.source.ok_or("partition without a source")?;
+            let slot = inner.by_key.entry(source).or_default();
+            if slot.insert(part.service.clone(), pi as u32).is_some() {
+                return Err(format!("partition {source}/{} listed twice", part.service));
+            }
+            for (row, &id) in part.ids.iter().enumerate() {
+                if inner
+                    .locations
+                    .insert(id, (pi as u32, row as u32))
+                    .is_some()
+                {
+                    return Err(format!("point {} stored twice", PointId(id)));
+                }
+            }
+        }
+        inner.partitions = partitions;
+        Ok(inner)
+    }
+
+    fn env_id(&mut self, env: &str) -> u32 {
+        if let Some(&id) = self.env_ids.get(env) {
+            return id;
+        }
+        let id = self.environments.len() as u32;
+        self.environments.push(env.to_string());
+        self.env_ids.insert(env.to_string(), id);
+        id
+    }
+
+    fn partition_id(&mut self, source: SourceKind, service: &str) -> u32 {
+        if let Some(&id) = self.by_key.get(&source).and_then(|m| m.get(service)) {
+            return id;
+        }
+        let id = self.partitions.len() as u32;
+        self.partitions
+            .push(Partition::new(source, service.to_string()));
+        self.by_key
+            .entry(source)
+            .or_default()
+            .insert(service.to_string(), id);
+        id
+    }
+
+    fn upsert(&mut self, point: &Point) {
+        let env = self.env_id(&point.environment);
+        let target = self.partition_id(point.source, &point.service);
+        match self.locations.get(&point.id.0).copied() {
+            Some((part, row)) if part == target => {
+                self.partitions[part as usize].overwrite(row as usize, point, env);
+            }
+            Some((part, row)) => {
+                // The id moved to another (source, service): take it out of the old partition.
+                if let Some(moved) = self.partitions[part as usize].swap_remove(row as usize) {
+                    self.locations.insert(moved, (part, row));
+                }
+                let new_row = self.partitions[target as usize].push(point, env);
+                self.locations.insert(point.id.0, (target, new_row as u32));
+            }
+            None => {
+                let new_row = self.partitions[target as usize].push(point, env);
+                self.locations.insert(point.id.0, (target, new_row as u32));
+            }
+        }
+    }
+
+    fn delete_older_than(&mut self, cutoff: UnixNanos) -> u64 {
+        let mut removed = 0u64;
+        for (pi, part) in self.partitions.iter_mut().enumerate() {
+            let mut kept = 0;
+            for row in 0..part.len() {
+                if part.timestamps[row] >= cutoff {
+                    if kept != row {
+                        part.copy_row(row, kept);
+                        self.locations
+                            .insert(part.ids[kept], (pi as u32, kept as u32));
+                    }
+                    kept += 1;
+                } else {
+                    self.locations.remove(&part.ids[row]);
+                    removed += 1;
+                }
+            }
+            part.truncate(kept);
+        }
+        removed
+    }
+
+    /// The partitions a filter can match, so per-service queries skip every other service.
+    fn candidates<'a>(&'a self, filter: &Filter) -> Vec<&'a Partition> {
+        let sources: &[SourceKind] = match &filter.source {
+            Some(s) => std::slice::from_ref(s),
+            None => &SourceKind::ALL,
+        };
+        match &filter.service {
+            Some(service) => sources
+                .iter()
+                .filter_map(|s| self.by_key.get(s)?.get(service.as_str()))
+                .map(|&i| &self.partitions[i as usize])
+                .collect(),
+            None => self
+                .partitions
+                .iter()
+                .filter(|p| filter.source.is_none() || p.source == filter.source)
+                .collect(),
+        }
+    }
+
+    /// Row-level conditions of a filter, resolved once per query.
+    fn row_filter(&self, filter: &Filter) -> Option<RowFilter> {
+        let env = match &filter.environment {
+            Some(e) => Some(*self.env_ids.get(e.as_str())?),
+            None => None,
+        };
+        Some(RowFilter {
+            env,
+            from: filter.time_from.unwrap_or(i64::MIN),
+            to: filter.time_to,
+            normal_only: filter.normal_only,
+        })
+    }
+
+    fn search(&self, query: &[f32; DIM], filter: &Filter, k: usize) -> Vec<Neighbour> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let Some(rows) = self.row_filter(filter) else {
+            return Vec::new();
+        };
+        let parts = self.candidates(filter);
+        let mut top = TopK::new(k);
+        for (pi, part) in parts.iter().enumerate() {
+            for row in 0..part.len() {
+                if !rows.matches(part, row) {
+                    continue;
+                }
+                let distance = 1.0 - dot(part.vector(row), query);
+                top.offer(Candidate {
+                    distance,
+                    id: part.ids[row],
+                    part: pi as u32,
+                    row: row as u32,
+                });
+            }
+        }
+        top.into_sorted()
+            .into_iter()
+            .map(|c| {
+                let part = parts[c.part as usize];
+                Neighbour {
+                    id: PointId(c.id),
+                    distance: c.distance.clamp(0.0, 2.0),
+                    service: part.service.clone(),
+                    timestamp: part.timestamps[c.row as usize],
+                }
+            })
+            .collect()
+    }
+
+    fn count(&self, filter: &Filter) -> u64 {
+        let Some(rows) = self.row_filter(filter) else {
+            return 0;
+        };
+        self.candidates(filter)
+            .into_iter()
+            .map(|part| (0..part.len()).filter(|&r| rows.matches(part, r)).count() as u64)
+            .sum()
+    }
+
+    fn mark_dirty(&self) {
+        self.dirty.store(true, AtomicOrdering::Release);
+    }
+}
+
+struct RowFilter {
+    env: Option<u32>,
+    from: i64,
+    to: Option<i64>,
+    normal_only: bool,
+}
+
+impl RowFilter {
+    #[inline]
+    fn matches(&self, part: &Partition, row: usize) -> bool {
+        let ts = part.timestamps[row];
+        ts >= self.from
+            && self.to.is_none_or(|to| ts < to)
+            && (!self.normal_only || part.normal[row])
+            && self.env.is_none_or(|e| part.env[row] == e)
+    }
+}
+
+/// Ordered by (distance, id) so ties break the same way in every run.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    distance: f32,
+    id: u64,
+    part: u32,
+    row: u32,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.distance
+            .total_cmp(&other.distance)
+            .then(self.id.cmp(&other.id))
+    }
+}
+
+/// The k best candidates seen so far, in a max-heap whose top is the worst kept one.
+struct TopK {
+    k: usize,
+    heap: BinaryHeap<Candidate>,
+}
+
+impl TopK {
+    fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, c: Candidate) {
+        if self.heap.len() < self.k {
+            self.heap.push(c);
+        } else if let Some(mut worst) = self.heap.peek_mut() {
+            if c < *worst {
+                *worst = c;
+            }
+        }
+    }
+
+    fn into_sorted(self) -> Vec<Candidate> {
+        self.heap.into_sorted_vec()
+    }
+}
+
+impl EmbeddedStore {
+    /// A store that lives and dies with the process; `flush` does nothing.
+    pub fn in_memory() -> EmbeddedStore {
+        EmbeddedStore {
+            path: None,
+            inner: RwLock::new(Inner::default()),
+            flush_lock: Mutex::new(()),
+        }
+    }
+
+    /// Loads the store file at `path`, or starts empty when there is none yet; `flush` writes
+    /// it back (to a temp file renamed over it, so a crash leaves the old or the new file).
+    pub fn open(path: impl AsRef<Path>) -> Result<EmbeddedStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let inner = match persist::read(&path)? {
+            Some(inner) => inner,
+            None => {
+                let inner = Inner::default();
+                inner.mark_dirty();
+                inner
+            }
+        };
+        Ok(EmbeddedStore {
+            path: Some(path),
+            inner: RwLock::new(inner),
+            flush_lock: Mutex::new(()),
+        })
+    }
+
+    /// The file this store persists to, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Number of stored points.
+    pub fn len(&self) -> usize {
+        self.read().locations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // A panic while holding the lock cannot leave half-applied rows behind (upserts are validated
+    // before the lock is taken), so a poisoned lock is still safe to use.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn upsert_now(&self, mut points: Vec<Point>) -> Result<(), StoreError> {
+        // Validate the whole batch first so a bad point leaves the store untouched.
+        for p in &mut points {
+            validate_point(p)?;
+        }
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.write();
+        for p in &points {
+            inner.upsert(p);
+        }
+        inner.mark_dirty();
+        Ok(())
+    }
+
+    fn flush_now(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let _serial = self
+            .flush_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A read lock keeps writers out while the file is written, so clearing `dirty` after
+        // cannot hide a concurrent change.
+        let inner = self.read();
+        if !inner.dirty.load(AtomicOrdering::Acquire) {
+            return Ok(());
+        }
+        persist::write(path, &inner)?;
+        inner.dirty.store(false, AtomicOrdering::Release);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl VectorStore for EmbeddedStore {
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), StoreError> {
+        self.upsert_now(points)
+    }
+
+    async fn search(
+        &self,
+        query: &[f32],
+        filter: &Filter,
+        k: usize,
+    ) -> Result<Vec<Neighbour>, StoreError> {
+        let query = normalised_query(query)?;
+        Ok(self.read().search(&query, filter, k))
+    }
+
+    async fn delete_older_than(&self, timestamp: UnixNanos) -> Result<u64, StoreError> {
+        let mut inner = self.write();
+        let removed = inner.delete_older_than(timestamp);
+        if removed > 0 {
+            inner.mark_dirty();
+        }
+        Ok(removed)
+    }
+
+    async fn count(&self, filter: &Filter) -> Result<u64, StoreError> {
+        Ok(self.read().count(filter))
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.flush_now()
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(id: u64, service: &str, timestamp: i64, axis: usize) -> Point {
+        let mut vector = vec![0.0; DIM];
+        vector[axis % DIM] = 1.0;
+        Point {
+            id: PointId(id),
+            vector,
+            source: SourceKind::Logs,
+            service: service.into(),
+            environment: "prod".into(),
+            timestamp,
+            score: 0.0,
+            normal: true,
+        }
+    }
+
+    /// Every stored id must point at the row that holds it.
+    fn assert_index_consistent(store: &EmbeddedStore) {
+        let inner = store.read();
+        let rows: usize = inner.partitions.iter().map(Partition::len).sum();
+        assert_eq!(rows, inner.locations.len());
+        for (&id, &(p, r)) in &inner.locations {
+            assert_eq!(inner.partitions[p as usize].ids[r as usize], id);
+        }
+    }
+
+    #[test]
+    fn index_survives_partition_moves_and_retention_compaction() {
+        let store = EmbeddedStore::in_memory();
+        let first: Vec<Point> = (0..40)
+            .map(|i| point(i, ["a", "b"][i as usize % 2], i as i64, i as usize))
+            .collect();
+        store.upsert_now(first).unwrap();
+        // Move every third point to service "c": swap_remove reshuffles rows in a and b.
+        let moved: Vec<Point> = (0..40)
+            .step_by(3)
+            .map(|i| point(i, "c", i as i64, i as usize))
+            .collect();
+        store.upsert_now(moved).unwrap();
+        assert_index_consistent(&store);
+        assert_eq!(store.len(), 40);
+
+        let inner_removed = store.write().delete_older_than(25);
+        assert_eq!(inner_removed, 25);
+        assert_index_consistent(&store);
+
+        // Each survivor is still found at distance 0 under its current service.
+        for i in 25..40u64 {
+            let q = normalised_query(&point(i, "x", 0, i as usize).vector).unwrap();
+            let service = if i % 3 == 0 {
+                "c"
+            } else {
+                ["a", "b"][i as usize % 2]
+            };
+            let hits = store.read().search(&q, &Filter::all().service(service), 1);
+            assert_eq!(hits[0].id, PointId(i));
+            assert!(hits[0].distance < 1e-6);
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_within_one_batch_keep_the_last() {
+        let store = EmbeddedStore::in_memory();
+        store
+            .upsert_now(vec![point(1, "a", 1, 0), point(1, "b", 2, 1)])
+            .unwrap();
+        assert_eq!(store.len(), 1);
+        let q = normalised_query(&point(0, "", 0, 1).vector).unwrap();
+        let hit = &store.read().search(&q, &Filter::all(), 1)[0];
+        assert_eq!((hit.service.as_str(), hit.timestamp), ("b", 2));
+        assert_index_consistent(&store);
+    }
+}

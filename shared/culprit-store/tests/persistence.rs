@@ -1,0 +1,153 @@
+//! The embedded store's file: round trips, and bad files refused with an error, never a panic.
+
+use culprit_core::SourceKind;
+use culprit_store::{
+    EmbeddedStore, Filter, Point, PointId, StoreError, VectorStore, DIM, FORMAT_VERSION,
+};
+use std::path::Path;
+
+fn point(i: u64, service: &str) -> Point {
+    let mut vector = vec![0.01; DIM];
+    vector[(i as usize) % DIM] = 1.0;
+    Point {
+        id: PointId(i),
+        vector,
+        source: if i % 2 == 0 {
+            SourceKind::Logs
+        } else {
+            SourceKind::Traces
+        },
+        service: service.to_string(),
+        environment: if i % 3 == 0 {
+            "prod".into()
+        } else {
+            "dev".into()
+        },
+        timestamp: i as i64 * 1_000,
+        score: (i % 10) as f32 / 10.0,
+        normal: i % 4 != 0,
+    }
+}
+
+async fn write_sample(path: &Path) {
+    let store = EmbeddedStore::open(path).unwrap();
+    store
+        .upsert(
+            (0..50)
+                .map(|i| point(i, if i < 25 { "a" } else { "b" }))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn opening_a_missing_file_starts_empty_and_flush_creates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.store");
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert!(store.is_empty());
+    store.flush().await.unwrap();
+    assert!(path.exists());
+    assert!(EmbeddedStore::open(&path).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn reopened_store_keeps_every_tag_and_retention_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.store");
+    write_sample(&path).await;
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(store.delete_older_than(10_000).await.unwrap(), 10);
+    store.flush().await.unwrap();
+
+    let again = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(again.len(), 40);
+    let probe = point(30, "b");
+    let hit = &again
+        .search(&probe.vector, &Filter::all(), 1)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (hit.id, hit.service.as_str(), hit.timestamp),
+        (PointId(30), "b", 30_000)
+    );
+    assert!(hit.distance < 1e-6);
+    let f = Filter::all()
+        .service("b")
+        .environment("prod")
+        .source(SourceKind::Logs)
+        .normal_only();
+    assert_eq!(
+        again.count(&f).await.unwrap(),
+        store.count(&f).await.unwrap()
+    );
+    assert!(again.count(&f).await.unwrap() > 0);
+}
+
+#[tokio::test]
+async fn in_memory_flush_is_a_no_op() {
+    let store = EmbeddedStore::in_memory();
+    store.upsert(vec![point(1, "a")]).await.unwrap();
+    store.flush().await.unwrap();
+    assert!(store.path().is_none());
+    assert_eq!(store.len(), 1);
+}
+
+fn expect_corrupt(path: &Path, what: &str) {
+    match EmbeddedStore::open(path) {
+        Err(StoreError::Corrupt { .. }) => {}
+        Err(other) => panic!("{what}: expected a corrupt-file error, got {other}"),
+        Ok(_) => panic!("{what}: a damaged file was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn damaged_files_are_refused_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.store");
+    write_sample(&path).await;
+    let good = std::fs::read(&path).unwrap();
+
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    std::fs::write(&path, &flipped).unwrap();
+    expect_corrupt(&path, "flipped byte");
+
+    for cut in [0, 7, 20, good.len() / 3, good.len() - 1] {
+        std::fs::write(&path, &good[..cut]).unwrap();
+        expect_corrupt(&path, &format!("truncated at {cut}"));
+    }
+
+    let mut magic = good.clone();
+    magic[0] = b'X';
+    std::fs::write(&path, &magic).unwrap();
+    expect_corrupt(&path, "bad magic");
+
+    // A huge row count must not make the reader allocate it.
+    let mut huge = good.clone();
+    let rows_at = huge.len() - 4; // any offset works: the checksum or the length check refuses it
+    huge[rows_at - 8..rows_at].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&path, &huge).unwrap();
+    expect_corrupt(&path, "huge value");
+
+    std::fs::write(&path, b"not a store at all").unwrap();
+    expect_corrupt(&path, "garbage");
+}
+
+#[tokio::test]
+async fn files_from_a_newer_format_are_refused_by_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.store");
+    write_sample(&path).await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    match EmbeddedStore::open(&path) {
+        Err(StoreError::UnsupportedVersion { found, .. }) => assert_eq!(found, FORMAT_VERSION + 1),
+        Err(other) => panic!("expected a version error, got {other}"),
+        Ok(_) => panic!("a newer format was accepted"),
+    }
+}
