@@ -20,6 +20,8 @@ pub struct CulpritConfig {
     /// `CULPRIT_PAGERDUTY_ROUTING_KEY` or `pagerduty.routing_key_file`, never from this file).
     pub pagerduty_enabled: bool,
     pub pagerduty: culprit_pagerduty::PagerDutyConfig,
+    /// Where the embedder services keep every event's embedding.
+    pub store: crate::commands::store_sink::StoreConfig,
 }
 
 /// Where alerts go in the embedded mode.

@@ -65,6 +65,18 @@ pub struct PipelineConfig {
     pub knn: culprit_knn::KnnConfig,
 }
 
+impl PipelineConfig {
+    /// The correlator settings this pipeline runs with: in `knn` mode the k-NN distance is the
+    /// only evidence there is, so it counts fully instead of as a tie-breaker.
+    pub fn effective_correlate(&self) -> CorrelateConfig {
+        let mut correlate = self.correlate.clone();
+        if self.detector == DetectorMode::Knn {
+            correlate.rank.signal_weights.insert("knn_distance".to_string(), 1.0);
+        }
+        correlate
+    }
+}
+
 /// Counters a run reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PipelineStats {
@@ -90,7 +102,7 @@ impl Pipeline {
         Pipeline {
             detect: DetectStage::from_config(&config),
             bus: InProcessBus::default(),
-            correlate: CorrelateStage::new(config.correlate.clone()),
+            correlate: CorrelateStage::new(config.effective_correlate()),
             warmup: i64::from(config.warmup_secs) * culprit_core::NANOS_PER_SEC,
             learn_until: None,
             stats: PipelineStats::default(),

@@ -16,6 +16,10 @@ pub struct Args {
     /// End with one JSON line of the figures.
     #[arg(long)]
     pub json: bool,
+    /// Which detectors run: stats, knn (featurize + embed + k-NN against the reference store)
+    /// or fused.
+    #[arg(long)]
+    pub detector: Option<culprit_pipeline::DetectorMode>,
 }
 
 pub fn run(args: Args, config: &CulpritConfig) -> Result<()> {
@@ -42,7 +46,10 @@ pub fn run(args: Args, config: &CulpritConfig) -> Result<()> {
     events.sort_by_key(|e| e.time);
     let mut pipeline_config = config.pipeline.clone();
     pipeline_config.warmup_secs = pipeline_config.warmup_secs.max(20 * 60);
-    let mut pipeline = Pipeline::new(pipeline_config);
+    if let Some(mode) = args.detector {
+        pipeline_config.detector = mode;
+    }
+    let mut pipeline = Pipeline::new(pipeline_config.clone());
     let detect_started = Instant::now();
     for e in &events {
         pipeline.push(e);
@@ -59,6 +66,7 @@ pub fn run(args: Args, config: &CulpritConfig) -> Result<()> {
         "end_to_end_events_per_s": n / total.as_secs_f64(),
         "seconds": total.as_secs_f64(),
         "incidents": pipeline.incidents().len(),
+        "detector": format!("{:?}", pipeline_config.detector).to_lowercase(),
     });
     println!(
         "{} events ({:.1} MB protobuf): decode {:.0} ev/s, detect+correlate {:.0} ev/s, end to end {:.0} ev/s on one core",

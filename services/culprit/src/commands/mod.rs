@@ -7,4 +7,5 @@ pub mod import;
 pub mod replay;
 pub mod serve;
 pub mod simulate;
+pub mod store_sink;
 pub mod train;

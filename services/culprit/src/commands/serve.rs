@@ -73,6 +73,14 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
         None
     };
     let publisher = Arc::new(Alerts { api: api.clone(), pagerduty });
+    let store = super::store_sink::open_store(&config.store).await?;
+    if let Some(store) = &store {
+        let store = store.clone();
+        api.add_readiness_check("store", move || {
+            let store = store.clone();
+            Box::pin(async move { store.health().await.map_err(|e| e.to_string()) })
+        });
+    }
 
     // One shutdown signal for every task: stop fetching, finish, commit.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -94,13 +102,16 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
         match role {
             Role::Embedder(source) => {
                 let stage = DetectStage::from_config(&config.pipeline);
-                let options = EmbedderOptions { warmup_secs: config.pipeline.warmup_secs, stats, ..Default::default() };
+                let mut options = EmbedderOptions { warmup_secs: config.pipeline.warmup_secs, stats, ..Default::default() };
+                if let Some(store) = &store {
+                    options.sink = Arc::new(super::store_sink::StoreSink::new(source, store.clone(), &config.pipeline.knn, &config.store));
+                }
                 tasks.spawn(async move {
                     run_embedder(&kafka, source, stage, options, shutdown).await.with_context(|| format!("embedder {source}"))
                 });
             }
             Role::Correlator => {
-                let stage = CorrelateStage::new(config.pipeline.correlate.clone());
+                let stage = CorrelateStage::new(config.pipeline.effective_correlate());
                 let options = CorrelatorOptions { publisher: publisher.clone(), stats };
                 tasks.spawn(async move { run_correlator(&kafka, stage, options, shutdown).await.context("correlator") });
             }
@@ -116,6 +127,9 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
         }
     }
     api_task.abort();
+    if let Some(store) = &store {
+        store.flush().await.context("flushing the vector store")?;
+    }
     result
 }
 
