@@ -29,6 +29,47 @@ pub fn base_client_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// A consumer in `group` subscribed to `topic`, whose rebalance callback rewinds partitions it is
+/// newly assigned as `rewind` says; with the partition state that callback shares with the worker.
+pub(crate) fn subscribed_consumer(
+    config: &KafkaConfig,
+    group: &str,
+    client_id: &str,
+    topic: &str,
+    rewind: crate::config::Rewind,
+    stats: std::sync::Arc<crate::stats::Stats>,
+) -> Result<
+    (
+        rdkafka::consumer::StreamConsumer<RewindContext>,
+        std::sync::Arc<std::sync::Mutex<PartitionState>>,
+    ),
+    crate::error::ServiceError,
+> {
+    use rdkafka::config::FromClientConfigAndContext;
+    use rdkafka::consumer::Consumer;
+    let partitions = std::sync::Arc::new(std::sync::Mutex::new(PartitionState::default()));
+    let context = RewindContext {
+        rewind,
+        state: partitions.clone(),
+        stats,
+    };
+    let consumer = rdkafka::consumer::StreamConsumer::from_config_and_context(
+        &consumer_config(config, group, client_id),
+        context,
+    )
+    .map_err(|e| crate::error::ServiceError::Client {
+        what: "consumer",
+        source: e,
+    })?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| crate::error::ServiceError::Client {
+            what: "subscription",
+            source: e,
+        })?;
+    Ok((consumer, partitions))
+}
+
 pub(crate) fn consumer_config(config: &KafkaConfig, group: &str, client_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)

@@ -34,7 +34,7 @@
 //! numbers (never its id). Alert consumers should treat `(incident_id, revision)` as a hint and
 //! the latest `updated_at` as the truth.
 
-use crate::client::{consumer_config, producer, Outgoing, PartitionState, RewindContext};
+use crate::client::{producer, subscribed_consumer, Outgoing};
 use crate::config::KafkaConfig;
 use crate::embedder::SOURCE_HEADER;
 use crate::error::ServiceError;
@@ -44,12 +44,10 @@ use crate::worker::{self, Handler, Incoming, Worker};
 use anyhow::Context as _;
 use culprit_core::{RcaAlert, SourceKind, UnixNanos, NANOS_PER_SEC};
 use culprit_pipeline::{BusMessage, CorrelateStage};
-use rdkafka::config::FromClientConfigAndContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// What a correlator needs besides its configuration and stage.
 #[derive(Clone)]
@@ -79,26 +77,7 @@ pub async fn run_correlator(
 ) -> Result<(), ServiceError> {
     let group = config.correlator_group.clone();
     let client_id = format!("{}-correlator", config.client_id);
-    let partitions = Arc::new(Mutex::new(PartitionState::default()));
-    let context = RewindContext {
-        rewind: config.correlator_rewind,
-        state: partitions.clone(),
-        stats: options.stats.clone(),
-    };
-    let consumer = StreamConsumer::from_config_and_context(
-        &consumer_config(config, &group, &client_id),
-        context,
-    )
-    .map_err(|e| ServiceError::Client {
-        what: "consumer",
-        source: e,
-    })?;
-    consumer
-        .subscribe(&[&config.topics.anomalies])
-        .map_err(|e| ServiceError::Client {
-            what: "subscription",
-            source: e,
-        })?;
+    let (consumer, partitions) = subscribed_consumer(config, &group, &client_id, &config.topics.anomalies, config.correlator_rewind, options.stats.clone())?;
     tracing::info!(topic = %config.topics.anomalies, %group, "correlator started");
     let handler = CorrelateHandler {
         stage,

@@ -23,7 +23,7 @@
 //!   the header `culprit.source` (the source), which the correlator uses to hold its clock at the
 //!   slowest source.
 
-use crate::client::{consumer_config, producer, Outgoing, PartitionState, RewindContext};
+use crate::client::{producer, subscribed_consumer, Outgoing};
 use crate::config::KafkaConfig;
 use crate::error::ServiceError;
 use crate::hooks::EventSink;
@@ -34,12 +34,10 @@ use culprit_core::{Event, SourceKind, UnixNanos, NANOS_PER_SEC};
 use culprit_detect::Phase;
 use culprit_otlp::{DecodeError, DecodeLimits, Encoding, Signal};
 use culprit_pipeline::{Bus, BusMessage, DetectStage};
-use rdkafka::config::FromClientConfigAndContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Header naming the source that produced an anomalies-topic record.
 pub const SOURCE_HEADER: &str = "culprit.source";
@@ -77,27 +75,8 @@ pub async fn run_embedder(
 ) -> Result<(), ServiceError> {
     let group = config.embedder_group(source);
     let client_id = format!("{}-embedder-{}", config.client_id, source.as_str());
-    let partitions = Arc::new(Mutex::new(PartitionState::default()));
-    let context = RewindContext {
-        rewind: config.embedder_rewind,
-        state: partitions.clone(),
-        stats: options.stats.clone(),
-    };
-    let consumer = StreamConsumer::from_config_and_context(
-        &consumer_config(config, &group, &client_id),
-        context,
-    )
-    .map_err(|e| ServiceError::Client {
-        what: "consumer",
-        source: e,
-    })?;
     let topic = config.input_topic(source).to_string();
-    consumer
-        .subscribe(&[&topic])
-        .map_err(|e| ServiceError::Client {
-            what: "subscription",
-            source: e,
-        })?;
+    let (consumer, partitions) = subscribed_consumer(config, &group, &client_id, &topic, config.embedder_rewind, options.stats.clone())?;
     tracing::info!(%topic, %group, "embedder started");
     let handler = EmbedHandler {
         source,
