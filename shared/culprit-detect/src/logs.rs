@@ -30,6 +30,9 @@ pub struct LogDetector {
     error_counts: HashMap<ServiceKey, Baseline>,
     warning_counts: HashMap<ServiceKey, Baseline>,
     mixes: HashMap<ServiceKey, TemplateMix>,
+    /// When each service's logs were first seen (`i64::MIN` in the baseline phase): templates of
+    /// a service culprit has only just met are unfamiliar, not changed.
+    services_seen: HashMap<ServiceKey, UnixNanos>,
     windows: Windows<HashMap<ServiceKey, LogWindow>>,
 }
 
@@ -45,6 +48,7 @@ impl LogDetector {
             error_counts: HashMap::new(),
             warning_counts: HashMap::new(),
             mixes: HashMap::new(),
+            services_seen: HashMap::new(),
             windows,
         }
     }
@@ -160,6 +164,10 @@ impl Detector for LogDetector {
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
         let EventBody::Log(log) = &event.body else { return };
         let key: ServiceKey = (event.resource.environment.clone(), event.resource.service.clone());
+        let since = if phase == Phase::Learning { i64::MIN } else { event.time };
+        let seen = self.services_seen.entry(key.clone()).or_insert(since);
+        *seen = (*seen).min(since);
+        let service_since = *seen;
         let level = line_level(log.level, &log.body);
         let line = mining_line(level, &log.body);
         let miner = self.miners.entry(key.clone()).or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
@@ -175,9 +183,13 @@ impl Detector for LogDetector {
         if let Some(first_seen) = confirmed {
             // New INFO/DEBUG templates are mostly new workload (a request type the baseline
             // did not happen to see), so they are kept out of the default report.
+            let familiar = service_since
+                .saturating_add(i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC)
+                <= first_seen;
             let severity = match level {
-                Some(l) if l.is_error() => Severity::Sev2,
-                Some(LogLevel::Warn) => Severity::Sev3,
+                Some(l) if l.is_error() && familiar => Severity::Sev2,
+                Some(l) if l.is_error() => Severity::Sev4,
+                Some(LogLevel::Warn) if familiar => Severity::Sev3,
                 _ => Severity::Sev5,
             };
             if severity <= self.config.min_severity {

@@ -198,6 +198,9 @@ pub struct SpanDetector {
     latency: HashMap<OpKey, Baseline>,
     errors: HashMap<(Name, Name), ErrorRate>,
     known_calls: HashSet<(OpKey, OpKey)>,
+    /// When each operation was first seen (`i64::MIN` for operations of the baseline phase), to
+    /// tell a change in a known operation from the usual behaviour of one never seen before.
+    operations_seen: HashMap<OpKey, UnixNanos>,
     error_handler_calls: Novelty<(OpKey, OpKey)>,
     error_types: Novelty<(Name, Name, String)>,
     known_dependencies: HashSet<DependencyEdge>,
@@ -221,6 +224,7 @@ impl SpanDetector {
             latency: HashMap::new(),
             errors: HashMap::new(),
             known_calls: HashSet::new(),
+            operations_seen: HashMap::new(),
             error_handler_calls,
             error_types,
             known_dependencies: HashSet::new(),
@@ -274,7 +278,15 @@ impl SpanDetector {
             self.known_calls.insert(call);
             None
         };
-        let severity = Severity::Sev2;
+        // New behaviour of an operation the baseline knows is a change; errors of an operation the
+        // baseline never saw may be how it always behaves, so they weigh less.
+        let novelty_window = i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC;
+        let parent_known = first_seen.is_some_and(|t| {
+            self.operations_seen
+                .get(&(parent.environment.clone(), parent.service.clone(), parent.operation.clone()))
+                .is_some_and(|since| since.saturating_add(novelty_window) <= t)
+        });
+        let severity = if parent_known { Severity::Sev2 } else { Severity::Sev4 };
         if let Some(time) = first_seen.filter(|_| severity <= self.config.min_severity) {
             let signal = format!("span.new_call:{} -> {}", parent.operation, child.operation);
             let draft = AnomalyDraft {
@@ -287,7 +299,7 @@ impl SpanDetector {
             };
             out.anomalies.push(draft.finish(
                 severity,
-                0.9,
+                if parent_known { 0.9 } else { 0.5 },
                 None,
                 None,
                 format!(
@@ -477,6 +489,9 @@ impl Detector for SpanDetector {
         let environment = self.intern(&event.resource.environment);
         let service = self.intern(&event.resource.service);
         let operation = self.intern(&span.name);
+        let since = if phase == Phase::Learning { i64::MIN } else { event.time };
+        let seen = self.operations_seen.entry((environment.clone(), service.clone(), operation.clone())).or_insert(since);
+        *seen = (*seen).min(since);
         let info = SpanInfo { environment: environment.clone(), service: service.clone(), operation: operation.clone() };
         for (parent, child) in self.joiner.join(span, info) {
             self.on_pair(parent, child, event.time, phase, out);
@@ -645,7 +660,16 @@ mod tests {
             let id = format!("e{i}");
             d.observe(&span(31 * NANOS_PER_SEC + i, "auth", "BasicErrorController.error", &id, Some("c"), 1.0, false), Phase::Detecting, &mut found);
         }
+        // POST /login was never seen in the baseline: its errors may be how it always behaves.
         assert!(found.anomalies.iter().any(|a| a.signal == "span.new_call:POST /login -> BasicErrorController.error"
-            && a.service == "auth" && a.severity == Severity::Sev2));
+            && a.service == "auth" && a.severity == Severity::Sev4));
+        // GET /cart is well known: its new failure path is a change.
+        d.observe(&span(32 * NANOS_PER_SEC, "cart", "GET /cart", "k", Some("p"), 5.0, false), Phase::Detecting, &mut found);
+        for i in 0..3 {
+            let id = format!("f{i}");
+            d.observe(&span(33 * NANOS_PER_SEC + i, "cart", "BasicErrorController.error", &id, Some("k"), 1.0, false), Phase::Detecting, &mut found);
+        }
+        assert!(found.anomalies.iter().any(|a| a.signal == "span.new_call:GET /cart -> BasicErrorController.error"
+            && a.service == "cart" && a.severity == Severity::Sev2), "{:?}", found.anomalies);
     }
 }
