@@ -180,12 +180,12 @@ impl Detector for LogDetector {
             }
             Phase::Detecting => self.templates.observe(&template_key, event.time),
         };
-        if let Some(first_seen) = confirmed {
+        if let Some(crate::novelty::Confirmed { first: first_seen, earliest }) = confirmed {
             // New INFO/DEBUG templates are mostly new workload (a request type the baseline
             // did not happen to see), so they are kept out of the default report.
             let familiar = service_since
                 .saturating_add(i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC)
-                <= first_seen;
+                <= earliest;
             let severity = match level {
                 Some(l) if l.is_error() && familiar => Severity::Sev2,
                 Some(l) if l.is_error() => Severity::Sev4,

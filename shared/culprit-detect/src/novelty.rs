@@ -10,8 +10,20 @@ use std::hash::Hash;
 
 #[derive(Debug, Clone, Copy)]
 struct Sighting {
+    /// First sighting of the current counting window.
     first: UnixNanos,
     count: u32,
+    /// First sighting ever (kept across counting windows).
+    earliest: UnixNanos,
+}
+
+/// A sighting that confirmed something as new behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmed {
+    /// First sighting of the run of sightings that confirmed it.
+    pub first: UnixNanos,
+    /// First sighting ever.
+    pub earliest: UnixNanos,
 }
 
 #[derive(Debug)]
@@ -37,23 +49,24 @@ impl<K: Hash + Eq + Clone> Novelty<K> {
         self.known.contains(key)
     }
 
-    /// Counts one sighting of `key` at `time`. Returns the time of its first sighting when this
-    /// one confirms it as new behaviour; from then on it is known.
-    pub fn observe(&mut self, key: &K, time: UnixNanos) -> Option<UnixNanos> {
+    /// Counts one sighting of `key` at `time`. Returns when it was first seen once this sighting
+    /// confirms it as new behaviour; from then on it is known.
+    pub fn observe(&mut self, key: &K, time: UnixNanos) -> Option<Confirmed> {
         if self.known.contains(key) {
             return None;
         }
-        let sighting = self.pending.entry(key.clone()).or_insert(Sighting { first: time, count: 0 });
+        let sighting = self.pending.entry(key.clone()).or_insert(Sighting { first: time, count: 0, earliest: time });
         if time - sighting.first > self.window {
-            *sighting = Sighting { first: time, count: 0 };
+            sighting.first = time;
+            sighting.count = 0;
         }
         sighting.count += 1;
         if sighting.count < self.min_count {
             return None;
         }
-        let first = sighting.first;
+        let confirmed = Confirmed { first: sighting.first, earliest: sighting.earliest.min(sighting.first) };
         self.learn(key.clone());
-        Some(first)
+        Some(confirmed)
     }
 
     /// Sightings that did not recur within the window by `watermark` become known: rare, not new.
@@ -78,7 +91,7 @@ mod tests {
         assert_eq!(n.observe(&"old", 0), None);
         assert_eq!(n.observe(&"new", 10), None);
         assert_eq!(n.observe(&"new", 20), None);
-        assert_eq!(n.observe(&"new", 30), Some(10));
+        assert_eq!(n.observe(&"new", 30), Some(Confirmed { first: 10, earliest: 10 }));
         assert_eq!(n.observe(&"new", 40), None, "reported once");
         assert!(n.is_known(&"new"));
     }

@@ -281,13 +281,13 @@ impl SpanDetector {
         // New behaviour of an operation the baseline knows is a change; errors of an operation the
         // baseline never saw may be how it always behaves, so they weigh less.
         let novelty_window = i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC;
-        let parent_known = first_seen.is_some_and(|t| {
+        let parent_known = first_seen.is_some_and(|c| {
             self.operations_seen
                 .get(&(parent.environment.clone(), parent.service.clone(), parent.operation.clone()))
-                .is_some_and(|since| since.saturating_add(novelty_window) <= t)
+                .is_some_and(|since| since.saturating_add(novelty_window) <= c.earliest)
         });
         let severity = if parent_known { Severity::Sev2 } else { Severity::Sev4 };
-        if let Some(time) = first_seen.filter(|_| severity <= self.config.min_severity) {
+        if let Some(time) = first_seen.map(|c| c.first).filter(|_| severity <= self.config.min_severity) {
             let signal = format!("span.new_call:{} -> {}", parent.operation, child.operation);
             let draft = AnomalyDraft {
                 source: SourceKind::Traces,
@@ -343,7 +343,7 @@ impl SpanDetector {
             }
             Phase::Detecting => self.error_types.observe(&key, span.start),
         };
-        if let Some(time) = first_seen.filter(|_| Severity::Sev2 <= self.config.min_severity) {
+        if let Some(time) = first_seen.map(|c| c.first).filter(|_| Severity::Sev2 <= self.config.min_severity) {
             let draft = AnomalyDraft {
                 source: SourceKind::Traces,
                 service,
