@@ -102,6 +102,9 @@ pub struct DetectConfig {
     /// A span only counts as slow when it is also this many times the baseline median: a thin
     /// baseline's p99 can sit barely above its median.
     pub latency_min_ratio: f64,
+    /// ... and this many milliseconds above the baseline median: a 1 ms query taking 1.5 ms is
+    /// within the jitter of any runtime, not a slowdown anyone would page for.
+    pub latency_min_excess_ms: f64,
 }
 
 impl Default for DetectConfig {
@@ -121,6 +124,7 @@ impl Default for DetectConfig {
             novelty_window_secs: 60,
             latency_quantile: 0.99,
             latency_min_ratio: 1.5,
+            latency_min_excess_ms: 0.0,
         }
     }
 }

@@ -377,7 +377,12 @@ impl SpanDetector {
             let baseline = self.latency.entry(key.clone()).or_default();
             if phase == Phase::Detecting {
                 if let Some(profile) = baseline.profile(start, &self.config.baseline) {
-                    let threshold = profile.threshold(q, true).max(profile.median + self.config.latency_min_ratio.ln());
+                    // Values are ln(microseconds): the absolute floor is applied in linear time.
+                    let floor_us = profile.median.exp() + self.config.latency_min_excess_ms * 1000.0;
+                    let threshold = profile
+                        .threshold(q, true)
+                        .max(profile.median + self.config.latency_min_ratio.ln())
+                        .max(floor_us.ln());
                     let n = window.log_durations.len();
                     let k = window.log_durations.iter().filter(|v| **v > threshold).count();
                     // A fresh normal span beats the largest of m baseline spans with chance
