@@ -7,7 +7,7 @@
 //! detector, a window is judged by how many far events it holds against the number expected
 //! (Poisson), so one odd event is not an incident, and only windows judged normal add their
 //! points to the reference. Memory stays bounded: each service keeps at most
-//! `reference_per_service` reference points, admitted ever more sparsely as it fills.
+//! `reference_per_service` reference points, admitted ever more sparsely as it fills (1,000 by default: each judged event is compared with all of them).
 //!
 //! The detector plugs into the pipeline beside the statistical ones through
 //! [`culprit_detect::Detector`]; which of them run is the pipeline's `detector` mode.
@@ -47,7 +47,7 @@ impl Default for KnnConfig {
     fn default() -> Self {
         KnnConfig {
             k: 5,
-            reference_per_service: 2000,
+            reference_per_service: 1000,
             min_reference: 30,
             quantile: 0.99,
             model_dir: None,
@@ -83,6 +83,8 @@ struct ServiceWindow {
 struct ServiceReference {
     stored: usize,
     seen: u64,
+    /// Events observed, to pick admission candidates without building a point for every event.
+    observed: u64,
     /// Distances of admitted normal points to their neighbours at admission.
     distances: Baseline,
 }
@@ -94,7 +96,9 @@ pub struct KnnDetector {
     detect: DetectConfig,
     features: FeatureState,
     embedder: Box<dyn Embedder>,
-    store: EmbeddedStore,
+    /// Reference points per environment: a search then touches one (source, service) partition
+    /// with no per-point environment comparison.
+    stores: HashMap<String, EmbeddedStore>,
     services: HashMap<(String, String), ServiceReference>,
     windows: Windows<HashMap<(String, String), ServiceWindow>>,
     sequence: u64,
@@ -109,7 +113,7 @@ impl KnnDetector {
             config,
             detect,
             features: FeatureState::default(),
-            store: EmbeddedStore::in_memory(),
+            stores: HashMap::new(),
             services: HashMap::new(),
             windows,
             sequence: 0,
@@ -126,14 +130,9 @@ impl KnnDetector {
 
     /// Mean distance to the k nearest reference points of the service, if it has enough.
     fn distance(&self, vector: &[f32], environment: &str, service: &str) -> Option<f32> {
-        let filter = Filter {
-            source: Some(self.source),
-            service: Some(service.to_string()),
-            environment: Some(environment.to_string()),
-            normal_only: true,
-            ..Filter::default()
-        };
-        let neighbours = pollster::block_on(self.store.search(vector, &filter, self.config.k)).ok()?;
+        let store = self.stores.get(environment)?;
+        let filter = Filter { source: Some(self.source), service: Some(service.to_string()), ..Filter::default() };
+        let neighbours = pollster::block_on(store.search(vector, &filter, self.config.k)).ok()?;
         if neighbours.is_empty() {
             return None;
         }
@@ -151,14 +150,14 @@ impl KnnDetector {
             if distance.is_finite() {
                 reference.distances.observe(time, f64::from(distance), &BaselineConfig::default());
             }
-            let stride = (reference.seen / cap as u64).max(1);
-            if reference.stored < cap && reference.seen % stride == 0 {
+            if reference.stored < cap {
                 reference.stored += 1;
                 admitted.push(point);
             }
         }
         if !admitted.is_empty() {
-            if let Err(e) = pollster::block_on(self.store.upsert(admitted)) {
+            let store = self.stores.entry(key.0.clone()).or_insert_with(EmbeddedStore::in_memory);
+            if let Err(e) = pollster::block_on(store.upsert(admitted)) {
                 tracing::warn!("reference store rejected points: {e}");
             }
         }
@@ -219,34 +218,47 @@ impl Detector for KnnDetector {
         if embeddings.is_empty() {
             return;
         }
-        let vector = embeddings.row(0).to_vec();
+        let vector = embeddings.row(0);
         let key = (event.resource.environment.clone(), event.resource.service.clone());
-        self.sequence += 1;
-        let distance = self.distance(&vector, &key.0, &key.1);
-        let threshold = self.services.get_mut(&key).and_then(|r| {
-            if r.stored < self.config.min_reference {
-                return None;
-            }
-            r.distances.profile(event.time, &BaselineConfig::default()).map(|p| p.threshold(self.config.quantile, true))
-        });
-        let point = Point {
-            id: PointId::from_identity(&[self.source.as_str(), &key.0, &key.1, &self.sequence.to_string()], event.time),
-            vector,
-            source: self.source,
-            service: key.1.clone(),
-            environment: key.0.clone(),
-            timestamp: event.time,
-            score: 0.0,
-            normal: true,
+        let cap = self.config.reference_per_service.max(1) as u64;
+        let reference = self.services.entry(key.clone()).or_default();
+        reference.observed += 1;
+        // Only every stride-th event can still join a full reference: build points for those.
+        let stride = (reference.observed / cap).max(1);
+        let candidate = reference.stored < cap as usize && reference.observed % stride == 0;
+        let threshold = if reference.stored < self.config.min_reference {
+            None
+        } else {
+            reference
+                .distances
+                .profile(event.time, &BaselineConfig::default())
+                .map(|p| p.threshold(self.config.quantile, true))
         };
+        let judged = phase == Phase::Detecting && threshold.is_some();
+        let distance = if judged || candidate { self.distance(vector, &key.0, &key.1) } else { None };
+        let point = candidate.then(|| {
+            self.sequence += 1;
+            Point {
+                id: PointId::from_identity(&[self.source.as_str(), &key.0, &key.1], event.time ^ self.sequence as i64),
+                vector: vector.to_vec(),
+                source: self.source,
+                service: key.1.clone(),
+                environment: key.0.clone(),
+                timestamp: event.time,
+                score: 0.0,
+                normal: true,
+            }
+        });
         let window = self.windows.at(event.time).entry(key).or_default();
         window.events += 1;
-        if let (Some(d), Some(t), Phase::Detecting) = (distance, threshold, phase) {
+        if let (Some(d), Some(t), true) = (distance, threshold, judged) {
             if f64::from(d) > t {
                 window.far += 1;
             }
         }
-        window.points.push((point, distance.unwrap_or(f32::NAN)));
+        if let Some(point) = point {
+            window.points.push((point, distance.unwrap_or(f32::NAN)));
+        }
     }
 
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
@@ -261,5 +273,68 @@ impl Detector for KnnDetector {
         }
         // Keep the reference to about the last hour of event time.
         let _ = NANOS_PER_SEC;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use culprit_core::{EventBody, Resource, SpanEvent};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn span(t: i64, i: i64, service: &str, op: &str, ms: f64) -> Event {
+        Event {
+            time: t,
+            resource: Arc::new(Resource::new(service)),
+            body: EventBody::Span(SpanEvent {
+                trace_id: format!("{i:032x}"),
+                span_id: format!("{i:016x}"),
+                parent_span_id: None,
+                name: op.into(),
+                kind: "server".into(),
+                duration_ns: (ms * 1e6) as i64,
+                is_error: false,
+                error_type: None,
+                attributes: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// 10 spans a second of two operations with jittered durations; `slow` multiplies cart's.
+    fn traffic(d: &mut KnnDetector, from_s: i64, secs: i64, slow: f64, phase: Phase, out: &mut Findings) {
+        for i in 0..secs * 10 {
+            let t = from_s * NANOS_PER_SEC + i * NANOS_PER_SEC / 10;
+            let jitter = 1.0 + ((i * 7919) % 11) as f64 / 20.0;
+            let (op, ms) = if i % 2 == 0 { ("GET /cart", 20.0 * slow) } else { ("POST /cart", 35.0) };
+            d.observe(&span(t, from_s * 1000 + i, "cart", op, ms * jitter), phase, out);
+            d.advance(t, phase, out);
+        }
+    }
+
+    #[test]
+    fn events_far_from_their_normal_neighbours_raise_an_anomaly_and_normal_ones_do_not() {
+        let mut d = KnnDetector::new(SourceKind::Traces, KnnConfig::default(), DetectConfig::default());
+        let mut out = Findings::default();
+        traffic(&mut d, 0, 120, 1.0, Phase::Learning, &mut out);
+        let mut normal = Findings::default();
+        traffic(&mut d, 120, 60, 1.0, Phase::Detecting, &mut normal);
+        assert!(normal.anomalies.is_empty(), "{:?}", normal.anomalies);
+        let mut slow = Findings::default();
+        traffic(&mut d, 180, 30, 50.0, Phase::Detecting, &mut slow);
+        let found: Vec<_> = slow.anomalies.iter().filter(|a| a.signal == "knn.distance:traces" && a.service == "cart").collect();
+        assert!(!found.is_empty(), "{:?}", slow.anomalies);
+        assert!(found[0].observed.unwrap() > found[0].expected.unwrap() * 3.0);
+    }
+
+    #[test]
+    fn the_reference_stays_within_its_cap() {
+        let config = KnnConfig { reference_per_service: 50, ..KnnConfig::default() };
+        let mut d = KnnDetector::new(SourceKind::Traces, config, DetectConfig::default());
+        let mut out = Findings::default();
+        traffic(&mut d, 0, 120, 1.0, Phase::Learning, &mut out);
+        d.flush(Phase::Learning, &mut out);
+        let stored = pollster::block_on(d.stores["default"].count(&Filter::default())).unwrap();
+        assert_eq!(stored, 50);
     }
 }
