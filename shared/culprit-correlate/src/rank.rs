@@ -231,6 +231,9 @@ pub fn rank(
         let w = recency * if own || callers_hit { config.change_weight } else { config.change_weight * 0.3 };
         *evidence.entry(touched.clone()).or_default() += w;
         let ev = services.entry(touched.clone()).or_default();
+        // Shown per source in the alert; the service's evidence already counted `w` above.
+        let shown = ev.by_signal.entry((SourceKind::Changes, change.signal.clone())).or_default();
+        *shown = shown.max(w);
         ev.anomalies.push(change.clone());
         ev.worst = Some(ev.worst.map_or(change.severity, |s| s.min(change.severity)));
     }
@@ -529,6 +532,7 @@ mod tests {
         let r = rank("prod", &anomalies, &[change], &shop(), &RankConfig::default());
         assert_eq!(r.causes[0].service, "payment");
         assert!(r.causes[0].explanation.contains("deploy payment v2"), "{}", r.causes[0].explanation);
+        assert!(r.causes[0].evidence_by_source.get(&SourceKind::Changes).is_some_and(|w| *w > 0.0));
         assert!(r.graph.edges.iter().any(|e| e.kind == EdgeKind::Change && e.from == "payment"));
     }
 
