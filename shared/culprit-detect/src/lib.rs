@@ -97,6 +97,8 @@ pub struct DetectConfig {
     /// error-handler call new behaviour rather than a rare event.
     pub novelty_min_count: u32,
     pub novelty_window_secs: u32,
+    /// Trailing event time over which a log line that stopped appearing is judged.
+    pub absence_horizon_secs: u32,
     /// Span latency quantile whose exceedance rate is tested.
     pub latency_quantile: f64,
     /// A span only counts as slow when it is also this many times the baseline median: a thin
@@ -122,6 +124,7 @@ impl Default for DetectConfig {
             metric_min_range_excess: 0.5,
             novelty_min_count: 3,
             novelty_window_secs: 60,
+            absence_horizon_secs: 60,
             latency_quantile: 0.99,
             latency_min_ratio: 1.5,
             latency_min_excess_ms: 0.0,

@@ -252,7 +252,7 @@ impl LogDetector {
 impl LogDetector {
     /// Trailing windows over which a template's absence is judged (about a minute).
     fn mix_horizon(&self) -> usize {
-        (60 / self.config.window_secs.max(1)).max(1) as usize
+        (self.config.absence_horizon_secs / self.config.window_secs.max(1)).max(1) as usize
     }
 
     fn judge_mix(&mut self, key: &ServiceKey, start: UnixNanos, templates: HashMap<TemplateId, u32>, phase: Phase, out: &mut Findings) {

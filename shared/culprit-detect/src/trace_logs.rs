@@ -93,7 +93,7 @@ impl TraceLogDetector {
     }
 
     fn horizon(&self) -> usize {
-        (60 / self.config.window_secs.max(1)).max(1) as usize
+        (self.config.absence_horizon_secs / self.config.window_secs.max(1)).max(1) as usize
     }
 
     fn complete_groups(&mut self, watermark: Option<UnixNanos>) {
