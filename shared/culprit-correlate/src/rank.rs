@@ -182,7 +182,6 @@ pub fn rank(
     config: &RankConfig,
 ) -> Ranking {
     let mut services: BTreeMap<String, ServiceEvidence> = BTreeMap::new();
-    // (first_seen is per service; the callee test below needs every service's first.)
     for a in anomalies.iter().filter(|a| a.source != SourceKind::Changes) {
         services.entry(a.service.clone()).or_default().add(a, config);
     }

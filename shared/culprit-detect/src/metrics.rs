@@ -39,6 +39,11 @@ impl Detector for MetricDetector {
         } else {
             point.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
         };
+        let signal = if attributes.is_empty() {
+            format!("metric:{}", point.name)
+        } else {
+            format!("metric:{}{{{attributes}}}", point.name)
+        };
         let key: SeriesKey = (
             event.resource.environment.clone(),
             event.resource.service.clone(),
@@ -60,11 +65,6 @@ impl Detector for MetricDetector {
                         && profile.range_excess(point.value) >= self.config.metric_min_range_excess
                 }) {
                     anomalous = true;
-                    let signal = if point.attributes.is_empty() {
-                        format!("metric:{}", point.name)
-                    } else {
-                        format!("metric:{}{{{}}}", point.name, event_attributes(point))
-                    };
                     let draft = AnomalyDraft {
                         source: SourceKind::Metrics,
                         service: &event.resource.service,
@@ -102,9 +102,6 @@ impl Detector for MetricDetector {
     fn flush(&mut self, _phase: Phase, _out: &mut Findings) {}
 }
 
-fn event_attributes(point: &culprit_core::MetricPoint) -> String {
-    point.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-}
 
 #[cfg(test)]
 mod tests {

@@ -197,7 +197,6 @@ pub struct SpanDetector {
     joiner: SpanJoiner,
     latency: HashMap<OpKey, Baseline>,
     errors: HashMap<(Name, Name), ErrorRate>,
-    known_calls: HashSet<(OpKey, OpKey)>,
     /// When each operation was first seen (`i64::MIN` for operations of the baseline phase), to
     /// tell a change in a known operation from the usual behaviour of one never seen before.
     operations_seen: HashMap<OpKey, UnixNanos>,
@@ -223,7 +222,6 @@ impl SpanDetector {
             joiner: SpanJoiner::default(),
             latency: HashMap::new(),
             errors: HashMap::new(),
-            known_calls: HashSet::new(),
             operations_seen: HashMap::new(),
             error_handler_calls,
             error_types,
@@ -272,10 +270,6 @@ impl SpanDetector {
                 Phase::Detecting => self.error_handler_calls.observe(&call, time),
             }
         } else {
-            if phase == Phase::Detecting && !self.known_calls.contains(&call) {
-                tracing::debug!(caller = %parent.operation, callee = %child.operation, "new call path");
-            }
-            self.known_calls.insert(call);
             None
         };
         // New behaviour of an operation the baseline knows is a change; errors of an operation the

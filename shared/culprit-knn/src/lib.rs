@@ -13,7 +13,7 @@
 //! [`culprit_detect::Detector`]; which of them run is the pipeline's `detector` mode.
 #![forbid(unsafe_code)]
 
-use culprit_core::{Event, SourceKind, UnixNanos, NANOS_PER_SEC};
+use culprit_core::{Event, SourceKind, UnixNanos};
 use culprit_detect::baseline::{Baseline, BaselineConfig};
 use culprit_detect::stats::poisson_surprise;
 use culprit_detect::window::Windows;
@@ -82,7 +82,6 @@ struct ServiceWindow {
 #[derive(Debug, Default)]
 struct ServiceReference {
     stored: usize,
-    seen: u64,
     /// Events observed, to pick admission candidates without building a point for every event.
     observed: u64,
     /// Distances of admitted normal points to their neighbours at admission.
@@ -146,7 +145,6 @@ impl KnnDetector {
         let reference = self.services.entry(key.clone()).or_default();
         let mut admitted = Vec::new();
         for (point, distance) in points {
-            reference.seen += 1;
             if distance.is_finite() {
                 reference.distances.observe(time, f64::from(distance), &BaselineConfig::default());
             }
@@ -271,14 +269,13 @@ impl Detector for KnnDetector {
         for (start, services) in self.windows.close_all() {
             self.close(start, services, phase, out);
         }
-        // Keep the reference to about the last hour of event time.
-        let _ = NANOS_PER_SEC;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use culprit_core::NANOS_PER_SEC;
     use culprit_core::{EventBody, Resource, SpanEvent};
     use std::collections::BTreeMap;
     use std::sync::Arc;
