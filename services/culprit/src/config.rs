@@ -36,18 +36,29 @@ pub struct OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { dir: PathBuf::from("culprit-out"), stdout_json: false }
+        OutputConfig {
+            dir: PathBuf::from("culprit-out"),
+            stdout_json: false,
+        }
     }
 }
 
 pub fn load(path: Option<&Path>) -> Result<CulpritConfig> {
-    let defaults = config::Config::try_from(&CulpritConfig::default()).context("building default configuration")?;
+    let defaults = config::Config::try_from(&CulpritConfig::default())
+        .context("building default configuration")?;
     let mut builder = config::Config::builder().add_source(defaults);
     if let Some(path) = path {
-        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        builder = builder.add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
     }
     builder = builder.add_source(
-        config::Environment::with_prefix("CULPRIT").prefix_separator("__").separator("__").try_parsing(true),
+        config::Environment::with_prefix("CULPRIT")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true),
     );
     let merged = builder.build().context("reading configuration")?;
     merged.try_deserialize().context("invalid configuration")
@@ -68,7 +79,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("culprit-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.toml");
-        std::fs::write(&good, "warmup_secs = 42\n[correlate]\nquiet_gap_secs = 300\n").unwrap();
+        std::fs::write(
+            &good,
+            "warmup_secs = 42\n[correlate]\nquiet_gap_secs = 300\n",
+        )
+        .unwrap();
         let c = load(Some(&good)).unwrap();
         assert_eq!(c.pipeline.warmup_secs, 42);
         assert_eq!(c.pipeline.correlate.quiet_gap_secs, 300);

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "culprit", version, about = "Multi-source root-cause analysis for OpenTelemetry data")]
+#[command(
+    name = "culprit",
+    version,
+    about = "Multi-source root-cause analysis for OpenTelemetry data"
+)]
 struct Cli {
     /// TOML configuration file (see docs/CONFIGURATION.md); CULPRIT__SECTION__KEY environment
     /// variables override it.
@@ -55,7 +59,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {

@@ -5,11 +5,20 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-const SCENARIOS: [&str; 6] =
-    ["deploy-cpu-spike", "config-timeout", "memory-leak", "db-pool-exhaustion", "new-exception", "dependency-latency"];
+const SCENARIOS: [&str; 6] = [
+    "deploy-cpu-spike",
+    "config-timeout",
+    "memory-leak",
+    "db-pool-exhaustion",
+    "new-exception",
+    "dependency-latency",
+];
 
 fn culprit(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_culprit")).args(args).output().expect("culprit runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_culprit"))
+        .args(args)
+        .output()
+        .expect("culprit runs");
     assert!(
         out.status.success(),
         "culprit {args:?} failed:\n{}\n{}",
@@ -22,7 +31,10 @@ fn culprit(args: &[&str]) -> String {
 /// The latest revision of the incident that covers the fault.
 fn final_alert(alerts: &Path, fault_start_s: i64) -> Value {
     let text = std::fs::read_to_string(alerts).expect("alerts.jsonl written");
-    let alerts: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+    let alerts: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
     let fault_ns = fault_start_s * 1_000_000_000;
     alerts
         .into_iter()
@@ -37,16 +49,45 @@ fn replaying_each_simulated_scenario_names_its_injected_root_cause_first() {
     for scenario in SCENARIOS {
         let input = tmp.join(scenario).join("in");
         let output = tmp.join(scenario).join("out");
-        culprit(&["simulate", "--scenario", scenario, "--out", input.to_str().unwrap()]);
-        let label: Value = serde_json::from_str(&std::fs::read_to_string(input.join("label.json")).unwrap()).unwrap();
-        let summary = culprit(&["replay", input.to_str().unwrap(), "--warmup", "1200", "--out", output.to_str().unwrap()]);
-        let alert = final_alert(&output.join("alerts.jsonl"), label["fault_start_unix_s"].as_i64().unwrap());
-        let first = alert["root_causes"][0]["service"].as_str().unwrap_or("none");
-        assert_eq!(first, label["root_cause_service"].as_str().unwrap(), "{scenario}:\n{summary}");
+        culprit(&[
+            "simulate",
+            "--scenario",
+            scenario,
+            "--out",
+            input.to_str().unwrap(),
+        ]);
+        let label: Value =
+            serde_json::from_str(&std::fs::read_to_string(input.join("label.json")).unwrap())
+                .unwrap();
+        let summary = culprit(&[
+            "replay",
+            input.to_str().unwrap(),
+            "--warmup",
+            "1200",
+            "--out",
+            output.to_str().unwrap(),
+        ]);
+        let alert = final_alert(
+            &output.join("alerts.jsonl"),
+            label["fault_start_unix_s"].as_i64().unwrap(),
+        );
+        let first = alert["root_causes"][0]["service"]
+            .as_str()
+            .unwrap_or("none");
+        assert_eq!(
+            first,
+            label["root_cause_service"].as_str().unwrap(),
+            "{scenario}:\n{summary}"
+        );
         assert_eq!(alert["schema_version"], 1);
-        assert!(alert["root_causes"][0]["chain"].as_array().is_some_and(|c| !c.is_empty()));
+        assert!(alert["root_causes"][0]["chain"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()));
         let id = alert["incident_id"].as_str().unwrap();
-        assert!(output.join(format!("{id}.html")).is_file() && output.join(format!("{id}.dot")).is_file());
+        assert!(
+            output.join(format!("{id}.html")).is_file()
+                && output.join(format!("{id}.dot")).is_file()
+        );
     }
     std::fs::remove_dir_all(&tmp).ok();
 }
@@ -56,10 +97,20 @@ fn replaying_a_malformed_file_fails_with_the_file_and_line() {
     let tmp = std::env::temp_dir().join(format!("culprit-bad-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let bad = tmp.join("traces.otlp.jsonl");
-    std::fs::write(&bad, "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"abc\"}]}]}]}\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_culprit")).args(["replay", bad.to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &bad,
+        "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"abc\"}]}]}]}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_culprit"))
+        .args(["replay", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("traces.otlp.jsonl") && err.contains("traceId"), "{err}");
+    assert!(
+        err.contains("traces.otlp.jsonl") && err.contains("traceId"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&tmp).ok();
 }

@@ -16,8 +16,12 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 4] =
-        [SourceKind::Traces, SourceKind::Logs, SourceKind::Metrics, SourceKind::Changes];
+    pub const ALL: [SourceKind; 4] = [
+        SourceKind::Traces,
+        SourceKind::Logs,
+        SourceKind::Metrics,
+        SourceKind::Changes,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,7 +47,9 @@ impl std::str::FromStr for SourceKind {
             "logs" => Ok(SourceKind::Logs),
             "metrics" => Ok(SourceKind::Metrics),
             "changes" => Ok(SourceKind::Changes),
-            other => Err(format!("unknown source '{other}' (expected traces, logs, metrics or changes)")),
+            other => Err(format!(
+                "unknown source '{other}' (expected traces, logs, metrics or changes)"
+            )),
         }
     }
 }

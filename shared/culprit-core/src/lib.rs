@@ -13,8 +13,8 @@ mod severity;
 pub use alert::{CausalGraph, EdgeKind, GraphEdge, GraphNode, IncidentStatus, RcaAlert, RootCause};
 pub use anomaly::{Anomaly, DependencyEdge};
 pub use event::{
-    ChangeEvent, ChangeKind, Event, EventBody, LogEvent, LogLevel, MetricPoint, Resource, SourceKind,
-    SpanEvent,
+    ChangeEvent, ChangeKind, Event, EventBody, LogEvent, LogLevel, MetricPoint, Resource,
+    SourceKind, SpanEvent,
 };
 pub use severity::Severity;
 

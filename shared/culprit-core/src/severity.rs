@@ -18,8 +18,13 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 5] =
-        [Severity::Sev1, Severity::Sev2, Severity::Sev3, Severity::Sev4, Severity::Sev5];
+    pub const ALL: [Severity; 5] = [
+        Severity::Sev1,
+        Severity::Sev2,
+        Severity::Sev3,
+        Severity::Sev4,
+        Severity::Sev5,
+    ];
 
     /// 1 for SEV1 .. 5 for SEV5.
     pub fn level(self) -> u8 {

@@ -12,7 +12,8 @@
 use crate::rank::{rank, RankConfig, Ranking};
 use crate::topology::Topology;
 use culprit_core::{
-    Anomaly, DependencyEdge, IncidentStatus, RcaAlert, Severity, SourceKind, UnixNanos, NANOS_PER_SEC,
+    Anomaly, DependencyEdge, IncidentStatus, RcaAlert, Severity, SourceKind, UnixNanos,
+    NANOS_PER_SEC,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -109,10 +110,17 @@ impl Correlator {
         let lookback = i64::from(self.config.change_lookback_secs) * NANOS_PER_SEC;
         let quiet = i64::from(self.config.quiet_gap_secs) * NANOS_PER_SEC;
         let open_window = i64::from(self.config.open_window_secs) * NANOS_PER_SEC;
-        let state = self.environments.entry(anomaly.environment.clone()).or_default();
+        let state = self
+            .environments
+            .entry(anomaly.environment.clone())
+            .or_default();
 
         if anomaly.source == SourceKind::Changes {
-            while state.changes.front().is_some_and(|c| c.time < anomaly.time - lookback) {
+            while state
+                .changes
+                .front()
+                .is_some_and(|c| c.time < anomaly.time - lookback)
+            {
                 state.changes.pop_front();
             }
             if let Some(incident) = &mut state.open {
@@ -138,22 +146,32 @@ impl Correlator {
         }
 
         // Not part of an open incident: a candidate that may open one.
-        while state.candidates.front().is_some_and(|c| c.time < anomaly.time - open_window) {
+        while state
+            .candidates
+            .front()
+            .is_some_and(|c| c.time < anomaly.time - open_window)
+        {
             state.candidates.pop_front();
         }
         if state.candidates.iter().any(|c| c.id == anomaly.id) {
             return Vec::new();
         }
         state.candidates.push_back(anomaly);
-        if candidate_evidence(&state.candidates, &self.config.rank) < self.config.open_evidence || state.open.is_some() {
+        if candidate_evidence(&state.candidates, &self.config.rank) < self.config.open_evidence
+            || state.open.is_some()
+        {
             return Vec::new();
         }
 
         let anomalies: Vec<Anomaly> = state.candidates.drain(..).collect();
         let started_at = anomalies.iter().map(|a| a.time).min().expect("non-empty");
         let updated_at = anomalies.iter().map(|a| a.time).max().expect("non-empty");
-        let changes: Vec<Anomaly> =
-            state.changes.iter().filter(|c| c.time >= started_at - lookback).cloned().collect();
+        let changes: Vec<Anomaly> = state
+            .changes
+            .iter()
+            .filter(|c| c.time >= started_at - lookback)
+            .cloned()
+            .collect();
         let id = incident_id(&anomalies[0]);
         let ids = anomalies.iter().map(|a| a.id.clone()).collect();
         let environment = anomalies[0].environment.clone();
@@ -168,7 +186,9 @@ impl Correlator {
             published_top: Vec::new(),
             dirty: true,
         });
-        self.publish(&environment, IncidentStatus::Open, true).into_iter().collect()
+        self.publish(&environment, IncidentStatus::Open, true)
+            .into_iter()
+            .collect()
     }
 
     /// Event time has reached `watermark`: republish incidents whose ranking changed and resolve
@@ -179,8 +199,11 @@ impl Correlator {
         let environments: Vec<String> = self.environments.keys().cloned().collect();
         let mut alerts = Vec::new();
         for env in environments {
-            let Some(incident) = self.environments.get(&env).and_then(|s| s.open.as_ref()) else { continue };
-            let expired = watermark > incident.updated_at + quiet || incident.updated_at - incident.started_at > max_len;
+            let Some(incident) = self.environments.get(&env).and_then(|s| s.open.as_ref()) else {
+                continue;
+            };
+            let expired = watermark > incident.updated_at + quiet
+                || incident.updated_at - incident.started_at > max_len;
             if expired {
                 alerts.extend(self.publish(&env, IncidentStatus::Resolved, true));
                 if let Some(state) = self.environments.get_mut(&env) {
@@ -203,7 +226,13 @@ impl Correlator {
     fn publish(&mut self, env: &str, status: IncidentStatus, force: bool) -> Option<RcaAlert> {
         let state = self.environments.get_mut(env)?;
         let incident = state.open.as_mut()?;
-        let ranking = rank(env, &incident.anomalies, &incident.changes, &self.topology, &self.config.rank);
+        let ranking = rank(
+            env,
+            &incident.anomalies,
+            &incident.changes,
+            &self.topology,
+            &self.config.rank,
+        );
         incident.dirty = false;
         let top: Vec<String> = ranking.causes.iter().map(|c| c.service.clone()).collect();
         if !force && top == incident.published_top {
@@ -215,7 +244,8 @@ impl Correlator {
         match self.history_index.get(&alert.incident_id) {
             Some(&i) => self.history[i] = alert.clone(),
             None => {
-                self.history_index.insert(alert.incident_id.clone(), self.history.len());
+                self.history_index
+                    .insert(alert.incident_id.clone(), self.history.len());
                 self.history.push(alert.clone());
             }
         }
@@ -229,7 +259,12 @@ impl Correlator {
 fn candidate_evidence(candidates: &VecDeque<Anomaly>, rank: &RankConfig) -> f64 {
     let mut best: HashMap<(&str, &str), f64> = HashMap::new();
     for a in candidates {
-        let weight = rank.signal_weights.get(&crate::rank::signal_family(&a.signal)).copied().unwrap_or(1.0).min(1.0);
+        let weight = rank
+            .signal_weights
+            .get(&crate::rank::signal_family(&a.signal))
+            .copied()
+            .unwrap_or(1.0)
+            .min(1.0);
         let s = best.entry((&a.service, &a.signal)).or_default();
         *s = s.max(a.severity.weight() * a.score * weight);
     }
@@ -237,11 +272,25 @@ fn candidate_evidence(candidates: &VecDeque<Anomaly>, rank: &RankConfig) -> f64 
 }
 
 fn incident_id(first: &Anomaly) -> String {
-    format!("inc-{}-{}", first.time / NANOS_PER_SEC, &first.id[..first.id.len().min(8)])
+    format!(
+        "inc-{}-{}",
+        first.time / NANOS_PER_SEC,
+        &first.id[..first.id.len().min(8)]
+    )
 }
 
-fn build_alert(env: &str, incident: &Incident, ranking: Ranking, status: IncidentStatus) -> RcaAlert {
-    let severity = incident.anomalies.iter().map(|a| a.severity).min().unwrap_or(Severity::Sev5);
+fn build_alert(
+    env: &str,
+    incident: &Incident,
+    ranking: Ranking,
+    status: IncidentStatus,
+) -> RcaAlert {
+    let severity = incident
+        .anomalies
+        .iter()
+        .map(|a| a.severity)
+        .min()
+        .unwrap_or(Severity::Sev5);
     let mut affected: BTreeMap<SourceKind, Vec<String>> = BTreeMap::new();
     for a in &incident.anomalies {
         let list = affected.entry(a.source).or_default();
@@ -250,7 +299,11 @@ fn build_alert(env: &str, incident: &Incident, ranking: Ranking, status: Inciden
         }
     }
     affected.values_mut().for_each(|v| v.sort());
-    let services: HashSet<&str> = incident.anomalies.iter().map(|a| a.service.as_str()).collect();
+    let services: HashSet<&str> = incident
+        .anomalies
+        .iter()
+        .map(|a| a.service.as_str())
+        .collect();
     let summary = match ranking.causes.first() {
         Some(top) => format!(
             "{severity} in {env}: {} is the likely root cause ({} anomalies across {} services, confidence {:.0}%)",
@@ -303,10 +356,15 @@ mod tests {
     #[test]
     fn a_lone_weak_anomaly_opens_nothing_and_strong_evidence_opens_one_incident() {
         let mut c = Correlator::new(CorrelateConfig::default());
-        assert!(c.add(anomaly("cart", "span.new_call:x", Severity::Sev4, 0)).is_empty());
+        assert!(c
+            .add(anomaly("cart", "span.new_call:x", Severity::Sev4, 0))
+            .is_empty());
         assert!(c.advance(500 * NANOS_PER_SEC).is_empty());
         let opened = c.add(anomaly("cart", "span.errors", Severity::Sev1, 1000));
-        assert!(opened.is_empty(), "one SEV1 (weight 1.0) stays below the default 1.2");
+        assert!(
+            opened.is_empty(),
+            "one SEV1 (weight 1.0) stays below the default 1.2"
+        );
         let opened = c.add(anomaly("checkout", "span.errors", Severity::Sev2, 1001));
         assert_eq!(opened.len(), 1);
         assert_eq!(opened[0].status, IncidentStatus::Open);
@@ -322,7 +380,10 @@ mod tests {
         let id = opened[0].incident_id.clone();
         c.add(anomaly("checkout", "span.latency:a", Severity::Sev1, 1090));
         c.add(anomaly("frontend", "span.latency:b", Severity::Sev2, 1002)); // late, older than the newest
-        assert!(c.advance(1100 * NANOS_PER_SEC).iter().all(|a| a.status == IncidentStatus::Open));
+        assert!(c
+            .advance(1100 * NANOS_PER_SEC)
+            .iter()
+            .all(|a| a.status == IncidentStatus::Open));
         let resolved = c.advance(1300 * NANOS_PER_SEC);
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0].status, IncidentStatus::Resolved);
@@ -344,7 +405,10 @@ mod tests {
         c.add(anomaly("payment", "span.errors", Severity::Sev1, 1000));
         let opened = c.add(anomaly("checkout", "span.errors", Severity::Sev1, 1001));
         assert_eq!(opened[0].root_causes[0].service, "payment");
-        assert!(opened[0].root_causes[0].evidence.iter().any(|a| a.source == SourceKind::Changes));
+        assert!(opened[0].root_causes[0]
+            .evidence
+            .iter()
+            .any(|a| a.source == SourceKind::Changes));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 
 use crate::topology::Topology;
 use culprit_core::{
-    Anomaly, CausalGraph, EdgeKind, GraphEdge, GraphNode, RootCause, Severity, SourceKind, UnixNanos,
+    Anomaly, CausalGraph, EdgeKind, GraphEdge, GraphNode, RootCause, Severity, SourceKind,
+    UnixNanos,
 };
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
@@ -78,9 +79,16 @@ impl Default for RankConfig {
                 // the labelled data they help only as a tie-breaker (docs/EVALUATION.md).
                 ("knn_distance".to_string(), 0.1),
             ]),
-            propagating_signals: ["span_latency", "span_errors", "log_errors", "log_warnings", "span_new_error", "log_new_template"]
-                .map(String::from)
-                .to_vec(),
+            propagating_signals: [
+                "span_latency",
+                "span_errors",
+                "log_errors",
+                "log_warnings",
+                "span_new_error",
+                "log_new_template",
+            ]
+            .map(String::from)
+            .to_vec(),
             propagating_metric_words: ["latency", "duration", "error", "success", "response_time"]
                 .map(String::from)
                 .to_vec(),
@@ -130,11 +138,18 @@ struct ServiceEvidence {
 
 impl ServiceEvidence {
     fn add(&mut self, a: &Anomaly, config: &RankConfig) {
-        let mut weight = config.signal_weights.get(&signal_family(&a.signal)).copied().unwrap_or(1.0);
+        let mut weight = config
+            .signal_weights
+            .get(&signal_family(&a.signal))
+            .copied()
+            .unwrap_or(1.0);
         if a.source == SourceKind::Metrics && is_propagating(&a.signal, config) {
             weight *= config.symptom_metric_weight;
         }
-        let s = self.by_signal.entry((a.source, a.signal.clone())).or_default();
+        let s = self
+            .by_signal
+            .entry((a.source, a.signal.clone()))
+            .or_default();
         *s = s.max(strength(a) * weight);
         self.first_seen = Some(self.first_seen.map_or(a.time, |t| t.min(a.time)));
         self.worst = Some(self.worst.map_or(a.severity, |w| w.min(a.severity)));
@@ -153,7 +168,11 @@ impl ServiceEvidence {
             .into_iter()
             .map(|(source, mut strengths)| {
                 strengths.sort_by(|a, b| b.total_cmp(a));
-                let combined: f64 = strengths.iter().zip([1.0, 0.3, 0.1]).map(|(s, w)| s * w).sum();
+                let combined: f64 = strengths
+                    .iter()
+                    .zip([1.0, 0.3, 0.1])
+                    .map(|(s, w)| s * w)
+                    .sum();
                 (source, combined)
             })
             .collect()
@@ -168,7 +187,10 @@ fn is_propagating(signal: &str, config: &RankConfig) -> bool {
     }
     family == "metric" && {
         let name = signal.to_ascii_lowercase();
-        config.propagating_metric_words.iter().any(|w| name.contains(w.as_str()))
+        config
+            .propagating_metric_words
+            .iter()
+            .any(|w| name.contains(w.as_str()))
     }
 }
 
@@ -183,16 +205,23 @@ pub fn rank(
 ) -> Ranking {
     let mut services: BTreeMap<String, ServiceEvidence> = BTreeMap::new();
     for a in anomalies.iter().filter(|a| a.source != SourceKind::Changes) {
-        services.entry(a.service.clone()).or_default().add(a, config);
+        services
+            .entry(a.service.clone())
+            .or_default()
+            .add(a, config);
     }
     let incident_start = anomalies.iter().map(|a| a.time).min().unwrap_or(0);
 
     // Symptoms a callee explains count less at the caller.
-    let first_seen: BTreeMap<String, UnixNanos> =
-        services.iter().filter_map(|(name, ev)| ev.first_seen.map(|t| (name.clone(), t))).collect();
+    let first_seen: BTreeMap<String, UnixNanos> = services
+        .iter()
+        .filter_map(|(name, ev)| ev.first_seen.map(|t| (name.clone(), t)))
+        .collect();
     let slack = (config.explain_slack_secs * 1e9) as i64;
     for (name, ev) in services.iter_mut() {
-        let Some(own_first) = ev.first_seen else { continue };
+        let Some(own_first) = ev.first_seen else {
+            continue;
+        };
         let explained = topology
             .callees(environment, name)
             .filter_map(|callee| first_seen.get(callee))
@@ -223,15 +252,29 @@ pub fn rank(
     for change in changes {
         let touched = &change.service;
         let own = evidence.get(touched).copied().unwrap_or(0.0) > 0.0;
-        let callers_hit = topology.callers(environment, touched).any(|c| evidence.contains_key(c));
+        let callers_hit = topology
+            .callers(environment, touched)
+            .any(|c| evidence.contains_key(c));
         let before = (incident_start - change.time) as f64 / 1e9;
         // A change during the incident cannot explain its first symptoms.
-        let recency = if before >= 0.0 { 0.5f64.powf(before / config.change_half_life_secs.max(1.0)) } else { 0.3 };
-        let w = recency * if own || callers_hit { config.change_weight } else { config.change_weight * 0.3 };
+        let recency = if before >= 0.0 {
+            0.5f64.powf(before / config.change_half_life_secs.max(1.0))
+        } else {
+            0.3
+        };
+        let w = recency
+            * if own || callers_hit {
+                config.change_weight
+            } else {
+                config.change_weight * 0.3
+            };
         *evidence.entry(touched.clone()).or_default() += w;
         let ev = services.entry(touched.clone()).or_default();
         // Shown per source in the alert; the service's evidence already counted `w` above.
-        let shown = ev.by_signal.entry((SourceKind::Changes, change.signal.clone())).or_default();
+        let shown = ev
+            .by_signal
+            .entry((SourceKind::Changes, change.signal.clone()))
+            .or_default();
         *shown = shown.max(w);
         ev.anomalies.push(change.clone());
         ev.worst = Some(ev.worst.map_or(change.severity, |s| s.min(change.severity)));
@@ -254,7 +297,10 @@ pub fn rank(
 
     // Causal graph: edge callee -> caller (cause -> symptom).
     let mut graph: DiGraph<String, (EdgeKind, f64)> = DiGraph::new();
-    let index: HashMap<String, NodeIndex> = nodes.iter().map(|n| (n.clone(), graph.add_node(n.clone()))).collect();
+    let index: HashMap<String, NodeIndex> = nodes
+        .iter()
+        .map(|n| (n.clone(), graph.add_node(n.clone())))
+        .collect();
     for caller in &nodes {
         for callee in topology.callees(environment, caller) {
             if let (Some(&from), Some(&to)) = (index.get(callee), index.get(caller)) {
@@ -263,7 +309,9 @@ pub fn rank(
         }
     }
     for change in changes {
-        let Some(&from) = index.get(&change.service) else { continue };
+        let Some(&from) = index.get(&change.service) else {
+            continue;
+        };
         for caller in topology.callers(environment, &change.service) {
             if let Some(&to) = index.get(caller) {
                 if evidence.contains_key(caller) {
@@ -282,18 +330,31 @@ pub fn rank(
         .map(|(i, n)| {
             let e = norm_evidence(n);
             let pr = pagerank[i] / max_pr;
-            (n.clone(), config.evidence_weight * e + (1.0 - config.evidence_weight) * pr, e, pr)
+            (
+                n.clone(),
+                config.evidence_weight * e + (1.0 - config.evidence_weight) * pr,
+                e,
+                pr,
+            )
         })
         .collect();
     // Ties (common among silent neighbours) break on evidence, then on name for determinism.
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
+    scored.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then(b.2.total_cmp(&a.2))
+            .then(a.0.cmp(&b.0))
+    });
 
     let mut causes = Vec::new();
     for (rank, (service, score, e, pr)) in scored.iter().take(config.top_k).enumerate() {
         let ev = services.get(service).cloned().unwrap_or_default();
         let chain = symptom_chain(&graph, &index, service, &|s| norm_evidence(s));
         let mut top: Vec<Anomaly> = ev.anomalies.clone();
-        top.sort_by(|a, b| strength(b).total_cmp(&strength(a)).then(a.time.cmp(&b.time)));
+        top.sort_by(|a, b| {
+            strength(b)
+                .total_cmp(&strength(a))
+                .then(a.time.cmp(&b.time))
+        });
         dedup_by_signal(&mut top);
         top.truncate(config.evidence_per_cause);
         let by_source = ev.by_source();
@@ -327,11 +388,20 @@ pub fn rank(
             .filter_map(|e| {
                 let (a, b) = graph.edge_endpoints(e)?;
                 let (kind, weight) = graph[e];
-                Some(GraphEdge { from: graph[a].clone(), to: graph[b].clone(), kind, weight })
+                Some(GraphEdge {
+                    from: graph[a].clone(),
+                    to: graph[b].clone(),
+                    kind,
+                    weight,
+                })
             })
             .collect(),
     };
-    Ranking { causes, graph: graph_out, confidence }
+    Ranking {
+        causes,
+        graph: graph_out,
+        confidence,
+    }
 }
 
 /// Personalised PageRank walking against the causal edges (symptom -> possible cause), with
@@ -397,13 +467,19 @@ fn symptom_chain(
     evidence: &dyn Fn(&str) -> f64,
 ) -> Vec<String> {
     let mut chain = vec![cause.to_string()];
-    let Some(&start) = index.get(cause) else { return chain };
+    let Some(&start) = index.get(cause) else {
+        return chain;
+    };
     let mut at = start;
     while chain.len() < 8 {
         let next = graph
             .neighbors_directed(at, Direction::Outgoing)
             .filter(|v| evidence(&graph[*v]) > 0.0 && !chain.contains(&graph[*v]))
-            .max_by(|a, b| evidence(&graph[*a]).total_cmp(&evidence(&graph[*b])).then(graph[*b].cmp(&graph[*a])));
+            .max_by(|a, b| {
+                evidence(&graph[*a])
+                    .total_cmp(&evidence(&graph[*b]))
+                    .then(graph[*b].cmp(&graph[*a]))
+            });
         match next {
             Some(v) => {
                 chain.push(graph[v].clone());
@@ -422,22 +498,43 @@ fn dedup_by_signal(anomalies: &mut Vec<Anomaly>) {
 
 /// High when the first candidate has strong evidence and a clear lead over the second.
 fn confidence(scored: &[(String, f64, f64, f64)]) -> f64 {
-    let Some(first) = scored.first() else { return 0.0 };
+    let Some(first) = scored.first() else {
+        return 0.0;
+    };
     let second = scored.get(1).map_or(0.0, |s| s.1);
-    let lead = if first.1 > 0.0 { (first.1 - second) / first.1 } else { 0.0 };
+    let lead = if first.1 > 0.0 {
+        (first.1 - second) / first.1
+    } else {
+        0.0
+    };
     (0.35 + 0.65 * lead).clamp(0.0, 1.0) * first.2.max(0.3)
 }
 
-fn explain(service: &str, ev: &ServiceEvidence, chain: &[String], changes: &[Anomaly], incident_start: UnixNanos) -> String {
+fn explain(
+    service: &str,
+    ev: &ServiceEvidence,
+    chain: &[String],
+    changes: &[Anomaly],
+    incident_start: UnixNanos,
+) -> String {
     let mut parts = Vec::new();
-    let own: Vec<&Anomaly> = ev.anomalies.iter().filter(|a| a.source != SourceKind::Changes).collect();
+    let own: Vec<&Anomaly> = ev
+        .anomalies
+        .iter()
+        .filter(|a| a.source != SourceKind::Changes)
+        .collect();
     if own.is_empty() {
-        parts.push(format!("{service} shows no anomaly of its own but its callers do"));
+        parts.push(format!(
+            "{service} shows no anomaly of its own but its callers do"
+        ));
     } else {
         let mut sources: Vec<&str> = own.iter().map(|a| a.source.as_str()).collect();
         sources.sort();
         sources.dedup();
-        let worst = own.iter().max_by(|a, b| strength(a).total_cmp(&strength(b))).expect("non-empty");
+        let worst = own
+            .iter()
+            .max_by(|a, b| strength(a).total_cmp(&strength(b)))
+            .expect("non-empty");
         parts.push(format!(
             "{service} has {} anomalies in {} (worst: {} {})",
             own.len(),
@@ -447,12 +544,18 @@ fn explain(service: &str, ev: &ServiceEvidence, chain: &[String], changes: &[Ano
         ));
     }
     if chain.len() > 1 {
-        parts.push(format!("it can explain symptoms in {}", chain[1..].join(" -> ")));
+        parts.push(format!(
+            "it can explain symptoms in {}",
+            chain[1..].join(" -> ")
+        ));
     }
     for c in changes.iter().filter(|c| c.service == service) {
         let before = (incident_start - c.time) as f64 / 1e9;
         if before >= 0.0 {
-            parts.push(format!("{} {:.0} s before the first anomaly", c.description, before));
+            parts.push(format!(
+                "{} {:.0} s before the first anomaly",
+                c.description, before
+            ));
         } else {
             parts.push(format!("{} during the incident", c.description));
         }
@@ -465,7 +568,13 @@ mod tests {
     use super::*;
     use culprit_core::DependencyEdge;
 
-    fn anomaly(service: &str, source: SourceKind, signal: &str, severity: Severity, t: i64) -> Anomaly {
+    fn anomaly(
+        service: &str,
+        source: SourceKind,
+        signal: &str,
+        severity: Severity,
+        t: i64,
+    ) -> Anomaly {
         Anomaly {
             id: format!("{service}-{signal}-{t}"),
             time: t,
@@ -484,8 +593,17 @@ mod tests {
 
     fn shop() -> Topology {
         let mut t = Topology::default();
-        for (a, b) in [("frontend", "checkout"), ("checkout", "payment"), ("checkout", "inventory"), ("inventory", "db")] {
-            t.add(&DependencyEdge { environment: "prod".into(), caller: a.into(), callee: b.into() });
+        for (a, b) in [
+            ("frontend", "checkout"),
+            ("checkout", "payment"),
+            ("checkout", "inventory"),
+            ("inventory", "db"),
+        ] {
+            t.add(&DependencyEdge {
+                environment: "prod".into(),
+                caller: a.into(),
+                callee: b.into(),
+            });
         }
         t
     }
@@ -494,28 +612,81 @@ mod tests {
     fn the_callee_that_explains_its_callers_ranks_first() {
         // inventory is slow and failing; checkout and frontend show the knock-on errors.
         let anomalies = vec![
-            anomaly("inventory", SourceKind::Traces, "span.latency:GET /stock", Severity::Sev1, 10),
-            anomaly("inventory", SourceKind::Metrics, "metric:cpu", Severity::Sev1, 5),
-            anomaly("checkout", SourceKind::Traces, "span.latency:POST /checkout", Severity::Sev1, 12),
-            anomaly("checkout", SourceKind::Logs, "log.errors", Severity::Sev2, 14),
-            anomaly("frontend", SourceKind::Traces, "span.latency:GET /", Severity::Sev2, 13),
+            anomaly(
+                "inventory",
+                SourceKind::Traces,
+                "span.latency:GET /stock",
+                Severity::Sev1,
+                10,
+            ),
+            anomaly(
+                "inventory",
+                SourceKind::Metrics,
+                "metric:cpu",
+                Severity::Sev1,
+                5,
+            ),
+            anomaly(
+                "checkout",
+                SourceKind::Traces,
+                "span.latency:POST /checkout",
+                Severity::Sev1,
+                12,
+            ),
+            anomaly(
+                "checkout",
+                SourceKind::Logs,
+                "log.errors",
+                Severity::Sev2,
+                14,
+            ),
+            anomaly(
+                "frontend",
+                SourceKind::Traces,
+                "span.latency:GET /",
+                Severity::Sev2,
+                13,
+            ),
         ];
         let r = rank("prod", &anomalies, &[], &shop(), &RankConfig::default());
         assert_eq!(r.causes[0].service, "inventory");
         assert_eq!(r.causes[0].chain, vec!["inventory", "checkout", "frontend"]);
         assert!(r.causes.len() >= 3);
         assert!(r.confidence > 0.0 && r.confidence <= 1.0);
-        assert!(r.graph.edges.iter().any(|e| e.from == "inventory" && e.to == "checkout" && e.kind == EdgeKind::Dependency));
+        assert!(r.graph.edges.iter().any(|e| e.from == "inventory"
+            && e.to == "checkout"
+            && e.kind == EdgeKind::Dependency));
         // db is a silent callee of an anomalous service: a candidate, but not above real evidence.
         assert!(r.graph.nodes.iter().any(|n| n.service == "db"));
     }
 
     #[test]
     fn repeated_windows_of_one_signal_count_once() {
-        let mut anomalies: Vec<Anomaly> =
-            (0..20).map(|i| anomaly("checkout", SourceKind::Logs, "log.errors", Severity::Sev3, i)).collect();
-        anomalies.push(anomaly("payment", SourceKind::Traces, "span.errors", Severity::Sev1, 0));
-        anomalies.push(anomaly("payment", SourceKind::Logs, "log.new_template:7", Severity::Sev2, 0));
+        let mut anomalies: Vec<Anomaly> = (0..20)
+            .map(|i| {
+                anomaly(
+                    "checkout",
+                    SourceKind::Logs,
+                    "log.errors",
+                    Severity::Sev3,
+                    i,
+                )
+            })
+            .collect();
+        anomalies.push(anomaly(
+            "payment",
+            SourceKind::Traces,
+            "span.errors",
+            Severity::Sev1,
+            0,
+        ));
+        anomalies.push(anomaly(
+            "payment",
+            SourceKind::Logs,
+            "log.new_template:7",
+            Severity::Sev2,
+            0,
+        ));
         let r = rank("prod", &anomalies, &[], &shop(), &RankConfig::default());
         assert_eq!(r.causes[0].service, "payment");
     }
@@ -523,16 +694,51 @@ mod tests {
     #[test]
     fn a_change_before_the_incident_lifts_its_service_and_is_explained() {
         let anomalies = vec![
-            anomaly("checkout", SourceKind::Traces, "span.errors", Severity::Sev2, 100),
-            anomaly("payment", SourceKind::Traces, "span.errors", Severity::Sev2, 101),
+            anomaly(
+                "checkout",
+                SourceKind::Traces,
+                "span.errors",
+                Severity::Sev2,
+                100,
+            ),
+            anomaly(
+                "payment",
+                SourceKind::Traces,
+                "span.errors",
+                Severity::Sev2,
+                101,
+            ),
         ];
-        let mut change = anomaly("payment", SourceKind::Changes, "change:deployment:1", Severity::Sev3, 50);
+        let mut change = anomaly(
+            "payment",
+            SourceKind::Changes,
+            "change:deployment:1",
+            Severity::Sev3,
+            50,
+        );
         change.description = "deployment: deploy payment v2".into();
-        let r = rank("prod", &anomalies, &[change], &shop(), &RankConfig::default());
+        let r = rank(
+            "prod",
+            &anomalies,
+            &[change],
+            &shop(),
+            &RankConfig::default(),
+        );
         assert_eq!(r.causes[0].service, "payment");
-        assert!(r.causes[0].explanation.contains("deploy payment v2"), "{}", r.causes[0].explanation);
-        assert!(r.causes[0].evidence_by_source.get(&SourceKind::Changes).is_some_and(|w| *w > 0.0));
-        assert!(r.graph.edges.iter().any(|e| e.kind == EdgeKind::Change && e.from == "payment"));
+        assert!(
+            r.causes[0].explanation.contains("deploy payment v2"),
+            "{}",
+            r.causes[0].explanation
+        );
+        assert!(r.causes[0]
+            .evidence_by_source
+            .get(&SourceKind::Changes)
+            .is_some_and(|w| *w > 0.0));
+        assert!(r
+            .graph
+            .edges
+            .iter()
+            .any(|e| e.kind == EdgeKind::Change && e.from == "payment"));
     }
 
     #[test]
@@ -540,15 +746,45 @@ mod tests {
         // db slows down first; inventory then times out and fails, with more (but explained) signals.
         let anomalies = vec![
             anomaly("db", SourceKind::Traces, "span.latency", Severity::Sev1, 0),
-            anomaly("inventory", SourceKind::Traces, "span.latency", Severity::Sev1, 5),
-            anomaly("inventory", SourceKind::Traces, "span.errors", Severity::Sev1, 5),
-            anomaly("inventory", SourceKind::Metrics, "metric:http.server.error_rate", Severity::Sev1, 6),
-            anomaly("inventory", SourceKind::Logs, "log.errors", Severity::Sev1, 6),
+            anomaly(
+                "inventory",
+                SourceKind::Traces,
+                "span.latency",
+                Severity::Sev1,
+                5,
+            ),
+            anomaly(
+                "inventory",
+                SourceKind::Traces,
+                "span.errors",
+                Severity::Sev1,
+                5,
+            ),
+            anomaly(
+                "inventory",
+                SourceKind::Metrics,
+                "metric:http.server.error_rate",
+                Severity::Sev1,
+                6,
+            ),
+            anomaly(
+                "inventory",
+                SourceKind::Logs,
+                "log.errors",
+                Severity::Sev1,
+                6,
+            ),
         ];
         let r = rank("prod", &anomalies, &[], &shop(), &RankConfig::default());
         assert_eq!(r.causes[0].service, "db", "{:?}", r.services());
-        assert!(is_propagating("metric:http.server.latency_p99_ms", &RankConfig::default()));
-        assert!(!is_propagating("metric:cpu.utilization", &RankConfig::default()));
+        assert!(is_propagating(
+            "metric:http.server.latency_p99_ms",
+            &RankConfig::default()
+        ));
+        assert!(!is_propagating(
+            "metric:cpu.utilization",
+            &RankConfig::default()
+        ));
     }
 
     #[test]

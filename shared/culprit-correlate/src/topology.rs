@@ -23,7 +23,11 @@ impl Topology {
             .insert(edge.callee.clone())
     }
 
-    pub fn callees<'a>(&'a self, environment: &str, caller: &str) -> impl Iterator<Item = &'a str> + 'a {
+    pub fn callees<'a>(
+        &'a self,
+        environment: &str,
+        caller: &str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
         self.callees
             .get(environment)
             .and_then(|m| m.get(caller))
@@ -31,7 +35,11 @@ impl Topology {
             .flat_map(|s| s.iter().map(String::as_str))
     }
 
-    pub fn callers<'a>(&'a self, environment: &str, callee: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub fn callers<'a>(
+        &'a self,
+        environment: &str,
+        callee: &'a str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
         self.callees
             .get(environment)
             .into_iter()
@@ -41,11 +49,18 @@ impl Topology {
     }
 
     pub fn calls(&self, environment: &str, caller: &str, callee: &str) -> bool {
-        self.callees.get(environment).and_then(|m| m.get(caller)).is_some_and(|s| s.contains(callee))
+        self.callees
+            .get(environment)
+            .and_then(|m| m.get(caller))
+            .is_some_and(|s| s.contains(callee))
     }
 
     pub fn edge_count(&self) -> usize {
-        self.callees.values().flat_map(|m| m.values()).map(BTreeSet::len).sum()
+        self.callees
+            .values()
+            .flat_map(|m| m.values())
+            .map(BTreeSet::len)
+            .sum()
     }
 }
 
@@ -54,7 +69,11 @@ mod tests {
     use super::*;
 
     fn edge(caller: &str, callee: &str) -> DependencyEdge {
-        DependencyEdge { environment: "prod".into(), caller: caller.into(), callee: callee.into() }
+        DependencyEdge {
+            environment: "prod".into(),
+            caller: caller.into(),
+            callee: callee.into(),
+        }
     }
 
     #[test]
@@ -62,11 +81,23 @@ mod tests {
         let mut t = Topology::default();
         assert!(t.add(&edge("frontend", "cart")));
         assert!(!t.add(&edge("frontend", "cart")));
-        assert!(!t.add(&edge("cart", "cart")), "self calls are not dependencies");
+        assert!(
+            !t.add(&edge("cart", "cart")),
+            "self calls are not dependencies"
+        );
         t.add(&edge("checkout", "cart"));
-        assert_eq!(t.callees("prod", "frontend").collect::<Vec<_>>(), vec!["cart"]);
-        assert_eq!(t.callers("prod", "cart").collect::<Vec<_>>(), vec!["checkout", "frontend"]);
-        assert!(t.callers("staging", "cart").next().is_none(), "environments are separate");
+        assert_eq!(
+            t.callees("prod", "frontend").collect::<Vec<_>>(),
+            vec!["cart"]
+        );
+        assert_eq!(
+            t.callers("prod", "cart").collect::<Vec<_>>(),
+            vec!["checkout", "frontend"]
+        );
+        assert!(
+            t.callers("staging", "cart").next().is_none(),
+            "environments are separate"
+        );
         assert_eq!(t.edge_count(), 2);
     }
 }

@@ -22,7 +22,13 @@ pub struct SeverityLevels {
 
 impl Default for SeverityLevels {
     fn default() -> Self {
-        SeverityLevels { sev1: 0.999, sev2: 0.99, sev3: 0.95, sev4: 0.90, sev5: 0.80 }
+        SeverityLevels {
+            sev1: 0.999,
+            sev2: 0.99,
+            sev3: 0.95,
+            sev4: 0.90,
+            sev5: 0.80,
+        }
     }
 }
 
@@ -61,7 +67,11 @@ pub struct BaselineConfig {
 
 impl Default for BaselineConfig {
     fn default() -> Self {
-        BaselineConfig { capacity: 512, min_bucket_samples: 60, min_samples: 8 }
+        BaselineConfig {
+            capacity: 512,
+            min_bucket_samples: 60,
+            min_samples: 8,
+        }
     }
 }
 
@@ -124,7 +134,12 @@ impl Profile {
         let mad = quantile_sorted(&deviations, 0.5) * 1.4826;
         let iqr = (quantile_sorted(sorted, 0.75) - quantile_sorted(sorted, 0.25)) / 1.349;
         let floor = (median.abs() * 0.02).max(1e-9);
-        Profile { samples: sorted.len(), median, scale: mad.max(iqr).max(floor), sorted: sorted.to_vec() }
+        Profile {
+            samples: sorted.len(),
+            median,
+            scale: mad.max(iqr).max(floor),
+            sorted: sorted.to_vec(),
+        }
     }
 
     /// The value at quantile `q` of the bucket. An empirical quantile needs about 10/(1-q)
@@ -152,7 +167,9 @@ impl Profile {
 
     /// How far `x` lies outside the bucket's observed range, in units of that range (0 inside it).
     pub fn range_excess(&self, x: f64) -> f64 {
-        let (Some(lo), Some(hi)) = (self.sorted.first(), self.sorted.last()) else { return 0.0 };
+        let (Some(lo), Some(hi)) = (self.sorted.first(), self.sorted.last()) else {
+            return 0.0;
+        };
         let span = (hi - lo).max(self.scale);
         if x > *hi {
             (x - hi) / span
@@ -174,11 +191,17 @@ impl Profile {
     }
 
     /// The worst severity whose threshold `x` lies beyond, in the given direction.
-    pub fn severity(&self, x: f64, direction: Direction, levels: &SeverityLevels) -> Option<Severity> {
+    pub fn severity(
+        &self,
+        x: f64,
+        direction: Direction,
+        levels: &SeverityLevels,
+    ) -> Option<Severity> {
         levels.levels().into_iter().find_map(|(q, sev)| {
-            let up = matches!(direction, Direction::Up | Direction::Both) && x > self.threshold(q, true);
-            let down =
-                matches!(direction, Direction::Down | Direction::Both) && x < self.threshold(q, false);
+            let up =
+                matches!(direction, Direction::Up | Direction::Both) && x > self.threshold(q, true);
+            let down = matches!(direction, Direction::Down | Direction::Both)
+                && x < self.threshold(q, false);
             (up || down).then_some(sev)
         })
     }
@@ -256,14 +279,35 @@ fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
 
 /// Inverse standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9).
 pub fn normal_quantile(p: f64) -> f64 {
-    const A: [f64; 6] = [-39.696_830_286_653_76, 220.946_098_424_520_5, -275.928_510_446_968_7,
-        138.357_751_867_269, -30.664_798_066_147_16, 2.506_628_277_459_239];
-    const B: [f64; 5] = [-54.476_098_798_224_06, 161.585_836_858_040_9, -155.698_979_859_886_6,
-        66.801_311_887_719_72, -13.280_681_552_885_72];
-    const C: [f64; 6] = [-0.007_784_894_002_430_293, -0.322_396_458_041_136_4, -2.400_758_277_161_838,
-        -2.549_732_539_343_734, 4.374_664_141_464_968, 2.938_163_982_698_783];
-    const D: [f64; 4] = [0.007_784_695_709_041_462, 0.322_467_129_070_039_8, 2.445_134_137_142_996,
-        3.754_408_661_907_416];
+    const A: [f64; 6] = [
+        -39.696_830_286_653_76,
+        220.946_098_424_520_5,
+        -275.928_510_446_968_7,
+        138.357_751_867_269,
+        -30.664_798_066_147_16,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -54.476_098_798_224_06,
+        161.585_836_858_040_9,
+        -155.698_979_859_886_6,
+        66.801_311_887_719_72,
+        -13.280_681_552_885_72,
+    ];
+    const C: [f64; 6] = [
+        -0.007_784_894_002_430_293,
+        -0.322_396_458_041_136_4,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        0.007_784_695_709_041_462,
+        0.322_467_129_070_039_8,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
     let p = p.clamp(1e-300, 1.0 - 1e-16);
     let plow = 0.02425;
     if p < plow {
@@ -309,14 +353,24 @@ mod tests {
         let mut b = Baseline::default();
         for i in 0..400 {
             // 100 +- 10, deterministic spread
-            b.observe(i * NANOS_PER_SEC, 100.0 + ((i * 37 % 21) as f64 - 10.0), &config);
+            b.observe(
+                i * NANOS_PER_SEC,
+                100.0 + ((i * 37 % 21) as f64 - 10.0),
+                &config,
+            );
         }
         let p = b.profile(500 * NANOS_PER_SEC, &config).unwrap();
         let levels = SeverityLevels::default();
         assert_eq!(p.severity(101.0, Direction::Up, &levels), None);
-        assert_eq!(p.severity(400.0, Direction::Up, &levels), Some(Severity::Sev1));
+        assert_eq!(
+            p.severity(400.0, Direction::Up, &levels),
+            Some(Severity::Sev1)
+        );
         assert_eq!(p.severity(400.0, Direction::Down, &levels), None);
-        assert_eq!(p.severity(-200.0, Direction::Both, &levels), Some(Severity::Sev1));
+        assert_eq!(
+            p.severity(-200.0, Direction::Both, &levels),
+            Some(Severity::Sev1)
+        );
         let mild = p.severity(109.5, Direction::Up, &levels);
         assert!(matches!(mild, Some(s) if s >= Severity::Sev3), "{mild:?}");
     }
@@ -333,7 +387,10 @@ mod tests {
 
     #[test]
     fn hour_of_week_bucket_wins_once_it_has_enough_samples() {
-        let config = BaselineConfig { min_bucket_samples: 20, ..Default::default() };
+        let config = BaselineConfig {
+            min_bucket_samples: 20,
+            ..Default::default()
+        };
         let mut b = Baseline::default();
         let monday = 1_704_067_200 * NANOS_PER_SEC;
         // Busy Monday 09:00 (values ~1000), quiet everywhere else (~10).
@@ -345,16 +402,26 @@ mod tests {
         }
         for h in 10..40 {
             for i in 0..30 {
-                b.observe(monday + h * HOUR + i * 60 * NANOS_PER_SEC, 10.0 + i as f64 % 3.0, &config);
+                b.observe(
+                    monday + h * HOUR + i * 60 * NANOS_PER_SEC,
+                    10.0 + i as f64 % 3.0,
+                    &config,
+                );
             }
         }
         let levels = SeverityLevels::default();
         let next_monday_9 = monday + 2 * 168 * HOUR + 9 * HOUR;
         let p = b.profile(next_monday_9, &config).unwrap();
-        assert!(p.severity(1010.0, Direction::Up, &levels).is_none(), "busy hour is normal then");
+        assert!(
+            p.severity(1010.0, Direction::Up, &levels).is_none(),
+            "busy hour is normal then"
+        );
         let tuesday_9 = monday + 33 * HOUR;
         let p = b.profile(tuesday_9, &config).unwrap();
-        assert_eq!(p.severity(1010.0, Direction::Up, &levels), Some(Severity::Sev1));
+        assert_eq!(
+            p.severity(1010.0, Direction::Up, &levels),
+            Some(Severity::Sev1)
+        );
     }
 
     #[test]
@@ -366,13 +433,22 @@ mod tests {
         }
         let p = b.profile(0, &config).unwrap();
         assert!(p.scale > 0.0);
-        assert_eq!(p.severity(100.5, Direction::Both, &SeverityLevels::default()), None);
-        assert!(p.severity(50.0, Direction::Both, &SeverityLevels::default()).is_some());
+        assert_eq!(
+            p.severity(100.5, Direction::Both, &SeverityLevels::default()),
+            None
+        );
+        assert!(p
+            .severity(50.0, Direction::Both, &SeverityLevels::default())
+            .is_some());
     }
 
     #[test]
     fn ring_keeps_only_the_most_recent_values() {
-        let config = BaselineConfig { capacity: 16, min_samples: 4, ..Default::default() };
+        let config = BaselineConfig {
+            capacity: 16,
+            min_samples: 4,
+            ..Default::default()
+        };
         let mut b = Baseline::default();
         for i in 0..100 {
             b.observe(i, i as f64, &config);

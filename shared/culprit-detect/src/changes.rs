@@ -22,7 +22,9 @@ impl Detector for ChangeDetector {
     /// Changes are reported in both phases: a deploy during the baseline window may still be the
     /// cause of an incident that starts right after it.
     fn observe(&mut self, event: &Event, _phase: Phase, out: &mut Findings) {
-        let EventBody::Change(change) = &event.body else { return };
+        let EventBody::Change(change) = &event.body else {
+            return;
+        };
         let draft = AnomalyDraft {
             source: SourceKind::Changes,
             service: &event.resource.service,
@@ -31,7 +33,11 @@ impl Detector for ChangeDetector {
             time: event.time,
             signal: format!("change:{}:{}", change.kind.as_str(), change.id),
         };
-        let actor = change.actor.as_deref().map(|a| format!(" by {a}")).unwrap_or_default();
+        let actor = change
+            .actor
+            .as_deref()
+            .map(|a| format!(" by {a}"))
+            .unwrap_or_default();
         out.anomalies.push(draft.finish(
             Severity::Sev3,
             1.0,

@@ -137,7 +137,10 @@ impl DetectConfig {
         i64::from(self.window_secs.max(1)) * culprit_core::NANOS_PER_SEC
     }
     pub fn novelty<K: std::hash::Hash + Eq + Clone>(&self) -> novelty::Novelty<K> {
-        novelty::Novelty::new(self.novelty_min_count, i64::from(self.novelty_window_secs) * culprit_core::NANOS_PER_SEC)
+        novelty::Novelty::new(
+            self.novelty_min_count,
+            i64::from(self.novelty_window_secs) * culprit_core::NANOS_PER_SEC,
+        )
     }
 
     pub fn lateness_nanos(&self) -> i64 {
@@ -175,7 +178,11 @@ impl Detectors {
 
     pub fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
         let source = event.source();
-        for d in self.detectors.iter_mut().filter(|d| d.sources().contains(&source)) {
+        for d in self
+            .detectors
+            .iter_mut()
+            .filter(|d| d.sources().contains(&source))
+        {
             d.observe(event, phase, out);
         }
     }
@@ -223,10 +230,23 @@ pub(crate) struct AnomalyDraft<'a> {
 }
 
 impl AnomalyDraft<'_> {
-    pub fn finish(self, severity: Severity, score: f64, observed: Option<f64>, expected: Option<f64>, description: String) -> Anomaly {
+    pub fn finish(
+        self,
+        severity: Severity,
+        score: f64,
+        observed: Option<f64>,
+        expected: Option<f64>,
+        description: String,
+    ) -> Anomaly {
         Anomaly {
             id: anomaly_id(
-                &[self.source.as_str(), self.service, self.environment, self.instance.unwrap_or(""), &self.signal],
+                &[
+                    self.source.as_str(),
+                    self.service,
+                    self.environment,
+                    self.instance.unwrap_or(""),
+                    &self.signal,
+                ],
                 self.time,
             ),
             time: self.time,

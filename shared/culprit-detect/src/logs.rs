@@ -3,13 +3,13 @@
 //! - a burst of error or warning lines against the service's usual count per window.
 
 use crate::baseline::Baseline;
+use crate::novelty::Novelty;
 use crate::stats::poisson_surprise;
+use crate::template_mix::TemplateMix;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
 use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
-use crate::novelty::Novelty;
-use crate::template_mix::TemplateMix;
 use std::collections::HashMap;
 
 /// (environment, service)
@@ -55,7 +55,9 @@ impl LogDetector {
 
     /// Number of templates mined for a service so far.
     pub fn template_count(&self, environment: &str, service: &str) -> usize {
-        self.miners.get(&(environment.to_string(), service.to_string())).map_or(0, |m| m.cluster_count())
+        self.miners
+            .get(&(environment.to_string(), service.to_string()))
+            .map_or(0, |m| m.cluster_count())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -78,7 +80,10 @@ impl LogDetector {
                 let expected = profile.mean().max(0.2);
                 let surprise = poisson_surprise(u64::from(count), expected);
                 let levels = &config.surprise_levels;
-                if let Some(severity) = levels.severity(surprise).filter(|s| *s <= config.min_severity) {
+                if let Some(severity) = levels
+                    .severity(surprise)
+                    .filter(|s| *s <= config.min_severity)
+                {
                     anomalous = true;
                     let draft = AnomalyDraft {
                         source: SourceKind::Logs,
@@ -93,7 +98,10 @@ impl LogDetector {
                         levels.score(surprise),
                         Some(f64::from(count)),
                         Some(expected),
-                        format!("{count} {what} lines in {} s vs {expected:.1} normally", config.window_secs),
+                        format!(
+                            "{count} {what} lines in {} s vs {expected:.1} normally",
+                            config.window_secs
+                        ),
                     ));
                 }
             }
@@ -121,7 +129,9 @@ pub(crate) fn strip_leading_timestamps(body: &str) -> &str {
         let token_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
         let token = &rest[..token_end];
         let looks_like_time = token.chars().any(|c| c.is_ascii_digit())
-            && token.chars().all(|c| c.is_ascii_digit() || "-:.,/TZ+[]".contains(c));
+            && token
+                .chars()
+                .all(|c| c.is_ascii_digit() || "-:.,/TZ+[]".contains(c));
         if !looks_like_time || token.is_empty() {
             break;
         }
@@ -162,15 +172,27 @@ impl Detector for LogDetector {
     }
 
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
-        let EventBody::Log(log) = &event.body else { return };
-        let key: ServiceKey = (event.resource.environment.clone(), event.resource.service.clone());
-        let since = if phase == Phase::Learning { i64::MIN } else { event.time };
+        let EventBody::Log(log) = &event.body else {
+            return;
+        };
+        let key: ServiceKey = (
+            event.resource.environment.clone(),
+            event.resource.service.clone(),
+        );
+        let since = if phase == Phase::Learning {
+            i64::MIN
+        } else {
+            event.time
+        };
         let seen = self.services_seen.entry(key.clone()).or_insert(since);
         *seen = (*seen).min(since);
         let service_since = *seen;
         let level = line_level(log.level, &log.body);
         let line = mining_line(level, &log.body);
-        let miner = self.miners.entry(key.clone()).or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
+        let miner = self
+            .miners
+            .entry(key.clone())
+            .or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
         let matched = miner.add(&line);
         let template_key = (key.clone(), matched.id);
         let confirmed = match phase {
@@ -180,12 +202,16 @@ impl Detector for LogDetector {
             }
             Phase::Detecting => self.templates.observe(&template_key, event.time),
         };
-        if let Some(crate::novelty::Confirmed { first: first_seen, earliest }) = confirmed {
+        if let Some(crate::novelty::Confirmed {
+            first: first_seen,
+            earliest,
+        }) = confirmed
+        {
             // New INFO/DEBUG templates are mostly new workload (a request type the baseline
             // did not happen to see), so they are kept out of the default report.
-            let familiar = service_since
-                .saturating_add(i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC)
-                <= earliest;
+            let familiar = service_since.saturating_add(
+                i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC,
+            ) <= earliest;
             let severity = match level {
                 Some(l) if l.is_error() && familiar => Severity::Sev2,
                 Some(l) if l.is_error() => Severity::Sev4,
@@ -208,7 +234,11 @@ impl Detector for LogDetector {
                     score,
                     None,
                     None,
-                    format!("new {} log template: {}", level_word(level), truncate(&template, 200)),
+                    format!(
+                        "new {} log template: {}",
+                        level_word(level),
+                        truncate(&template, 200)
+                    ),
                 ));
             }
         }
@@ -236,13 +266,38 @@ impl Detector for LogDetector {
 }
 
 impl LogDetector {
-    fn close_windows(&mut self, closed: Vec<(UnixNanos, HashMap<ServiceKey, LogWindow>)>, phase: Phase, out: &mut Findings) {
+    fn close_windows(
+        &mut self,
+        closed: Vec<(UnixNanos, HashMap<ServiceKey, LogWindow>)>,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
         for (start, services) in closed {
             for (key, window) in services {
                 let errors = self.error_counts.entry(key.clone()).or_default();
-                Self::judge_count(&self.config, errors, &key, start, window.errors, "log.errors", "error", phase, out);
+                Self::judge_count(
+                    &self.config,
+                    errors,
+                    &key,
+                    start,
+                    window.errors,
+                    "log.errors",
+                    "error",
+                    phase,
+                    out,
+                );
                 let warnings = self.warning_counts.entry(key.clone()).or_default();
-                Self::judge_count(&self.config, warnings, &key, start, window.warnings, "log.warnings", "warning", phase, out);
+                Self::judge_count(
+                    &self.config,
+                    warnings,
+                    &key,
+                    start,
+                    window.warnings,
+                    "log.warnings",
+                    "warning",
+                    phase,
+                    out,
+                );
                 self.judge_mix(&key, start, window.templates, phase, out);
             }
         }
@@ -255,7 +310,14 @@ impl LogDetector {
         (self.config.absence_horizon_secs / self.config.window_secs.max(1)).max(1) as usize
     }
 
-    fn judge_mix(&mut self, key: &ServiceKey, start: UnixNanos, templates: HashMap<TemplateId, u32>, phase: Phase, out: &mut Findings) {
+    fn judge_mix(
+        &mut self,
+        key: &ServiceKey,
+        start: UnixNanos,
+        templates: HashMap<TemplateId, u32>,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
         let horizon = self.mix_horizon();
         let levels = self.config.surprise_levels;
         let mix = self.mixes.entry(key.clone()).or_default();
@@ -271,11 +333,15 @@ impl LogDetector {
         let miner = self.miners.get(key);
         for m in missing {
             // Absence is weaker evidence than presence: at most SEV2.
-            let Some(severity) = levels.severity(m.surprise).map(|s| s.max(Severity::Sev2)) else { continue };
+            let Some(severity) = levels.severity(m.surprise).map(|s| s.max(Severity::Sev2)) else {
+                continue;
+            };
             if severity > self.config.min_severity {
                 continue;
             }
-            let template = miner.and_then(|mi| mi.template(m.template)).unwrap_or_default();
+            let template = miner
+                .and_then(|mi| mi.template(m.template))
+                .unwrap_or_default();
             let draft = AnomalyDraft {
                 source: SourceKind::Logs,
                 service: &key.1,
@@ -335,10 +401,19 @@ mod tests {
     fn normal_traffic(d: &mut LogDetector, t0: i64, secs: i64, phase: Phase, out: &mut Findings) {
         for i in 0..secs * 5 {
             let t = t0 + i * NANOS_PER_SEC / 5;
-            let body = format!("12:00:{:02}.123 INFO  c.s.CartService#42 added item {} to cart {}", i % 60, i * 7, i % 13);
+            let body = format!(
+                "12:00:{:02}.123 INFO  c.s.CartService#42 added item {} to cart {}",
+                i % 60,
+                i * 7,
+                i % 13
+            );
             d.observe(&log(t, "cart", None, &body), phase, out);
             if i % 50 == 0 {
-                d.observe(&log(t, "cart", Some(LogLevel::Warn), "slow query took 120 ms"), phase, out);
+                d.observe(
+                    &log(t, "cart", Some(LogLevel::Warn), "slow query took 120 ms"),
+                    phase,
+                    out,
+                );
             }
             d.advance(t - NANOS_PER_SEC, phase, out);
         }
@@ -346,9 +421,18 @@ mod tests {
 
     #[test]
     fn infers_levels_and_strips_timestamps() {
-        assert_eq!(line_level(None, "16:42:22.382 ERROR c.s.X#1 boom"), Some(LogLevel::Error));
-        assert_eq!(line_level(Some(LogLevel::Info), "ERROR in text"), Some(LogLevel::Info));
-        assert_eq!(strip_leading_timestamps("2023-01-29T08:42:22Z 16:42:22.382 INFO x"), "INFO x");
+        assert_eq!(
+            line_level(None, "16:42:22.382 ERROR c.s.X#1 boom"),
+            Some(LogLevel::Error)
+        );
+        assert_eq!(
+            line_level(Some(LogLevel::Info), "ERROR in text"),
+            Some(LogLevel::Info)
+        );
+        assert_eq!(
+            strip_leading_timestamps("2023-01-29T08:42:22Z 16:42:22.382 INFO x"),
+            "INFO x"
+        );
         assert_eq!(strip_leading_timestamps("INFO 12 x"), "INFO 12 x");
     }
 
@@ -358,7 +442,13 @@ mod tests {
         let mut out = Findings::default();
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         let mut later = Findings::default();
-        normal_traffic(&mut d, 120 * NANOS_PER_SEC, 60, Phase::Detecting, &mut later);
+        normal_traffic(
+            &mut d,
+            120 * NANOS_PER_SEC,
+            60,
+            Phase::Detecting,
+            &mut later,
+        );
         assert!(later.anomalies.is_empty(), "{:?}", later.anomalies);
         assert!(d.template_count("default", "cart") <= 3);
     }
@@ -370,7 +460,16 @@ mod tests {
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         let mut found = Findings::default();
         // one new error line alone is rare, not new
-        d.observe(&log(119 * NANOS_PER_SEC, "cart", Some(LogLevel::Error), "disk quota warning on volume 7"), Phase::Detecting, &mut found);
+        d.observe(
+            &log(
+                119 * NANOS_PER_SEC,
+                "cart",
+                Some(LogLevel::Error),
+                "disk quota warning on volume 7",
+            ),
+            Phase::Detecting,
+            &mut found,
+        );
         for i in 0..60 {
             let t = 120 * NANOS_PER_SEC + i * NANOS_PER_SEC / 4;
             let body = format!("ERROR c.s.PaymentClient#88 call to payment failed: connection refused after {i} ms");
@@ -378,9 +477,16 @@ mod tests {
             d.advance(t - NANOS_PER_SEC, Phase::Detecting, &mut found);
         }
         d.advance(200 * NANOS_PER_SEC, Phase::Detecting, &mut found);
-        let new: Vec<_> = found.anomalies.iter().filter(|a| a.signal.starts_with("log.new_template")).collect();
+        let new: Vec<_> = found
+            .anomalies
+            .iter()
+            .filter(|a| a.signal.starts_with("log.new_template"))
+            .collect();
         assert_eq!(new.len(), 1, "{new:?}");
         assert_eq!(new[0].severity, Severity::Sev2);
-        assert!(found.anomalies.iter().any(|a| a.signal == "log.errors" && a.service == "cart"));
+        assert!(found
+            .anomalies
+            .iter()
+            .any(|a| a.signal == "log.errors" && a.service == "cart"));
     }
 }

@@ -16,7 +16,10 @@ pub struct MetricDetector {
 
 impl MetricDetector {
     pub fn new(config: DetectConfig) -> MetricDetector {
-        MetricDetector { config, series: HashMap::new() }
+        MetricDetector {
+            config,
+            series: HashMap::new(),
+        }
     }
 
     pub fn series_count(&self) -> usize {
@@ -30,14 +33,21 @@ impl Detector for MetricDetector {
     }
 
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
-        let EventBody::Metric(point) = &event.body else { return };
+        let EventBody::Metric(point) = &event.body else {
+            return;
+        };
         if !point.value.is_finite() {
             return;
         }
         let attributes = if point.attributes.is_empty() {
             String::new()
         } else {
-            point.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+            point
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
         };
         let signal = if attributes.is_empty() {
             format!("metric:{}", point.name)
@@ -55,8 +65,10 @@ impl Detector for MetricDetector {
         let mut anomalous = false;
         if phase == Phase::Detecting {
             if let Some(profile) = baseline.profile(event.time, &self.config.baseline) {
-                let severity = profile.severity(point.value, Direction::Both, &self.config.severity_levels);
-                let relative = (point.value - profile.median).abs() / profile.median.abs().max(1e-9);
+                let severity =
+                    profile.severity(point.value, Direction::Both, &self.config.severity_levels);
+                let relative =
+                    (point.value - profile.median).abs() / profile.median.abs().max(1e-9);
                 let z = profile.z(point.value);
                 if let Some(severity) = severity.filter(|s| {
                     *s <= self.config.metric_min_severity
@@ -73,14 +85,26 @@ impl Detector for MetricDetector {
                         time: event.time,
                         signal,
                     };
-                    let direction = if point.value > profile.median { "above" } else { "below" };
+                    let direction = if point.value > profile.median {
+                        "above"
+                    } else {
+                        "below"
+                    };
                     // 0.5 at the gate, 1.0 a hundred times beyond it.
-                    let score = (0.5 + (z.abs() / self.config.metric_min_z).log10() / 4.0).clamp(0.5, 1.0);
+                    let score =
+                        (0.5 + (z.abs() / self.config.metric_min_z).log10() / 4.0).clamp(0.5, 1.0);
                     // A series that never moved has no meaningful scale to count deviations in.
                     let how_far = if z.abs() > 1e4 {
-                        format!("while it held {:.4} throughout its baseline", profile.median)
+                        format!(
+                            "while it held {:.4} throughout its baseline",
+                            profile.median
+                        )
                     } else {
-                        format!("is {:.1} robust deviations {direction} its usual {:.4}", z.abs(), profile.median)
+                        format!(
+                            "is {:.1} robust deviations {direction} its usual {:.4}",
+                            z.abs(),
+                            profile.median
+                        )
                     };
                     out.anomalies.push(draft.finish(
                         severity,
@@ -102,7 +126,6 @@ impl Detector for MetricDetector {
     fn flush(&mut self, _phase: Phase, _out: &mut Findings) {}
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,7 +137,11 @@ mod tests {
         Event {
             time: t,
             resource: Arc::new(Resource::new("inventory").with_instance("inventory-1")),
-            body: EventBody::Metric(MetricPoint { name: "cpu".into(), value, attributes: BTreeMap::new() }),
+            body: EventBody::Metric(MetricPoint {
+                name: "cpu".into(),
+                value,
+                attributes: BTreeMap::new(),
+            }),
         }
     }
 
@@ -123,16 +150,31 @@ mod tests {
         let mut d = MetricDetector::new(DetectConfig::default());
         let mut out = Findings::default();
         for i in 0..60 {
-            d.observe(&point(i * 15 * NANOS_PER_SEC, 20.0 + (i % 5) as f64), Phase::Learning, &mut out);
+            d.observe(
+                &point(i * 15 * NANOS_PER_SEC, 20.0 + (i % 5) as f64),
+                Phase::Learning,
+                &mut out,
+            );
         }
         for i in 60..80 {
-            d.observe(&point(i * 15 * NANOS_PER_SEC, 21.0 + (i % 3) as f64), Phase::Detecting, &mut out);
+            d.observe(
+                &point(i * 15 * NANOS_PER_SEC, 21.0 + (i % 3) as f64),
+                Phase::Detecting,
+                &mut out,
+            );
         }
         assert!(out.anomalies.is_empty(), "{:?}", out.anomalies);
-        d.observe(&point(81 * 15 * NANOS_PER_SEC, 95.0), Phase::Detecting, &mut out);
+        d.observe(
+            &point(81 * 15 * NANOS_PER_SEC, 95.0),
+            Phase::Detecting,
+            &mut out,
+        );
         assert_eq!(out.anomalies.len(), 1);
         let a = &out.anomalies[0];
-        assert_eq!((a.severity, a.signal.as_str(), a.instance.as_deref()), (Severity::Sev1, "metric:cpu", Some("inventory-1")));
+        assert_eq!(
+            (a.severity, a.signal.as_str(), a.instance.as_deref()),
+            (Severity::Sev1, "metric:cpu", Some("inventory-1"))
+        );
         assert_eq!(d.series_count(), 1);
     }
 }

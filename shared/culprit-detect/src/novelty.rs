@@ -36,7 +36,12 @@ pub struct Novelty<K> {
 
 impl<K: Hash + Eq + Clone> Novelty<K> {
     pub fn new(min_count: u32, window: i64) -> Self {
-        Novelty { known: HashSet::new(), pending: HashMap::new(), min_count: min_count.max(1), window }
+        Novelty {
+            known: HashSet::new(),
+            pending: HashMap::new(),
+            min_count: min_count.max(1),
+            window,
+        }
     }
 
     /// Records `key` as normal.
@@ -55,7 +60,11 @@ impl<K: Hash + Eq + Clone> Novelty<K> {
         if self.known.contains(key) {
             return None;
         }
-        let sighting = self.pending.entry(key.clone()).or_insert(Sighting { first: time, count: 0, earliest: time });
+        let sighting = self.pending.entry(key.clone()).or_insert(Sighting {
+            first: time,
+            count: 0,
+            earliest: time,
+        });
         if time - sighting.first > self.window {
             sighting.first = time;
             sighting.count = 0;
@@ -64,7 +73,10 @@ impl<K: Hash + Eq + Clone> Novelty<K> {
         if sighting.count < self.min_count {
             return None;
         }
-        let confirmed = Confirmed { first: sighting.first, earliest: sighting.earliest.min(sighting.first) };
+        let confirmed = Confirmed {
+            first: sighting.first,
+            earliest: sighting.earliest.min(sighting.first),
+        };
         self.learn(key.clone());
         Some(confirmed)
     }
@@ -72,8 +84,12 @@ impl<K: Hash + Eq + Clone> Novelty<K> {
     /// Sightings that did not recur within the window by `watermark` become known: rare, not new.
     pub fn expire(&mut self, watermark: UnixNanos) {
         let window = self.window;
-        let expired: Vec<K> =
-            self.pending.iter().filter(|(_, s)| s.first + window < watermark).map(|(k, _)| k.clone()).collect();
+        let expired: Vec<K> = self
+            .pending
+            .iter()
+            .filter(|(_, s)| s.first + window < watermark)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in expired {
             self.learn(k);
         }
@@ -91,7 +107,13 @@ mod tests {
         assert_eq!(n.observe(&"old", 0), None);
         assert_eq!(n.observe(&"new", 10), None);
         assert_eq!(n.observe(&"new", 20), None);
-        assert_eq!(n.observe(&"new", 30), Some(Confirmed { first: 10, earliest: 10 }));
+        assert_eq!(
+            n.observe(&"new", 30),
+            Some(Confirmed {
+                first: 10,
+                earliest: 10
+            })
+        );
         assert_eq!(n.observe(&"new", 40), None, "reported once");
         assert!(n.is_known(&"new"));
     }

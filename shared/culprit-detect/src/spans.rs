@@ -15,8 +15,8 @@
 //! windows.
 
 use crate::baseline::Baseline;
-use crate::stats::{binomial_surprise, poisson_surprise};
 use crate::novelty::Novelty;
+use crate::stats::{binomial_surprise, poisson_surprise};
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
 use culprit_core::{DependencyEdge, Event, EventBody, Severity, SourceKind, SpanEvent, UnixNanos};
@@ -87,12 +87,20 @@ fn attribute(trace: &[PendingSpan]) -> Vec<(i64, bool)> {
     trace
         .iter()
         .map(|s| {
-            let kids = children.get(s.span_id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let kids = children
+                .get(s.span_id.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             let (start, end) = (s.start, s.start + s.duration);
             // Union of the children's intervals, clipped to the parent: parallel calls overlap.
             let mut intervals: Vec<(i64, i64)> = kids
                 .iter()
-                .map(|&k| (trace[k].start.max(start), (trace[k].start + trace[k].duration).min(end)))
+                .map(|&k| {
+                    (
+                        trace[k].start.max(start),
+                        (trace[k].start + trace[k].duration).min(end),
+                    )
+                })
                 .filter(|(a, b)| b > a)
                 .collect();
             intervals.sort_unstable();
@@ -159,7 +167,9 @@ impl SpanJoiner {
     const GENERATION: usize = 200_000;
 
     fn lookup(&self, span_id: &str) -> Option<&SpanInfo> {
-        self.spans[0].get(span_id).or_else(|| self.spans[1].get(span_id))
+        self.spans[0]
+            .get(span_id)
+            .or_else(|| self.spans[1].get(span_id))
     }
 
     /// Records `span` and returns the (parent, child) pairs it completes.
@@ -173,7 +183,10 @@ impl SpanJoiner {
                         self.pending.swap(0, 1);
                         self.pending[0].clear();
                     }
-                    self.pending[0].entry(parent_id.clone()).or_default().push(info.clone());
+                    self.pending[0]
+                        .entry(parent_id.clone())
+                        .or_default()
+                        .push(info.clone());
                 }
             }
         }
@@ -241,7 +254,14 @@ impl SpanDetector {
         n
     }
 
-    fn on_pair(&mut self, parent: SpanInfo, child: SpanInfo, time: UnixNanos, phase: Phase, out: &mut Findings) {
+    fn on_pair(
+        &mut self,
+        parent: SpanInfo,
+        child: SpanInfo,
+        time: UnixNanos,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
         if parent.service != child.service {
             let edge = DependencyEdge {
                 environment: child.environment.to_string(),
@@ -253,8 +273,16 @@ impl SpanDetector {
             }
         }
         let call = (
-            (parent.environment.clone(), parent.service.clone(), parent.operation.clone()),
-            (child.environment.clone(), child.service.clone(), child.operation.clone()),
+            (
+                parent.environment.clone(),
+                parent.service.clone(),
+                parent.operation.clone(),
+            ),
+            (
+                child.environment.clone(),
+                child.service.clone(),
+                child.operation.clone(),
+            ),
         );
         // A call path the baseline never saw is usually just a request type it did not happen to
         // see; a new call into an error handler (Spring's BasicErrorController.error, an
@@ -274,14 +302,26 @@ impl SpanDetector {
         };
         // New behaviour of an operation the baseline knows is a change; errors of an operation the
         // baseline never saw may be how it always behaves, so they weigh less.
-        let novelty_window = i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC;
+        let novelty_window =
+            i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC;
         let parent_known = first_seen.is_some_and(|c| {
             self.operations_seen
-                .get(&(parent.environment.clone(), parent.service.clone(), parent.operation.clone()))
+                .get(&(
+                    parent.environment.clone(),
+                    parent.service.clone(),
+                    parent.operation.clone(),
+                ))
                 .is_some_and(|since| since.saturating_add(novelty_window) <= c.earliest)
         });
-        let severity = if parent_known { Severity::Sev2 } else { Severity::Sev4 };
-        if let Some(time) = first_seen.map(|c| c.first).filter(|_| severity <= self.config.min_severity) {
+        let severity = if parent_known {
+            Severity::Sev2
+        } else {
+            Severity::Sev4
+        };
+        if let Some(time) = first_seen
+            .map(|c| c.first)
+            .filter(|_| severity <= self.config.min_severity)
+        {
             let signal = format!("span.new_call:{} -> {}", parent.operation, child.operation);
             let draft = AnomalyDraft {
                 source: SourceKind::Traces,
@@ -313,9 +353,15 @@ impl SpanDetector {
             .map(|(id, _)| id.clone())
             .collect();
         for id in done {
-            let Some(trace) = self.traces.remove(&id) else { continue };
+            let Some(trace) = self.traces.remove(&id) else {
+                continue;
+            };
             for (span, (exclusive, originated)) in trace.spans.iter().zip(attribute(&trace.spans)) {
-                let window = self.windows.at(span.start).entry(span.key.clone()).or_default();
+                let window = self
+                    .windows
+                    .at(span.start)
+                    .entry(span.key.clone())
+                    .or_default();
                 let micros = (exclusive as f64 / 1000.0).max(1.0);
                 window.log_durations.push(micros.ln());
                 window.errors += u32::from(originated);
@@ -327,7 +373,13 @@ impl SpanDetector {
     }
 
     /// An error type a service never produced in its baseline is news on its own.
-    fn on_originated_error(&mut self, span: &PendingSpan, error_type: &str, phase: Phase, out: &mut Findings) {
+    fn on_originated_error(
+        &mut self,
+        span: &PendingSpan,
+        error_type: &str,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
         let (environment, service, _) = &span.key;
         let key = (environment.clone(), service.clone(), error_type.to_string());
         let first_seen = match phase {
@@ -337,7 +389,10 @@ impl SpanDetector {
             }
             Phase::Detecting => self.error_types.observe(&key, span.start),
         };
-        if let Some(time) = first_seen.map(|c| c.first).filter(|_| Severity::Sev2 <= self.config.min_severity) {
+        if let Some(time) = first_seen
+            .map(|c| c.first)
+            .filter(|_| Severity::Sev2 <= self.config.min_severity)
+        {
             let draft = AnomalyDraft {
                 source: SourceKind::Traces,
                 service,
@@ -351,12 +406,21 @@ impl SpanDetector {
                 0.9,
                 None,
                 None,
-                format!("`{}` failed with {error_type}, never seen in the baseline", span.name),
+                format!(
+                    "`{}` failed with {error_type}, never seen in the baseline",
+                    span.name
+                ),
             ));
         }
     }
 
-    fn close_window(&mut self, start: UnixNanos, ops: HashMap<OpKey, OpWindow>, phase: Phase, out: &mut Findings) {
+    fn close_window(
+        &mut self,
+        start: UnixNanos,
+        ops: HashMap<OpKey, OpWindow>,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
         let q = self.config.latency_quantile;
         let mut per_service: HashMap<(Name, Name), (u32, u32)> = HashMap::new();
         // Latency is tested per service: each span against its own operation's threshold, the
@@ -364,7 +428,9 @@ impl SpanDetector {
         // keeps chance findings rare, and pooling gives a quiet operation's slow spans a voice.
         let mut slow: HashMap<(Name, Name), SlowSpans> = HashMap::new();
         for (key, window) in ops {
-            let e = per_service.entry((key.0.clone(), key.1.clone())).or_default();
+            let e = per_service
+                .entry((key.0.clone(), key.1.clone()))
+                .or_default();
             e.0 += window.errors;
             e.1 += window.log_durations.len() as u32;
 
@@ -372,13 +438,18 @@ impl SpanDetector {
             if phase == Phase::Detecting {
                 if let Some(profile) = baseline.profile(start, &self.config.baseline) {
                     // Values are ln(microseconds): the absolute floor is applied in linear time.
-                    let floor_us = profile.median.exp() + self.config.latency_min_excess_ms * 1000.0;
+                    let floor_us =
+                        profile.median.exp() + self.config.latency_min_excess_ms * 1000.0;
                     let threshold = profile
                         .threshold(q, true)
                         .max(profile.median + self.config.latency_min_ratio.ln())
                         .max(floor_us.ln());
                     let n = window.log_durations.len();
-                    let k = window.log_durations.iter().filter(|v| **v > threshold).count();
+                    let k = window
+                        .log_durations
+                        .iter()
+                        .filter(|v| **v > threshold)
+                        .count();
                     // A fresh normal span beats the largest of m baseline spans with chance
                     // 1/(m+1): a thin baseline's threshold is exceeded more often than 1 - q.
                     let p0 = (1.0 - q).max(2.0 / (profile.samples as f64 + 1.0));
@@ -409,7 +480,9 @@ impl SpanDetector {
         for ((environment, service), s) in slow {
             let surprise = poisson_surprise(s.slow, s.expected);
             let levels = &self.config.surprise_levels;
-            let severity = levels.severity(surprise).filter(|sev| *sev <= self.config.min_severity && s.slow >= 3);
+            let severity = levels
+                .severity(surprise)
+                .filter(|sev| *sev <= self.config.min_severity && s.slow >= 3);
             if let (Some(severity), Some(worst)) = (severity, &s.worst) {
                 let draft = AnomalyDraft {
                     source: SourceKind::Traces,
@@ -441,13 +514,19 @@ impl SpanDetector {
         }
 
         for ((environment, service), (errors, total)) in per_service {
-            let rate = self.errors.entry((environment.clone(), service.clone())).or_default();
+            let rate = self
+                .errors
+                .entry((environment.clone(), service.clone()))
+                .or_default();
             let mut anomalous = false;
             if phase == Phase::Detecting && errors > 0 && rate.total >= 50.0 {
                 let expected = rate.rate();
                 let surprise = binomial_surprise(u64::from(errors), u64::from(total), expected);
                 let levels = &self.config.surprise_levels;
-                if let Some(severity) = levels.severity(surprise).filter(|s| *s <= self.config.min_severity) {
+                if let Some(severity) = levels
+                    .severity(surprise)
+                    .filter(|s| *s <= self.config.min_severity)
+                {
                     anomalous = true;
                     let observed = f64::from(errors) / f64::from(total.max(1));
                     let draft = AnomalyDraft {
@@ -484,14 +563,27 @@ impl Detector for SpanDetector {
     }
 
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
-        let EventBody::Span(span) = &event.body else { return };
+        let EventBody::Span(span) = &event.body else {
+            return;
+        };
         let environment = self.intern(&event.resource.environment);
         let service = self.intern(&event.resource.service);
         let operation = self.intern(&span.name);
-        let since = if phase == Phase::Learning { i64::MIN } else { event.time };
-        let seen = self.operations_seen.entry((environment.clone(), service.clone(), operation.clone())).or_insert(since);
+        let since = if phase == Phase::Learning {
+            i64::MIN
+        } else {
+            event.time
+        };
+        let seen = self
+            .operations_seen
+            .entry((environment.clone(), service.clone(), operation.clone()))
+            .or_insert(since);
         *seen = (*seen).min(since);
-        let info = SpanInfo { environment: environment.clone(), service: service.clone(), operation: operation.clone() };
+        let info = SpanInfo {
+            environment: environment.clone(),
+            service: service.clone(),
+            operation: operation.clone(),
+        };
         for (parent, child) in self.joiner.join(span, info) {
             self.on_pair(parent, child, event.time, phase, out);
         }
@@ -533,7 +625,15 @@ mod tests {
     use culprit_core::{Resource, NANOS_PER_SEC};
     use std::collections::BTreeMap;
 
-    fn span(t: i64, service: &str, op: &str, id: &str, parent: Option<&str>, ms: f64, error: bool) -> Event {
+    fn span(
+        t: i64,
+        service: &str,
+        op: &str,
+        id: &str,
+        parent: Option<&str>,
+        ms: f64,
+        error: bool,
+    ) -> Event {
         // One trace per request: the trace is named after its root span.
         let trace = parent.unwrap_or(id).to_string();
         Event {
@@ -554,20 +654,58 @@ mod tests {
     }
 
     /// 10 requests a second for `secs` seconds from `t0`: frontend -> cart, cart latency `cart_ms`.
-    fn traffic(d: &mut SpanDetector, t0: i64, secs: i64, cart_ms: f64, cart_errors: bool, phase: Phase, out: &mut Findings) {
+    fn traffic(
+        d: &mut SpanDetector,
+        t0: i64,
+        secs: i64,
+        cart_ms: f64,
+        cart_errors: bool,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
         for i in 0..secs * 10 {
             let t = t0 + i * NANOS_PER_SEC / 10;
             let jitter = 1.0 + ((i * 7919) % 13) as f64 / 40.0;
             let root = format!("r{t0}-{i}");
             let child = format!("c{t0}-{i}");
             // children first, as exporters deliver them
-            d.observe(&span(t, "cart", "GET /cart", &child, Some(&root), cart_ms * jitter, cart_errors && i % 2 == 0), phase, out);
-            d.observe(&span(t, "frontend", "GET /", &root, None, cart_ms * jitter + 5.0, cart_errors && i % 2 == 0), phase, out);
+            d.observe(
+                &span(
+                    t,
+                    "cart",
+                    "GET /cart",
+                    &child,
+                    Some(&root),
+                    cart_ms * jitter,
+                    cart_errors && i % 2 == 0,
+                ),
+                phase,
+                out,
+            );
+            d.observe(
+                &span(
+                    t,
+                    "frontend",
+                    "GET /",
+                    &root,
+                    None,
+                    cart_ms * jitter + 5.0,
+                    cart_errors && i % 2 == 0,
+                ),
+                phase,
+                out,
+            );
             d.advance(t - NANOS_PER_SEC, phase, out);
         }
     }
 
-    fn pending(id: &str, parent: Option<&str>, start: i64, duration: i64, is_error: bool) -> PendingSpan {
+    fn pending(
+        id: &str,
+        parent: Option<&str>,
+        start: i64,
+        duration: i64,
+        is_error: bool,
+    ) -> PendingSpan {
         let name: Name = Arc::from("x");
         PendingSpan {
             key: (name.clone(), name.clone(), name),
@@ -591,7 +729,11 @@ mod tests {
             pending("c", Some("r"), 90, 30, false),
         ];
         let attributed = attribute(&trace);
-        assert_eq!(attributed[0], (100 - 50 - 10, false), "root's error came from b");
+        assert_eq!(
+            attributed[0],
+            (100 - 50 - 10, false),
+            "root's error came from b"
+        );
         assert_eq!(attributed[2], (30, true), "b failed on its own");
         assert_eq!(attributed[1], (30, false));
     }
@@ -603,7 +745,11 @@ mod tests {
         traffic(&mut d, 0, 5, 20.0, false, Phase::Learning, &mut out);
         assert_eq!(
             out.edges,
-            vec![DependencyEdge { environment: "default".into(), caller: "frontend".into(), callee: "cart".into() }]
+            vec![DependencyEdge {
+                environment: "default".into(),
+                caller: "frontend".into(),
+                callee: "cart".into()
+            }]
         );
         assert!(out.anomalies.is_empty(), "nothing is judged while learning");
     }
@@ -614,11 +760,35 @@ mod tests {
         let mut out = Findings::default();
         traffic(&mut d, 0, 120, 20.0, false, Phase::Learning, &mut out);
         let mut quiet = Findings::default();
-        traffic(&mut d, 120 * NANOS_PER_SEC, 60, 20.0, false, Phase::Detecting, &mut quiet);
-        assert!(quiet.anomalies.is_empty(), "normal traffic raised {:?}", quiet.anomalies);
+        traffic(
+            &mut d,
+            120 * NANOS_PER_SEC,
+            60,
+            20.0,
+            false,
+            Phase::Detecting,
+            &mut quiet,
+        );
+        assert!(
+            quiet.anomalies.is_empty(),
+            "normal traffic raised {:?}",
+            quiet.anomalies
+        );
         let mut slow = Findings::default();
-        traffic(&mut d, 180 * NANOS_PER_SEC, 30, 200.0, false, Phase::Detecting, &mut slow);
-        let cart: Vec<_> = slow.anomalies.iter().filter(|a| a.signal == "span.latency" && a.service == "cart").collect();
+        traffic(
+            &mut d,
+            180 * NANOS_PER_SEC,
+            30,
+            200.0,
+            false,
+            Phase::Detecting,
+            &mut slow,
+        );
+        let cart: Vec<_> = slow
+            .anomalies
+            .iter()
+            .filter(|a| a.signal == "span.latency" && a.service == "cart")
+            .collect();
         assert!(!cart.is_empty());
         assert!(
             !slow.anomalies.iter().any(|a| a.service == "frontend"),
@@ -635,13 +805,29 @@ mod tests {
         let mut out = Findings::default();
         traffic(&mut d, 0, 120, 20.0, false, Phase::Learning, &mut out);
         let mut bad = Findings::default();
-        traffic(&mut d, 120 * NANOS_PER_SEC, 30, 20.0, true, Phase::Detecting, &mut bad);
-        assert!(bad.anomalies.iter().any(|a| a.signal == "span.errors" && a.service == "cart" && a.severity == Severity::Sev1));
+        traffic(
+            &mut d,
+            120 * NANOS_PER_SEC,
+            30,
+            20.0,
+            true,
+            Phase::Detecting,
+            &mut bad,
+        );
+        assert!(bad.anomalies.iter().any(|a| a.signal == "span.errors"
+            && a.service == "cart"
+            && a.severity == Severity::Sev1));
         assert!(
-            !bad.anomalies.iter().any(|a| a.signal == "span.errors" && a.service == "frontend"),
+            !bad.anomalies
+                .iter()
+                .any(|a| a.signal == "span.errors" && a.service == "frontend"),
             "frontend's errors came from cart"
         );
-        let new_type: Vec<_> = bad.anomalies.iter().filter(|a| a.signal == "span.new_error:TimeoutException").collect();
+        let new_type: Vec<_> = bad
+            .anomalies
+            .iter()
+            .filter(|a| a.signal == "span.new_error:TimeoutException")
+            .collect();
         assert_eq!(new_type.len(), 1, "a new error type is reported once");
     }
 
@@ -651,24 +837,99 @@ mod tests {
         let mut out = Findings::default();
         traffic(&mut d, 0, 20, 20.0, false, Phase::Learning, &mut out);
         let mut found = Findings::default();
-        d.observe(&span(30 * NANOS_PER_SEC, "frontend", "GET /", "p", None, 5.0, false), Phase::Detecting, &mut found);
-        d.observe(&span(30 * NANOS_PER_SEC, "auth", "POST /login", "c", Some("p"), 5.0, false), Phase::Detecting, &mut found);
-        assert!(found.anomalies.is_empty(), "a new ordinary call path is not reported: {:?}", found.anomalies);
-        assert!(found.edges.iter().any(|e| e.caller == "frontend" && e.callee == "auth"));
+        d.observe(
+            &span(
+                30 * NANOS_PER_SEC,
+                "frontend",
+                "GET /",
+                "p",
+                None,
+                5.0,
+                false,
+            ),
+            Phase::Detecting,
+            &mut found,
+        );
+        d.observe(
+            &span(
+                30 * NANOS_PER_SEC,
+                "auth",
+                "POST /login",
+                "c",
+                Some("p"),
+                5.0,
+                false,
+            ),
+            Phase::Detecting,
+            &mut found,
+        );
+        assert!(
+            found.anomalies.is_empty(),
+            "a new ordinary call path is not reported: {:?}",
+            found.anomalies
+        );
+        assert!(found
+            .edges
+            .iter()
+            .any(|e| e.caller == "frontend" && e.callee == "auth"));
         for i in 0..3 {
             let id = format!("e{i}");
-            d.observe(&span(31 * NANOS_PER_SEC + i, "auth", "BasicErrorController.error", &id, Some("c"), 1.0, false), Phase::Detecting, &mut found);
+            d.observe(
+                &span(
+                    31 * NANOS_PER_SEC + i,
+                    "auth",
+                    "BasicErrorController.error",
+                    &id,
+                    Some("c"),
+                    1.0,
+                    false,
+                ),
+                Phase::Detecting,
+                &mut found,
+            );
         }
         // POST /login was never seen in the baseline: its errors may be how it always behaves.
-        assert!(found.anomalies.iter().any(|a| a.signal == "span.new_call:POST /login -> BasicErrorController.error"
-            && a.service == "auth" && a.severity == Severity::Sev4));
+        assert!(found.anomalies.iter().any(|a| a.signal
+            == "span.new_call:POST /login -> BasicErrorController.error"
+            && a.service == "auth"
+            && a.severity == Severity::Sev4));
         // GET /cart is well known: its new failure path is a change.
-        d.observe(&span(32 * NANOS_PER_SEC, "cart", "GET /cart", "k", Some("p"), 5.0, false), Phase::Detecting, &mut found);
+        d.observe(
+            &span(
+                32 * NANOS_PER_SEC,
+                "cart",
+                "GET /cart",
+                "k",
+                Some("p"),
+                5.0,
+                false,
+            ),
+            Phase::Detecting,
+            &mut found,
+        );
         for i in 0..3 {
             let id = format!("f{i}");
-            d.observe(&span(33 * NANOS_PER_SEC + i, "cart", "BasicErrorController.error", &id, Some("k"), 1.0, false), Phase::Detecting, &mut found);
+            d.observe(
+                &span(
+                    33 * NANOS_PER_SEC + i,
+                    "cart",
+                    "BasicErrorController.error",
+                    &id,
+                    Some("k"),
+                    1.0,
+                    false,
+                ),
+                Phase::Detecting,
+                &mut found,
+            );
         }
-        assert!(found.anomalies.iter().any(|a| a.signal == "span.new_call:GET /cart -> BasicErrorController.error"
-            && a.service == "cart" && a.severity == Severity::Sev2), "{:?}", found.anomalies);
+        assert!(
+            found.anomalies.iter().any(|a| a.signal
+                == "span.new_call:GET /cart -> BasicErrorController.error"
+                && a.service == "cart"
+                && a.severity == Severity::Sev2),
+            "{:?}",
+            found.anomalies
+        );
     }
 }

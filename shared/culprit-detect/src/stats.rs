@@ -20,7 +20,13 @@ pub struct SurpriseLevels {
 
 impl Default for SurpriseLevels {
     fn default() -> Self {
-        SurpriseLevels { sev1: 12.0, sev2: 8.0, sev3: 5.0, sev4: 4.0, sev5: 3.0 }
+        SurpriseLevels {
+            sev1: 12.0,
+            sev2: 8.0,
+            sev3: 5.0,
+            sev4: 4.0,
+            sev5: 3.0,
+        }
     }
 }
 
@@ -92,10 +98,14 @@ pub fn binomial_surprise(k: u64, n: u64, p: f64) -> f64 {
         return f64::INFINITY;
     }
     let p = p.clamp(1e-12, 1.0 - 1e-12);
-    let ln_choose = |i: u64| ln_gamma(n as f64 + 1.0) - ln_gamma(i as f64 + 1.0) - ln_gamma((n - i) as f64 + 1.0);
+    let ln_choose = |i: u64| {
+        ln_gamma(n as f64 + 1.0) - ln_gamma(i as f64 + 1.0) - ln_gamma((n - i) as f64 + 1.0)
+    };
     // The tail's terms shrink fast once past the mode; 400 of them is ample.
     let upper = n.min(k + 400);
-    let log_p = log10_sum_exp((k..=upper).map(|i| ln_choose(i) + i as f64 * p.ln() + (n - i) as f64 * (1.0 - p).ln()));
+    let log_p = log10_sum_exp(
+        (k..=upper).map(|i| ln_choose(i) + i as f64 * p.ln() + (n - i) as f64 * (1.0 - p).ln()),
+    );
     (-log_p).max(0.0)
 }
 
@@ -105,9 +115,13 @@ pub fn binomial_lower_surprise(k: u64, n: u64, p: f64) -> f64 {
         return 0.0;
     }
     let p = p.clamp(1e-12, 1.0 - 1e-12);
-    let ln_choose = |i: u64| ln_gamma(n as f64 + 1.0) - ln_gamma(i as f64 + 1.0) - ln_gamma((n - i) as f64 + 1.0);
+    let ln_choose = |i: u64| {
+        ln_gamma(n as f64 + 1.0) - ln_gamma(i as f64 + 1.0) - ln_gamma((n - i) as f64 + 1.0)
+    };
     let lower = k.saturating_sub(400);
-    let log_p = log10_sum_exp((lower..=k).map(|i| ln_choose(i) + i as f64 * p.ln() + (n - i) as f64 * (1.0 - p).ln()));
+    let log_p = log10_sum_exp(
+        (lower..=k).map(|i| ln_choose(i) + i as f64 * p.ln() + (n - i) as f64 * (1.0 - p).ln()),
+    );
     (-log_p).max(0.0)
 }
 
@@ -118,7 +132,9 @@ pub fn poisson_surprise(k: u64, lambda: f64) -> f64 {
     }
     let lambda = lambda.max(1e-9);
     let upper = k + 400;
-    let log_p = log10_sum_exp((k..=upper).map(|i| i as f64 * lambda.ln() - lambda - ln_gamma(i as f64 + 1.0)));
+    let log_p = log10_sum_exp(
+        (k..=upper).map(|i| i as f64 * lambda.ln() - lambda - ln_gamma(i as f64 + 1.0)),
+    );
     (-log_p).max(0.0)
 }
 

@@ -49,7 +49,12 @@ impl TemplateMix {
 
     /// Takes one closed window and returns the templates newly found missing over the trailing
     /// `horizon` windows whose absence is at least `min_surprise` surprising.
-    pub fn judge(&mut self, counts: HashMap<TemplateId, u32>, horizon: usize, min_surprise: f64) -> Vec<MissingTemplate> {
+    pub fn judge(
+        &mut self,
+        counts: HashMap<TemplateId, u32>,
+        horizon: usize,
+        min_surprise: f64,
+    ) -> Vec<MissingTemplate> {
         let lines: u32 = counts.values().sum();
         self.recent.push_back((counts, lines));
         while self.recent.len() > horizon.max(1) {
@@ -63,7 +68,11 @@ impl TemplateMix {
         for (&template, &baseline) in &self.counts {
             let share = baseline / self.total;
             let expected = n as f64 * share;
-            let observed: u64 = self.recent.iter().map(|(c, _)| u64::from(c.get(&template).copied().unwrap_or(0))).sum();
+            let observed: u64 = self
+                .recent
+                .iter()
+                .map(|(c, _)| u64::from(c.get(&template).copied().unwrap_or(0)))
+                .sum();
             if self.missing.contains(&template) {
                 if observed as f64 >= 0.5 * expected {
                     self.missing.remove(&template);
@@ -76,7 +85,12 @@ impl TemplateMix {
             let surprise = binomial_lower_surprise(observed, n, share);
             if surprise >= min_surprise {
                 self.missing.insert(template);
-                found.push(MissingTemplate { template, observed, expected, surprise });
+                found.push(MissingTemplate {
+                    template,
+                    observed,
+                    expected,
+                    surprise,
+                });
             }
         }
         found.sort_by(|a, b| b.surprise.total_cmp(&a.surprise));
@@ -100,7 +114,9 @@ mod tests {
         }
         // Load halves: every share stays the same, nothing is missing.
         for _ in 0..6 {
-            assert!(mix.judge(window(&[(1, 5), (2, 5), (3, 1)]), 6, 5.0).is_empty());
+            assert!(mix
+                .judge(window(&[(1, 5), (2, 5), (3, 1)]), 6, 5.0)
+                .is_empty());
         }
         // Template 2 stops.
         let mut found = Vec::new();
@@ -109,7 +125,10 @@ mod tests {
         }
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].template, 2);
-        assert!((found[0].observed as f64) <= 0.25 * found[0].expected, "{found:?}");
+        assert!(
+            (found[0].observed as f64) <= 0.25 * found[0].expected,
+            "{found:?}"
+        );
         // rare template 3 is never judged missing on thin evidence
         assert!(found.iter().all(|m| m.template != 3));
     }

@@ -15,7 +15,7 @@ use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
 use culprit_core::{Event, EventBody, SourceKind, UnixNanos, NANOS_PER_SEC};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 /// (environment, service, operation)
 type OpKey = (String, String, String);
@@ -59,14 +59,22 @@ struct OpWindow {
     with: HashMap<TemplateId, u32>,
 }
 
+/// A window still inside the horizon; tainted once it was part of an anomaly.
+#[derive(Debug)]
+struct RecentWindow {
+    window: OpWindow,
+    tainted: bool,
+}
+
 pub struct TraceLogDetector {
     config: DetectConfig,
     miners: HashMap<ServiceKey, TemplateMiner>,
     groups: HashMap<String, SpanGroup>,
     baseline: HashMap<OpKey, OpLogs>,
     windows: Windows<HashMap<OpKey, OpWindow>>,
-    recent: HashMap<OpKey, VecDeque<OpWindow>>,
-    missing: HashSet<(OpKey, TemplateId)>,
+    recent: HashMap<OpKey, VecDeque<RecentWindow>>,
+    /// Lines reported missing, with the windows closed since.
+    missing: HashMap<(OpKey, TemplateId), usize>,
 }
 
 impl TraceLogDetector {
@@ -88,7 +96,7 @@ impl TraceLogDetector {
             baseline: HashMap::new(),
             windows,
             recent: HashMap::new(),
-            missing: HashSet::new(),
+            missing: HashMap::new(),
         }
     }
 
@@ -104,7 +112,9 @@ impl TraceLogDetector {
             .map(|(id, _)| id.clone())
             .collect();
         for id in done {
-            let Some(group) = self.groups.remove(&id) else { continue };
+            let Some(group) = self.groups.remove(&id) else {
+                continue;
+            };
             // Log lines whose span never arrived cannot be attributed to an operation.
             let Some(op) = group.op else { continue };
             let window = self.windows.at(group.start).entry(op).or_default();
@@ -118,47 +128,66 @@ impl TraceLogDetector {
         }
     }
 
-    fn close(&mut self, start: UnixNanos, ops: HashMap<OpKey, OpWindow>, phase: Phase, out: &mut Findings) {
+    fn close(
+        &mut self,
+        start: UnixNanos,
+        ops: HashMap<OpKey, OpWindow>,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
         let horizon = self.horizon();
         let levels = self.config.surprise_levels;
         for (op, window) in ops {
-            let recent = self.recent.entry(op.clone()).or_default();
-            recent.push_back(window.clone());
-            while recent.len() > horizon {
-                recent.pop_front();
-            }
             let baseline = self.baseline.entry(op.clone()).or_default();
             if phase == Phase::Learning || baseline.spans < Self::MIN_BASELINE_SPANS {
                 baseline.add(&window);
                 continue;
             }
-            let n: u64 = recent.iter().map(|w| u64::from(w.spans)).sum();
+            let recent = self.recent.entry(op.clone()).or_default();
+            recent.push_back(RecentWindow {
+                window,
+                tainted: false,
+            });
+            // A window joins the baseline only once it leaves the horizon untainted, so a line
+            // that fades out over several windows is judged against what was normal before.
+            while recent.len() > horizon {
+                if let Some(old) = recent.pop_front().filter(|w| !w.tainted) {
+                    baseline.add(&old.window);
+                }
+            }
             let mut anomalous = false;
             for (&template, &with) in &baseline.with {
                 let share = with / baseline.spans;
                 if share < Self::MIN_SHARE {
                     continue;
                 }
-                let expected = n as f64 * share;
-                let observed: u64 = recent.iter().map(|w| u64::from(w.with.get(&template).copied().unwrap_or(0))).sum();
                 let key = (op.clone(), template);
-                if self.missing.contains(&key) {
-                    if observed as f64 >= 0.5 * expected {
+                if let Some(since) = self.missing.get_mut(&key) {
+                    // Recovery is judged only on the windows after the line went missing.
+                    *since = (*since + 1).min(recent.len());
+                    let (n, observed) = tail_counts(recent, *since, template);
+                    let expected = n as f64 * share;
+                    if expected >= Self::MIN_EXPECTED && observed as f64 >= 0.5 * expected {
                         self.missing.remove(&key);
                     } else {
                         anomalous = true;
                     }
                     continue;
                 }
+                let (n, observed) = tail_counts(recent, recent.len(), template);
+                let expected = n as f64 * share;
                 if expected < Self::MIN_EXPECTED || observed as f64 > 0.25 * expected {
                     continue;
                 }
                 let surprise = binomial_lower_surprise(observed, n, share.min(0.999));
-                let Some(severity) = levels.severity(surprise).filter(|s| *s <= self.config.min_severity) else {
+                let Some(severity) = levels
+                    .severity(surprise)
+                    .filter(|s| *s <= self.config.min_severity)
+                else {
                     continue;
                 };
                 anomalous = true;
-                self.missing.insert(key);
+                self.missing.insert(key, 0);
                 let text = self
                     .miners
                     .get(&(op.0.clone(), op.1.clone()))
@@ -176,7 +205,7 @@ impl TraceLogDetector {
                     severity,
                     levels.score(surprise),
                     Some(observed as f64),
-                    Some(expected),
+                    Some(n as f64 * share),
                     format!(
                         "`{}` spans usually log this line ({:.0}% of them) but {} of the last {} did: {}",
                         op.2,
@@ -187,11 +216,29 @@ impl TraceLogDetector {
                     ),
                 ));
             }
-            if !anomalous {
-                baseline.add(&window);
+            if anomalous {
+                recent.iter_mut().for_each(|w| w.tainted = true);
             }
         }
     }
+}
+
+/// Spans, and spans that wrote `template`, over the last `windows` windows of `recent`.
+fn tail_counts(
+    recent: &VecDeque<RecentWindow>,
+    windows: usize,
+    template: TemplateId,
+) -> (u64, u64) {
+    recent
+        .iter()
+        .rev()
+        .take(windows)
+        .fold((0, 0), |(n, with), w| {
+            (
+                n + u64::from(w.window.spans),
+                with + u64::from(w.window.with.get(&template).copied().unwrap_or(0)),
+            )
+        })
 }
 
 impl Detector for TraceLogDetector {
@@ -212,10 +259,18 @@ impl Detector for TraceLogDetector {
                 group.last_seen = group.last_seen.max(event.time);
             }
             EventBody::Log(log) => {
-                let Some(span_id) = log.span_id.as_deref().filter(|s| !s.is_empty()) else { return };
+                let Some(span_id) = log.span_id.as_deref().filter(|s| !s.is_empty()) else {
+                    return;
+                };
                 let level = line_level(log.level, &log.body);
-                let key = (event.resource.environment.clone(), event.resource.service.clone());
-                let miner = self.miners.entry(key).or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
+                let key = (
+                    event.resource.environment.clone(),
+                    event.resource.service.clone(),
+                );
+                let miner = self
+                    .miners
+                    .entry(key)
+                    .or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
                 let template = miner.add(&mining_line(level, &log.body)).id;
                 let group = self.groups.entry(span_id.to_string()).or_default();
                 if group.op.is_none() {
@@ -284,16 +339,35 @@ mod tests {
 
     /// Two requests a second to each of two operations; `by_ids_logs` says whether queryByIds
     /// still writes its usual line.
-    fn traffic(d: &mut TraceLogDetector, from: i64, secs: i64, by_ids_logs: bool, phase: Phase, out: &mut Findings) {
+    fn traffic(
+        d: &mut TraceLogDetector,
+        from: i64,
+        secs: i64,
+        by_ids_logs: bool,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
         for i in 0..secs * 2 {
             let t = from * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
             let a = format!("a{from}-{i}");
             let b = format!("b{from}-{i}");
             d.observe(&span(t, "queryById", &a), phase, out);
-            d.observe(&log(t, &a, &format!("INFO RouteController#47 query route {i}")), phase, out);
+            d.observe(
+                &log(t, &a, &format!("INFO RouteController#47 query route {i}")),
+                phase,
+                out,
+            );
             d.observe(&span(t, "queryByIds", &b), phase, out);
             if by_ids_logs {
-                d.observe(&log(t, &b, &format!("INFO RouteController#53 query routes {i} {i}")), phase, out);
+                d.observe(
+                    &log(
+                        t,
+                        &b,
+                        &format!("INFO RouteController#53 query routes {i} {i}"),
+                    ),
+                    phase,
+                    out,
+                );
             }
             d.advance(t, phase, out);
         }
@@ -311,9 +385,51 @@ mod tests {
         traffic(&mut d, 120, 90, false, Phase::Detecting, &mut broken);
         assert_eq!(broken.anomalies.len(), 1, "{:?}", broken.anomalies);
         let a = &broken.anomalies[0];
-        assert!(a.signal.starts_with("log.missing_in_span:queryByIds:"), "{}", a.signal);
+        assert!(
+            a.signal.starts_with("log.missing_in_span:queryByIds:"),
+            "{}",
+            a.signal
+        );
         assert_eq!(a.service, "route");
         assert!(a.severity <= Severity::Sev2);
+    }
+
+    #[test]
+    fn a_line_that_fades_out_gradually_is_still_reported() {
+        let mut d = TraceLogDetector::new(DetectConfig::default());
+        let mut out = Findings::default();
+        traffic(&mut d, 0, 60, true, Phase::Learning, &mut out);
+        // The line is written by fewer spans every 10 s; a baseline that took each window in as
+        // it closed would follow it down and never see it missing.
+        let mut found = Findings::default();
+        for step in 0..12i64 {
+            let keep_every = 1 + step; // 100%, 50%, 33%, ...
+            for i in 0..20i64 {
+                let t = (60 + step * 10) * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
+                let id = format!("f{step}-{i}");
+                d.observe(&span(t, "queryByIds", &id), Phase::Detecting, &mut found);
+                if i % keep_every == 0 && step < 6 {
+                    d.observe(
+                        &log(
+                            t,
+                            &id,
+                            &format!("INFO RouteController#53 query routes {i} {i}"),
+                        ),
+                        Phase::Detecting,
+                        &mut found,
+                    );
+                }
+                d.advance(t, Phase::Detecting, &mut found);
+            }
+        }
+        assert!(
+            found
+                .anomalies
+                .iter()
+                .any(|a| a.signal.starts_with("log.missing_in_span:queryByIds:")),
+            "{:?}",
+            found.anomalies
+        );
     }
 
     #[test]
@@ -327,7 +443,11 @@ mod tests {
             let t = 60 * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
             let a = format!("x{i}");
             d.observe(&span(t, "queryById", &a), Phase::Detecting, &mut found);
-            d.observe(&log(t, &a, &format!("INFO RouteController#47 query route {i}")), Phase::Detecting, &mut found);
+            d.observe(
+                &log(t, &a, &format!("INFO RouteController#47 query route {i}")),
+                Phase::Detecting,
+                &mut found,
+            );
             d.advance(t, Phase::Detecting, &mut found);
         }
         assert!(found.anomalies.is_empty(), "{:?}", found.anomalies);

@@ -17,7 +17,12 @@ pub struct Windows<A> {
 
 impl<A: Default> Windows<A> {
     pub fn new(width: i64, lateness: i64) -> Self {
-        Windows { width: width.max(1), lateness: lateness.max(0), open: BTreeMap::new(), closed_until: None }
+        Windows {
+            width: width.max(1),
+            lateness: lateness.max(0),
+            open: BTreeMap::new(),
+            closed_until: None,
+        }
     }
 
     pub fn width(&self) -> i64 {
@@ -66,7 +71,10 @@ mod tests {
         let mut w: Windows<u32> = Windows::new(10, 5);
         *w.at(3) += 1;
         *w.at(12) += 1;
-        assert!(w.close_until(14).is_empty(), "window [0,10) waits for lateness");
+        assert!(
+            w.close_until(14).is_empty(),
+            "window [0,10) waits for lateness"
+        );
         let closed = w.close_until(15);
         assert_eq!(closed, vec![(0, 1)]);
         *w.at(4) += 1; // late: joins [10,20)

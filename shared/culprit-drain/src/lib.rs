@@ -272,7 +272,9 @@ impl TemplateMiner {
             } else {
                 children.len() + 1 < max_children
             };
-            let key = if token.bytes().any(|b| b.is_ascii_digit()) || !room_for_token {
+            let is_variable =
+                token.bytes().any(|b| b.is_ascii_digit()) && !mask::is_code_location(token);
+            let key = if is_variable || !room_for_token {
                 WILDCARD
             } else {
                 token
@@ -332,6 +334,13 @@ fn similarity(template: &[Box<str>], tokens: &[Cow<'_, str>]) -> (f64, usize) {
     let mut same = 0usize;
     let mut params = 0usize;
     for (t, token) in template.iter().zip(tokens) {
+        // Different statements of the code are different templates, however alike their text.
+        if t.as_ref() != token.as_ref()
+            && mask::is_code_location(t)
+            && mask::is_code_location(token)
+        {
+            return (0.0, 0);
+        }
         if t.as_ref() == WILDCARD {
             params += 1;
         }
@@ -418,6 +427,23 @@ mod tests {
         let third = miner.add("user alice logged in from tablet");
         assert_eq!(third.id, first.id);
         assert!(!third.template_changed);
+    }
+
+    #[test]
+    fn lines_from_different_code_locations_never_merge() {
+        let mut miner = miner();
+        let a = miner.add(
+            "INFO t.s.TravelServiceImpl#366 [getTickets][Calculate distance][calculate time 0]",
+        );
+        let b = miner.add(
+            "INFO t.s.TravelServiceImpl#372 [getTickets][Calculate distance][calculate time 175]",
+        );
+        let c = miner.add(
+            "INFO t.s.TravelServiceImpl#372 [getTickets][Calculate distance][calculate time 9]",
+        );
+        assert_ne!(a.id, b.id);
+        assert_eq!(b.id, c.id);
+        assert_eq!(miner.template(a.id).as_deref(), Some("INFO t.s.TravelServiceImpl#366 [getTickets][Calculate distance][calculate time <*>]"));
     }
 
     #[test]

@@ -103,6 +103,40 @@ fn mask_piece(piece: &str) -> Option<Cow<'static, str>> {
     None
 }
 
+/// Whether a (masked) token names the statement that wrote the line: `ContactsServiceImpl#37`
+/// (logback's `%logger#%line`), `Foo.java:120`, `(handler.py:88)`. Two lines naming different
+/// statements come from different templates however alike their text is, so these tokens are
+/// never generalised away.
+pub fn is_code_location(token: &str) -> bool {
+    let t = token.trim_matches(|c: char| matches!(c, '(' | ')' | '[' | ']' | ','));
+    let Some(cut) = t.rfind(['#', ':']) else {
+        return false;
+    };
+    let (name, line) = (&t[..cut], &t[cut + 1..]);
+    if line.is_empty() || !line.bytes().all(|b| b.is_ascii_digit()) || name.is_empty() {
+        return false;
+    }
+    let name_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'$' | b'-'))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !name_ok {
+        return false;
+    }
+    if t.as_bytes()[cut] == b'#' {
+        return true;
+    }
+    // `name:digits` is also `host:port`; only a source file's extension makes it a location.
+    const SOURCE_EXTENSIONS: [&str; 14] = [
+        "java", "kt", "scala", "py", "go", "rs", "js", "ts", "rb", "cs", "c", "cc", "cpp", "php",
+    ];
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| SOURCE_EXTENSIONS.contains(&ext))
+}
+
 /// Whether `s`, taken as a whole, is a value: a number, a hex number or id, a UUID, an IP
 /// address (with or without a port), a timestamp, a path with digits in it, or an id made of a
 /// short word and a value (`blk_-42`, `req-<uuid>`).
@@ -322,6 +356,29 @@ mod tests {
             masked("INFO ContactsServiceImpl#37 node R02-M1-N0-C:J12-U11 v2 ts-travel-service"),
             "INFO ContactsServiceImpl#37 node R02-M1-N0-C:J12-U11 v2 ts-travel-service"
         );
+    }
+
+    #[test]
+    fn code_locations_are_recognised_and_host_ports_are_not() {
+        for token in [
+            "t.s.TravelServiceImpl#366",
+            "Foo.java:120",
+            "(handler.py:88)",
+            "main.go:12",
+        ] {
+            assert!(is_code_location(token), "{token}");
+        }
+        for token in [
+            "db:5432",
+            "localhost:8080",
+            "#12",
+            "issue#",
+            "10.0.0.1:80",
+            "<*>",
+            "a#b",
+        ] {
+            assert!(!is_code_location(token), "{token}");
+        }
     }
 
     #[test]

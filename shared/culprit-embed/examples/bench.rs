@@ -4,7 +4,10 @@
 mod synth;
 
 use culprit_core::SourceKind;
-use culprit_embed::{featurize, train, CachedEmbedder, Embedder, FeatureRow, FeatureState, HashingEmbedder, TrainConfig};
+use culprit_embed::{
+    featurize, train, CachedEmbedder, Embedder, FeatureRow, FeatureState, HashingEmbedder,
+    TrainConfig,
+};
 use std::time::Instant;
 
 fn rows_per_sec(e: &dyn Embedder, rows: &[FeatureRow], batch: usize, budget_rows: usize) -> f64 {
@@ -23,13 +26,34 @@ fn main() {
     let events = synth::spans(7, 12_000);
     let all: Vec<FeatureRow> = events.iter().map(|e| featurize(e, &mut state)).collect();
     let (train_rows, stream) = all.split_at(all.len() / 2);
-    let model = train(SourceKind::Traces, train_rows, &TrainConfig::default(), |_| {}).unwrap();
+    let model = train(
+        SourceKind::Traces,
+        train_rows,
+        &TrainConfig::default(),
+        |_| {},
+    )
+    .unwrap();
     let lean = model.lean().unwrap();
     let m = model.meta();
-    println!("spans: {} training rows, hidden {}, {} blocks, emb {}; stream of {} rows", train_rows.len(), m.hidden, m.blocks, m.emb_dim, stream.len());
-    let distinct: std::collections::HashSet<u64> = stream.iter().map(FeatureRow::stable_hash).collect();
-    println!("distinct rows in stream: {} of {}", distinct.len(), stream.len());
-    println!("{:<22} {:>10} {:>10} {:>10}", "rows/s (one core)", "batch 1", "batch 64", "batch 1024");
+    println!(
+        "spans: {} training rows, hidden {}, {} blocks, emb {}; stream of {} rows",
+        train_rows.len(),
+        m.hidden,
+        m.blocks,
+        m.emb_dim,
+        stream.len()
+    );
+    let distinct: std::collections::HashSet<u64> =
+        stream.iter().map(FeatureRow::stable_hash).collect();
+    println!(
+        "distinct rows in stream: {} of {}",
+        distinct.len(),
+        stream.len()
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>10}",
+        "rows/s (one core)", "batch 1", "batch 64", "batch 1024"
+    );
     let hashing = HashingEmbedder::new(SourceKind::Traces);
     let cases: Vec<(&str, Box<dyn Embedder>, usize)> = vec![
         ("candle", Box::new(model), 5_000),
@@ -37,7 +61,10 @@ fn main() {
         ("hashing", Box::new(hashing), 100_000),
     ];
     for (name, e, budget) in &cases {
-        let r: Vec<f64> = [1, 64, 1024].iter().map(|&b| rows_per_sec(e.as_ref(), stream, b, *budget)).collect();
+        let r: Vec<f64> = [1, 64, 1024]
+            .iter()
+            .map(|&b| rows_per_sec(e.as_ref(), stream, b, *budget))
+            .collect();
         println!("{name:<22} {:>10.0} {:>10.0} {:>10.0}", r[0], r[1], r[2]);
     }
     for (name, e, budget) in cases {
@@ -51,6 +78,13 @@ fn main() {
             hit = h as f64 / (h + mi) as f64;
             r.push(cold);
         }
-        println!("{:<22} {:>10.0} {:>10.0} {:>10.0}   (hit rate {:.0}%)", format!("{name} + cache"), r[0], r[1], r[2], 100.0 * hit);
+        println!(
+            "{:<22} {:>10.0} {:>10.0} {:>10.0}   (hit rate {:.0}%)",
+            format!("{name} + cache"),
+            r[0],
+            r[1],
+            r[2],
+            100.0 * hit
+        );
     }
 }

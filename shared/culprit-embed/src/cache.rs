@@ -113,7 +113,14 @@ impl<E: Embedder> Embedder for CachedEmbedder<E> {
             let v = fresh.row(j);
             vectors[i * dim..(i + 1) * dim].copy_from_slice(v);
             oov[i] = fresh.oov[j];
-            g.insert(keys[i], Entry { row, vector: v.into(), oov: fresh.oov[j] });
+            g.insert(
+                keys[i],
+                Entry {
+                    row,
+                    vector: v.into(),
+                    oov: fresh.oov[j],
+                },
+            );
         }
         Ok(Embeddings { dim, vectors, oov })
     }

@@ -5,7 +5,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     #[error("row {row} has {got} {kind} columns, the {source_kind} schema has {expected}")]
-    RowShape { row: usize, kind: &'static str, got: usize, expected: usize, source_kind: SourceKind },
+    RowShape {
+        row: usize,
+        kind: &'static str,
+        got: usize,
+        expected: usize,
+        source_kind: SourceKind,
+    },
     #[error("cannot train on an empty set of rows")]
     NoRows,
     #[error("invalid training config: {0}")]
@@ -13,9 +19,17 @@ pub enum EmbedError {
     #[error("model is for {model} but rows are {rows}")]
     SourceMismatch { model: SourceKind, rows: SourceKind },
     #[error("model format version {found} in {path} is not supported (expected {expected})")]
-    Version { path: PathBuf, found: u32, expected: u32 },
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     #[error("model in {path} was trained on a different {source_kind} feature schema: {detail}")]
-    Schema { path: PathBuf, source_kind: SourceKind, detail: String },
+    Schema {
+        path: PathBuf,
+        source_kind: SourceKind,
+        detail: String,
+    },
     #[error("model weights are inconsistent: {0}")]
     Weights(String),
     #[error("training diverged: loss is {0} at epoch {1}")]
@@ -23,7 +37,10 @@ pub enum EmbedError {
     #[error("i/o on {path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
     #[error("model metadata in {path}: {err}")]
-    Json { path: PathBuf, err: serde_json::Error },
+    Json {
+        path: PathBuf,
+        err: serde_json::Error,
+    },
     #[error("safetensors: {0}")]
     SafeTensors(#[from] safetensors::SafeTensorError),
     #[error("candle: {0}")]

@@ -5,7 +5,10 @@
 //! [`FeatureState`] whose memory is bounded by [`FeatureStateConfig`].
 
 use crate::error::{EmbedError, Result};
-use culprit_core::{ChangeEvent, Event, EventBody, LogEvent, LogLevel, MetricPoint, SourceKind, SpanEvent, NANOS_PER_SEC};
+use culprit_core::{
+    ChangeEvent, Event, EventBody, LogEvent, LogLevel, MetricPoint, SourceKind, SpanEvent,
+    NANOS_PER_SEC,
+};
 use culprit_drain::{DrainConfig, TemplateMiner};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -72,7 +75,14 @@ impl FeatureSchema {
             // Child count and error count of a span are only known once its trace completes;
             // featurising is streaming (one span at a time), so they are left out.
             SourceKind::Traces => (
-                &["service", "operation", "kind", "status", "error_type", "parent_operation"],
+                &[
+                    "service",
+                    "operation",
+                    "kind",
+                    "status",
+                    "error_type",
+                    "parent_operation",
+                ],
                 &["ln_duration_us", "duration_log2_bucket"],
             ),
             SourceKind::Logs => (
@@ -102,7 +112,10 @@ impl FeatureSchema {
     pub fn check(&self, rows: &[FeatureRow]) -> Result<()> {
         for (i, r) in rows.iter().enumerate() {
             if r.source != self.source {
-                return Err(EmbedError::SourceMismatch { model: self.source, rows: r.source });
+                return Err(EmbedError::SourceMismatch {
+                    model: self.source,
+                    rows: r.source,
+                });
             }
             if r.categorical.len() != self.categorical.len() {
                 return Err(EmbedError::RowShape {
@@ -243,7 +256,11 @@ impl FeatureState {
         if span_id.is_empty() || self.config.max_spans == 0 {
             return;
         }
-        if self.span_ops.insert(span_id.to_string(), op.to_string()).is_none() {
+        if self
+            .span_ops
+            .insert(span_id.to_string(), op.to_string())
+            .is_none()
+        {
             self.span_order.push_back(span_id.to_string());
         }
         while self.span_order.len() > self.config.max_spans {
@@ -254,15 +271,19 @@ impl FeatureState {
     }
 
     fn service_logs(&mut self, service: &str) -> &mut ServiceLogs {
-        let key = if self.logs.contains_key(service) || self.logs.len() < self.config.max_log_services {
-            service
-        } else {
-            OVERFLOW_SERVICE
-        };
+        let key =
+            if self.logs.contains_key(service) || self.logs.len() < self.config.max_log_services {
+                service
+            } else {
+                OVERFLOW_SERVICE
+            };
         let drain = &self.config.drain;
         self.logs
             .entry(key.to_string())
-            .or_insert_with(|| ServiceLogs { miner: TemplateMiner::new(drain.clone()), lines: 0 })
+            .or_insert_with(|| ServiceLogs {
+                miner: TemplateMiner::new(drain.clone()),
+                lines: 0,
+            })
     }
 }
 
@@ -275,7 +296,11 @@ pub fn featurize(event: &Event, state: &mut FeatureState) -> FeatureRow {
         EventBody::Log(l) => log_features(event, l, state),
         EventBody::Change(c) => change_features(event, c),
     };
-    FeatureRow { source, categorical, numeric }
+    FeatureRow {
+        source,
+        categorical,
+        numeric,
+    }
 }
 
 /// Featurises events of one source in order, skipping events of other sources.
@@ -291,7 +316,11 @@ pub fn featurize_all<'a>(
         .collect()
 }
 
-fn metric_features(event: &Event, m: &MetricPoint, state: &mut FeatureState) -> (Vec<String>, Vec<f32>) {
+fn metric_features(
+    event: &Event,
+    m: &MetricPoint,
+    state: &mut FeatureState,
+) -> (Vec<String>, Vec<f32>) {
     let r = &event.resource;
     let pod = r.instance.as_deref().unwrap_or(NONE);
     let mut h = Fnv64::default();
@@ -321,19 +350,38 @@ fn metric_features(event: &Event, m: &MetricPoint, state: &mut FeatureState) -> 
     )
 }
 
-fn span_features(event: &Event, s: &SpanEvent, state: &mut FeatureState) -> (Vec<String>, Vec<f32>) {
+fn span_features(
+    event: &Event,
+    s: &SpanEvent,
+    state: &mut FeatureState,
+) -> (Vec<String>, Vec<f32>) {
     let parent = match s.parent_span_id.as_deref() {
         None | Some("") => ROOT.to_string(),
-        Some(p) => state.span_ops.get(p).cloned().unwrap_or_else(|| UNKNOWN.to_string()),
+        Some(p) => state
+            .span_ops
+            .get(p)
+            .cloned()
+            .unwrap_or_else(|| UNKNOWN.to_string()),
     };
     state.remember_span(&s.span_id, &s.name);
     let us = (s.duration_ns.max(0) as f64) / 1_000.0;
     let ln_us = quantise(us.ln_1p());
     let bucket = (1.0 + us).log2().floor();
     let status = if s.is_error { "error" } else { "ok" };
-    let error_type = if s.is_error { s.error_type.as_deref().unwrap_or(NONE) } else { NONE };
+    let error_type = if s.is_error {
+        s.error_type.as_deref().unwrap_or(NONE)
+    } else {
+        NONE
+    };
     (
-        vec![cat(&event.resource.service), cat(&s.name), cat(&s.kind), status.to_string(), cat(error_type), cat(&parent)],
+        vec![
+            cat(&event.resource.service),
+            cat(&s.name),
+            cat(&s.kind),
+            status.to_string(),
+            cat(error_type),
+            cat(&parent),
+        ],
         vec![ln_us as f32, bucket as f32],
     )
 }
@@ -342,7 +390,9 @@ fn log_features(event: &Event, l: &LogEvent, state: &mut FeatureState) -> (Vec<S
     let service = &event.resource.service;
     let tokens: Vec<&str> = l.body.split_whitespace().take(12).collect();
     let level_pos = tokens.iter().position(|t| level_token(t).is_some());
-    let level = l.level.or_else(|| level_pos.and_then(|i| level_token(tokens[i])));
+    let level = l
+        .level
+        .or_else(|| level_pos.and_then(|i| level_token(tokens[i])));
     let logger = find_logger(&tokens, level_pos);
     let logs = state.service_logs(service);
     let m = logs.miner.add(&l.body);
@@ -353,14 +403,28 @@ fn log_features(event: &Event, l: &LogEvent, state: &mut FeatureState) -> (Vec<S
     // between the training run and a later process, the text does once templates have settled.
     let template = logs.miner.template(m.id).unwrap_or_default();
     (
-        vec![cat(service), level.map_or(NONE, level_str).to_string(), cat(&template), logger],
-        vec![quantise(rarity) as f32, quantise((l.body.len() as f64).ln_1p()) as f32, m.param_count as f32],
+        vec![
+            cat(service),
+            level.map_or(NONE, level_str).to_string(),
+            cat(&template),
+            logger,
+        ],
+        vec![
+            quantise(rarity) as f32,
+            quantise((l.body.len() as f64).ln_1p()) as f32,
+            m.param_count as f32,
+        ],
     )
 }
 
 fn change_features(event: &Event, c: &ChangeEvent) -> (Vec<String>, Vec<f32>) {
     let a = &c.attributes;
-    let num = |k: &str| a.get(k).and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite()).unwrap_or(0.0);
+    let num = |k: &str| {
+        a.get(k)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+            .unwrap_or(0.0)
+    };
     let (hs, hc) = cyclic(hour_of_day(event.time), 24.0);
     (
         vec![
@@ -383,7 +447,11 @@ fn change_features(event: &Event, c: &ChangeEvent) -> (Vec<String>, Vec<f32>) {
 /// `parameters_changed` when given, else the length of a comma list in `parameters`, else 1 for
 /// a single `parameter`, else 0.
 fn parameters_changed(a: &BTreeMap<String, String>) -> f64 {
-    if let Some(n) = a.get("parameters_changed").and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite()) {
+    if let Some(n) = a
+        .get("parameters_changed")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+    {
         return n.max(0.0);
     }
     if let Some(list) = a.get("parameters") {
@@ -428,7 +496,10 @@ fn find_logger(tokens: &[&str], level_pos: Option<usize>) -> String {
         }
         let t = t.trim_end_matches(':');
         let class = t.split(['#', ':']).next().unwrap_or("");
-        let suffix_ok = t[class.len()..].trim_start_matches(['#', ':']).chars().all(|c| c.is_ascii_digit());
+        let suffix_ok = t[class.len()..]
+            .trim_start_matches(['#', ':'])
+            .chars()
+            .all(|c| c.is_ascii_digit());
         if suffix_ok && is_dotted_name(class) {
             return cat(class);
         }
@@ -532,8 +603,14 @@ mod tests {
     use std::sync::Arc;
 
     fn ev(body: EventBody, time: i64) -> Event {
-        let r = Resource::new("cart").with_environment("prod").with_instance("cart-0");
-        Event { time, resource: Arc::new(r), body }
+        let r = Resource::new("cart")
+            .with_environment("prod")
+            .with_instance("cart-0");
+        Event {
+            time,
+            resource: Arc::new(r),
+            body,
+        }
     }
 
     fn span(id: &str, parent: Option<&str>, name: &str, ms: i64, err: bool) -> EventBody {
@@ -556,20 +633,41 @@ mod tests {
         let root = featurize(&ev(span("a", None, "GET /cart", 8, false), 0), &mut st);
         let child = featurize(&ev(span("b", Some("a"), "db.query", 1, true), 0), &mut st);
         let orphan = featurize(&ev(span("c", Some("zz"), "db.query", 1, false), 0), &mut st);
-        assert_eq!(root.categorical, ["cart", "GET /cart", "server", "ok", "-", ROOT]);
-        assert_eq!(child.categorical, ["cart", "db.query", "server", "error", "Timeout", "GET /cart"]);
+        assert_eq!(
+            root.categorical,
+            ["cart", "GET /cart", "server", "ok", "-", ROOT]
+        );
+        assert_eq!(
+            child.categorical,
+            [
+                "cart",
+                "db.query",
+                "server",
+                "error",
+                "Timeout",
+                "GET /cart"
+            ]
+        );
         assert_eq!(orphan.categorical[5], UNKNOWN);
         // 8 ms = 8000 us: ln(8001) ~ 8.99, log2 bucket 12.
         assert!((root.numeric[0] - 8.99).abs() < 0.01);
         assert_eq!(root.numeric[1], 12.0);
-        FeatureSchema::for_source(SourceKind::Traces).check(&[root, child, orphan]).unwrap();
+        FeatureSchema::for_source(SourceKind::Traces)
+            .check(&[root, child, orphan])
+            .unwrap();
     }
 
     #[test]
     fn span_cache_stays_bounded() {
-        let mut st = FeatureState::new(FeatureStateConfig { max_spans: 10, ..Default::default() });
+        let mut st = FeatureState::new(FeatureStateConfig {
+            max_spans: 10,
+            ..Default::default()
+        });
         for i in 0..100 {
-            featurize(&ev(span(&format!("s{i}"), None, "op", 1, false), 0), &mut st);
+            featurize(
+                &ev(span(&format!("s{i}"), None, "op", 1, false), 0),
+                &mut st,
+            );
         }
         assert_eq!(st.sizes().1, 10);
     }
@@ -596,9 +694,15 @@ mod tests {
         let later = featurize(&line(99), &mut st);
         assert_eq!(later.categorical[0], "cart");
         assert_eq!(later.categorical[1], "info");
-        assert_eq!(later.categorical[2], "<*> INFO t.s.TravelServiceImpl#532 Route <*> loaded");
+        assert_eq!(
+            later.categorical[2],
+            "<*> INFO t.s.TravelServiceImpl#532 Route <*> loaded"
+        );
         assert_eq!(later.categorical[3], "t.s.TravelServiceImpl");
-        assert_eq!(later.numeric[0], 0.0, "the only template of the service is not rare");
+        assert_eq!(
+            later.numeric[0], 0.0,
+            "the only template of the service is not rare"
+        );
         assert_eq!(later.numeric[2], 2.0, "timestamp and route id");
         let odd = ev(
             EventBody::Log(LogEvent {
@@ -613,24 +717,46 @@ mod tests {
         let odd = featurize(&odd, &mut st);
         assert_eq!(odd.categorical[1], "error");
         assert_eq!(odd.categorical[3], "pool-1");
-        assert!(odd.numeric[0] > 2.0, "a first-seen template among 11 lines is rare: {}", odd.numeric[0]);
+        assert!(
+            odd.numeric[0] > 2.0,
+            "a first-seen template among 11 lines is rare: {}",
+            odd.numeric[0]
+        );
         assert_eq!(first.categorical.len(), 4);
     }
 
     #[test]
     fn metric_rows_track_the_moving_window_and_time_of_day() {
         let mut st = FeatureState::default();
-        let point = |v: f64, t: i64| ev(EventBody::Metric(MetricPoint { name: "cpu".into(), value: v, attributes: BTreeMap::new() }), t);
+        let point = |v: f64, t: i64| {
+            ev(
+                EventBody::Metric(MetricPoint {
+                    name: "cpu".into(),
+                    value: v,
+                    attributes: BTreeMap::new(),
+                }),
+                t,
+            )
+        };
         // 1970-01-05 was a Monday; 06:00 UTC.
         let t0 = (4 * 86_400 + 6 * 3600) * NANOS_PER_SEC;
         let first = featurize(&point(10.0, t0), &mut st);
         assert_eq!(first.categorical, ["cart", "cart-0", "cpu", "prod"]);
-        assert!((first.numeric[1] - 1.0).abs() < 1e-6 && first.numeric[2].abs() < 1e-6, "06:00 is a quarter turn");
+        assert!(
+            (first.numeric[1] - 1.0).abs() < 1e-6 && first.numeric[2].abs() < 1e-6,
+            "06:00 is a quarter turn"
+        );
         let monday_6am = std::f32::consts::TAU * 0.25 / 7.0;
-        assert!((first.numeric[3] - monday_6am.sin()).abs() < 1e-5, "monday is day 0");
+        assert!(
+            (first.numeric[3] - monday_6am.sin()).abs() < 1e-5,
+            "monday is day 0"
+        );
         assert_eq!(first.numeric[7], 0.0, "no history, no z");
         for i in 1..60 {
-            featurize(&point(10.0 + (i % 2) as f64, t0 + i * 60 * NANOS_PER_SEC), &mut st);
+            featurize(
+                &point(10.0 + (i % 2) as f64, t0 + i * 60 * NANOS_PER_SEC),
+                &mut st,
+            );
         }
         let spike = featurize(&point(50.0, t0 + 60 * 60 * NANOS_PER_SEC), &mut st);
         assert!((spike.numeric[5] - (10.5f64).ln_1p() as f32).abs() < 0.02);
@@ -645,10 +771,18 @@ mod tests {
 
     #[test]
     fn metric_series_are_bounded() {
-        let cfg = FeatureStateConfig { max_series: 50, max_points_per_series: 3, ..Default::default() };
+        let cfg = FeatureStateConfig {
+            max_series: 50,
+            max_points_per_series: 3,
+            ..Default::default()
+        };
         let mut st = FeatureState::new(cfg);
         for i in 0..500 {
-            let m = MetricPoint { name: format!("m{i}"), value: 1.0, attributes: BTreeMap::new() };
+            let m = MetricPoint {
+                name: format!("m{i}"),
+                value: 1.0,
+                attributes: BTreeMap::new(),
+            };
             featurize(&ev(EventBody::Metric(m), i), &mut st);
         }
         assert!(st.sizes().0 <= 50);
@@ -660,7 +794,13 @@ mod tests {
         a.insert("files_changed".to_string(), "3".to_string());
         a.insert("lines_added".to_string(), "not a number".to_string());
         a.insert("parameters".to_string(), "timeout_ms, retries".to_string());
-        let c = ChangeEvent { id: "1".into(), kind: ChangeKind::ConfigChange, summary: "s".into(), actor: None, attributes: a };
+        let c = ChangeEvent {
+            id: "1".into(),
+            kind: ChangeKind::ConfigChange,
+            summary: "s".into(),
+            actor: None,
+            attributes: a,
+        };
         let row = featurize(&ev(EventBody::Change(c), 0), &mut FeatureState::default());
         assert_eq!(row.categorical, ["cart", "config_change", "prod", "-"]);
         assert!((row.numeric[0] - 4f32.ln()).abs() < 1e-6);

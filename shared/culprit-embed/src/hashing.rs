@@ -23,7 +23,10 @@ const CAT_SEED: u64 = 0x5eed_ca7e;
 const NUM_SEED: u64 = 0x5eed_0000_0a11;
 
 fn slot(h: u64) -> (usize, f32) {
-    ((h % EMBED_DIM as u64) as usize, if (h >> 32) & 1 == 0 { 1.0 } else { -1.0 })
+    (
+        (h % EMBED_DIM as u64) as usize,
+        if (h >> 32) & 1 == 0 { 1.0 } else { -1.0 },
+    )
 }
 
 impl HashingEmbedder {
@@ -32,9 +35,17 @@ impl HashingEmbedder {
         let numeric_slots = schema
             .numeric
             .iter()
-            .map(|name| [slot(hash_str(NUM_SEED, name)), slot(hash_str(NUM_SEED + 1, name))])
+            .map(|name| {
+                [
+                    slot(hash_str(NUM_SEED, name)),
+                    slot(hash_str(NUM_SEED + 1, name)),
+                ]
+            })
             .collect();
-        Self { schema, numeric_slots }
+        Self {
+            schema,
+            numeric_slots,
+        }
     }
 
     pub fn schema(&self) -> &FeatureSchema {
@@ -47,7 +58,11 @@ impl HashingEmbedder {
             out[b] += s;
         }
         for (x, slots) in row.numeric.iter().zip(&self.numeric_slots) {
-            let x = if x.is_finite() { x.clamp(-32.0, 32.0) } else { 0.0 };
+            let x = if x.is_finite() {
+                x.clamp(-32.0, 32.0)
+            } else {
+                0.0
+            };
             for &(b, s) in slots {
                 out[b] += 0.5 * s * x;
             }
@@ -67,6 +82,10 @@ impl Embedder for HashingEmbedder {
         for (row, out) in rows.iter().zip(vectors.chunks_exact_mut(EMBED_DIM)) {
             self.embed_row(row, out);
         }
-        Ok(Embeddings { dim: EMBED_DIM, vectors, oov: vec![OovMask::default(); rows.len()] })
+        Ok(Embeddings {
+            dim: EMBED_DIM,
+            vectors,
+            oov: vec![OovMask::default(); rows.len()],
+        })
     }
 }

@@ -46,12 +46,18 @@ impl LeanModel {
     /// Loads `model.json` + `model.safetensors` from `dir` without going through candle.
     pub fn load(dir: impl AsRef<Path>) -> Result<LeanModel> {
         let (meta, weights) = load_meta(dir.as_ref())?;
-        let bytes = std::fs::read(&weights).map_err(|err| EmbedError::Io { path: weights.clone(), err })?;
+        let bytes = std::fs::read(&weights).map_err(|err| EmbedError::Io {
+            path: weights.clone(),
+            err,
+        })?;
         let st = safetensors::SafeTensors::deserialize(&bytes)?;
         let mut flat = HashMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != safetensors::Dtype::F32 {
-                return Err(EmbedError::Weights(format!("tensor '{name}' is {:?}, expected f32", view.dtype())));
+                return Err(EmbedError::Weights(format!(
+                    "tensor '{name}' is {:?}, expected f32",
+                    view.dtype()
+                )));
             }
             let data: Vec<f32> = view
                 .data()
@@ -65,9 +71,14 @@ impl LeanModel {
 
     pub(crate) fn from_parts(meta: ModelMeta, t: &HashMap<String, Vec<f32>>) -> Result<LeanModel> {
         let get = |name: &str, len: usize| -> Result<&[f32]> {
-            let v = t.get(name).ok_or_else(|| EmbedError::Weights(format!("tensor '{name}' is missing")))?;
+            let v = t
+                .get(name)
+                .ok_or_else(|| EmbedError::Weights(format!("tensor '{name}' is missing")))?;
             if v.len() != len {
-                return Err(EmbedError::Weights(format!("tensor '{name}' has {} values, expected {len}", v.len())));
+                return Err(EmbedError::Weights(format!(
+                    "tensor '{name}' has {} values, expected {len}",
+                    v.len()
+                )));
             }
             Ok(v)
         };
@@ -117,7 +128,17 @@ impl LeanModel {
         let w_out = get("out.w", h * meta.out_dim)?.to_vec();
         let b_out = get("out.b", meta.out_dim)?.to_vec();
         let encoder = Encoder::from_meta(&meta);
-        Ok(LeanModel { meta, encoder, hidden: h, cat_proj, w_num, b_in, blocks, w_out, b_out })
+        Ok(LeanModel {
+            meta,
+            encoder,
+            hidden: h,
+            cat_proj,
+            w_num,
+            b_in,
+            blocks,
+            w_out,
+            b_out,
+        })
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -126,10 +147,23 @@ impl LeanModel {
 
     /// Embeds one tile of already encoded rows into `out` (`rows * 64`).
     #[allow(clippy::too_many_arguments)] // all hot-loop inputs; a struct would only rename them
-        fn forward_tile(&self, cats: &[u32], n_total: usize, row0: usize, nums: &[f32], rows: usize, out: &mut [f32], buf: &mut Buffers) {
+    fn forward_tile(
+        &self,
+        cats: &[u32],
+        n_total: usize,
+        row0: usize,
+        nums: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        buf: &mut Buffers,
+    ) {
         let h = self.hidden;
         let nn = self.w_num.len() / h.max(1);
-        let (x, a, u) = (&mut buf.x[..rows * h], &mut buf.a[..rows * h], &mut buf.u[..rows * h]);
+        let (x, a, u) = (
+            &mut buf.x[..rows * h],
+            &mut buf.a[..rows * h],
+            &mut buf.u[..rows * h],
+        );
         affine(nums, rows, nn, &self.w_num, h, &self.b_in, x);
         for (c, proj) in self.cat_proj.iter().enumerate() {
             for r in 0..rows {
@@ -163,9 +197,20 @@ struct Buffers {
 
 /// Folds eval-mode BatchNorm into the Linear before it: `bn(xW + b) = x(W*s) + (b - mean)*s + beta`
 /// with `s = gamma / sqrt(var + eps)` per output column.
-fn fold_bn(w: &[f32], b: &[f32], gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32]) -> (Vec<f32>, Vec<f32>) {
+fn fold_bn(
+    w: &[f32],
+    b: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let m = b.len();
-    let s: Vec<f32> = gamma.iter().zip(var).map(|(g, v)| g / (v + BN_EPS).sqrt()).collect();
+    let s: Vec<f32> = gamma
+        .iter()
+        .zip(var)
+        .map(|(g, v)| g / (v + BN_EPS).sqrt())
+        .collect();
     let mut wf = w.to_vec();
     for row in wf.chunks_exact_mut(m) {
         for (x, sj) in row.iter_mut().zip(&s) {
@@ -237,7 +282,11 @@ impl Embedder for LeanModel {
         let h = self.hidden;
         let mut vectors = vec![0f32; n * EMBED_DIM];
         let t = TILE.min(n.max(1));
-        let mut buf = Buffers { x: vec![0.0; t * h], a: vec![0.0; t * h], u: vec![0.0; t * h] };
+        let mut buf = Buffers {
+            x: vec![0.0; t * h],
+            a: vec![0.0; t * h],
+            u: vec![0.0; t * h],
+        };
         let nn = self.meta.numeric_mean.len();
         let mut r0 = 0;
         while r0 < n {
@@ -253,6 +302,10 @@ impl Embedder for LeanModel {
             );
             r0 += rows;
         }
-        Ok(Embeddings { dim: EMBED_DIM, vectors, oov: enc.oov })
+        Ok(Embeddings {
+            dim: EMBED_DIM,
+            vectors,
+            oov: enc.oov,
+        })
     }
 }

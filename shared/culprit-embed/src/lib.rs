@@ -30,11 +30,14 @@ mod model;
 pub use cache::CachedEmbedder;
 pub use error::{EmbedError, Result};
 pub use features::{
-    featurize, featurize_all, FeatureRow, FeatureSchema, FeatureState, FeatureStateConfig, NONE, ROOT, UNKNOWN,
+    featurize, featurize_all, FeatureRow, FeatureSchema, FeatureState, FeatureStateConfig, NONE,
+    ROOT, UNKNOWN,
 };
 pub use hashing::HashingEmbedder;
 pub use lean::LeanModel;
-pub use model::{train, Model, ModelMeta, Objective, TrainConfig, TrainProgress, TrainingFigures, FORMAT_VERSION};
+pub use model::{
+    train, Model, ModelMeta, Objective, TrainConfig, TrainProgress, TrainingFigures, FORMAT_VERSION,
+};
 
 use culprit_core::SourceKind;
 

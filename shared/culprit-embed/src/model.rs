@@ -177,9 +177,19 @@ impl Encoder {
         let index = meta
             .vocabularies
             .iter()
-            .map(|v| v.iter().enumerate().map(|(i, s)| (s.clone(), i as u32 + 1)).collect())
+            .map(|v| {
+                v.iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.clone(), i as u32 + 1))
+                    .collect()
+            })
             .collect();
-        Self { schema: meta.schema.clone(), index, mean: meta.numeric_mean.clone(), std: meta.numeric_std.clone() }
+        Self {
+            schema: meta.schema.clone(),
+            index,
+            mean: meta.numeric_mean.clone(),
+            std: meta.numeric_std.clone(),
+        }
     }
 
     pub fn encode(&self, rows: &[FeatureRow]) -> Result<Encoded> {
@@ -287,11 +297,26 @@ impl Net {
         }
         let (w_out, b_out) = linear_init(h, meta.out_dim, rng, dev)?;
         let (w_out, b_out) = (var(w_out)?, var(b_out)?);
-        Ok((Net { emb, w_in, b_in, blocks, w_out, b_out }, vars))
+        Ok((
+            Net {
+                emb,
+                w_in,
+                b_in,
+                blocks,
+                w_out,
+                b_out,
+            },
+            vars,
+        ))
     }
 
     /// `cats[c]` holds the ids of column `c` for the batch (`[n]`, u32); `nums` is `[n, N]`.
-    fn forward(&self, cats: &[Tensor], nums: &Tensor, mut train: Option<TrainMode>) -> Result<(Tensor, BnBatchStats)> {
+    fn forward(
+        &self,
+        cats: &[Tensor],
+        nums: &Tensor,
+        mut train: Option<TrainMode>,
+    ) -> Result<(Tensor, BnBatchStats)> {
         let mut parts = Vec::with_capacity(cats.len() + 1);
         for (table, ids) in self.emb.iter().zip(cats) {
             parts.push(table.index_select(ids, 0)?);
@@ -302,7 +327,8 @@ impl Net {
         let mut stats = Vec::new();
         for b in &self.blocks {
             let y = h.matmul(&b.w1)?.broadcast_add(&b.b1)?;
-            let y = batch_norm(&y, &b.g1, &b.be1, &b.m1, &b.v1, train.is_some(), &mut stats)?.relu()?;
+            let y =
+                batch_norm(&y, &b.g1, &b.be1, &b.m1, &b.v1, train.is_some(), &mut stats)?.relu()?;
             let y = match train.as_mut() {
                 Some(t) if t.dropout > 0.0 => dropout(&y, t.dropout, t.rng)?,
                 _ => y,
@@ -349,7 +375,9 @@ impl Net {
     /// Rebuilds the net from named tensors, checking every shape against the metadata.
     pub(crate) fn from_tensors(meta: &ModelMeta, t: &HashMap<String, Tensor>) -> Result<Net> {
         let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let x = t.get(name).ok_or_else(|| EmbedError::Weights(format!("tensor '{name}' is missing")))?;
+            let x = t
+                .get(name)
+                .ok_or_else(|| EmbedError::Weights(format!("tensor '{name}' is missing")))?;
             if x.dims() != shape {
                 return Err(EmbedError::Weights(format!(
                     "tensor '{name}' has shape {:?}, expected {shape:?}",
@@ -397,7 +425,11 @@ impl Net {
     fn set_bn_stats(&mut self, stats: &[(Tensor, Tensor)], momentum: Option<f32>) -> Result<()> {
         for (i, (mean, var)) in stats.iter().enumerate() {
             let b = &mut self.blocks[i / 2];
-            let (m, v) = if i % 2 == 0 { (&mut b.m1, &mut b.v1) } else { (&mut b.m2, &mut b.v2) };
+            let (m, v) = if i % 2 == 0 {
+                (&mut b.m1, &mut b.v1)
+            } else {
+                (&mut b.m2, &mut b.v2)
+            };
             match momentum {
                 Some(mo) => {
                     *m = ((&*m * (1.0 - mo) as f64)? + (mean * mo as f64)?)?;
@@ -428,27 +460,46 @@ fn batch_norm(
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(0)?;
         let xn = xc.broadcast_div(&(var.clone() + BN_EPS as f64)?.sqrt()?)?;
-        stats.push((mean.squeeze(0)?.detach(), (var.squeeze(0)? * (n / (n - 1.0).max(1.0)))?.detach()));
+        stats.push((
+            mean.squeeze(0)?.detach(),
+            (var.squeeze(0)? * (n / (n - 1.0).max(1.0)))?.detach(),
+        ));
         Ok(xn.broadcast_mul(gamma)?.broadcast_add(beta)?)
     } else {
         let scale = gamma.div(&(run_var + BN_EPS as f64)?.sqrt()?)?;
-        Ok(x.broadcast_sub(run_mean)?.broadcast_mul(&scale)?.broadcast_add(beta)?)
+        Ok(x.broadcast_sub(run_mean)?
+            .broadcast_mul(&scale)?
+            .broadcast_add(beta)?)
     }
 }
 
 /// Inverted dropout with a mask from our seeded RNG (candle's own CPU RNG cannot be seeded).
 fn dropout(x: &Tensor, p: f32, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect();
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+        .collect();
     Ok(x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)?)
 }
 
-fn linear_init(d_in: usize, d_out: usize, rng: &mut ChaCha8Rng, dev: &Device) -> Result<(Tensor, Tensor)> {
+fn linear_init(
+    d_in: usize,
+    d_out: usize,
+    rng: &mut ChaCha8Rng,
+    dev: &Device,
+) -> Result<(Tensor, Tensor)> {
     // PyTorch's default: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
     let bound = 1.0 / (d_in as f32).sqrt();
-    let w: Vec<f32> = (0..d_in * d_out).map(|_| rng.random_range(-bound..bound)).collect();
-    let b: Vec<f32> = (0..d_out).map(|_| rng.random_range(-bound..bound)).collect();
-    Ok((Tensor::from_vec(w, (d_in, d_out), dev)?, Tensor::from_vec(b, d_out, dev)?))
+    let w: Vec<f32> = (0..d_in * d_out)
+        .map(|_| rng.random_range(-bound..bound))
+        .collect();
+    let b: Vec<f32> = (0..d_out)
+        .map(|_| rng.random_range(-bound..bound))
+        .collect();
+    Ok((
+        Tensor::from_vec(w, (d_in, d_out), dev)?,
+        Tensor::from_vec(b, d_out, dev)?,
+    ))
 }
 
 fn gaussian(rng: &mut ChaCha8Rng) -> f32 {
@@ -467,20 +518,29 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("Model")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
 /// Builds vocabularies: categories seen at least `min_count` times, most frequent first (ties by
 /// name, so the order is deterministic), at most `max_vocab`.
-fn build_vocabularies(schema: &FeatureSchema, rows: &[FeatureRow], cfg: &TrainConfig) -> Vec<Vec<String>> {
+fn build_vocabularies(
+    schema: &FeatureSchema,
+    rows: &[FeatureRow],
+    cfg: &TrainConfig,
+) -> Vec<Vec<String>> {
     (0..schema.categorical.len())
         .map(|c| {
             let mut counts: HashMap<&str, usize> = HashMap::new();
             for r in rows {
                 *counts.entry(r.categorical[c].as_str()).or_default() += 1;
             }
-            let mut v: Vec<(&str, usize)> = counts.into_iter().filter(|&(_, k)| k >= cfg.min_count.max(1)).collect();
+            let mut v: Vec<(&str, usize)> = counts
+                .into_iter()
+                .filter(|&(_, k)| k >= cfg.min_count.max(1))
+                .collect();
             v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
             v.truncate(cfg.max_vocab);
             v.into_iter().map(|(s, _)| s.to_string()).collect()
@@ -508,7 +568,11 @@ fn numeric_stats(n_num: usize, rows: &[FeatureRow]) -> (Vec<f32>, Vec<f32>) {
         .map(|(m, &c)| {
             let s = if c > 1.0 { (m / (c - 1.0)).sqrt() } else { 0.0 };
             // A constant column keeps std 1 so it normalises to 0 rather than dividing by 0.
-            if s > 1e-6 { s as f32 } else { 1.0 }
+            if s > 1e-6 {
+                s as f32
+            } else {
+                1.0
+            }
         })
         .collect();
     (mean.into_iter().map(|m| m as f32).collect(), std)
@@ -519,7 +583,10 @@ fn id_tensors(enc: &Encoded, dev: &Device) -> Result<Vec<Tensor>> {
     if enc.n == 0 {
         return Ok(Vec::new());
     }
-    enc.cats.chunks(enc.n).map(|c| Ok(Tensor::from_slice(c, enc.n, dev)?)).collect()
+    enc.cats
+        .chunks(enc.n)
+        .map(|c| Ok(Tensor::from_slice(c, enc.n, dev)?))
+        .collect()
 }
 
 struct Decoder {
@@ -605,7 +672,11 @@ pub fn train(
     };
     let mut opt = AdamW::new(
         vars,
-        ParamsAdamW { lr: config.lr, weight_decay: config.weight_decay, ..ParamsAdamW::default() },
+        ParamsAdamW {
+            lr: config.lr,
+            weight_decay: config.weight_decay,
+            ..ParamsAdamW::default()
+        },
     )?;
 
     let n = rows.len();
@@ -625,11 +696,15 @@ pub fn train(
             let clean = gather(&all, idx, nc, nn);
             let loss = match &decoder {
                 None => {
-                    let corrupt = corrupt_scarf(&all, idx, nc, nn, config.corruption_rate, &mut rng);
+                    let corrupt =
+                        corrupt_scarf(&all, idx, nc, nn, config.corruption_rate, &mut rng);
                     let both = concat(&clean, &corrupt, nc, nn);
                     let ids = id_tensors(&both, &dev)?;
                     let nums = Tensor::from_vec(both.nums, (both.n, nn), &dev)?;
-                    let mode = TrainMode { rng: &mut rng, dropout: config.dropout };
+                    let mode = TrainMode {
+                        rng: &mut rng,
+                        dropout: config.dropout,
+                    };
                     let (z, stats) = net.forward(&ids, &nums, Some(mode))?;
                     net.set_bn_stats(&stats, Some(BN_MOMENTUM))?;
                     info_nce(&z, idx.len(), config.temperature)?
@@ -638,7 +713,10 @@ pub fn train(
                     let masked = mask(&clean, nc, nn, config.corruption_rate, &mut rng);
                     let ids = id_tensors(&masked, &dev)?;
                     let nums = Tensor::from_vec(masked.nums, (masked.n, nn), &dev)?;
-                    let mode = TrainMode { rng: &mut rng, dropout: config.dropout };
+                    let mode = TrainMode {
+                        rng: &mut rng,
+                        dropout: config.dropout,
+                    };
                     let (z, stats) = net.forward(&ids, &nums, Some(mode))?;
                     net.set_bn_stats(&stats, Some(BN_MOMENTUM))?;
                     let target_ids = id_tensors(&clean, &dev)?;
@@ -668,7 +746,12 @@ pub fn train(
     // Running statistics were collected on corrupted (or masked) views with dropout on; inference
     // sees clean rows, so re-estimate them on clean training batches with dropout off.
     recalibrate_bn(&mut net, &all, &order, batch, nc, nn, &dev)?;
-    meta.training.final_loss = meta.training.loss_per_epoch.last().copied().unwrap_or(f32::NAN);
+    meta.training.final_loss = meta
+        .training
+        .loss_per_epoch
+        .last()
+        .copied()
+        .unwrap_or(f32::NAN);
     meta.training.seconds = start.elapsed().as_secs_f64();
     let net = Net::from_tensors(&meta, &net.tensors())?;
     Ok(Model { meta, encoder, net })
@@ -690,7 +773,14 @@ fn recalibrate_bn(
         let ids = id_tensors(&b, dev)?;
         let nums = Tensor::from_vec(b.nums, (b.n, nn), dev)?;
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let (_, stats) = net.forward(&ids, &nums, Some(TrainMode { rng: &mut rng, dropout: 0.0 }))?;
+        let (_, stats) = net.forward(
+            &ids,
+            &nums,
+            Some(TrainMode {
+                rng: &mut rng,
+                dropout: 0.0,
+            }),
+        )?;
         sums = Some(match sums {
             None => stats,
             Some(s) => s
@@ -728,12 +818,24 @@ fn gather(all: &Encoded, idx: &[usize], nc: usize, nn: usize) -> Encoded {
         }
         nums[r * nn..(r + 1) * nn].copy_from_slice(&all.nums[i * nn..(i + 1) * nn]);
     }
-    Encoded { n: b, cats, nums, oov: Vec::new() }
+    Encoded {
+        n: b,
+        cats,
+        nums,
+        oov: Vec::new(),
+    }
 }
 
 /// SCARF corruption: each column of each row is, with probability `rate`, replaced by the same
 /// column of a uniformly drawn training row (a draw from that column's empirical marginal).
-fn corrupt_scarf(all: &Encoded, idx: &[usize], nc: usize, nn: usize, rate: f32, rng: &mut ChaCha8Rng) -> Encoded {
+fn corrupt_scarf(
+    all: &Encoded,
+    idx: &[usize],
+    nc: usize,
+    nn: usize,
+    rate: f32,
+    rng: &mut ChaCha8Rng,
+) -> Encoded {
     let mut out = gather(all, idx, nc, nn);
     let b = idx.len();
     for r in 0..b {
@@ -756,7 +858,12 @@ fn corrupt_scarf(all: &Encoded, idx: &[usize], nc: usize, nn: usize, rate: f32, 
 /// Masking for reconstruction: categoricals to the OOV slot, numerics to their mean (0).
 fn mask(clean: &Encoded, nc: usize, nn: usize, rate: f32, rng: &mut ChaCha8Rng) -> Encoded {
     let b = clean.n;
-    let mut out = Encoded { n: b, cats: clean.cats.clone(), nums: clean.nums.clone(), oov: Vec::new() };
+    let mut out = Encoded {
+        n: b,
+        cats: clean.cats.clone(),
+        nums: clean.nums.clone(),
+        oov: Vec::new(),
+    };
     for r in 0..b {
         for c in 0..nc {
             if rng.random::<f32>() < rate {
@@ -782,7 +889,12 @@ fn concat(a: &Encoded, b: &Encoded, nc: usize, nn: usize) -> Encoded {
     let mut nums = Vec::with_capacity(nn * n);
     nums.extend_from_slice(&a.nums);
     nums.extend_from_slice(&b.nums);
-    Encoded { n, cats, nums, oov: Vec::new() }
+    Encoded {
+        n,
+        cats,
+        nums,
+        oov: Vec::new(),
+    }
 }
 
 /// Symmetric InfoNCE between the first `b` rows (clean) and the next `b` (corrupted).
@@ -813,7 +925,10 @@ fn reconstruction_loss(d: &Decoder, z: &Tensor, ids: &[Tensor], nums: &Tensor) -
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EmbedError + '_ {
-    move |err| EmbedError::Io { path: path.to_path_buf(), err }
+    move |err| EmbedError::Io {
+        path: path.to_path_buf(),
+        err,
+    }
 }
 
 /// Reads and validates `model.json` in `dir`.
@@ -825,18 +940,32 @@ pub(crate) fn load_meta(dir: &Path) -> Result<(ModelMeta, PathBuf)> {
     struct Version {
         format_version: u32,
     }
-    let v: Version = serde_json::from_str(&text).map_err(|err| EmbedError::Json { path: path.clone(), err })?;
+    let v: Version = serde_json::from_str(&text).map_err(|err| EmbedError::Json {
+        path: path.clone(),
+        err,
+    })?;
     if v.format_version != FORMAT_VERSION {
-        return Err(EmbedError::Version { path, found: v.format_version, expected: FORMAT_VERSION });
+        return Err(EmbedError::Version {
+            path,
+            found: v.format_version,
+            expected: FORMAT_VERSION,
+        });
     }
-    let meta: ModelMeta = serde_json::from_str(&text).map_err(|err| EmbedError::Json { path: path.clone(), err })?;
+    let meta: ModelMeta = serde_json::from_str(&text).map_err(|err| EmbedError::Json {
+        path: path.clone(),
+        err,
+    })?;
     let expected = FeatureSchema::for_source(meta.source);
     if meta.schema != expected {
         let detail = format!(
             "file has categorical {:?} / numeric {:?}, this build has {:?} / {:?}",
             meta.schema.categorical, meta.schema.numeric, expected.categorical, expected.numeric
         );
-        return Err(EmbedError::Schema { path, source_kind: meta.source, detail });
+        return Err(EmbedError::Schema {
+            path,
+            source_kind: meta.source,
+            detail,
+        });
     }
     let consistent = meta.vocabularies.len() == expected.categorical.len()
         && meta.numeric_mean.len() == expected.numeric.len()
@@ -850,7 +979,8 @@ pub(crate) fn load_meta(dir: &Path) -> Result<(ModelMeta, PathBuf)> {
         return Err(EmbedError::Schema {
             path,
             source_kind: meta.source,
-            detail: "vocabularies, normalisation statistics or dimensions do not match the schema".into(),
+            detail: "vocabularies, normalisation statistics or dimensions do not match the schema"
+                .into(),
         });
     }
     Ok((meta, dir.join(WEIGHTS_FILE)))
@@ -872,7 +1002,10 @@ impl Model {
         let weights = dir.join(WEIGHTS_FILE);
         candle_core::safetensors::save(&self.net.tensors(), &weights)?;
         let meta = dir.join(META_FILE);
-        let json = serde_json::to_string_pretty(&self.meta).map_err(|err| EmbedError::Json { path: meta.clone(), err })?;
+        let json = serde_json::to_string_pretty(&self.meta).map_err(|err| EmbedError::Json {
+            path: meta.clone(),
+            err,
+        })?;
         std::fs::write(&meta, json).map_err(io_err(&meta))?;
         Ok(())
     }
@@ -916,6 +1049,10 @@ impl Embedder for Model {
             vectors.extend(z.flatten_all()?.to_vec1::<f32>()?);
             oov.extend(enc.oov);
         }
-        Ok(Embeddings { dim: EMBED_DIM, vectors, oov })
+        Ok(Embeddings {
+            dim: EMBED_DIM,
+            vectors,
+            oov,
+        })
     }
 }

@@ -2,8 +2,8 @@ mod synth;
 
 use culprit_core::{Event, SourceKind};
 use culprit_embed::{
-    featurize, train, CachedEmbedder, EmbedError, Embedder, FeatureRow, FeatureState, HashingEmbedder, Model,
-    Objective, TrainConfig,
+    featurize, train, CachedEmbedder, EmbedError, Embedder, FeatureRow, FeatureState,
+    HashingEmbedder, Model, Objective, TrainConfig,
 };
 use std::sync::OnceLock;
 
@@ -12,7 +12,12 @@ fn rows_of(events: &[Event], state: &mut FeatureState) -> Vec<FeatureRow> {
 }
 
 fn small_config() -> TrainConfig {
-    TrainConfig { epochs: 6, batch_size: 128, hidden: 32, ..TrainConfig::default() }
+    TrainConfig {
+        epochs: 6,
+        batch_size: 128,
+        hidden: 32,
+        ..TrainConfig::default()
+    }
 }
 
 struct Trained {
@@ -30,13 +35,22 @@ fn span_model() -> &'static Trained {
         let events = synth::spans(1, 900);
         let mut rows = rows_of(&events, &mut state);
         let held_out = rows.split_off(rows.len() - 300);
-        let model = train(SourceKind::Traces, &rows, &small_config(), |_| {}).expect("training succeeds");
-        Trained { model, state, held_out, train_rows: rows }
+        let model =
+            train(SourceKind::Traces, &rows, &small_config(), |_| {}).expect("training succeeds");
+        Trained {
+            model,
+            state,
+            held_out,
+            train_rows: rows,
+        }
     })
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -44,8 +58,14 @@ fn training_reduces_loss_on_a_fixed_seed() {
     let m = span_model();
     let losses = &m.model.meta().training.loss_per_epoch;
     assert_eq!(losses.len(), 6);
-    assert!(losses.last().unwrap() < &(losses[0] * 0.95), "losses {losses:?}");
-    assert!(losses.windows(2).all(|w| w[1] < w[0] + 0.05), "losses {losses:?}");
+    assert!(
+        losses.last().unwrap() < &(losses[0] * 0.95),
+        "losses {losses:?}"
+    );
+    assert!(
+        losses.windows(2).all(|w| w[1] < w[0] + 0.05),
+        "losses {losses:?}"
+    );
 }
 
 #[test]
@@ -53,10 +73,20 @@ fn training_reports_progress_every_epoch() {
     let mut state = FeatureState::default();
     let rows = rows_of(&synth::changes(3, 300), &mut state);
     let mut seen = Vec::new();
-    let cfg = TrainConfig { epochs: 3, batch_size: 64, hidden: 16, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        epochs: 3,
+        batch_size: 64,
+        hidden: 16,
+        ..TrainConfig::default()
+    };
     let model = train(SourceKind::Changes, &rows, &cfg, |p| seen.push(p)).unwrap();
-    assert_eq!(seen.iter().map(|p| p.epoch).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert!(seen.iter().all(|p| p.loss.is_finite() && p.rows_per_sec > 0.0));
+    assert_eq!(
+        seen.iter().map(|p| p.epoch).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(seen
+        .iter()
+        .all(|p| p.loss.is_finite() && p.rows_per_sec > 0.0));
     assert_eq!(model.meta().training.rows, 300);
 }
 
@@ -64,18 +94,32 @@ fn training_reports_progress_every_epoch() {
 fn same_seed_trains_the_same_model() {
     let mut state = FeatureState::default();
     let rows = rows_of(&synth::changes(3, 200), &mut state);
-    let cfg = TrainConfig { epochs: 2, batch_size: 64, hidden: 16, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 64,
+        hidden: 16,
+        ..TrainConfig::default()
+    };
     let a = train(SourceKind::Changes, &rows, &cfg, |_| {}).unwrap();
     let b = train(SourceKind::Changes, &rows, &cfg, |_| {}).unwrap();
-    assert_eq!(a.meta().training.loss_per_epoch, b.meta().training.loss_per_epoch);
-    assert_eq!(a.embed(&rows[..20]).unwrap().vectors, b.embed(&rows[..20]).unwrap().vectors);
+    assert_eq!(
+        a.meta().training.loss_per_epoch,
+        b.meta().training.loss_per_epoch
+    );
+    assert_eq!(
+        a.embed(&rows[..20]).unwrap().vectors,
+        b.embed(&rows[..20]).unwrap().vectors
+    );
 }
 
 #[test]
 fn contrastive_objective_also_trains() {
     let mut state = FeatureState::default();
     let rows = rows_of(&synth::logs(5, 1500), &mut state);
-    let cfg = TrainConfig { objective: Objective::Contrastive, ..small_config() };
+    let cfg = TrainConfig {
+        objective: Objective::Contrastive,
+        ..small_config()
+    };
     let model = train(SourceKind::Logs, &rows, &cfg, |_| {}).unwrap();
     let l = &model.meta().training.loss_per_epoch;
     assert!(l.last().unwrap() < &l[0], "losses {l:?}");
@@ -104,18 +148,35 @@ fn load_rejects_other_format_versions_and_schemas() {
     let path = dir.path().join("model.json");
     let text = std::fs::read_to_string(&path).unwrap();
 
-    std::fs::write(&path, text.replacen("\"format_version\": 1", "\"format_version\": 99", 1)).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("\"format_version\": 1", "\"format_version\": 99", 1),
+    )
+    .unwrap();
     let err = Model::load(dir.path()).unwrap_err();
-    assert!(matches!(err, EmbedError::Version { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, EmbedError::Version { found: 99, .. }),
+        "{err}"
+    );
 
-    std::fs::write(&path, text.replacen("\"ln_duration_us\"", "\"duration_ms\"", 1)).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("\"ln_duration_us\"", "\"duration_ms\"", 1),
+    )
+    .unwrap();
     let err = Model::load(dir.path()).unwrap_err();
     assert!(matches!(err, EmbedError::Schema { .. }), "{err}");
     assert!(err.to_string().contains("different traces feature schema"));
 
     std::fs::write(&path, "{ not json").unwrap();
-    assert!(matches!(Model::load(dir.path()).unwrap_err(), EmbedError::Json { .. }));
-    assert!(matches!(Model::load(dir.path().join("nope")).unwrap_err(), EmbedError::Io { .. }));
+    assert!(matches!(
+        Model::load(dir.path()).unwrap_err(),
+        EmbedError::Json { .. }
+    ));
+    assert!(matches!(
+        Model::load(dir.path().join("nope")).unwrap_err(),
+        EmbedError::Io { .. }
+    ));
 }
 
 #[test]
@@ -161,14 +222,26 @@ fn rows_of_the_wrong_shape_or_source_are_errors_not_panics() {
     let m = span_model();
     let mut short = m.held_out[0].clone();
     short.numeric.pop();
-    assert!(matches!(m.model.embed(&[short.clone()]).unwrap_err(), EmbedError::RowShape { .. }));
+    assert!(matches!(
+        m.model.embed(&[short.clone()]).unwrap_err(),
+        EmbedError::RowShape { .. }
+    ));
     assert!(m.model.lean().unwrap().embed(&[short]).is_err());
     let mut state = FeatureState::default();
     let log_row = rows_of(&synth::logs(1, 1), &mut state);
-    assert!(matches!(m.model.embed(&log_row).unwrap_err(), EmbedError::SourceMismatch { .. }));
+    assert!(matches!(
+        m.model.embed(&log_row).unwrap_err(),
+        EmbedError::SourceMismatch { .. }
+    ));
     assert!(train(SourceKind::Traces, &[], &TrainConfig::default(), |_| {}).is_err());
-    let bad = TrainConfig { batch_size: 1, ..TrainConfig::default() };
-    assert!(matches!(train(SourceKind::Logs, &log_row, &bad, |_| {}).unwrap_err(), EmbedError::Config(_)));
+    let bad = TrainConfig {
+        batch_size: 1,
+        ..TrainConfig::default()
+    };
+    assert!(matches!(
+        train(SourceKind::Logs, &log_row, &bad, |_| {}).unwrap_err(),
+        EmbedError::Config(_)
+    ));
     assert!(m.model.embed(&[]).unwrap().is_empty());
 }
 
@@ -176,8 +249,12 @@ fn rows_of_the_wrong_shape_or_source_are_errors_not_panics() {
 fn hashing_fallback_is_deterministic_and_unit_norm() {
     let mut state = FeatureState::default();
     let rows = rows_of(&synth::metrics(2, 5), &mut state);
-    let a = HashingEmbedder::new(SourceKind::Metrics).embed(&rows).unwrap();
-    let b = HashingEmbedder::new(SourceKind::Metrics).embed(&rows).unwrap();
+    let a = HashingEmbedder::new(SourceKind::Metrics)
+        .embed(&rows)
+        .unwrap();
+    let b = HashingEmbedder::new(SourceKind::Metrics)
+        .embed(&rows)
+        .unwrap();
     assert_eq!(a, b);
     for v in a.rows() {
         let n: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -210,7 +287,9 @@ fn knn_distance_of_injected_anomalies_exceeds_that_of_held_out_normals() {
     let m = span_model();
     let mut state = FeatureState::default();
     // Featurise anomalies with their own state (as a live pipeline would after warm-up).
-    let anomalies: Vec<Event> = (0..10).map(|i| synth::slow_span(i % 8, 50.0, i as u64)).collect();
+    let anomalies: Vec<Event> = (0..10)
+        .map(|i| synth::slow_span(i % 8, 50.0, i as u64))
+        .collect();
     let anomalous = rows_of(&anomalies, &mut state);
     let reference = m.model.embed(&m.train_rows[..1500]).unwrap();
     let refs: Vec<&[f32]> = reference.rows().collect();
@@ -220,7 +299,10 @@ fn knn_distance_of_injected_anomalies_exceeds_that_of_held_out_normals() {
     };
     let normal = mean_score(&m.held_out[..100]);
     let anomaly = mean_score(&anomalous);
-    assert!(anomaly > 2.0 * normal, "anomalies {anomaly:.4} vs normals {normal:.4}");
+    assert!(
+        anomaly > 2.0 * normal,
+        "anomalies {anomaly:.4} vs normals {normal:.4}"
+    );
     let _ = &m.state;
 }
 
@@ -237,8 +319,13 @@ fn log_with_a_never_seen_template_lands_far_from_normal_logs() {
     assert!(e.oov.iter().all(|m| m.contains(2) && m.contains(3)));
     let reference = model.embed(&rows).unwrap();
     let refs: Vec<&[f32]> = reference.rows().collect();
-    let score = |e: &culprit_embed::Embeddings| e.rows().map(|q| synth::knn_score(&refs, q, 5)).sum::<f64>() / e.len() as f64;
+    let score = |e: &culprit_embed::Embeddings| {
+        e.rows().map(|q| synth::knn_score(&refs, q, 5)).sum::<f64>() / e.len() as f64
+    };
     let normal = score(&model.embed(&held_out[..100]).unwrap());
     let anomaly = score(&e);
-    assert!(anomaly > 2.0 * normal, "anomalies {anomaly:.4} vs normals {normal:.4}");
+    assert!(
+        anomaly > 2.0 * normal,
+        "anomalies {anomaly:.4} vs normals {normal:.4}"
+    );
 }

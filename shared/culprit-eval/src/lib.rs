@@ -84,7 +84,13 @@ impl Scores {
     pub fn of<'a>(results: impl IntoIterator<Item = &'a CaseResult>) -> Scores {
         let results: Vec<&CaseResult> = results.into_iter().collect();
         let n = results.len().max(1) as f64;
-        let ac = |k: usize| results.iter().filter(|r| r.rank.is_some_and(|p| p <= k)).count() as f64 / n;
+        let ac = |k: usize| {
+            results
+                .iter()
+                .filter(|r| r.rank.is_some_and(|p| p <= k))
+                .count() as f64
+                / n
+        };
         Scores {
             cases: results.len(),
             detected: results.iter().filter(|r| r.detected).count(),
@@ -127,7 +133,10 @@ impl Summary {
         });
         Summary {
             scores: Scores::of(results),
-            by_fault_type: by_type.into_iter().map(|(k, v)| (k, Scores::of(v))).collect(),
+            by_fault_type: by_type
+                .into_iter()
+                .map(|(k, v)| (k, Scores::of(v)))
+                .collect(),
             median_detect_delay_s: median,
             reference_incidents: None,
             seconds,
@@ -142,12 +151,16 @@ pub fn eval_nezha(
     mut on_case: impl FnMut(&CaseResult),
 ) -> Result<(Vec<CaseResult>, Summary)> {
     let started = Instant::now();
-    let dataset = Dataset::open(root).with_context(|| format!("opening dataset {}", root.display()))?;
+    let dataset =
+        Dataset::open(root).with_context(|| format!("opening dataset {}", root.display()))?;
     let cases = dataset.cases()?;
     let mut data = DateData::default();
     let mut results = Vec::with_capacity(cases.len());
     let wanted = |c: &Case| {
-        options.case_filter.as_ref().is_none_or(|f| f.split(',').any(|p| !p.is_empty() && c.id.contains(p.trim())))
+        options.case_filter.as_ref().is_none_or(|f| {
+            f.split(',')
+                .any(|p| !p.is_empty() && c.id.contains(p.trim()))
+        })
     };
     for case in cases.iter().filter(|c| wanted(c)) {
         let result = eval_case(&dataset, &mut data, case, options)
@@ -169,7 +182,8 @@ pub fn eval_nezha(
 /// Replays each date's fault-free reference window through a pipeline that learned from that same
 /// window, and returns the incidents it opened per date (the contract expects none).
 pub fn reference_self_check(root: &Path, config: &PipelineConfig) -> Result<Vec<(String, usize)>> {
-    let dataset = Dataset::open(root).with_context(|| format!("opening dataset {}", root.display()))?;
+    let dataset =
+        Dataset::open(root).with_context(|| format!("opening dataset {}", root.display()))?;
     let mut out = Vec::new();
     let mut data = DateData::default();
     for date in dataset.dates() {
@@ -178,11 +192,21 @@ pub fn reference_self_check(root: &Path, config: &PipelineConfig) -> Result<Vec<
         }
         data.load(&dataset, &date)?;
         let mut events = data.reference.clone();
-        if let (Some(lo), Some(hi)) = (events.iter().map(|e| e.time).min(), events.iter().map(|e| e.time).max()) {
-            events.extend(metric_events(&data.metrics, lo.div_euclid(NANOS_PER_SEC), hi.div_euclid(NANOS_PER_SEC) + 1)?);
+        if let (Some(lo), Some(hi)) = (
+            events.iter().map(|e| e.time).min(),
+            events.iter().map(|e| e.time).max(),
+        ) {
+            events.extend(metric_events(
+                &data.metrics,
+                lo.div_euclid(NANOS_PER_SEC),
+                hi.div_euclid(NANOS_PER_SEC) + 1,
+            )?);
         }
         events.sort_by_key(|e| e.time);
-        let mut pipeline = Pipeline::new(PipelineConfig { warmup_secs: 0, ..config.clone() });
+        let mut pipeline = Pipeline::new(PipelineConfig {
+            warmup_secs: 0,
+            ..config.clone()
+        });
         pipeline.learn(&events);
         for event in &events {
             pipeline.push(event);
@@ -210,9 +234,20 @@ impl DateData {
         let metric_dir = dataset.metric_dir(date);
         // Entry-point SLIs are left out: they are symptoms of every fault and belong to no
         // service that could be a root cause.
-        let options = MetricOptions { include_front_service: false, include_edge_latency: true };
-        self.metrics = if metric_dir.is_dir() { MetricStore::load(&metric_dir, options)? } else { MetricStore::default() };
-        self.dependencies = if metric_dir.is_dir() { culprit_nezha::dependency_edges(&metric_dir)? } else { Vec::new() };
+        let options = MetricOptions {
+            include_front_service: false,
+            include_edge_latency: true,
+        };
+        self.metrics = if metric_dir.is_dir() {
+            MetricStore::load(&metric_dir, options)?
+        } else {
+            MetricStore::default()
+        };
+        self.dependencies = if metric_dir.is_dir() {
+            culprit_nezha::dependency_edges(&metric_dir)?
+        } else {
+            Vec::new()
+        };
         self.reference.clear();
         for minute in dataset.reference_minutes(date) {
             for kind in [Kind::Log, Kind::Trace] {
@@ -244,10 +279,17 @@ fn metric_events(store: &MetricStore, from_s: i64, to_s: i64) -> Result<Vec<Even
     if to_s <= from_s {
         return Ok(Vec::new());
     }
-    Ok(culprit_otlp::metrics_to_events(&store.window(from_s, to_s))?)
+    Ok(culprit_otlp::metrics_to_events(
+        &store.window(from_s, to_s),
+    )?)
 }
 
-fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, options: &EvalOptions) -> Result<CaseResult> {
+fn eval_case(
+    dataset: &Dataset,
+    data: &mut DateData,
+    case: &Case,
+    options: &EvalOptions,
+) -> Result<CaseResult> {
     let config = &options.pipeline;
     let started = Instant::now();
     data.load(dataset, &case.date)?;
@@ -264,23 +306,41 @@ fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, options: &Eval
             }
         }
     }
-    let (replay_from, replay_to) = match (replay.iter().map(|e| e.time).min(), replay.iter().map(|e| e.time).max()) {
-        (Some(lo), Some(hi)) => (lo.div_euclid(NANOS_PER_SEC), hi.div_euclid(NANOS_PER_SEC) + 1),
+    let (replay_from, replay_to) = match (
+        replay.iter().map(|e| e.time).min(),
+        replay.iter().map(|e| e.time).max(),
+    ) {
+        (Some(lo), Some(hi)) => (
+            lo.div_euclid(NANOS_PER_SEC),
+            hi.div_euclid(NANOS_PER_SEC) + 1,
+        ),
         _ => (inject - 60, inject + FAULT_WINDOW_S),
     };
     // A per-minute metric row stamped t summarises (t - 60 s, t]: a row stamped just after the
     // span describes the span's last minute, so rows up to half a minute after it belong to it.
-    replay.extend(metric_events(&data.metrics, replay_from, replay_to + METRIC_ROW_SLACK_S)?);
+    replay.extend(metric_events(
+        &data.metrics,
+        replay_from,
+        replay_to + METRIC_ROW_SLACK_S,
+    )?);
     replay.sort_by_key(|e| e.time);
 
     // The baseline: reference window (with its metric rows) and the metric history before the
     // replay, never overlapping the replay itself.
-    let mut baseline: Vec<Event> = metric_events(&data.metrics, inject - METRIC_HISTORY_S, replay_from)?;
-    if let (Some(lo), Some(hi)) =
-        (data.reference.iter().map(|e| e.time).min(), data.reference.iter().map(|e| e.time).max())
-    {
-        let reference = (lo.div_euclid(NANOS_PER_SEC), hi.div_euclid(NANOS_PER_SEC) + 1);
-        let taken = [(inject - METRIC_HISTORY_S, replay_from), (replay_from, replay_to + METRIC_ROW_SLACK_S)];
+    let mut baseline: Vec<Event> =
+        metric_events(&data.metrics, inject - METRIC_HISTORY_S, replay_from)?;
+    if let (Some(lo), Some(hi)) = (
+        data.reference.iter().map(|e| e.time).min(),
+        data.reference.iter().map(|e| e.time).max(),
+    ) {
+        let reference = (
+            lo.div_euclid(NANOS_PER_SEC),
+            hi.div_euclid(NANOS_PER_SEC) + 1,
+        );
+        let taken = [
+            (inject - METRIC_HISTORY_S, replay_from),
+            (replay_from, replay_to + METRIC_ROW_SLACK_S),
+        ];
         for (from, to) in subtract(reference, &taken) {
             baseline.extend(metric_events(&data.metrics, from, to)?);
         }
@@ -288,10 +348,17 @@ fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, options: &Eval
     }
     baseline.sort_by_key(|e| e.time);
 
-    let mut pipeline = Pipeline::new(PipelineConfig { warmup_secs: 0, ..config.clone() });
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        warmup_secs: 0,
+        ..config.clone()
+    });
     for (caller, callee) in &data.dependencies {
         for environment in environments(&replay) {
-            pipeline.add_dependency(DependencyEdge { environment, caller: caller.clone(), callee: callee.clone() });
+            pipeline.add_dependency(DependencyEdge {
+                environment,
+                caller: caller.clone(),
+                callee: callee.clone(),
+            });
         }
     }
     if options.explain {
@@ -303,12 +370,22 @@ fn eval_case(dataset: &Dataset, data: &mut DateData, case: &Case, options: &Eval
     }
     pipeline.finish();
 
-    let window = (inject * NANOS_PER_SEC, (inject + FAULT_WINDOW_S) * NANOS_PER_SEC);
-    let incident: Option<&RcaAlert> =
-        pipeline.incidents().iter().find(|a| a.started_at <= window.1 && a.updated_at >= window.0);
-    let ranking: Vec<String> = incident.map(|a| a.root_causes.iter().map(|c| c.service.clone()).collect()).unwrap_or_default();
+    let window = (
+        inject * NANOS_PER_SEC,
+        (inject + FAULT_WINDOW_S) * NANOS_PER_SEC,
+    );
+    let incident: Option<&RcaAlert> = pipeline
+        .incidents()
+        .iter()
+        .find(|a| a.started_at <= window.1 && a.updated_at >= window.0);
+    let ranking: Vec<String> = incident
+        .map(|a| a.root_causes.iter().map(|c| c.service.clone()).collect())
+        .unwrap_or_default();
     // Only now is the label looked at.
-    let rank = ranking.iter().position(|s| *s == case.root_cause_service).map(|p| p + 1);
+    let rank = ranking
+        .iter()
+        .position(|s| *s == case.root_cause_service)
+        .map(|p| p + 1);
     let stats = pipeline.stats();
     Ok(CaseResult {
         case_id: case.id.clone(),
@@ -339,7 +416,10 @@ fn subtract(range: (i64, i64), taken: &[(i64, i64)]) -> Vec<(i64, i64)> {
                 if t1 <= a || b <= t0 {
                     vec![(a, b)]
                 } else {
-                    [(a, t0.min(b)), (t1.max(a), b)].into_iter().filter(|(x, y)| y > x).collect()
+                    [(a, t0.min(b)), (t1.max(a), b)]
+                        .into_iter()
+                        .filter(|(x, y)| y > x)
+                        .collect()
                 }
             })
             .collect();
@@ -348,7 +428,10 @@ fn subtract(range: (i64, i64), taken: &[(i64, i64)]) -> Vec<(i64, i64)> {
 }
 
 fn environments(events: &[Event]) -> Vec<String> {
-    let mut envs: Vec<String> = events.iter().map(|e| e.resource.environment.clone()).collect();
+    let mut envs: Vec<String> = events
+        .iter()
+        .map(|e| e.resource.environment.clone())
+        .collect();
     envs.sort();
     envs.dedup();
     envs
@@ -380,7 +463,10 @@ mod tests {
 
     #[test]
     fn reference_metrics_never_overlap_history_or_replay() {
-        assert_eq!(subtract((0, 100), &[(20, 40), (40, 50)]), vec![(0, 20), (50, 100)]);
+        assert_eq!(
+            subtract((0, 100), &[(20, 40), (40, 50)]),
+            vec![(0, 20), (50, 100)]
+        );
         assert_eq!(subtract((0, 100), &[(200, 300)]), vec![(0, 100)]);
         assert!(subtract((10, 20), &[(0, 100)]).is_empty());
     }

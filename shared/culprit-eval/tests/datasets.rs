@@ -7,7 +7,9 @@ use std::path::PathBuf;
 fn dataset(name: &str) -> Option<PathBuf> {
     let root = std::env::var_os("RCA_DATASETS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets")
+        });
     let dir = root.join(name);
     if dir.join("labels/cases.csv").is_file() {
         Some(dir)
@@ -19,17 +21,24 @@ fn dataset(name: &str) -> Option<PathBuf> {
 
 #[test]
 fn the_reference_window_replayed_after_its_own_baseline_opens_no_incident() {
-    let Some(dir) = dataset("nezha-trainticket") else { return };
+    let Some(dir) = dataset("nezha-trainticket") else {
+        return;
+    };
     let checked = reference_self_check(&dir, &PipelineConfig::default()).unwrap();
     assert!(!checked.is_empty(), "the dataset has a reference window");
     for (date, incidents) in checked {
-        assert_eq!(incidents, 0, "{date}: the fault-free reference window opened incidents");
+        assert_eq!(
+            incidents, 0,
+            "{date}: the fault-free reference window opened incidents"
+        );
     }
 }
 
 #[test]
 fn a_subset_of_trainticket_cases_is_detected_and_ranked() {
-    let Some(dir) = dataset("nezha-trainticket") else { return };
+    let Some(dir) = dataset("nezha-trainticket") else {
+        return;
+    };
     // One case per fault family: an exception (a log line the route service stops writing), a
     // return-value fault (a new error line in contacts), CPU contention (verification-code).
     let options = EvalOptions {
@@ -41,7 +50,14 @@ fn a_subset_of_trainticket_cases_is_detected_and_ranked() {
     assert_eq!(summary.scores.cases, 3);
     assert_eq!(summary.scores.detected, 3, "{results:#?}");
     for r in &results {
-        assert!(r.rank.is_some_and(|p| p <= 3), "{}: {} ranked {:?} in {:?}", r.case_id, r.root_cause, r.rank, r.ranking);
+        assert!(
+            r.rank.is_some_and(|p| p <= 3),
+            "{}: {} ranked {:?} in {:?}",
+            r.case_id,
+            r.root_cause,
+            r.rank,
+            r.ranking
+        );
         assert!(r.ranking.len() >= 3, "the top candidates are reported");
     }
     assert!(summary.median_detect_delay_s.is_some());
@@ -49,7 +65,9 @@ fn a_subset_of_trainticket_cases_is_detected_and_ranked() {
 
 #[test]
 fn a_metrics_only_dataset_is_evaluated_on_metrics_alone() {
-    let Some(dir) = dataset("nezha-onlineboutique-metrics") else { return };
+    let Some(dir) = dataset("nezha-onlineboutique-metrics") else {
+        return;
+    };
     let options = EvalOptions {
         pipeline: PipelineConfig::default(),
         case_filter: Some("043603,051809,071755".into()),
@@ -58,6 +76,13 @@ fn a_metrics_only_dataset_is_evaluated_on_metrics_alone() {
     let (results, summary) = eval_nezha(&dir, &options, |_| {}).unwrap();
     assert_eq!(summary.scores.cases, 3);
     for r in &results {
-        assert_eq!(r.rank, Some(1), "{}: {} ranked in {:?}", r.case_id, r.root_cause, r.ranking);
+        assert_eq!(
+            r.rank,
+            Some(1),
+            "{}: {} ranked in {:?}",
+            r.case_id,
+            r.root_cause,
+            r.ranking
+        );
     }
 }

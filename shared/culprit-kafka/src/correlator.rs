@@ -77,7 +77,14 @@ pub async fn run_correlator(
 ) -> Result<(), ServiceError> {
     let group = config.correlator_group.clone();
     let client_id = format!("{}-correlator", config.client_id);
-    let (consumer, partitions) = subscribed_consumer(config, &group, &client_id, &config.topics.anomalies, config.correlator_rewind, options.stats.clone())?;
+    let (consumer, partitions) = subscribed_consumer(
+        config,
+        &group,
+        &client_id,
+        &config.topics.anomalies,
+        config.correlator_rewind,
+        options.stats.clone(),
+    )?;
     tracing::info!(topic = %config.topics.anomalies, %group, "correlator started");
     let handler = CorrelateHandler {
         stage,

@@ -76,7 +76,14 @@ pub async fn run_embedder(
     let group = config.embedder_group(source);
     let client_id = format!("{}-embedder-{}", config.client_id, source.as_str());
     let topic = config.input_topic(source).to_string();
-    let (consumer, partitions) = subscribed_consumer(config, &group, &client_id, &topic, config.embedder_rewind, options.stats.clone())?;
+    let (consumer, partitions) = subscribed_consumer(
+        config,
+        &group,
+        &client_id,
+        &topic,
+        config.embedder_rewind,
+        options.stats.clone(),
+    )?;
     tracing::info!(%topic, %group, "embedder started");
     let handler = EmbedHandler {
         source,

@@ -18,7 +18,9 @@ use culprit_detect::baseline::{Baseline, BaselineConfig};
 use culprit_detect::stats::poisson_surprise;
 use culprit_detect::window::Windows;
 use culprit_detect::{anomaly_id, DetectConfig, Detector, Findings, Phase};
-use culprit_embed::{featurize, CachedEmbedder, Embedder, FeatureState, HashingEmbedder, LeanModel};
+use culprit_embed::{
+    featurize, CachedEmbedder, Embedder, FeatureState, HashingEmbedder, LeanModel,
+};
 use culprit_store::{EmbeddedStore, Filter, Point, PointId, VectorStore};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -64,11 +66,16 @@ pub fn embedder_for(source: SourceKind, config: &KnnConfig) -> Box<dyn Embedder>
         if path.join("model.json").is_file() {
             match LeanModel::load(&path) {
                 Ok(model) => return Box::new(CachedEmbedder::new(model, config.cache_rows)),
-                Err(e) => tracing::warn!(path = %path.display(), "cannot load the model, using the hashing embedding: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot load the model, using the hashing embedding: {e}")
+                }
             }
         }
     }
-    Box::new(CachedEmbedder::new(HashingEmbedder::new(source), config.cache_rows))
+    Box::new(CachedEmbedder::new(
+        HashingEmbedder::new(source),
+        config.cache_rows,
+    ))
 }
 
 #[derive(Debug, Default)]
@@ -123,14 +130,20 @@ impl KnnDetector {
     pub fn all(config: &KnnConfig, detect: &DetectConfig) -> Vec<Box<dyn Detector>> {
         [SourceKind::Traces, SourceKind::Logs, SourceKind::Metrics]
             .into_iter()
-            .map(|s| Box::new(KnnDetector::new(s, config.clone(), detect.clone())) as Box<dyn Detector>)
+            .map(|s| {
+                Box::new(KnnDetector::new(s, config.clone(), detect.clone())) as Box<dyn Detector>
+            })
             .collect()
     }
 
     /// Mean distance to the k nearest reference points of the service, if it has enough.
     fn distance(&self, vector: &[f32], environment: &str, service: &str) -> Option<f32> {
         let store = self.stores.get(environment)?;
-        let filter = Filter { source: Some(self.source), service: Some(service.to_string()), ..Filter::default() };
+        let filter = Filter {
+            source: Some(self.source),
+            service: Some(service.to_string()),
+            ..Filter::default()
+        };
         let neighbours = pollster::block_on(store.search(vector, &filter, self.config.k)).ok()?;
         if neighbours.is_empty() {
             return None;
@@ -146,7 +159,9 @@ impl KnnDetector {
         let mut admitted = Vec::new();
         for (point, distance) in points {
             if distance.is_finite() {
-                reference.distances.observe(time, f64::from(distance), &BaselineConfig::default());
+                reference
+                    .distances
+                    .observe(time, f64::from(distance), &BaselineConfig::default());
             }
             if reference.stored < cap {
                 reference.stored += 1;
@@ -154,14 +169,23 @@ impl KnnDetector {
             }
         }
         if !admitted.is_empty() {
-            let store = self.stores.entry(key.0.clone()).or_insert_with(EmbeddedStore::in_memory);
+            let store = self
+                .stores
+                .entry(key.0.clone())
+                .or_insert_with(EmbeddedStore::in_memory);
             if let Err(e) = pollster::block_on(store.upsert(admitted)) {
                 tracing::warn!("reference store rejected points: {e}");
             }
         }
     }
 
-    fn close(&mut self, start: UnixNanos, services: HashMap<(String, String), ServiceWindow>, phase: Phase, out: &mut Findings) {
+    fn close(
+        &mut self,
+        start: UnixNanos,
+        services: HashMap<(String, String), ServiceWindow>,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
         for (key, window) in services {
             let reference = self.services.get(&key);
             let mut anomalous = false;
@@ -171,7 +195,10 @@ impl KnnDetector {
                 let expected = window.events as f64 * p0;
                 let surprise = poisson_surprise(window.far, expected);
                 let levels = &self.detect.surprise_levels;
-                if let Some(severity) = levels.severity(surprise).filter(|s| *s <= self.detect.min_severity) {
+                if let Some(severity) = levels
+                    .severity(surprise)
+                    .filter(|s| *s <= self.detect.min_severity)
+                {
                     anomalous = true;
                     let signal = format!("knn.distance:{}", self.source);
                     out.anomalies.push(culprit_core::Anomaly {
@@ -212,12 +239,17 @@ impl Detector for KnnDetector {
 
     fn observe(&mut self, event: &Event, phase: Phase, _out: &mut Findings) {
         let row = featurize(event, &mut self.features);
-        let Ok(embeddings) = self.embedder.embed(std::slice::from_ref(&row)) else { return };
+        let Ok(embeddings) = self.embedder.embed(std::slice::from_ref(&row)) else {
+            return;
+        };
         if embeddings.is_empty() {
             return;
         }
         let vector = embeddings.row(0);
-        let key = (event.resource.environment.clone(), event.resource.service.clone());
+        let key = (
+            event.resource.environment.clone(),
+            event.resource.service.clone(),
+        );
         let cap = self.config.reference_per_service.max(1) as u64;
         let reference = self.services.entry(key.clone()).or_default();
         reference.observed += 1;
@@ -233,11 +265,18 @@ impl Detector for KnnDetector {
                 .map(|p| p.threshold(self.config.quantile, true))
         };
         let judged = phase == Phase::Detecting && threshold.is_some();
-        let distance = if judged || candidate { self.distance(vector, &key.0, &key.1) } else { None };
+        let distance = if judged || candidate {
+            self.distance(vector, &key.0, &key.1)
+        } else {
+            None
+        };
         let point = candidate.then(|| {
             self.sequence += 1;
             Point {
-                id: PointId::from_identity(&[self.source.as_str(), &key.0, &key.1], event.time ^ self.sequence as i64),
+                id: PointId::from_identity(
+                    &[self.source.as_str(), &key.0, &key.1],
+                    event.time ^ self.sequence as i64,
+                ),
                 vector: vector.to_vec(),
                 source: self.source,
                 service: key.1.clone(),
@@ -299,19 +338,38 @@ mod tests {
     }
 
     /// 10 spans a second of two operations with jittered durations; `slow` multiplies cart's.
-    fn traffic(d: &mut KnnDetector, from_s: i64, secs: i64, slow: f64, phase: Phase, out: &mut Findings) {
+    fn traffic(
+        d: &mut KnnDetector,
+        from_s: i64,
+        secs: i64,
+        slow: f64,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
         for i in 0..secs * 10 {
             let t = from_s * NANOS_PER_SEC + i * NANOS_PER_SEC / 10;
             let jitter = 1.0 + ((i * 7919) % 11) as f64 / 20.0;
-            let (op, ms) = if i % 2 == 0 { ("GET /cart", 20.0 * slow) } else { ("POST /cart", 35.0) };
-            d.observe(&span(t, from_s * 1000 + i, "cart", op, ms * jitter), phase, out);
+            let (op, ms) = if i % 2 == 0 {
+                ("GET /cart", 20.0 * slow)
+            } else {
+                ("POST /cart", 35.0)
+            };
+            d.observe(
+                &span(t, from_s * 1000 + i, "cart", op, ms * jitter),
+                phase,
+                out,
+            );
             d.advance(t, phase, out);
         }
     }
 
     #[test]
     fn events_far_from_their_normal_neighbours_raise_an_anomaly_and_normal_ones_do_not() {
-        let mut d = KnnDetector::new(SourceKind::Traces, KnnConfig::default(), DetectConfig::default());
+        let mut d = KnnDetector::new(
+            SourceKind::Traces,
+            KnnConfig::default(),
+            DetectConfig::default(),
+        );
         let mut out = Findings::default();
         traffic(&mut d, 0, 120, 1.0, Phase::Learning, &mut out);
         let mut normal = Findings::default();
@@ -319,14 +377,21 @@ mod tests {
         assert!(normal.anomalies.is_empty(), "{:?}", normal.anomalies);
         let mut slow = Findings::default();
         traffic(&mut d, 180, 30, 50.0, Phase::Detecting, &mut slow);
-        let found: Vec<_> = slow.anomalies.iter().filter(|a| a.signal == "knn.distance:traces" && a.service == "cart").collect();
+        let found: Vec<_> = slow
+            .anomalies
+            .iter()
+            .filter(|a| a.signal == "knn.distance:traces" && a.service == "cart")
+            .collect();
         assert!(!found.is_empty(), "{:?}", slow.anomalies);
         assert!(found[0].observed.unwrap() > found[0].expected.unwrap() * 3.0);
     }
 
     #[test]
     fn the_reference_stays_within_its_cap() {
-        let config = KnnConfig { reference_per_service: 50, ..KnnConfig::default() };
+        let config = KnnConfig {
+            reference_per_service: 50,
+            ..KnnConfig::default()
+        };
         let mut d = KnnDetector::new(SourceKind::Traces, config, DetectConfig::default());
         let mut out = Findings::default();
         traffic(&mut d, 0, 120, 1.0, Phase::Learning, &mut out);

@@ -13,7 +13,9 @@ pub enum BusMessage {
     Edge(DependencyEdge),
     /// Event time the detect stage has closed its windows up to: lets the correlator resolve
     /// quiet incidents even when no anomaly arrives.
-    Watermark { time: UnixNanos },
+    Watermark {
+        time: UnixNanos,
+    },
 }
 
 /// Where the detect stage publishes.

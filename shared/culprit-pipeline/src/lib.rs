@@ -17,8 +17,8 @@ mod bus;
 mod stage;
 
 pub use bus::{Bus, BusMessage, InProcessBus};
-pub use stage::{CorrelateStage, DetectStage};
 pub use culprit_knn::KnnConfig;
+pub use stage::{CorrelateStage, DetectStage};
 
 use culprit_core::{DependencyEdge, Event, RcaAlert, SourceKind, UnixNanos};
 use culprit_correlate::CorrelateConfig;
@@ -46,7 +46,9 @@ impl std::str::FromStr for DetectorMode {
             "stats" => Ok(DetectorMode::Stats),
             "knn" => Ok(DetectorMode::Knn),
             "fused" => Ok(DetectorMode::Fused),
-            other => Err(format!("unknown detector mode '{other}' (expected stats, knn or fused)")),
+            other => Err(format!(
+                "unknown detector mode '{other}' (expected stats, knn or fused)"
+            )),
         }
     }
 }
@@ -71,7 +73,10 @@ impl PipelineConfig {
     pub fn effective_correlate(&self) -> CorrelateConfig {
         let mut correlate = self.correlate.clone();
         if self.detector == DetectorMode::Knn {
-            correlate.rank.signal_weights.insert("knn_distance".to_string(), 1.0);
+            correlate
+                .rank
+                .signal_weights
+                .insert("knn_distance".to_string(), 1.0);
         }
         correlate
     }
@@ -129,7 +134,11 @@ impl Pipeline {
     pub fn push(&mut self, event: &Event) -> Vec<RcaAlert> {
         *self.stats.events.entry(event.source()).or_default() += 1;
         let learn_until = *self.learn_until.get_or_insert(event.time + self.warmup);
-        let phase = if event.time < learn_until { Phase::Learning } else { Phase::Detecting };
+        let phase = if event.time < learn_until {
+            Phase::Learning
+        } else {
+            Phase::Detecting
+        };
         self.detect.observe(event, phase, &mut self.bus);
         if self.detect.tick(event.time, phase, &mut self.bus) || !self.bus.is_empty() {
             return self.pump();
@@ -173,7 +182,10 @@ impl Pipeline {
                 _ => None,
             }));
         }
-        self.stats.anomalies += messages.iter().filter(|m| matches!(m, BusMessage::Anomaly(_))).count() as u64;
+        self.stats.anomalies += messages
+            .iter()
+            .filter(|m| matches!(m, BusMessage::Anomaly(_)))
+            .count() as u64;
         let alerts = self.correlate.handle(messages);
         self.stats.alerts += alerts.len() as u64;
         alerts

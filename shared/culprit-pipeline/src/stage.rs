@@ -44,7 +44,12 @@ impl DetectStage {
                 all
             }
         };
-        DetectStage { detectors, findings: Findings::default(), newest: i64::MIN, advanced_to: i64::MIN }
+        DetectStage {
+            detectors,
+            findings: Findings::default(),
+            newest: i64::MIN,
+            advanced_to: i64::MIN,
+        }
     }
 
     /// Adds a detector (a learned model, say) beside the statistical ones.
@@ -87,9 +92,12 @@ impl DetectStage {
         // Detectors keep their state in hash maps, so findings of one window come out in an
         // arbitrary order; sorting them keeps replays deterministic (the correlator's incidents
         // depend on the order anomalies arrive in).
-        self.findings.edges.sort_by(|a, b| (&a.environment, &a.caller, &a.callee).cmp(&(&b.environment, &b.caller, &b.callee)));
+        self.findings.edges.sort_by(|a, b| {
+            (&a.environment, &a.caller, &a.callee).cmp(&(&b.environment, &b.caller, &b.callee))
+        });
         self.findings.anomalies.sort_by(|a, b| {
-            (a.time, a.source, &a.service, &a.signal, &a.id).cmp(&(b.time, b.source, &b.service, &b.signal, &b.id))
+            (a.time, a.source, &a.service, &a.signal, &a.id)
+                .cmp(&(b.time, b.source, &b.service, &b.signal, &b.id))
         });
         for edge in self.findings.edges.drain(..) {
             bus.publish(BusMessage::Edge(edge));
@@ -107,7 +115,9 @@ pub struct CorrelateStage {
 
 impl CorrelateStage {
     pub fn new(config: CorrelateConfig) -> CorrelateStage {
-        CorrelateStage { correlator: Correlator::new(config) }
+        CorrelateStage {
+            correlator: Correlator::new(config),
+        }
     }
 
     pub fn add_edge(&mut self, edge: &DependencyEdge) {

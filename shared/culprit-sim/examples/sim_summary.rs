@@ -7,8 +7,14 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use std::time::Instant;
 
 fn main() -> std::io::Result<()> {
-    let seed = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(42);
-    let config = SimConfig { seed, ..SimConfig::default() };
+    let seed = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(42);
+    let config = SimConfig {
+        seed,
+        ..SimConfig::default()
+    };
     let dir = std::env::temp_dir().join("culprit-sim-summary");
     for s in Scenario::ALL {
         let t = Instant::now();
@@ -27,15 +33,26 @@ fn main() -> std::io::Result<()> {
         let mut stats = vec![[(Vec::new(), 0usize), (Vec::new(), 0usize)]; SERVICES.len()];
         for rs in run.traces.iter().flat_map(|r| &r.resource_spans) {
             let name = rs.resource.as_ref().and_then(|r| {
-                r.attributes.iter().find(|kv| kv.key == "service.name").and_then(|kv| match &kv.value.as_ref()?.value {
-                    Some(Value::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                })
+                r.attributes
+                    .iter()
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| match &kv.value.as_ref()?.value {
+                        Some(Value::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    })
             });
-            let Some(i) = name.and_then(|n| SERVICES.iter().position(|s| *s == n)) else { continue };
-            for sp in rs.scope_spans.iter().flat_map(|s| &s.spans).filter(|sp| sp.kind == 2) {
+            let Some(i) = name.and_then(|n| SERVICES.iter().position(|s| *s == n)) else {
+                continue;
+            };
+            for sp in rs
+                .scope_spans
+                .iter()
+                .flat_map(|s| &s.spans)
+                .filter(|sp| sp.kind == 2)
+            {
                 let slot = &mut stats[i][usize::from(sp.start_time_unix_nano >= fault_start)];
-                slot.0.push((sp.end_time_unix_nano - sp.start_time_unix_nano) as f64 / 1e6);
+                slot.0
+                    .push((sp.end_time_unix_nano - sp.start_time_unix_nano) as f64 / 1e6);
                 slot.1 += usize::from(sp.status.as_ref().is_some_and(|st| st.code == 2));
             }
         }

@@ -104,7 +104,12 @@ pub(crate) fn plan_changes(
     out
 }
 
-fn deployment_attributes(version: &str, files: u32, added: u32, removed: u32) -> Vec<(&'static str, String)> {
+fn deployment_attributes(
+    version: &str,
+    files: u32,
+    added: u32,
+    removed: u32,
+) -> Vec<(&'static str, String)> {
     vec![
         ("version", version.to_string()),
         ("files_changed", files.to_string()),
@@ -115,8 +120,11 @@ fn deployment_attributes(version: &str, files: u32, added: u32, removed: u32) ->
 
 /// The project's native JSON change form.
 pub(crate) fn to_json(c: &PlannedChange) -> Value {
-    let attributes: Map<String, Value> =
-        c.attributes.iter().map(|(k, v)| ((*k).to_string(), Value::String(v.clone()))).collect();
+    let attributes: Map<String, Value> = c
+        .attributes
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
+        .collect();
     json!({
         "id": c.id,
         "time": rfc3339(c.time_ns),
@@ -141,7 +149,12 @@ pub(crate) struct Versions(Vec<(Svc, i64, &'static str)>);
 
 impl Versions {
     pub fn new(changes: &[PlannedChange]) -> Versions {
-        Versions(changes.iter().filter_map(|c| c.new_version.map(|v| (c.svc, c.time_ns, v))).collect())
+        Versions(
+            changes
+                .iter()
+                .filter_map(|c| c.new_version.map(|v| (c.svc, c.time_ns, v)))
+                .collect(),
+        )
     }
 
     pub fn at(&self, svc: Svc, t_ns: i64) -> &'static str {
@@ -159,7 +172,10 @@ mod tests {
 
     #[test]
     fn rfc3339_is_utc_with_millis() {
-        assert_eq!(rfc3339(1_717_408_800 * NANOS + 5_000_000), "2024-06-03T10:00:00.005Z");
+        assert_eq!(
+            rfc3339(1_717_408_800 * NANOS + 5_000_000),
+            "2024-06-03T10:00:00.005Z"
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ mod write;
 pub use scenario::{Scenario, UnknownScenario};
 pub use topology::{DEPENDENCIES, ENVIRONMENT, NAMESPACE, SERVICES};
 pub use traffic::EXPORTED_TRACES_PER_SECOND;
-pub use write::{read_jsonl, write_dir, WrittenFiles, CHANGES_FILE, LABEL_FILE, LOGS_FILE, METRICS_FILE, TRACES_FILE};
+pub use write::{
+    read_jsonl, write_dir, WrittenFiles, CHANGES_FILE, LABEL_FILE, LOGS_FILE, METRICS_FILE,
+    TRACES_FILE,
+};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -98,7 +101,10 @@ pub fn simulate(scenario: Scenario, config: &SimConfig) -> SimRun {
     let fault_start_ns = start_ns + i64::from(config.normal_minutes) * 60 * NANOS;
     let end_ns = fault_start_ns + i64::from(config.fault_minutes) * 60 * NANOS;
     let batch_ns = i64::from(config.batch_seconds.max(1)) * NANOS;
-    let window = FaultWindow { start_ns: fault_start_ns, end_ns };
+    let window = FaultWindow {
+        start_ns: fault_start_ns,
+        end_ns,
+    };
 
     // Independent streams per concern, so that e.g. a scenario's change events cannot shift
     // the traffic: the normal period is the same for every scenario under one seed.
@@ -125,7 +131,14 @@ pub fn simulate(scenario: Scenario, config: &SimConfig) -> SimRun {
         stream(1),
     );
     let metrics = metrics::simulate_metrics(
-        &metrics::MetricParams { scenario, window, start_ns, end_ns, batch_ns, versions: &versions },
+        &metrics::MetricParams {
+            scenario,
+            window,
+            start_ns,
+            end_ns,
+            batch_ns,
+            versions: &versions,
+        },
         &pods,
         &traffic.windows,
         stream(2),
@@ -139,8 +152,16 @@ pub fn simulate(scenario: Scenario, config: &SimConfig) -> SimRun {
             .zip(per_pod)
             .filter(|(_, spans)| !spans.is_empty())
             .map(|(pod, spans)| ResourceSpans {
-                resource: Some(otlp::resource(pod.svc.name(), versions.at(pod.svc, batch_start), &pod.name)),
-                scope_spans: vec![ScopeSpans { scope: Some(otlp::scope()), spans, schema_url: String::new() }],
+                resource: Some(otlp::resource(
+                    pod.svc.name(),
+                    versions.at(pod.svc, batch_start),
+                    &pod.name,
+                )),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(otlp::scope()),
+                    spans,
+                    schema_url: String::new(),
+                }],
                 schema_url: String::new(),
             })
             .collect();
@@ -156,8 +177,16 @@ pub fn simulate(scenario: Scenario, config: &SimConfig) -> SimRun {
             .zip(per_pod)
             .filter(|(_, records)| !records.is_empty())
             .map(|(pod, log_records)| ResourceLogs {
-                resource: Some(otlp::resource(pod.svc.name(), versions.at(pod.svc, batch_start), &pod.name)),
-                scope_logs: vec![ScopeLogs { scope: Some(otlp::scope()), log_records, schema_url: String::new() }],
+                resource: Some(otlp::resource(
+                    pod.svc.name(),
+                    versions.at(pod.svc, batch_start),
+                    &pod.name,
+                )),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(otlp::scope()),
+                    log_records,
+                    schema_url: String::new(),
+                }],
                 schema_url: String::new(),
             })
             .collect();

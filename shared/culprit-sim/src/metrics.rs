@@ -53,7 +53,8 @@ pub(crate) fn simulate_metrics(
     let n_windows = windows.len() / n_pods.max(1);
     let n_batches = ((p.end_ns - p.start_ns + p.batch_ns - 1) / p.batch_ns).max(1) as usize;
     // [batch][pod][gauge] -> points
-    let mut points: Vec<Vec<[Vec<NumberDataPoint>; 7]>> = vec![vec![Default::default(); n_pods]; n_batches];
+    let mut points: Vec<Vec<[Vec<NumberDataPoint>; 7]>> =
+        vec![vec![Default::default(); n_pods]; n_batches];
     let mut normal = move || -> f64 {
         let u1: f64 = 1.0 - rng.random::<f64>();
         let u2: f64 = rng.random();
@@ -71,26 +72,49 @@ pub(crate) fn simulate_metrics(
             let rate = f64::from(s.requests) / METRIC_INTERVAL_S as f64;
             let out = &mut points[batch][i];
             let mut put = |g: usize, v: number_data_point::Value| {
-                out[g].push(NumberDataPoint { time_unix_nano: t as u64, value: Some(v), ..Default::default() });
+                out[g].push(NumberDataPoint {
+                    time_unix_nano: t as u64,
+                    value: Some(v),
+                    ..Default::default()
+                });
             };
 
             let (idle, per_rps) = svc.cpu_profile();
             let cpu = idle + per_rps * rate + 0.012 * normal();
             let cpu = cpu + cpu_symptom(p.scenario, svc, state_t, &p.window, cpu);
-            put(CPU, number_data_point::Value::AsDouble(round(cpu.clamp(0.005, 1.0), 4)));
+            put(
+                CPU,
+                number_data_point::Value::AsDouble(round(cpu.clamp(0.005, 1.0), 4)),
+            );
 
             let (base, limit) = svc.memory_profile();
             // Allocation churn gives a gentle sawtooth around the steady size.
             let churn = 0.03 * ((w as f64 * 0.7 + i as f64).sin());
             let mib = base * (1.0 + churn) + 2.0 * normal();
             let mib = mib + (limit - mib) * p.scenario.memory_pressure(svc, state_t, &p.window);
-            put(MEMORY, number_data_point::Value::AsInt((mib.min(limit) * 1_048_576.0) as i64));
+            put(
+                MEMORY,
+                number_data_point::Value::AsInt((mib.min(limit) * 1_048_576.0) as i64),
+            );
 
-            put(REQUEST_RATE, number_data_point::Value::AsDouble(round(rate, 3)));
-            let error_rate = if s.requests == 0 { 0.0 } else { f64::from(s.errors) / f64::from(s.requests) };
-            put(ERROR_RATE, number_data_point::Value::AsDouble(round(error_rate, 4)));
+            put(
+                REQUEST_RATE,
+                number_data_point::Value::AsDouble(round(rate, 3)),
+            );
+            let error_rate = if s.requests == 0 {
+                0.0
+            } else {
+                f64::from(s.errors) / f64::from(s.requests)
+            };
+            put(
+                ERROR_RATE,
+                number_data_point::Value::AsDouble(round(error_rate, 4)),
+            );
             if let Some(p99) = p99(&s.durations_ms) {
-                put(LATENCY_P99, number_data_point::Value::AsDouble(round(f64::from(p99), 2)));
+                put(
+                    LATENCY_P99,
+                    number_data_point::Value::AsDouble(round(f64::from(p99), 2)),
+                );
             }
 
             // Only postgres-db's caller holds a connection pool.
@@ -129,7 +153,11 @@ pub(crate) fn simulate_metrics(
             let version = p.versions.at(pod.svc, batch_start);
             resource_metrics.push(ResourceMetrics {
                 resource: Some(resource(pod.svc.name(), version, &pod.name)),
-                scope_metrics: vec![ScopeMetrics { scope: Some(scope()), metrics, schema_url: String::new() }],
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics,
+                    schema_url: String::new(),
+                }],
                 schema_url: String::new(),
             });
         }

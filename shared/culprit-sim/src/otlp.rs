@@ -7,16 +7,25 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 pub(crate) fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.to_string(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
     }
 }
 
 pub(crate) fn kv_int(key: &str, value: i64) -> KeyValue {
-    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }) }
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+    }
 }
 
 pub(crate) fn string_value(s: String) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::StringValue(s)) }
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s)),
+    }
 }
 
 pub(crate) fn resource(service: &str, version: &str, pod: &str) -> Resource {

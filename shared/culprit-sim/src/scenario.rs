@@ -241,7 +241,10 @@ impl fmt::Display for Scenario {
 impl FromStr for Scenario {
     type Err = UnknownScenario;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Scenario::ALL.into_iter().find(|sc| sc.as_str() == s).ok_or_else(|| UnknownScenario(s.to_string()))
+        Scenario::ALL
+            .into_iter()
+            .find(|sc| sc.as_str() == s)
+            .ok_or_else(|| UnknownScenario(s.to_string()))
     }
 }
 
@@ -260,7 +263,10 @@ mod tests {
 
     #[test]
     fn effects_only_apply_inside_the_fault_window() {
-        let w = FaultWindow { start_ns: 100 * NANOS, end_ns: 400 * NANOS };
+        let w = FaultWindow {
+            start_ns: 100 * NANOS,
+            end_ns: 400 * NANOS,
+        };
         let before = Scenario::DeployCpuSpike.effect(Svc::Inventory, 50 * NANOS, &w);
         let during = Scenario::DeployCpuSpike.effect(Svc::Inventory, 300 * NANOS, &w);
         assert_eq!(before, Effect::default());

@@ -6,8 +6,17 @@ pub const NAMESPACE: &str = "shop";
 pub const ENVIRONMENT: &str = "prod";
 
 /// Every service of the topology, callers before callees.
-pub const SERVICES: [&str; 9] =
-    ["frontend", "checkout", "catalog", "auth", "payment", "cart", "inventory", "redis-cache", "postgres-db"];
+pub const SERVICES: [&str; 9] = [
+    "frontend",
+    "checkout",
+    "catalog",
+    "auth",
+    "payment",
+    "cart",
+    "inventory",
+    "redis-cache",
+    "postgres-db",
+];
 
 /// Caller -> callee edges; every one of them appears as CLIENT -> SERVER spans in the traces.
 pub const DEPENDENCIES: [(&str, &str); 9] = [
@@ -153,11 +162,21 @@ const PG_UPDATE: OpId = 10;
 const PAYMENT_CHARGE: OpId = 11;
 
 const fn call(op: OpId, timeout_ms: f64) -> Call {
-    Call { op, timeout_ms, retries: 0, tolerated: false }
+    Call {
+        op,
+        timeout_ms,
+        retries: 0,
+        tolerated: false,
+    }
 }
 
 /// Auth is cheap to retry, so both of its callers retry it up to three times.
-const AUTH_CALL: Call = Call { op: AUTH_VALIDATE, timeout_ms: 500.0, retries: 3, tolerated: false };
+const AUTH_CALL: Call = Call {
+    op: AUTH_VALIDATE,
+    timeout_ms: 500.0,
+    retries: 3,
+    tolerated: false,
+};
 
 pub(crate) const OPS: [Op; 12] = [
     Op {
@@ -184,7 +203,14 @@ pub(crate) const OPS: [Op; 12] = [
         sigma: 0.3,
         calls: &[call(CHECKOUT_PLACE, 2500.0)],
     },
-    Op { svc: Svc::Catalog, name: "GET /products", protocol: Protocol::Http, self_ms: 18.0, sigma: 0.35, calls: &[] },
+    Op {
+        svc: Svc::Catalog,
+        name: "GET /products",
+        protocol: Protocol::Http,
+        self_ms: 18.0,
+        sigma: 0.35,
+        calls: &[],
+    },
     Op {
         svc: Svc::Catalog,
         name: "GET /products/{id}",
@@ -208,7 +234,11 @@ pub(crate) const OPS: [Op; 12] = [
         protocol: Protocol::Http,
         self_ms: 12.0,
         sigma: 0.3,
-        calls: &[call(CART_GET, 500.0), call(INVENTORY_RESERVE, 300.0), call(PAYMENT_CHARGE, 1000.0)],
+        calls: &[
+            call(CART_GET, 500.0),
+            call(INVENTORY_RESERVE, 300.0),
+            call(PAYMENT_CHARGE, 1000.0),
+        ],
     },
     Op {
         svc: Svc::Cart,
@@ -216,9 +246,21 @@ pub(crate) const OPS: [Op; 12] = [
         protocol: Protocol::Http,
         self_ms: 6.0,
         sigma: 0.3,
-        calls: &[Call { op: REDIS_GET, timeout_ms: 250.0, retries: 0, tolerated: true }],
+        calls: &[Call {
+            op: REDIS_GET,
+            timeout_ms: 250.0,
+            retries: 0,
+            tolerated: true,
+        }],
     },
-    Op { svc: Svc::RedisCache, name: "GET", protocol: Protocol::Redis, self_ms: 0.8, sigma: 0.3, calls: &[] },
+    Op {
+        svc: Svc::RedisCache,
+        name: "GET",
+        protocol: Protocol::Redis,
+        self_ms: 0.8,
+        sigma: 0.3,
+        calls: &[],
+    },
     Op {
         svc: Svc::Inventory,
         name: "POST /reserve",
@@ -246,7 +288,8 @@ pub(crate) const OPS: [Op; 12] = [
 ];
 
 /// Frontend entry points and their share of traffic.
-pub(crate) const ENTRY_MIX: [(OpId, f64); 3] = [(FE_PRODUCTS, 0.45), (FE_PRODUCT, 0.30), (FE_CHECKOUT, 0.25)];
+pub(crate) const ENTRY_MIX: [(OpId, f64); 3] =
+    [(FE_PRODUCTS, 0.45), (FE_PRODUCT, 0.30), (FE_CHECKOUT, 0.25)];
 
 /// Services a request through `op` visits (each once, in call order).
 pub(crate) fn services_on_path(op: OpId, out: &mut Vec<Svc>) {

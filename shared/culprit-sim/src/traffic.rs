@@ -25,7 +25,8 @@ const BACKGROUND_FAULTS: [(&str, &str); 3] = [
 ];
 
 const NEW_EXCEPTION_TYPE: &str = "com.shop.payment.CurrencyPrecisionException";
-const NEW_EXCEPTION_STACK: &str = "\tat com.shop.payment.money.Amount.toMinorUnits(Amount.java:88)\n\
+const NEW_EXCEPTION_STACK: &str =
+    "\tat com.shop.payment.money.Amount.toMinorUnits(Amount.java:88)\n\
      \tat com.shop.payment.gateway.ChargeRequest.build(ChargeRequest.java:41)\n\
      \tat com.shop.payment.ChargeHandler.handle(ChargeHandler.java:117)\n\
      \tat io.grpc.stub.ServerCalls$UnaryServerCallHandler.onHalfClose(ServerCalls.java:182)";
@@ -41,14 +42,21 @@ pub(crate) struct Pod {
 pub(crate) fn make_pods(rng: &mut ChaCha8Rng) -> Vec<Pod> {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let word = |rng: &mut ChaCha8Rng, n: usize| -> String {
-        (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+        (0..n)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
     };
     let mut pods = Vec::new();
     for svc in Svc::ALL {
-        let rs: String = (0..5).map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0')).collect();
+        let rs: String = (0..5)
+            .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+            .collect();
         for _ in 0..svc.replicas() {
             let suffix = word(rng, 5);
-            pods.push(Pod { svc, name: format!("{}-{rs}-{suffix}", svc.name()) });
+            pods.push(Pod {
+                svc,
+                name: format!("{}-{rs}-{suffix}", svc.name()),
+            });
         }
     }
     pods
@@ -155,7 +163,11 @@ pub(crate) fn simulate_traffic(p: &TrafficParams, pods: &[Pod], rng: ChaCha8Rng)
         };
         g.serve(ENTRY_MIX[entry].0, &mut tr, None, start);
     }
-    Traffic { spans: g.spans, logs: g.logs, windows: g.windows }
+    Traffic {
+        spans: g.spans,
+        logs: g.logs,
+        windows: g.windows,
+    }
 }
 
 /// Slow, diurnal-ish drift of latency: highest mid-afternoon UTC, +-8 %.
@@ -204,7 +216,12 @@ struct Failure {
 
 impl Failure {
     fn new(exc_type: &'static str, message: String, status_code: i64) -> Failure {
-        Failure { exc_type, message, status_code, stacktrace: None }
+        Failure {
+            exc_type,
+            message,
+            status_code,
+            stacktrace: None,
+        }
     }
 }
 
@@ -276,15 +293,23 @@ impl Gen {
     }
 
     /// Runs one server-side operation (and, recursively, its calls) starting at `start`.
-    fn serve(&mut self, op_id: OpId, tr: &mut TraceCtx, parent: Option<[u8; 8]>, start: i64) -> Served {
+    fn serve(
+        &mut self,
+        op_id: OpId,
+        tr: &mut TraceCtx,
+        parent: Option<[u8; 8]>,
+        start: i64,
+    ) -> Served {
         let op = &OPS[op_id];
         let svc = op.svc;
         let pod = self.pick_pod(svc);
         let span_id = self.span_id();
         let eff = self.scenario.effect(svc, start, &self.window);
 
-        let mut self_ms =
-            self.lognormal(op.self_ms * latency_drift(start) * eff.latency_factor, op.sigma + eff.extra_sigma);
+        let mut self_ms = self.lognormal(
+            op.self_ms * latency_drift(start) * eff.latency_factor,
+            op.sigma + eff.extra_sigma,
+        );
         if eff.extra_ms > 0.0 {
             self_ms += self.exponential(eff.extra_ms);
         }
@@ -325,8 +350,10 @@ impl Gen {
                 cursor = called.end + ms_to_ns(self.rng.random_range(0.05..0.3));
                 match called.failure {
                     Some(f) if c.tolerated => {
-                        let body =
-                            format!("cache unavailable ({}), falling back to store for cart {}", f.message, tr.cart);
+                        let body = format!(
+                            "cache unavailable ({}), falling back to store for cart {}",
+                            f.message, tr.cart
+                        );
                         self.log(pod, cursor, Level::Warn, tr, span_id, body);
                     }
                     Some(f) => {
@@ -346,15 +373,20 @@ impl Gen {
             }
         }
         // A failed call ends the handler quickly; otherwise the rest of the own work follows.
-        let post = if failure.is_some() && !own_failure { 0.1 } else { 0.7 };
+        let post = if failure.is_some() && !own_failure {
+            0.1
+        } else {
+            0.7
+        };
         let end = cursor + ms_to_ns(self_ms * post);
         let duration_ms = (end - start) as f64 / 1e6;
 
         let mut attributes = Vec::with_capacity(1);
         match op.protocol {
-            Protocol::Http => {
-                attributes.push(kv_int("http.response.status_code", failure.as_ref().map_or(200, |f| f.status_code)))
-            }
+            Protocol::Http => attributes.push(kv_int(
+                "http.response.status_code",
+                failure.as_ref().map_or(200, |f| f.status_code),
+            )),
             Protocol::Redis => attributes.push(kv_str("db.system", "redis")),
             Protocol::Postgres => attributes.push(kv_str("db.system", "postgresql")),
         }
@@ -387,7 +419,12 @@ impl Gen {
                         "Unhandled exception while charging order ord-{:08x}: {}: {}\n{stack}",
                         tr.order, f.exc_type, f.message
                     ),
-                    None if own_failure => format!("{}: {}: {}", failure_prefix(op_id, tr), f.exc_type, f.message),
+                    None if own_failure => format!(
+                        "{}: {}: {}",
+                        failure_prefix(op_id, tr),
+                        f.exc_type,
+                        f.message
+                    ),
                     // A callee's failure already reads "call to X failed ..." or "timeout calling X ...".
                     None => format!("{}: {}", failure_prefix(op_id, tr), f.message),
                 };
@@ -397,8 +434,11 @@ impl Gen {
                 if let Some(ms) = gc_pause_ms {
                     if self.chance(0.5) {
                         let (base, limit) = svc.memory_profile();
-                        let used = base + (limit - base) * self.scenario.memory_pressure(svc, start, &self.window);
-                        let body = format!("GC pause of {ms:.0} ms (heap {used:.0}/{limit:.0} MiB)");
+                        let used = base
+                            + (limit - base)
+                                * self.scenario.memory_pressure(svc, start, &self.window);
+                        let body =
+                            format!("GC pause of {ms:.0} ms (heap {used:.0}/{limit:.0} MiB)");
                         self.log(pod, end, Level::Warn, tr, span_id, body);
                     }
                 }
@@ -412,7 +452,10 @@ impl Gen {
             }
         }
         if svc == Svc::Frontend && duration_ms > 800.0 {
-            let body = format!("slow request {} took {duration_ms:.0} ms (user u-{})", op.name, tr.user);
+            let body = format!(
+                "slow request {} took {duration_ms:.0} ms (user u-{})",
+                op.name, tr.user
+            );
             self.log(pod, end, Level::Warn, tr, span_id, body);
         }
         Served { end, failure }
@@ -420,7 +463,14 @@ impl Gen {
 
     /// One outgoing call with its retries: a CLIENT span per attempt in the caller, a SERVER
     /// span in the callee.
-    fn call(&mut self, caller_pod: usize, caller_span: [u8; 8], c: &Call, tr: &mut TraceCtx, start: i64) -> Called {
+    fn call(
+        &mut self,
+        caller_pod: usize,
+        caller_span: [u8; 8],
+        c: &Call,
+        tr: &mut TraceCtx,
+        start: i64,
+    ) -> Called {
         let callee = OPS[c.op].svc.name();
         let attempts = u32::from(c.retries) + 1;
         let mut t = start;
@@ -443,7 +493,10 @@ impl Gen {
                 let f = served.failure.map(|f| {
                     Failure::new(
                         "DependencyFailureException",
-                        format!("call to {callee} failed with {}: {}", f.status_code, f.message),
+                        format!(
+                            "call to {callee} failed with {}: {}",
+                            f.status_code, f.message
+                        ),
                         f.status_code,
                     )
                 });
@@ -455,7 +508,10 @@ impl Gen {
             }
             let (status, events) = match &failure {
                 Some(f) if timed_out => (error_status(&f.message), vec![exception_event(end, f)]),
-                Some(f) => (error_status(&format!("{callee} returned {}", f.status_code)), Vec::new()),
+                Some(f) => (
+                    error_status(&format!("{callee} returned {}", f.status_code)),
+                    Vec::new(),
+                ),
                 None => (None, Vec::new()),
             };
             self.push_span(
@@ -476,27 +532,53 @@ impl Gen {
             );
             t = end;
             match failure {
-                None => return Called { end, duration_ms: (end - attempt_start) as f64 / 1e6, failure: None },
+                None => {
+                    return Called {
+                        end,
+                        duration_ms: (end - attempt_start) as f64 / 1e6,
+                        failure: None,
+                    }
+                }
                 Some(f) => {
                     if attempt < attempts {
-                        let body =
-                            format!("retrying call to {callee} (attempt {}/{attempts}): {}", attempt + 1, f.message);
+                        let body = format!(
+                            "retrying call to {callee} (attempt {}/{attempts}): {}",
+                            attempt + 1,
+                            f.message
+                        );
                         self.log(caller_pod, t, Level::Warn, tr, caller_span, body);
                         // Exponential backoff with jitter.
-                        t += ms_to_ns(10.0 * f64::from(1u32 << (attempt - 1)) * self.rng.random_range(0.8..1.2));
+                        t += ms_to_ns(
+                            10.0 * f64::from(1u32 << (attempt - 1))
+                                * self.rng.random_range(0.8..1.2),
+                        );
                     }
                     last = Some(f);
                 }
             }
         }
-        Called { end: t, duration_ms: (t - start) as f64 / 1e6, failure: last }
+        Called {
+            end: t,
+            duration_ms: (t - start) as f64 / 1e6,
+            failure: last,
+        }
     }
 
-    fn own_failure(&mut self, kind: OwnFault, start: i64, tr: &TraceCtx, self_ms: &mut f64) -> Failure {
+    fn own_failure(
+        &mut self,
+        kind: OwnFault,
+        start: i64,
+        tr: &TraceCtx,
+        self_ms: &mut f64,
+    ) -> Failure {
         match kind {
             OwnFault::OutOfMemory => {
                 let (base, limit) = Svc::Cart.memory_profile();
-                let used = base + (limit - base) * self.scenario.memory_pressure(Svc::Cart, start, &self.window);
+                let used = base
+                    + (limit - base)
+                        * self
+                            .scenario
+                            .memory_pressure(Svc::Cart, start, &self.window);
                 Failure::new(
                     "java.lang.OutOfMemoryError",
                     format!("Java heap space (heap {used:.0}/{limit:.0} MiB)"),
@@ -514,7 +596,10 @@ impl Gen {
             }
             OwnFault::NewException => Failure {
                 exc_type: NEW_EXCEPTION_TYPE,
-                message: format!("amount {} has more precision than currency JPY allows (scale 3 > 0)", tr.amount()),
+                message: format!(
+                    "amount {} has more precision than currency JPY allows (scale 3 > 0)",
+                    tr.amount()
+                ),
                 status_code: 500,
                 stacktrace: Some(NEW_EXCEPTION_STACK),
             },
@@ -538,7 +623,15 @@ impl Gen {
         }
     }
 
-    fn log(&mut self, pod: usize, t: i64, level: Level, tr: &TraceCtx, span_id: [u8; 8], body: String) {
+    fn log(
+        &mut self,
+        pod: usize,
+        t: i64,
+        level: Level,
+        tr: &TraceCtx,
+        span_id: [u8; 8],
+        body: String,
+    ) {
         if !self.sampled {
             return;
         }
@@ -561,15 +654,26 @@ impl Gen {
 }
 
 fn error_status(message: &str) -> Option<Status> {
-    Some(Status { message: message.to_string(), code: status::StatusCode::Error as i32 })
+    Some(Status {
+        message: message.to_string(),
+        code: status::StatusCode::Error as i32,
+    })
 }
 
 fn exception_event(t: i64, f: &Failure) -> span::Event {
-    let mut attributes = vec![kv_str("exception.type", f.exc_type), kv_str("exception.message", f.message.clone())];
+    let mut attributes = vec![
+        kv_str("exception.type", f.exc_type),
+        kv_str("exception.message", f.message.clone()),
+    ];
     if let Some(stack) = f.stacktrace {
         attributes.push(kv_str("exception.stacktrace", stack));
     }
-    span::Event { time_unix_nano: t as u64, name: "exception".to_string(), attributes, dropped_attributes_count: 0 }
+    span::Event {
+        time_unix_nano: t as u64,
+        name: "exception".to_string(),
+        attributes,
+        dropped_attributes_count: 0,
+    }
 }
 
 /// What a service says it was doing when it failed; the failure message follows.
@@ -592,11 +696,20 @@ fn info_line(op_id: OpId, tr: &TraceCtx, ms: f64, rng: &mut ChaCha8Rng) -> Strin
     let op = &OPS[op_id];
     match op.svc {
         Svc::Frontend => match op_id {
-            crate::topology::FE_PRODUCT => format!("GET /api/products/SKU-{} 200 {ms:.1}ms", tr.sku),
-            crate::topology::FE_CHECKOUT => {
-                format!("POST /api/checkout 200 {ms:.1}ms user=u-{} order=ord-{:08x}", tr.user, tr.order)
+            crate::topology::FE_PRODUCT => {
+                format!("GET /api/products/SKU-{} 200 {ms:.1}ms", tr.sku)
             }
-            _ => format!("GET /api/products 200 {ms:.1}ms user=u-{} page={}", tr.user, rng.random_range(1..20)),
+            crate::topology::FE_CHECKOUT => {
+                format!(
+                    "POST /api/checkout 200 {ms:.1}ms user=u-{} order=ord-{:08x}",
+                    tr.user, tr.order
+                )
+            }
+            _ => format!(
+                "GET /api/products 200 {ms:.1}ms user=u-{} page={}",
+                tr.user,
+                rng.random_range(1..20)
+            ),
         },
         Svc::Catalog => {
             if op.name == "GET /products" {
@@ -606,7 +719,11 @@ fn info_line(op_id: OpId, tr: &TraceCtx, ms: f64, rng: &mut ChaCha8Rng) -> Strin
                     rng.random_range(1..20)
                 )
             } else {
-                let from = if rng.random::<f64>() < 0.8 { "cache" } else { "store" };
+                let from = if rng.random::<f64>() < 0.8 {
+                    "cache"
+                } else {
+                    "store"
+                };
                 format!("product SKU-{} served from {from} in {ms:.1} ms", tr.sku)
             }
         }
@@ -618,13 +735,27 @@ fn info_line(op_id: OpId, tr: &TraceCtx, ms: f64, rng: &mut ChaCha8Rng) -> Strin
             tr.items,
             tr.amount()
         ),
-        Svc::Cart => format!("loaded cart {} with {} items in {ms:.1} ms", tr.cart, tr.items),
-        Svc::RedisCache => format!("GET cart:{} hit ({} bytes)", tr.cart, rng.random_range(200..4000)),
+        Svc::Cart => format!(
+            "loaded cart {} with {} items in {ms:.1} ms",
+            tr.cart, tr.items
+        ),
+        Svc::RedisCache => format!(
+            "GET cart:{} hit ({} bytes)",
+            tr.cart,
+            rng.random_range(200..4000)
+        ),
         Svc::Inventory => {
-            format!("reserved {} units of SKU-{} (remaining {})", tr.items, tr.sku, rng.random_range(20..900))
+            format!(
+                "reserved {} units of SKU-{} (remaining {})",
+                tr.items,
+                tr.sku,
+                rng.random_range(20..900)
+            )
         }
         Svc::PostgresDb => {
-            format!("duration: {ms:.3} ms  statement: UPDATE stock SET qty = qty - $1 WHERE sku = $2")
+            format!(
+                "duration: {ms:.3} ms  statement: UPDATE stock SET qty = qty - $1 WHERE sku = $2"
+            )
         }
         Svc::Payment => format!(
             "charged {} USD to card ending {:04} for order ord-{:08x} (gateway ref ch_{:012x})",
@@ -638,16 +769,37 @@ fn info_line(op_id: OpId, tr: &TraceCtx, ms: f64, rng: &mut ChaCha8Rng) -> Strin
 
 fn background_warning(svc: Svc, tr: &TraceCtx, rng: &mut ChaCha8Rng) -> String {
     match svc {
-        Svc::Frontend => format!("client disconnected before response was written (user=u-{})", tr.user),
+        Svc::Frontend => format!(
+            "client disconnected before response was written (user=u-{})",
+            tr.user
+        ),
         Svc::Checkout => format!("coupon SAVE{} expired, ignoring", rng.random_range(5..50)),
         Svc::Catalog => format!("cache miss for product SKU-{}, loading from store", tr.sku),
-        Svc::Auth => format!("token for user u-{} expires in {} s", tr.user, rng.random_range(5..120)),
+        Svc::Auth => format!(
+            "token for user u-{} expires in {} s",
+            tr.user,
+            rng.random_range(5..120)
+        ),
         Svc::Payment => {
-            format!("card ending {:04} flagged for 3-D Secure, challenge issued", rng.random_range(0..10_000))
+            format!(
+                "card ending {:04} flagged for 3-D Secure, challenge issued",
+                rng.random_range(0..10_000)
+            )
         }
-        Svc::Cart => format!("cart {} has {} stale items, pruning", tr.cart, rng.random_range(1..4)),
-        Svc::Inventory => format!("low stock for SKU-{}: {} left", tr.sku, rng.random_range(1..10)),
-        Svc::RedisCache => format!("connected clients {} approaching maxclients 1000", rng.random_range(800..990)),
+        Svc::Cart => format!(
+            "cart {} has {} stale items, pruning",
+            tr.cart,
+            rng.random_range(1..4)
+        ),
+        Svc::Inventory => format!(
+            "low stock for SKU-{}: {} left",
+            tr.sku,
+            rng.random_range(1..10)
+        ),
+        Svc::RedisCache => format!(
+            "connected clients {} approaching maxclients 1000",
+            rng.random_range(800..990)
+        ),
         Svc::PostgresDb => format!(
             "temporary file: path \"base/pgsql_tmp/pgsql_tmp{}.0\", size {}",
             rng.random_range(100..999),

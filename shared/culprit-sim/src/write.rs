@@ -44,7 +44,8 @@ pub fn write_dir(run: &SimRun, dir: &Path) -> io::Result<WrittenFiles> {
         let logs = s.spawn(|| write_otlp_lines(&files.logs, &run.logs));
         let metrics = write_otlp_lines(&files.metrics, &run.metrics);
         let join = |h: std::thread::ScopedJoinHandle<'_, io::Result<u64>>| {
-            h.join().unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")))
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")))
         };
         (join(traces), join(logs), metrics)
     });
@@ -53,7 +54,10 @@ pub fn write_dir(run: &SimRun, dir: &Path) -> io::Result<WrittenFiles> {
     let label = serde_json::to_vec_pretty(&run.label)?;
     std::fs::write(&files.label, &label)?;
     total += label.len() as u64;
-    Ok(WrittenFiles { total_bytes: total, ..files })
+    Ok(WrittenFiles {
+        total_bytes: total,
+        ..files
+    })
 }
 
 /// Reads a JSON-lines file written by [`write_dir`] back into `T`, one value per non-empty line.
@@ -64,8 +68,12 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
         if line.trim().is_empty() {
             continue;
         }
-        let value = serde_json::from_str(&line)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), n + 1)))?;
+        let value = serde_json::from_str(&line).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}:{}: {e}", path.display(), n + 1),
+            )
+        })?;
         out.push(value);
     }
     Ok(out)
@@ -83,7 +91,10 @@ fn write_otlp_lines<T: Serialize>(path: &Path, requests: &[T]) -> io::Result<u64
 }
 
 fn write_lines(path: &Path, values: impl Iterator<Item = Value>) -> io::Result<u64> {
-    let mut w = CountingWriter { inner: BufWriter::with_capacity(1 << 20, File::create(path)?), bytes: 0 };
+    let mut w = CountingWriter {
+        inner: BufWriter::with_capacity(1 << 20, File::create(path)?),
+        bytes: 0,
+    };
     for v in values {
         serde_json::to_writer(&mut w, &v)?;
         w.write_all(b"\n")?;
@@ -93,8 +104,15 @@ fn write_lines(path: &Path, values: impl Iterator<Item = Value>) -> io::Result<u
 }
 
 /// Values that are one branch of a protobuf `oneof`: present even when zero or empty.
-const ONEOF_KEYS: [&str; 7] =
-    ["stringValue", "boolValue", "intValue", "doubleValue", "bytesValue", "asDouble", "asInt"];
+const ONEOF_KEYS: [&str; 7] = [
+    "stringValue",
+    "boolValue",
+    "intValue",
+    "doubleValue",
+    "bytesValue",
+    "asDouble",
+    "asInt",
+];
 
 /// Drops fields holding their protobuf default, as the Collector's JSON marshaller does:
 /// it roughly halves the output, and every field the types read back defaults when absent.

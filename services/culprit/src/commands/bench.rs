@@ -23,12 +23,23 @@ pub struct Args {
 }
 
 pub fn run(args: Args, config: &CulpritConfig) -> Result<()> {
-    let run = simulate(args.scenario, &SimConfig { requests_per_second: args.rps, ..SimConfig::default() });
+    let run = simulate(
+        args.scenario,
+        &SimConfig {
+            requests_per_second: args.rps,
+            ..SimConfig::default()
+        },
+    );
     // The wire form is what a consumer receives: encode first (untimed), then time from bytes.
     let traces: Vec<Vec<u8>> = run.traces.iter().map(culprit_otlp::to_protobuf).collect();
     let logs: Vec<Vec<u8>> = run.logs.iter().map(culprit_otlp::to_protobuf).collect();
     let metrics: Vec<Vec<u8>> = run.metrics.iter().map(culprit_otlp::to_protobuf).collect();
-    let bytes: usize = traces.iter().chain(&logs).chain(&metrics).map(Vec::len).sum();
+    let bytes: usize = traces
+        .iter()
+        .chain(&logs)
+        .chain(&metrics)
+        .map(Vec::len)
+        .sum();
 
     let started = Instant::now();
     let mut events = Vec::new();

@@ -33,7 +33,9 @@ pub fn sim_events(run: &SimRun) -> Result<Vec<Event>> {
         events.extend(culprit_otlp::metrics_to_events(req)?);
     }
     for change in &run.changes {
-        events.extend(culprit_otlp::changes::decode_changes(&serde_json::to_vec(change)?)?);
+        events.extend(culprit_otlp::changes::decode_changes(&serde_json::to_vec(
+            change,
+        )?)?);
     }
     Ok(events)
 }
@@ -45,7 +47,10 @@ pub fn run(args: Args, config: &CulpritConfig) -> Result<()> {
         vec![args.scenario.parse().map_err(|e| anyhow::anyhow!("{e}"))?]
     };
     let base = args.out.unwrap_or_else(|| config.output.dir.join("demo"));
-    let sim_config = SimConfig { seed: args.seed, ..SimConfig::default() };
+    let sim_config = SimConfig {
+        seed: args.seed,
+        ..SimConfig::default()
+    };
     let mut pipeline_config = config.pipeline.clone();
     if pipeline_config.warmup_secs == 0 {
         // The simulated shop runs 30 healthy minutes before its fault: learn from 20 of them.
@@ -78,6 +83,10 @@ pub fn run(args: Args, config: &CulpritConfig) -> Result<()> {
             named.as_deref().unwrap_or("none")
         );
     }
-    eprintln!("{correct} of {} scenarios named the injected root cause first; outputs in {}", scenarios.len(), base.display());
+    eprintln!(
+        "{correct} of {} scenarios named the injected root cause first; outputs in {}",
+        scenarios.len(),
+        base.display()
+    );
     Ok(())
 }

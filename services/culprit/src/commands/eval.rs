@@ -27,20 +27,43 @@ pub enum Eval {
 }
 
 pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
-    let Eval::Nezha { dir, json, case, explain, detector } = cmd;
+    let Eval::Nezha {
+        dir,
+        json,
+        case,
+        explain,
+        detector,
+    } = cmd;
     let mut pipeline = config.pipeline.clone();
     if let Some(mode) = detector {
         pipeline.detector = mode;
     }
-    let options = EvalOptions { pipeline, case_filter: case, explain };
+    let options = EvalOptions {
+        pipeline,
+        case_filter: case,
+        explain,
+    };
     if !json {
-        println!("{:<28} {:<15} {:<30} {:>4} {:>8}  top 3", "case", "fault", "root cause", "rank", "delay s");
+        println!(
+            "{:<28} {:<15} {:<30} {:>4} {:>8}  top 3",
+            "case", "fault", "root cause", "rank", "delay s"
+        );
     }
     let print_case = |r: &CaseResult| {
         let rank = r.rank.map_or("-".to_string(), |p| p.to_string());
-        let delay = r.detect_delay_s.map_or("miss".to_string(), |d| format!("{d:.0}"));
+        let delay = r
+            .detect_delay_s
+            .map_or("miss".to_string(), |d| format!("{d:.0}"));
         let top: Vec<&str> = r.ranking.iter().take(3).map(String::as_str).collect();
-        let line = format!("{:<28} {:<15} {:<30} {:>4} {:>8}  {}", r.case_id, r.fault_type, r.root_cause, rank, delay, top.join(", "));
+        let line = format!(
+            "{:<28} {:<15} {:<30} {:>4} {:>8}  {}",
+            r.case_id,
+            r.fault_type,
+            r.root_cause,
+            rank,
+            delay,
+            top.join(", ")
+        );
         if json {
             eprintln!("{line}");
         } else {
@@ -48,10 +71,19 @@ pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
         }
         if explain {
             for c in &r.causes {
-                let by_source: Vec<String> = c.evidence_by_source.iter().map(|(s, v)| format!("{s}={v:.2}")).collect();
+                let by_source: Vec<String> = c
+                    .evidence_by_source
+                    .iter()
+                    .map(|(s, v)| format!("{s}={v:.2}"))
+                    .collect();
                 eprintln!(
                     "  #{} {:<30} score {:.2} evidence {:.2} pagerank {:.2}  {}",
-                    c.rank, c.service, c.score, c.evidence_score, c.pagerank, by_source.join(" ")
+                    c.rank,
+                    c.service,
+                    c.score,
+                    c.evidence_score,
+                    c.pagerank,
+                    by_source.join(" ")
                 );
             }
         }
@@ -87,10 +119,15 @@ pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
             summary.seconds
         );
         if let Some(n) = summary.reference_incidents {
-            println!("  fault-free reference window replayed after its own baseline: {n} incidents");
+            println!(
+                "  fault-free reference window replayed after its own baseline: {n} incidents"
+            );
         }
         for (fault, f) in &summary.by_fault_type {
-            println!("  {fault:<15} cases {:>2}  AC@1 {:.3}  AC@3 {:.3}  Avg@5 {:.3}", f.cases, f.ac1, f.ac3, f.avg5);
+            println!(
+                "  {fault:<15} cases {:>2}  AC@1 {:.3}  AC@3 {:.3}  Avg@5 {:.3}",
+                f.cases, f.ac1, f.ac3, f.avg5
+            );
         }
     }
     Ok(())

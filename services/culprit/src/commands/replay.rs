@@ -62,8 +62,10 @@ pub fn run_events(
 ) -> Result<RunReport> {
     events.sort_by_key(|e| e.time);
     let bar = if progress && events.len() > 100_000 {
-        ProgressBar::new(events.len() as u64)
-            .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec}").expect("static template"))
+        ProgressBar::new(events.len() as u64).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec}")
+                .expect("static template"),
+        )
     } else {
         ProgressBar::hidden()
     };
@@ -81,7 +83,10 @@ pub fn run_events(
     }
     sinks.flush()?;
     bar.finish_and_clear();
-    Ok(RunReport { stats: pipeline.stats().clone(), incidents: pipeline.incidents().to_vec() })
+    Ok(RunReport {
+        stats: pipeline.stats().clone(),
+        incidents: pipeline.incidents().to_vec(),
+    })
 }
 
 /// The embedded mode's outputs: alerts.jsonl and graph pictures in a folder, optionally JSON on
@@ -96,15 +101,22 @@ impl Outputs {
         // Each run writes its own alerts: a file appended across runs would mix their incidents.
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let alerts = dir.join("alerts.jsonl");
-        let file = std::fs::File::create(&alerts).with_context(|| format!("creating {}", alerts.display()))?;
+        let file = std::fs::File::create(&alerts)
+            .with_context(|| format!("creating {}", alerts.display()))?;
         let mut sinks: Vec<Box<dyn AlertSink>> = vec![
-            Box::new(JsonLinesSink::new("alerts.jsonl", Box::new(std::io::BufWriter::new(file)))),
+            Box::new(JsonLinesSink::new(
+                "alerts.jsonl",
+                Box::new(std::io::BufWriter::new(file)),
+            )),
             Box::new(GraphFilesSink::new(dir)),
         ];
         if stdout_json {
             sinks.push(Box::new(JsonLinesSink::stdout()));
         }
-        Ok(Outputs { fan_out: FanOut(sinks), dir: dir.to_path_buf() })
+        Ok(Outputs {
+            fan_out: FanOut(sinks),
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Prints each incident's final summary and where its files are.
@@ -114,8 +126,12 @@ impl Outputs {
             summary.emit(incident)?;
             eprintln!(
                 "  picture: {}\n  graph:   {}\n",
-                self.dir.join(format!("{}.html", incident.incident_id)).display(),
-                self.dir.join(format!("{}.dot", incident.incident_id)).display()
+                self.dir
+                    .join(format!("{}.html", incident.incident_id))
+                    .display(),
+                self.dir
+                    .join(format!("{}.dot", incident.incident_id))
+                    .display()
             );
         }
         let events: u64 = report.stats.events.values().sum();

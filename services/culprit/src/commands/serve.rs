@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use culprit_api::ApiState;
 use culprit_core::{IncidentStatus, RcaAlert, SourceKind};
 use culprit_kafka::{
-    run_correlator, run_embedder, AlertPublisher, CorrelatorOptions, EmbedderOptions, Stats, StatsSnapshot,
+    run_correlator, run_embedder, AlertPublisher, CorrelatorOptions, EmbedderOptions, Stats,
+    StatsSnapshot,
 };
 use culprit_pagerduty::{PagerDutyClient, PagerDutyError};
 use culprit_pipeline::{CorrelateStage, DetectStage};
@@ -48,20 +49,31 @@ pub fn correlator(config: &CulpritConfig) -> Result<()> {
 }
 
 pub fn serve(args: ServeArgs, config: &CulpritConfig) -> Result<()> {
-    let sources = if args.sources.is_empty() { SourceKind::ALL.to_vec() } else { args.sources };
+    let sources = if args.sources.is_empty() {
+        SourceKind::ALL.to_vec()
+    } else {
+        args.sources
+    };
     let mut roles: Vec<Role> = sources.into_iter().map(Role::Embedder).collect();
     roles.push(Role::Correlator);
     run_roles(roles, config)
 }
 
 fn run_roles(roles: Vec<Role>, config: &CulpritConfig) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(run_services(roles, config.clone()))
 }
 
 async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
     let api = ApiState::new(config.api.clone()).context("setting up the HTTP API")?;
-    let listener = config.api.bind().await.with_context(|| format!("binding {}", config.api.listen))?;
+    let listener = config
+        .api
+        .bind()
+        .await
+        .with_context(|| format!("binding {}", config.api.listen))?;
     let brokers = config.kafka.clone();
     api.add_readiness_check("broker", move || {
         let kafka = brokers.clone();
@@ -72,7 +84,10 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
     } else {
         None
     };
-    let publisher = Arc::new(Alerts { api: api.clone(), pagerduty });
+    let publisher = Arc::new(Alerts {
+        api: api.clone(),
+        pagerduty,
+    });
     let store = super::store_sink::open_store(&config.store).await?;
     if let Some(store) = &store {
         let store = store.clone();
@@ -96,28 +111,55 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for role in roles {
         let stats = Arc::new(Stats::new());
-        tokio::spawn(export_stats(role, stats.clone(), api.clone(), stop_rx.clone()));
+        tokio::spawn(export_stats(
+            role,
+            stats.clone(),
+            api.clone(),
+            stop_rx.clone(),
+        ));
         let kafka = config.kafka.clone();
         let shutdown = stopped(stop_rx.clone());
         match role {
             Role::Embedder(source) => {
                 let stage = DetectStage::from_config(&config.pipeline);
-                let mut options = EmbedderOptions { warmup_secs: config.pipeline.warmup_secs, stats, ..Default::default() };
+                let mut options = EmbedderOptions {
+                    warmup_secs: config.pipeline.warmup_secs,
+                    stats,
+                    ..Default::default()
+                };
                 if let Some(store) = &store {
-                    options.sink = Arc::new(super::store_sink::StoreSink::new(source, store.clone(), &config.pipeline.knn, &config.store));
+                    options.sink = Arc::new(super::store_sink::StoreSink::new(
+                        source,
+                        store.clone(),
+                        &config.pipeline.knn,
+                        &config.store,
+                    ));
                 }
                 tasks.spawn(async move {
-                    run_embedder(&kafka, source, stage, options, shutdown).await.with_context(|| format!("embedder {source}"))
+                    run_embedder(&kafka, source, stage, options, shutdown)
+                        .await
+                        .with_context(|| format!("embedder {source}"))
                 });
             }
             Role::Correlator => {
                 let stage = CorrelateStage::new(config.pipeline.effective_correlate());
-                let options = CorrelatorOptions { publisher: publisher.clone(), stats };
-                tasks.spawn(async move { run_correlator(&kafka, stage, options, shutdown).await.context("correlator") });
+                let options = CorrelatorOptions {
+                    publisher: publisher.clone(),
+                    stats,
+                };
+                tasks.spawn(async move {
+                    run_correlator(&kafka, stage, options, shutdown)
+                        .await
+                        .context("correlator")
+                });
             }
         }
     }
-    let api_task = tokio::spawn(culprit_api::serve(listener, api.clone(), stopped(stop_rx.clone())));
+    let api_task = tokio::spawn(culprit_api::serve(
+        listener,
+        api.clone(),
+        stopped(stop_rx.clone()),
+    ));
 
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {
@@ -143,10 +185,14 @@ struct Alerts {
 #[async_trait]
 impl AlertPublisher for Alerts {
     async fn publish(&self, alert: &RcaAlert) -> anyhow::Result<()> {
-        if self.api.incidents().upsert(alert.clone()) && (alert.revision == 1 || alert.status == IncidentStatus::Resolved) {
+        if self.api.incidents().upsert(alert.clone())
+            && (alert.revision == 1 || alert.status == IncidentStatus::Resolved)
+        {
             self.api.metrics().incident(alert.status);
         }
-        let Some(pd) = &self.pagerduty else { return Ok(()) };
+        let Some(pd) = &self.pagerduty else {
+            return Ok(());
+        };
         match pd.handle(alert).await {
             Ok(outcome) => {
                 tracing::debug!(incident = %alert.incident_id, ?outcome, "pagerduty");
@@ -163,7 +209,12 @@ impl AlertPublisher for Alerts {
 }
 
 /// Copies a worker's counters into the Prometheus metrics every second.
-async fn export_stats(role: Role, stats: Arc<Stats>, api: ApiState, mut stop: watch::Receiver<bool>) {
+async fn export_stats(
+    role: Role,
+    stats: Arc<Stats>,
+    api: ApiState,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last: Option<StatsSnapshot> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -174,7 +225,10 @@ async fn export_stats(role: Role, stats: Arc<Stats>, api: ApiState, mut stop: wa
         let now = stats.snapshot();
         let metrics = api.metrics();
         for (source, n) in &now.events {
-            let before = last.as_ref().and_then(|l| l.events.iter().find(|(s, _)| s == source)).map_or(0, |(_, n)| *n);
+            let before = last
+                .as_ref()
+                .and_then(|l| l.events.iter().find(|(s, _)| s == source))
+                .map_or(0, |(_, n)| *n);
             if *n > before {
                 metrics.events(*source, n - before);
             }
@@ -196,7 +250,10 @@ async fn broker_reachable(kafka: &culprit_kafka::KafkaConfig) -> Result<(), Stri
     let config = culprit_kafka::base_client_config(kafka);
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
-        consumer.fetch_metadata(None, Duration::from_secs(3)).map(|_| ()).map_err(|e| e.to_string())
+        consumer
+            .fetch_metadata(None, Duration::from_secs(3))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?

@@ -29,7 +29,8 @@ pub fn run(args: Args) -> Result<()> {
         ..SimConfig::default()
     };
     let run = simulate(args.scenario, &config);
-    let files = write_dir(&run, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    let files =
+        write_dir(&run, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "wrote {} ({} MB): root cause {} at {} — {}",
         args.out.display(),

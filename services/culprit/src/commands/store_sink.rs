@@ -54,13 +54,16 @@ pub async fn open_store(config: &StoreConfig) -> Result<Option<Arc<dyn VectorSto
     Ok(match config.backend {
         StoreBackend::None => None,
         StoreBackend::Embedded => Some(Arc::new(
-            EmbeddedStore::open(&config.path).with_context(|| format!("opening {}", config.path.display()))?,
+            EmbeddedStore::open(&config.path)
+                .with_context(|| format!("opening {}", config.path.display()))?,
         )),
         StoreBackend::Qdrant => {
             let mut q = QdrantConfig::new(&config.qdrant_url, &config.qdrant_collection);
             q.api_key = std::env::var("QDRANT_API_KEY").ok();
             q.timeout = Duration::from_secs(config.qdrant_timeout_secs);
-            Some(Arc::new(QdrantStore::connect(q).await.with_context(|| format!("connecting to Qdrant at {}", config.qdrant_url))?))
+            Some(Arc::new(QdrantStore::connect(q).await.with_context(
+                || format!("connecting to Qdrant at {}", config.qdrant_url),
+            )?))
         }
     })
 }
@@ -75,13 +78,19 @@ pub struct StoreSink {
 }
 
 impl StoreSink {
-    pub fn new(source: SourceKind, store: Arc<dyn VectorStore>, knn: &culprit_pipeline::KnnConfig, config: &StoreConfig) -> StoreSink {
+    pub fn new(
+        source: SourceKind,
+        store: Arc<dyn VectorStore>,
+        knn: &culprit_pipeline::KnnConfig,
+        config: &StoreConfig,
+    ) -> StoreSink {
         StoreSink {
             source,
             store,
             embedder: culprit_knn::embedder_for(source, knn),
             features: Mutex::new(FeatureState::default()),
-            retention: (config.retention_hours > 0).then(|| config.retention_hours as i64 * 3600 * culprit_core::NANOS_PER_SEC),
+            retention: (config.retention_hours > 0)
+                .then(|| config.retention_hours as i64 * 3600 * culprit_core::NANOS_PER_SEC),
         }
     }
 }
@@ -89,7 +98,10 @@ impl StoreSink {
 #[async_trait]
 impl culprit_kafka::EventSink for StoreSink {
     async fn write(&self, events: &[Event]) -> anyhow::Result<()> {
-        let events: Vec<&Event> = events.iter().filter(|e| e.source() == self.source).collect();
+        let events: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.source() == self.source)
+            .collect();
         if events.is_empty() {
             return Ok(());
         }
@@ -131,20 +143,36 @@ mod tests {
     fn a_redelivered_batch_replaces_its_points_instead_of_adding_them() {
         let sim = culprit_sim::simulate(
             culprit_sim::Scenario::NewException,
-            &culprit_sim::SimConfig { normal_minutes: 1, fault_minutes: 1, ..Default::default() },
+            &culprit_sim::SimConfig {
+                normal_minutes: 1,
+                fault_minutes: 1,
+                ..Default::default()
+            },
         );
         let events = culprit_otlp::traces_to_events(&sim.traces[0]).unwrap();
         assert!(!events.is_empty());
         let store: Arc<dyn VectorStore> = Arc::new(EmbeddedStore::in_memory());
-        let config = StoreConfig { retention_hours: 0, ..StoreConfig::default() };
-        let sink = StoreSink::new(SourceKind::Traces, store.clone(), &Default::default(), &config);
+        let config = StoreConfig {
+            retention_hours: 0,
+            ..StoreConfig::default()
+        };
+        let sink = StoreSink::new(
+            SourceKind::Traces,
+            store.clone(),
+            &Default::default(),
+            &config,
+        );
         pollster::block_on(sink.write(&events)).unwrap();
         let once = pollster::block_on(store.count(&Filter::default())).unwrap();
         pollster::block_on(sink.write(&events)).unwrap();
         let twice = pollster::block_on(store.count(&Filter::default())).unwrap();
         assert_eq!(once, events.len() as u64);
         assert_eq!(twice, once, "redelivery must not duplicate points");
-        let services = pollster::block_on(store.count(&Filter { service: Some(events[0].resource.service.clone()), ..Filter::default() })).unwrap();
+        let services = pollster::block_on(store.count(&Filter {
+            service: Some(events[0].resource.service.clone()),
+            ..Filter::default()
+        }))
+        .unwrap();
         assert!(services > 0, "points are tagged with their service");
     }
 }

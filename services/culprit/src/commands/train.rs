@@ -25,17 +25,33 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    anyhow::ensure!(args.source != SourceKind::Changes, "change events are too few to train on; train traces, logs or metrics");
+    anyhow::ensure!(
+        args.source != SourceKind::Changes,
+        "change events are too few to train on; train traces, logs or metrics"
+    );
     let mut events = Vec::new();
     for path in &args.input {
-        let read = if path.is_dir() { culprit_otlp::files::read_dir(path) } else { culprit_otlp::files::read_path(path) };
+        let read = if path.is_dir() {
+            culprit_otlp::files::read_dir(path)
+        } else {
+            culprit_otlp::files::read_path(path)
+        };
         events.extend(read.with_context(|| format!("reading {}", path.display()))?);
     }
     events.retain(|e| e.source() == args.source);
     events.sort_by_key(|e| e.time);
-    anyhow::ensure!(events.len() >= 2, "no {} events in {:?}", args.source, args.input);
+    anyhow::ensure!(
+        events.len() >= 2,
+        "no {} events in {:?}",
+        args.source,
+        args.input
+    );
     let rows = featurize_all(events.iter(), args.source, &mut FeatureState::default());
-    let config = TrainConfig { epochs: args.epochs, seed: args.seed, ..TrainConfig::default() };
+    let config = TrainConfig {
+        epochs: args.epochs,
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
     let bar = ProgressBar::new(args.epochs as u64).with_style(
         ProgressStyle::with_template("{bar:40} epoch {pos}/{len} {msg}").expect("static template"),
     );
@@ -45,7 +61,9 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     bar.finish_and_clear();
     let dir = args.out.join(args.source.as_str());
-    model.save(&dir).with_context(|| format!("saving to {}", dir.display()))?;
+    model
+        .save(&dir)
+        .with_context(|| format!("saving to {}", dir.display()))?;
     let figures = &model.meta().training;
     println!(
         "trained the {} model on {} rows in {:.1} s: final loss {:.4}; saved to {}",

@@ -1,14 +1,18 @@
 //! Synthetic "normal" telemetry for tests and measurements, plus a few injected anomalies.
 #![allow(dead_code)]
 
-use culprit_core::{ChangeEvent, ChangeKind, Event, EventBody, LogEvent, LogLevel, MetricPoint, Resource, SpanEvent};
+use culprit_core::{
+    ChangeEvent, ChangeKind, Event, EventBody, LogEvent, LogLevel, MetricPoint, Resource, SpanEvent,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const T0: i64 = 1_700_000_000_000_000_000;
-const SERVICES: [&str; 6] = ["frontend", "cart", "checkout", "payment", "catalog", "shipping"];
+const SERVICES: [&str; 6] = [
+    "frontend", "cart", "checkout", "payment", "catalog", "shipping",
+];
 
 pub struct Op {
     pub service: usize,
@@ -25,7 +29,14 @@ pub fn ops() -> Vec<Op> {
         for (k, n) in names.iter().enumerate().take(3 + s % 3) {
             v.push(Op {
                 service: s,
-                name: format!("{n}{}", if k > 2 { format!(" {s}") } else { String::new() }),
+                name: format!(
+                    "{n}{}",
+                    if k > 2 {
+                        format!(" {s}")
+                    } else {
+                        String::new()
+                    }
+                ),
                 median_ms: 2.0 * (1 + s) as f64 * (1 + k) as f64,
                 error_rate: if s == 3 { 0.02 } else { 0.0 },
                 callees: Vec::new(),
@@ -33,8 +44,16 @@ pub fn ops() -> Vec<Op> {
         }
     }
     // A small call tree: frontend ops call cart/checkout/catalog, checkout calls payment/shipping.
-    let by_service = |s: usize| -> Vec<usize> { (0..v.len()).filter(|&i| v[i].service == s).collect() };
-    let (f, c, ch, p, ca, sh) = (by_service(0), by_service(1), by_service(2), by_service(3), by_service(4), by_service(5));
+    let by_service =
+        |s: usize| -> Vec<usize> { (0..v.len()).filter(|&i| v[i].service == s).collect() };
+    let (f, c, ch, p, ca, sh) = (
+        by_service(0),
+        by_service(1),
+        by_service(2),
+        by_service(3),
+        by_service(4),
+        by_service(5),
+    );
     for (i, &o) in f.iter().enumerate() {
         v[o].callees = vec![[c[0], ca[0], ch[0]][i % 3]];
     }
@@ -44,11 +63,17 @@ pub fn ops() -> Vec<Op> {
 }
 
 fn resource(service: &str, pod: usize) -> Arc<Resource> {
-    Arc::new(Resource::new(service).with_environment("prod").with_instance(format!("{service}-{pod}")))
+    Arc::new(
+        Resource::new(service)
+            .with_environment("prod")
+            .with_instance(format!("{service}-{pod}")),
+    )
 }
 
 fn hex(rng: &mut ChaCha8Rng, bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
 fn lognormal(rng: &mut ChaCha8Rng, median: f64, sigma: f64) -> f64 {
@@ -81,7 +106,11 @@ pub fn spans(seed: u64, traces: usize) -> Vec<Event> {
                     span_id: span_id.clone(),
                     parent_span_id: parent,
                     name: op.name.clone(),
-                    kind: if op.callees.is_empty() && o % 2 == 1 { "client".into() } else { "server".into() },
+                    kind: if op.callees.is_empty() && o % 2 == 1 {
+                        "client".into()
+                    } else {
+                        "server".into()
+                    },
                     duration_ns: (ms * 1e6) as i64,
                     is_error,
                     error_type: is_error.then(|| "CardDeclined".to_string()),
@@ -120,10 +149,18 @@ pub fn slow_span(op_index: usize, factor: f64, seed: u64) -> Event {
 }
 
 const TEMPLATES: [(&str, &str, &str); 6] = [
-    ("INFO", "Service#41", "Handled request {} for user {} in {} ms"),
+    (
+        "INFO",
+        "Service#41",
+        "Handled request {} for user {} in {} ms",
+    ),
     ("INFO", "Repository#88", "Loaded {} rows from table items"),
     ("INFO", "Cache#12", "Cache hit ratio {} percent"),
-    ("DEBUG", "Client#230", "Calling downstream {} with timeout {} ms"),
+    (
+        "DEBUG",
+        "Client#230",
+        "Calling downstream {} with timeout {} ms",
+    ),
     ("WARN", "Retry#19", "Retrying call to {} attempt {}"),
     ("INFO", "Scheduler#7", "Job {} finished successfully"),
 ];
@@ -140,7 +177,11 @@ fn fill(rng: &mut ChaCha8Rng, t: &str) -> String {
 }
 
 pub fn log_line(service: &str, level: &str, logger: &str, msg: &str, ms: u32) -> String {
-    format!("12:00:{:02}.{:03} {level}  c.e.{service}.{logger} {msg}", ms / 1000 % 60, ms % 1000)
+    format!(
+        "12:00:{:02}.{:03} {level}  c.e.{service}.{logger} {msg}",
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 pub fn log_event(service: usize, level: &str, logger: &str, msg: &str, i: usize) -> Event {
@@ -173,19 +214,35 @@ pub fn logs(seed: u64, n: usize) -> Vec<Event> {
 
 /// A line of a template the service has never logged.
 pub fn novel_log(service: usize, i: usize) -> Event {
-    log_event(service, "ERROR", "Pool#77", &format!("Connection pool exhausted after {i} ms waiting for lease"), 1_000_000 + i)
+    log_event(
+        service,
+        "ERROR",
+        "Pool#77",
+        &format!("Connection pool exhausted after {i} ms waiting for lease"),
+        1_000_000 + i,
+    )
 }
 
 /// Known template, wrong level and logger for it.
 pub fn misleveled_log(service: usize, i: usize) -> Event {
     let (_, _, t) = TEMPLATES[service % TEMPLATES.len()];
-    log_event(service, "ERROR", "Service#41", &t.replace("{}", "7"), 2_000_000 + i)
+    log_event(
+        service,
+        "ERROR",
+        "Service#41",
+        &t.replace("{}", "7"),
+        2_000_000 + i,
+    )
 }
 
 /// Per (service, pod, metric) series every 15 s with a daily cycle and noise.
 pub fn metrics(seed: u64, points_per_series: usize) -> Vec<Event> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let names = [("cpu_usage", 40.0), ("memory_bytes", 5e8), ("request_rate", 120.0)];
+    let names = [
+        ("cpu_usage", 40.0),
+        ("memory_bytes", 5e8),
+        ("request_rate", 120.0),
+    ];
     let mut out = Vec::new();
     for p in 0..points_per_series {
         let time = T0 + p as i64 * 15_000_000_000;
@@ -207,7 +264,11 @@ pub fn metric_event(service: &str, pod: usize, name: &str, value: f64, time: i64
     Event {
         time,
         resource: resource(service, pod),
-        body: EventBody::Metric(MetricPoint { name: name.to_string(), value, attributes: BTreeMap::new() }),
+        body: EventBody::Metric(MetricPoint {
+            name: name.to_string(),
+            value,
+            attributes: BTreeMap::new(),
+        }),
     }
 }
 
@@ -223,9 +284,18 @@ pub fn changes(seed: u64, n: usize) -> Vec<Event> {
             let deploy = rng.random::<f64>() < 0.7;
             let mut attributes = BTreeMap::new();
             if deploy {
-                attributes.insert("files_changed".to_string(), rng.random_range(1..12).to_string());
-                attributes.insert("lines_added".to_string(), rng.random_range(5..300).to_string());
-                attributes.insert("lines_removed".to_string(), rng.random_range(0..120).to_string());
+                attributes.insert(
+                    "files_changed".to_string(),
+                    rng.random_range(1..12).to_string(),
+                );
+                attributes.insert(
+                    "lines_added".to_string(),
+                    rng.random_range(5..300).to_string(),
+                );
+                attributes.insert(
+                    "lines_removed".to_string(),
+                    rng.random_range(0..120).to_string(),
+                );
             } else {
                 attributes.insert("parameter".to_string(), "timeout_ms".to_string());
             }
@@ -234,9 +304,17 @@ pub fn changes(seed: u64, n: usize) -> Vec<Event> {
                 resource: resource(SERVICES[s], 0),
                 body: EventBody::Change(ChangeEvent {
                     id: format!("c{i}"),
-                    kind: if deploy { ChangeKind::Deployment } else { ChangeKind::ConfigChange },
+                    kind: if deploy {
+                        ChangeKind::Deployment
+                    } else {
+                        ChangeKind::ConfigChange
+                    },
                     summary: "synthetic".into(),
-                    actor: Some(if deploy { "ci-bot".into() } else { "alice".into() }),
+                    actor: Some(if deploy {
+                        "ci-bot".into()
+                    } else {
+                        "alice".into()
+                    }),
                     attributes,
                 }),
             }
@@ -248,7 +326,13 @@ pub fn changes(seed: u64, n: usize) -> Vec<Event> {
 pub fn knn_score(reference: &[&[f32]], q: &[f32], k: usize) -> f64 {
     let mut d: Vec<f64> = reference
         .iter()
-        .map(|r| r.iter().zip(q).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt())
+        .map(|r| {
+            r.iter()
+                .zip(q)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
         .collect();
     let k = k.min(d.len()).max(1);
     d.select_nth_unstable_by(k - 1, |a, b| a.total_cmp(b));
@@ -260,7 +344,13 @@ pub fn roc_auc(normal: &[f64], anomalous: &[f64]) -> f64 {
     let mut wins = 0.0;
     for a in anomalous {
         for n in normal {
-            wins += if a > n { 1.0 } else if a == n { 0.5 } else { 0.0 };
+            wins += if a > n {
+                1.0
+            } else if a == n {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     wins / (normal.len() * anomalous.len()).max(1) as f64

@@ -12,7 +12,12 @@ pub const NANOS: i64 = 1_000_000_000;
 
 /// Short enough for debug-mode tests, long enough for stable statistics.
 pub fn test_config(seed: u64) -> SimConfig {
-    SimConfig { seed, normal_minutes: 8, fault_minutes: 4, ..SimConfig::default() }
+    SimConfig {
+        seed,
+        normal_minutes: 8,
+        fault_minutes: 4,
+        ..SimConfig::default()
+    }
 }
 
 pub fn run(s: Scenario) -> SimRun {
@@ -20,14 +25,18 @@ pub fn run(s: Scenario) -> SimRun {
 }
 
 pub fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(s) => Some(s.as_str()),
-        _ => None,
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
     })
 }
 
 pub fn service(r: &Option<Resource>) -> String {
-    attr(&r.as_ref().expect("resource").attributes, "service.name").expect("service.name").to_string()
+    attr(&r.as_ref().expect("resource").attributes, "service.name")
+        .expect("service.name")
+        .to_string()
 }
 
 pub fn spans(run: &SimRun) -> Vec<(String, &Span)> {
@@ -64,8 +73,15 @@ pub fn gauge(run: &SimRun, svc: &str, name: &str) -> Vec<(i64, f64)> {
             if service(&rm.resource) != svc {
                 continue;
             }
-            for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics).filter(|m| m.name == name) {
-                let Some(metric::Data::Gauge(g)) = &m.data else { panic!("{name} is not a gauge") };
+            for m in rm
+                .scope_metrics
+                .iter()
+                .flat_map(|s| &s.metrics)
+                .filter(|m| m.name == name)
+            {
+                let Some(metric::Data::Gauge(g)) = &m.data else {
+                    panic!("{name} is not a gauge")
+                };
                 for p in &g.data_points {
                     let v = match p.value {
                         Some(number_data_point::Value::AsDouble(v)) => v,
@@ -88,7 +104,9 @@ pub fn body(l: &LogRecord) -> &str {
 }
 
 pub fn is_error(s: &Span) -> bool {
-    s.status.as_ref().is_some_and(|st| st.code == status::StatusCode::Error as i32)
+    s.status
+        .as_ref()
+        .is_some_and(|st| st.code == status::StatusCode::Error as i32)
 }
 
 pub fn is_server(s: &Span) -> bool {
@@ -96,7 +114,11 @@ pub fn is_server(s: &Span) -> bool {
 }
 
 pub fn exception_types(s: &Span) -> Vec<&str> {
-    s.events.iter().filter(|e| e.name == "exception").filter_map(|e| attr(&e.attributes, "exception.type")).collect()
+    s.events
+        .iter()
+        .filter(|e| e.name == "exception")
+        .filter_map(|e| attr(&e.attributes, "exception.type"))
+        .collect()
 }
 
 pub fn duration_ms(s: &Span) -> f64 {
@@ -112,7 +134,9 @@ pub fn in_fault(run: &SimRun, t_ns: u64) -> bool {
 }
 
 pub fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
-    let (n, sum) = v.into_iter().fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
+    let (n, sum) = v
+        .into_iter()
+        .fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
     assert!(n > 0, "mean of nothing");
     sum / n as f64
 }
@@ -128,7 +152,12 @@ pub fn server_latencies(run: &SimRun, svc: &str) -> (Vec<f64>, Vec<f64>) {
     let (mut normal, mut fault) = (Vec::new(), Vec::new());
     for (s, sp) in spans(run) {
         if s == svc && is_server(sp) {
-            if in_fault(run, sp.start_time_unix_nano) { &mut fault } else { &mut normal }.push(duration_ms(sp));
+            if in_fault(run, sp.start_time_unix_nano) {
+                &mut fault
+            } else {
+                &mut normal
+            }
+            .push(duration_ms(sp));
         }
     }
     (normal, fault)
@@ -144,7 +173,10 @@ pub fn server_error_ratio(run: &SimRun, svc: &str) -> (f64, f64) {
             c[f][1] += usize::from(is_error(sp));
         }
     }
-    (c[0][1] as f64 / c[0][0] as f64, c[1][1] as f64 / c[1][0] as f64)
+    (
+        c[0][1] as f64 / c[0][0] as f64,
+        c[1][1] as f64 / c[1][0] as f64,
+    )
 }
 
 /// Gauge mean of `svc` split into (normal, fault); a point reports the 15 s before it.
