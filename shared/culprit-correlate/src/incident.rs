@@ -9,7 +9,7 @@
 //! An alert is published when an incident opens, whenever its top candidates change order, and
 //! when it resolves; `revision` counts them.
 
-use crate::rank::{rank, RankConfig, Ranking};
+use crate::rank::{is_corroborating, rank, RankConfig, Ranking};
 use crate::topology::Topology;
 use culprit_core::{
     Anomaly, DependencyEdge, IncidentStatus, RcaAlert, Severity, SourceKind, UnixNanos,
@@ -133,11 +133,15 @@ impl Correlator {
             return Vec::new();
         }
 
+        let corroborating = is_corroborating(&anomaly.signal, &self.config.rank);
         if let Some(incident) = &mut state.open {
             if anomaly.time <= incident.updated_at + quiet {
                 if incident.ids.insert(anomaly.id.clone()) {
-                    incident.updated_at = incident.updated_at.max(anomaly.time);
-                    incident.started_at = incident.started_at.min(anomaly.time);
+                    // Corroborating signals join an incident but never stretch it.
+                    if !corroborating {
+                        incident.updated_at = incident.updated_at.max(anomaly.time);
+                        incident.started_at = incident.started_at.min(anomaly.time);
+                    }
                     incident.anomalies.push(anomaly);
                     incident.dirty = true;
                 }
@@ -164,17 +168,21 @@ impl Correlator {
         }
 
         let anomalies: Vec<Anomaly> = state.candidates.drain(..).collect();
-        let started_at = anomalies.iter().map(|a| a.time).min().expect("non-empty");
-        let updated_at = anomalies.iter().map(|a| a.time).max().expect("non-empty");
+        let rank_config = &self.config.rank;
+        let primary = || anomalies.iter().filter(|a| !is_corroborating(&a.signal, rank_config));
+        // The opening evidence came from primary signals, so there is at least one.
+        let started_at = primary().map(|a| a.time).min().expect("non-empty");
+        let updated_at = primary().map(|a| a.time).max().expect("non-empty");
+        let first = primary().min_by_key(|a| a.time).expect("non-empty");
         let changes: Vec<Anomaly> = state
             .changes
             .iter()
             .filter(|c| c.time >= started_at - lookback)
             .cloned()
             .collect();
-        let id = incident_id(&anomalies[0]);
+        let id = incident_id(first);
+        let environment = first.environment.clone();
         let ids = anomalies.iter().map(|a| a.id.clone()).collect();
-        let environment = anomalies[0].environment.clone();
         state.open = Some(Incident {
             id,
             anomalies,
@@ -258,7 +266,7 @@ impl Correlator {
 /// not open incidents on its own either).
 fn candidate_evidence(candidates: &VecDeque<Anomaly>, rank: &RankConfig) -> f64 {
     let mut best: HashMap<(&str, &str), f64> = HashMap::new();
-    for a in candidates {
+    for a in candidates.iter().filter(|a| !is_corroborating(&a.signal, rank)) {
         let weight = rank
             .signal_weights
             .get(&crate::rank::signal_family(&a.signal))

@@ -49,6 +49,11 @@ pub struct RankConfig {
     pub symptom_metric_weight: f64,
     pub explained_factor: f64,
     pub explain_slack_secs: f64,
+    /// Signal families that only corroborate: they add to a service that has other evidence,
+    /// but never open or extend an incident, never make a service a candidate on their own and
+    /// never date a service's first trouble. k-NN distances flag harmless novelty as readily as
+    /// faults (docs/EVALUATION.md), so by default they are such a signal.
+    pub corroborating_signals: Vec<String>,
     /// Evidence a change adds to the service it touched when the incident follows right after.
     pub change_weight: f64,
     /// The change's weight halves every this many seconds between it and the incident's start.
@@ -95,6 +100,7 @@ impl Default for RankConfig {
             symptom_metric_weight: 0.7,
             explained_factor: 0.2,
             explain_slack_secs: 30.0,
+            corroborating_signals: vec!["knn_distance".to_string()],
             change_weight: 0.6,
             change_half_life_secs: 300.0,
             top_k: 5,
@@ -151,7 +157,9 @@ impl ServiceEvidence {
             .entry((a.source, a.signal.clone()))
             .or_default();
         *s = s.max(strength(a) * weight);
-        self.first_seen = Some(self.first_seen.map_or(a.time, |t| t.min(a.time)));
+        if !is_corroborating(&a.signal, config) {
+            self.first_seen = Some(self.first_seen.map_or(a.time, |t| t.min(a.time)));
+        }
         self.worst = Some(self.worst.map_or(a.severity, |w| w.min(a.severity)));
         self.anomalies.push(a.clone());
     }
@@ -179,6 +187,11 @@ impl ServiceEvidence {
     }
 }
 
+/// Whether a signal only corroborates other evidence ([`RankConfig::corroborating_signals`]).
+pub(crate) fn is_corroborating(signal: &str, config: &RankConfig) -> bool {
+    !config.corroborating_signals.is_empty() && config.corroborating_signals.contains(&signal_family(signal))
+}
+
 /// Whether a signal is a symptom that travels from callee to caller.
 fn is_propagating(signal: &str, config: &RankConfig) -> bool {
     let family = signal_family(signal);
@@ -204,13 +217,20 @@ pub fn rank(
     config: &RankConfig,
 ) -> Ranking {
     let mut services: BTreeMap<String, ServiceEvidence> = BTreeMap::new();
-    for a in anomalies.iter().filter(|a| a.source != SourceKind::Changes) {
-        services
-            .entry(a.service.clone())
-            .or_default()
-            .add(a, config);
+    let (corroborating, primary): (Vec<&Anomaly>, Vec<&Anomaly>) = anomalies
+        .iter()
+        .filter(|a| a.source != SourceKind::Changes)
+        .partition(|a| is_corroborating(&a.signal, config));
+    for a in &primary {
+        services.entry(a.service.clone()).or_default().add(a, config);
     }
-    let incident_start = anomalies.iter().map(|a| a.time).min().unwrap_or(0);
+    // Corroboration only for services that are candidates on other evidence.
+    for a in corroborating {
+        if let Some(ev) = services.get_mut(&a.service) {
+            ev.add(a, config);
+        }
+    }
+    let incident_start = primary.iter().map(|a| a.time).min().unwrap_or(0);
 
     // Symptoms a callee explains count less at the caller.
     let first_seen: BTreeMap<String, UnixNanos> = services

@@ -69,7 +69,7 @@ pub struct PipelineConfig {
 
 impl PipelineConfig {
     /// The correlator settings this pipeline runs with: in `knn` mode the k-NN distance is the
-    /// only evidence there is, so it counts fully instead of as a tie-breaker.
+    /// only evidence there is, so it counts fully instead of only corroborating.
     pub fn effective_correlate(&self) -> CorrelateConfig {
         let mut correlate = self.correlate.clone();
         if self.detector == DetectorMode::Knn {
@@ -77,6 +77,7 @@ impl PipelineConfig {
                 .rank
                 .signal_weights
                 .insert("knn_distance".to_string(), 1.0);
+            correlate.rank.corroborating_signals.retain(|s| s != "knn_distance");
         }
         correlate
     }
