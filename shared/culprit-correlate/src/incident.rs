@@ -169,7 +169,11 @@ impl Correlator {
 
         let anomalies: Vec<Anomaly> = state.candidates.drain(..).collect();
         let rank_config = &self.config.rank;
-        let primary = || anomalies.iter().filter(|a| !is_corroborating(&a.signal, rank_config));
+        let primary = || {
+            anomalies
+                .iter()
+                .filter(|a| !is_corroborating(&a.signal, rank_config))
+        };
         // The opening evidence came from primary signals, so there is at least one.
         let started_at = primary().map(|a| a.time).min().expect("non-empty");
         let updated_at = primary().map(|a| a.time).max().expect("non-empty");
@@ -266,7 +270,10 @@ impl Correlator {
 /// not open incidents on its own either).
 fn candidate_evidence(candidates: &VecDeque<Anomaly>, rank: &RankConfig) -> f64 {
     let mut best: HashMap<(&str, &str), f64> = HashMap::new();
-    for a in candidates.iter().filter(|a| !is_corroborating(&a.signal, rank)) {
+    for a in candidates
+        .iter()
+        .filter(|a| !is_corroborating(&a.signal, rank))
+    {
         let weight = rank
             .signal_weights
             .get(&crate::rank::signal_family(&a.signal))

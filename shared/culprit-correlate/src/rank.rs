@@ -128,6 +128,19 @@ fn strength(a: &Anomaly) -> f64 {
     a.severity.weight() * a.score.clamp(0.0, 1.0)
 }
 
+/// Strength of one anomaly as the ranking counts it: with its signal family's weight.
+fn weighted_strength(a: &Anomaly, config: &RankConfig) -> f64 {
+    let mut weight = config
+        .signal_weights
+        .get(&signal_family(&a.signal))
+        .copied()
+        .unwrap_or(1.0);
+    if a.source == SourceKind::Metrics && is_propagating(&a.signal, config) {
+        weight *= config.symptom_metric_weight;
+    }
+    strength(a) * weight
+}
+
 /// The configuration key of a signal's family: `span.latency:GET /x` -> `span_latency`.
 pub(crate) fn signal_family(signal: &str) -> String {
     signal.split(':').next().unwrap_or(signal).replace('.', "_")
@@ -144,19 +157,11 @@ struct ServiceEvidence {
 
 impl ServiceEvidence {
     fn add(&mut self, a: &Anomaly, config: &RankConfig) {
-        let mut weight = config
-            .signal_weights
-            .get(&signal_family(&a.signal))
-            .copied()
-            .unwrap_or(1.0);
-        if a.source == SourceKind::Metrics && is_propagating(&a.signal, config) {
-            weight *= config.symptom_metric_weight;
-        }
         let s = self
             .by_signal
             .entry((a.source, a.signal.clone()))
             .or_default();
-        *s = s.max(strength(a) * weight);
+        *s = s.max(weighted_strength(a, config));
         if !is_corroborating(&a.signal, config) {
             self.first_seen = Some(self.first_seen.map_or(a.time, |t| t.min(a.time)));
         }
@@ -189,7 +194,10 @@ impl ServiceEvidence {
 
 /// Whether a signal only corroborates other evidence ([`RankConfig::corroborating_signals`]).
 pub(crate) fn is_corroborating(signal: &str, config: &RankConfig) -> bool {
-    !config.corroborating_signals.is_empty() && config.corroborating_signals.contains(&signal_family(signal))
+    !config.corroborating_signals.is_empty()
+        && config
+            .corroborating_signals
+            .contains(&signal_family(signal))
 }
 
 /// Whether a signal is a symptom that travels from callee to caller.
@@ -222,7 +230,10 @@ pub fn rank(
         .filter(|a| a.source != SourceKind::Changes)
         .partition(|a| is_corroborating(&a.signal, config));
     for a in &primary {
-        services.entry(a.service.clone()).or_default().add(a, config);
+        services
+            .entry(a.service.clone())
+            .or_default()
+            .add(a, config);
     }
     // Corroboration only for services that are candidates on other evidence.
     for a in corroborating {
@@ -371,14 +382,14 @@ pub fn rank(
         let chain = symptom_chain(&graph, &index, service, &|s| norm_evidence(s));
         let mut top: Vec<Anomaly> = ev.anomalies.clone();
         top.sort_by(|a, b| {
-            strength(b)
-                .total_cmp(&strength(a))
+            weighted_strength(b, config)
+                .total_cmp(&weighted_strength(a, config))
                 .then(a.time.cmp(&b.time))
         });
         dedup_by_signal(&mut top);
         top.truncate(config.evidence_per_cause);
         let by_source = ev.by_source();
-        let explanation = explain(service, &ev, &chain, changes, incident_start);
+        let explanation = explain(service, &ev, &chain, changes, incident_start, config);
         causes.push(RootCause {
             rank: rank + 1,
             service: service.clone(),
@@ -536,6 +547,7 @@ fn explain(
     chain: &[String],
     changes: &[Anomaly],
     incident_start: UnixNanos,
+    config: &RankConfig,
 ) -> String {
     let mut parts = Vec::new();
     let own: Vec<&Anomaly> = ev
@@ -553,7 +565,7 @@ fn explain(
         sources.dedup();
         let worst = own
             .iter()
-            .max_by(|a, b| strength(a).total_cmp(&strength(b)))
+            .max_by(|a, b| weighted_strength(a, config).total_cmp(&weighted_strength(b, config)))
             .expect("non-empty");
         parts.push(format!(
             "{service} has {} anomalies in {} (worst: {} {})",
