@@ -93,7 +93,14 @@ struct ServiceReference {
     observed: u64,
     /// Distances of admitted normal points to their neighbours at admission.
     distances: Baseline,
+    /// Distances already computed against the reference as it stands, by embedding bits:
+    /// identical feature rows repeat a lot, and the scan is most of the k-NN cost. Cleared
+    /// whenever the reference changes, so a hit is exactly what a new scan would return.
+    memo: HashMap<Box<[u32]>, Option<f32>>,
 }
+
+/// Memoised distances kept per service before the memo starts over.
+const MEMO_ENTRIES: usize = 4096;
 
 /// k-NN detector of one source.
 pub struct KnnDetector {
@@ -151,6 +158,23 @@ impl KnnDetector {
         Some(neighbours.iter().map(|n| n.distance).sum::<f32>() / neighbours.len() as f32)
     }
 
+    /// [`Self::distance`], answered from the service's memo when the same embedding was scored
+    /// against the same reference before.
+    fn memoised_distance(&mut self, vector: &[f32], key: &(String, String)) -> Option<f32> {
+        let bits: Box<[u32]> = vector.iter().map(|v| v.to_bits()).collect();
+        if let Some(&known) = self.services.get(key).and_then(|r| r.memo.get(&bits)) {
+            return known;
+        }
+        let distance = self.distance(vector, &key.0, &key.1);
+        if let Some(reference) = self.services.get_mut(key) {
+            if reference.memo.len() >= MEMO_ENTRIES {
+                reference.memo.clear();
+            }
+            reference.memo.insert(bits, distance);
+        }
+        distance
+    }
+
     /// Admits normal points to the reference, ever more sparsely once a service is full, and
     /// learns how far a normal point lies from its neighbours.
     fn admit(&mut self, key: &(String, String), points: Vec<(Point, f32)>, time: UnixNanos) {
@@ -169,6 +193,7 @@ impl KnnDetector {
             }
         }
         if !admitted.is_empty() {
+            reference.memo.clear();
             let store = self
                 .stores
                 .entry(key.0.clone())
@@ -266,7 +291,7 @@ impl Detector for KnnDetector {
         };
         let judged = phase == Phase::Detecting && threshold.is_some();
         let distance = if judged || candidate {
-            self.distance(vector, &key.0, &key.1)
+            self.memoised_distance(vector, &key)
         } else {
             None
         };
@@ -384,6 +409,31 @@ mod tests {
             .collect();
         assert!(!found.is_empty(), "{:?}", slow.anomalies);
         assert!(found[0].observed.unwrap() > found[0].expected.unwrap() * 3.0);
+    }
+
+    #[test]
+    fn a_memoised_distance_is_what_a_fresh_scan_returns_even_after_the_reference_grows() {
+        let mut d = KnnDetector::new(
+            SourceKind::Traces,
+            KnnConfig::default(),
+            DetectConfig::default(),
+        );
+        let mut out = Findings::default();
+        traffic(&mut d, 0, 20, 1.0, Phase::Learning, &mut out);
+        d.flush(Phase::Learning, &mut out);
+        let probe = span(1_000 * NANOS_PER_SEC, 99, "cart", "GET /cart", 400.0);
+        let row = featurize(&probe, &mut d.features);
+        let vector = d.embedder.embed(std::slice::from_ref(&row)).unwrap().row(0).to_vec();
+        let key = ("default".to_string(), "cart".to_string());
+        let before = d.memoised_distance(&vector, &key);
+        assert!(before.is_some());
+        assert_eq!(d.memoised_distance(&vector, &key), before);
+        // Slower traffic joins the reference: the probe now has closer neighbours.
+        traffic(&mut d, 20, 60, 8.0, Phase::Learning, &mut out);
+        d.flush(Phase::Learning, &mut out);
+        let after = d.memoised_distance(&vector, &key);
+        assert_eq!(after, d.distance(&vector, &key.0, &key.1));
+        assert!(after.unwrap() < before.unwrap(), "{after:?} vs {before:?}");
     }
 
     #[test]
