@@ -13,7 +13,7 @@ use crate::logs::{line_level, mining_line, truncate};
 use crate::stats::binomial_lower_surprise;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
-use culprit_core::{Event, EventBody, SourceKind, UnixNanos, NANOS_PER_SEC};
+use culprit_core::{Event, EventBody, Severity, SourceKind, UnixNanos, NANOS_PER_SEC};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
 use std::collections::{HashMap, VecDeque};
 
@@ -156,6 +156,9 @@ impl TraceLogDetector {
                 }
             }
             let mut anomalous = false;
+            // Lines of one operation that stop together are one finding (the code path that
+            // wrote them stopped): reported once, by the most surprising of them.
+            let mut stopped: Vec<StoppedLine> = Vec::new();
             for (&template, &with) in &baseline.with {
                 let share = with / baseline.spans;
                 if share < Self::MIN_SHARE {
@@ -188,30 +191,50 @@ impl TraceLogDetector {
                 };
                 anomalous = true;
                 self.missing.insert(key, 0);
+                stopped.push(StoppedLine {
+                    template,
+                    surprise,
+                    severity,
+                    share,
+                    observed,
+                    spans: n,
+                });
+            }
+            let strongest = stopped.iter().max_by(|a, b| {
+                a.surprise
+                    .total_cmp(&b.surprise)
+                    .then(b.template.cmp(&a.template))
+            });
+            if let Some(line) = strongest {
                 let text = self
                     .miners
                     .get(&(op.0.clone(), op.1.clone()))
-                    .and_then(|m| m.template(template))
+                    .and_then(|m| m.template(line.template))
                     .unwrap_or_default();
+                let others = match stopped.len() - 1 {
+                    0 => String::new(),
+                    1 => " (and 1 other usual line of these spans stopped with it)".to_string(),
+                    n => format!(" (and {n} other usual lines of these spans stopped with it)"),
+                };
                 let draft = AnomalyDraft {
                     source: SourceKind::Logs,
                     service: &op.1,
                     environment: &op.0,
                     instance: None,
                     time: start,
-                    signal: format!("log.missing_in_span:{}:{template}", op.2),
+                    signal: format!("log.missing_in_span:{}", op.2),
                 };
                 out.anomalies.push(draft.finish(
-                    severity,
-                    levels.score(surprise),
-                    Some(observed as f64),
-                    Some(n as f64 * share),
+                    line.severity,
+                    levels.score(line.surprise),
+                    Some(line.observed as f64),
+                    Some(line.spans as f64 * line.share),
                     format!(
-                        "`{}` spans usually log this line ({:.0}% of them) but {} of the last {} did: {}",
+                        "`{}` spans usually log this line ({:.0}% of them) but {} of the last {} did: {}{others}",
                         op.2,
-                        share * 100.0,
-                        observed,
-                        n,
+                        line.share * 100.0,
+                        line.observed,
+                        line.spans,
                         truncate(&text, 160)
                     ),
                 ));
@@ -221,6 +244,16 @@ impl TraceLogDetector {
             }
         }
     }
+}
+
+/// A usual line of an operation's spans found missing in the current window.
+struct StoppedLine {
+    template: TemplateId,
+    surprise: f64,
+    severity: Severity,
+    share: f64,
+    observed: u64,
+    spans: u64,
 }
 
 /// Spans, and spans that wrote `template`, over the last `windows` windows of `recent`.
@@ -338,7 +371,7 @@ mod tests {
     }
 
     /// Two requests a second to each of two operations; `by_ids_logs` says whether queryByIds
-    /// still writes its usual line.
+    /// still writes its two usual lines.
     fn traffic(
         d: &mut TraceLogDetector,
         from: i64,
@@ -368,13 +401,18 @@ mod tests {
                     phase,
                     out,
                 );
+                d.observe(
+                    &log(t, &b, &format!("INFO RouteServiceImpl#88 found {i} routes")),
+                    phase,
+                    out,
+                );
             }
             d.advance(t, phase, out);
         }
     }
 
     #[test]
-    fn a_line_an_operation_always_writes_going_missing_is_reported_once() {
+    fn lines_an_operation_always_writes_going_missing_are_reported_once() {
         let mut d = TraceLogDetector::new(DetectConfig::default());
         let mut out = Findings::default();
         traffic(&mut d, 0, 60, true, Phase::Learning, &mut out);
@@ -385,10 +423,12 @@ mod tests {
         traffic(&mut d, 120, 90, false, Phase::Detecting, &mut broken);
         assert_eq!(broken.anomalies.len(), 1, "{:?}", broken.anomalies);
         let a = &broken.anomalies[0];
+        assert_eq!(a.signal, "log.missing_in_span:queryByIds");
         assert!(
-            a.signal.starts_with("log.missing_in_span:queryByIds:"),
+            a.description
+                .contains("and 1 other usual line of these spans stopped with it"),
             "{}",
-            a.signal
+            a.description
         );
         assert_eq!(a.service, "route");
         assert!(a.severity <= Severity::Sev2);
@@ -418,6 +458,15 @@ mod tests {
                         Phase::Detecting,
                         &mut found,
                     );
+                    d.observe(
+                        &log(
+                            t,
+                            &id,
+                            &format!("INFO RouteServiceImpl#88 found {i} routes"),
+                        ),
+                        Phase::Detecting,
+                        &mut found,
+                    );
                 }
                 d.advance(t, Phase::Detecting, &mut found);
             }
@@ -426,7 +475,7 @@ mod tests {
             found
                 .anomalies
                 .iter()
-                .any(|a| a.signal.starts_with("log.missing_in_span:queryByIds:")),
+                .any(|a| a.signal == "log.missing_in_span:queryByIds"),
             "{:?}",
             found.anomalies
         );

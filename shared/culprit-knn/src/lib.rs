@@ -423,7 +423,12 @@ mod tests {
         d.flush(Phase::Learning, &mut out);
         let probe = span(1_000 * NANOS_PER_SEC, 99, "cart", "GET /cart", 400.0);
         let row = featurize(&probe, &mut d.features);
-        let vector = d.embedder.embed(std::slice::from_ref(&row)).unwrap().row(0).to_vec();
+        let vector = d
+            .embedder
+            .embed(std::slice::from_ref(&row))
+            .unwrap()
+            .row(0)
+            .to_vec();
         let key = ("default".to_string(), "cart".to_string());
         let before = d.memoised_distance(&vector, &key);
         assert!(before.is_some());
