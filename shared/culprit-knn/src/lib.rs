@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 use culprit_core::{Event, SourceKind, UnixNanos};
-use culprit_detect::baseline::{Baseline, BaselineConfig};
+use culprit_detect::baseline::{hour_buckets, Baseline, BaselineConfig};
 use culprit_detect::stats::poisson_surprise;
 use culprit_detect::window::Windows;
 use culprit_detect::{anomaly_id, DetectConfig, Detector, Findings, Phase};
@@ -97,6 +97,30 @@ struct ServiceReference {
     /// identical feature rows repeat a lot, and the scan is most of the k-NN cost. Cleared
     /// whenever the reference changes, so a hit is exactly what a new scan would return.
     memo: HashMap<Box<[u32]>, Option<f32>>,
+    /// The far-distance threshold as last computed, with the (hour-of-week bucket, distances
+    /// seen) it holds for: profiling sorts the baseline, too costly to repeat for every event.
+    threshold: Option<((usize, u64), Option<f64>)>,
+}
+
+impl ServiceReference {
+    /// Distance beyond which an event is far, or None while the reference is too small.
+    fn threshold(&mut self, time: UnixNanos, config: &KnnConfig) -> Option<f64> {
+        if self.stored < config.min_reference {
+            return None;
+        }
+        let at = (hour_buckets(time).0, self.distances.seen());
+        if let Some((cached_at, threshold)) = self.threshold {
+            if cached_at == at {
+                return threshold;
+            }
+        }
+        let threshold = self
+            .distances
+            .profile(time, &BaselineConfig::default())
+            .map(|p| p.threshold(config.quantile, true));
+        self.threshold = Some((at, threshold));
+        threshold
+    }
 }
 
 /// Memoised distances kept per service before the memo starts over.
@@ -281,14 +305,7 @@ impl Detector for KnnDetector {
         // Only every stride-th event can still join a full reference: build points for those.
         let stride = (reference.observed / cap).max(1);
         let candidate = reference.stored < cap as usize && reference.observed % stride == 0;
-        let threshold = if reference.stored < self.config.min_reference {
-            None
-        } else {
-            reference
-                .distances
-                .profile(event.time, &BaselineConfig::default())
-                .map(|p| p.threshold(self.config.quantile, true))
-        };
+        let threshold = reference.threshold(event.time, &self.config);
         let judged = phase == Phase::Detecting && threshold.is_some();
         let distance = if judged || candidate {
             self.memoised_distance(vector, &key)
@@ -439,6 +456,35 @@ mod tests {
         let after = d.memoised_distance(&vector, &key);
         assert_eq!(after, d.distance(&vector, &key.0, &key.1));
         assert!(after.unwrap() < before.unwrap(), "{after:?} vs {before:?}");
+    }
+
+    #[test]
+    fn the_cached_threshold_follows_new_normal_distances() {
+        let config = KnnConfig::default();
+        let mut reference = ServiceReference {
+            stored: config.min_reference,
+            ..ServiceReference::default()
+        };
+        let t = 1_700_000_000 * NANOS_PER_SEC;
+        for i in 0..100 {
+            reference.distances.observe(
+                t,
+                0.1 + f64::from(i % 10) * 0.001,
+                &BaselineConfig::default(),
+            );
+        }
+        let before = reference.threshold(t, &config).unwrap();
+        assert_eq!(
+            reference.threshold(t + NANOS_PER_SEC, &config),
+            Some(before)
+        );
+        for _ in 0..100 {
+            reference
+                .distances
+                .observe(t, 0.5, &BaselineConfig::default());
+        }
+        let after = reference.threshold(t + NANOS_PER_SEC, &config).unwrap();
+        assert!(after > before, "{after} vs {before}");
     }
 
     #[test]
