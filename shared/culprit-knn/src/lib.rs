@@ -21,7 +21,7 @@ use culprit_detect::{anomaly_id, DetectConfig, Detector, Findings, Phase};
 use culprit_embed::{
     featurize, CachedEmbedder, Embedder, FeatureState, HashingEmbedder, LeanModel,
 };
-use culprit_store::{EmbeddedStore, Filter, Point, PointId, VectorStore};
+use culprit_store::{EmbeddedStore, Filter, Point, PointId, VectorStore, DIM};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -96,7 +96,7 @@ struct ServiceReference {
     /// Distances already computed against the reference as it stands, by embedding bits:
     /// identical feature rows repeat a lot, and the scan is most of the k-NN cost. Cleared
     /// whenever the reference changes, so a hit is exactly what a new scan would return.
-    memo: HashMap<Box<[u32]>, Option<f32>>,
+    memo: HashMap<[u32; DIM], Option<f32>>,
     /// The far-distance threshold as last computed, with the (hour-of-week bucket, distances
     /// seen) it holds for: profiling sorts the baseline, too costly to repeat for every event.
     threshold: Option<((usize, u64), Option<f64>)>,
@@ -185,7 +185,10 @@ impl KnnDetector {
     /// [`Self::distance`], answered from the service's memo when the same embedding was scored
     /// against the same reference before.
     fn memoised_distance(&mut self, vector: &[f32], key: &(String, String)) -> Option<f32> {
-        let bits: Box<[u32]> = vector.iter().map(|v| v.to_bits()).collect();
+        // A fixed-size key: no allocation per event. Other widths are the store's to reject.
+        let Ok(bits) = <[f32; DIM]>::try_from(vector).map(|v| v.map(f32::to_bits)) else {
+            return self.distance(vector, &key.0, &key.1);
+        };
         if let Some(&known) = self.services.get(key).and_then(|r| r.memo.get(&bits)) {
             return known;
         }
