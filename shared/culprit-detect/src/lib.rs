@@ -93,6 +93,10 @@ pub struct DetectConfig {
     /// ... and lie outside everything the baseline bucket has seen by this fraction of its range:
     /// robust scale underestimates the spread of bursty series, their range does not.
     pub metric_min_range_excess: f64,
+    /// While learning, this many consecutive points of a series that pass every metric gate are
+    /// an earlier incident inside the learning window and are not learned; shorter runs are the
+    /// series' normal bursts and are. 0 learns every point.
+    pub metric_learning_shift_points: usize,
     /// Sightings within `novelty_window_secs` that make a never-seen log template, error type or
     /// error-handler call new behaviour rather than a rare event.
     pub novelty_min_count: u32,
@@ -122,6 +126,7 @@ impl Default for DetectConfig {
             metric_min_relative_change: 0.1,
             metric_min_z: 8.0,
             metric_min_range_excess: 0.5,
+            metric_learning_shift_points: 3,
             novelty_min_count: 3,
             novelty_window_secs: 60,
             absence_horizon_secs: 60,
