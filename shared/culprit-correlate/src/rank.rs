@@ -49,6 +49,12 @@ pub struct RankConfig {
     pub symptom_metric_weight: f64,
     pub explained_factor: f64,
     pub explain_slack_secs: f64,
+    /// Signal families of changed behaviour that a callee's changed behaviour can cause: a
+    /// callee that returns wrong data makes its caller skip the line it logs on success. When
+    /// a callee's first changed behaviour (a signal that is neither propagating nor only
+    /// corroborating) came no later than the caller's (plus `explain_slack_secs`), these
+    /// signals of the caller are multiplied by `explained_factor`.
+    pub consequential_signals: Vec<String>,
     /// Signal families that only corroborate: they add to a service that has other evidence,
     /// but never open or extend an incident, never make a service a candidate on their own and
     /// never date a service's first trouble. k-NN distances flag harmless novelty as readily as
@@ -100,6 +106,7 @@ impl Default for RankConfig {
             symptom_metric_weight: 0.7,
             explained_factor: 0.2,
             explain_slack_secs: 30.0,
+            consequential_signals: vec!["log_missing_in_span".to_string()],
             corroborating_signals: vec!["knn_distance".to_string()],
             change_weight: 0.6,
             change_half_life_secs: 300.0,
@@ -151,6 +158,8 @@ struct ServiceEvidence {
     /// Strongest anomaly per signal, so a signal firing in every window counts once.
     by_signal: BTreeMap<(SourceKind, String), f64>,
     first_seen: Option<UnixNanos>,
+    /// First changed behaviour: a signal that neither propagates nor only corroborates.
+    first_changed: Option<UnixNanos>,
     worst: Option<Severity>,
     anomalies: Vec<Anomaly>,
 }
@@ -164,6 +173,9 @@ impl ServiceEvidence {
         *s = s.max(weighted_strength(a, config));
         if !is_corroborating(&a.signal, config) {
             self.first_seen = Some(self.first_seen.map_or(a.time, |t| t.min(a.time)));
+            if !is_propagating(&a.signal, config) {
+                self.first_changed = Some(self.first_changed.map_or(a.time, |t| t.min(a.time)));
+            }
         }
         self.worst = Some(self.worst.map_or(a.severity, |w| w.min(a.severity)));
         self.anomalies.push(a.clone());
@@ -198,6 +210,12 @@ pub(crate) fn is_corroborating(signal: &str, config: &RankConfig) -> bool {
         && config
             .corroborating_signals
             .contains(&signal_family(signal))
+}
+
+/// Whether a signal is a change in behaviour that a callee's changed behaviour can cause
+/// ([`RankConfig::consequential_signals`]).
+fn is_consequential(signal: &str, config: &RankConfig) -> bool {
+    config.consequential_signals.contains(&signal_family(signal))
 }
 
 /// Whether a signal is a symptom that travels from callee to caller.
@@ -248,20 +266,32 @@ pub fn rank(
         .iter()
         .filter_map(|(name, ev)| ev.first_seen.map(|t| (name.clone(), t)))
         .collect();
+    let first_changed: BTreeMap<String, UnixNanos> = services
+        .iter()
+        .filter_map(|(name, ev)| ev.first_changed.map(|t| (name.clone(), t)))
+        .collect();
     let slack = (config.explain_slack_secs * 1e9) as i64;
     for (name, ev) in services.iter_mut() {
         let Some(own_first) = ev.first_seen else {
             continue;
         };
-        let explained = topology
+        let symptoms_explained = topology
             .callees(environment, name)
             .filter_map(|callee| first_seen.get(callee))
             .any(|callee_first| *callee_first <= own_first + slack);
-        if explained {
-            for ((_, signal), strength) in ev.by_signal.iter_mut() {
-                if is_propagating(signal, config) {
-                    *strength *= config.explained_factor;
-                }
+        // Only a callee's own changed behaviour (not its latency or error bursts, which every
+        // busy callee shows) explains a change in the caller's.
+        let change_explained = ev.first_changed.is_some_and(|own| {
+            topology
+                .callees(environment, name)
+                .filter_map(|callee| first_changed.get(callee))
+                .any(|t| *t <= own + slack)
+        });
+        for ((_, signal), strength) in ev.by_signal.iter_mut() {
+            if (symptoms_explained && is_propagating(signal, config))
+                || (change_explained && is_consequential(signal, config))
+            {
+                *strength *= config.explained_factor;
             }
         }
     }
@@ -690,6 +720,44 @@ mod tests {
             && e.kind == EdgeKind::Dependency));
         // db is a silent callee of an anomalous service: a candidate, but not above real evidence.
         assert!(r.graph.nodes.iter().any(|n| n.service == "db"));
+    }
+
+    #[test]
+    fn a_callee_that_changed_first_explains_the_line_its_caller_stopped_writing() {
+        const SEC: i64 = 1_000_000_000;
+        // inventory returns wrong data: its own success line stops, and checkout, which acts on
+        // that data, stops writing its line as well, more visibly.
+        let incident = |checkout_at: i64| {
+            vec![
+                anomaly(
+                    "inventory",
+                    SourceKind::Logs,
+                    "log.missing_in_span:StockController.get",
+                    Severity::Sev3,
+                    0,
+                ),
+                anomaly(
+                    "checkout",
+                    SourceKind::Logs,
+                    "log.missing_in_span:CheckoutController.place",
+                    Severity::Sev1,
+                    checkout_at,
+                ),
+            ]
+        };
+        let config = RankConfig::default();
+        let r = rank("prod", &incident(10 * SEC), &[], &shop(), &config);
+        assert_eq!(r.services()[..2], ["inventory", "checkout"]);
+        // A callee that changed only well after its caller explains nothing.
+        let r = rank("prod", &incident(-120 * SEC), &[], &shop(), &config);
+        assert_eq!(r.services()[..2], ["checkout", "inventory"]);
+        // Without the rule the caller's stronger finding wins even when its callee came first.
+        let no_rule = RankConfig {
+            consequential_signals: Vec::new(),
+            ..RankConfig::default()
+        };
+        let r = rank("prod", &incident(10 * SEC), &[], &shop(), &no_rule);
+        assert_eq!(r.services()[0], "checkout");
     }
 
     #[test]
