@@ -215,7 +215,9 @@ pub(crate) fn is_corroborating(signal: &str, config: &RankConfig) -> bool {
 /// Whether a signal is a change in behaviour that a callee's changed behaviour can cause
 /// ([`RankConfig::consequential_signals`]).
 fn is_consequential(signal: &str, config: &RankConfig) -> bool {
-    config.consequential_signals.contains(&signal_family(signal))
+    config
+        .consequential_signals
+        .contains(&signal_family(signal))
 }
 
 /// Whether a signal is a symptom that travels from callee to caller.

@@ -101,7 +101,9 @@ impl Detector for MetricDetector {
                 series.baseline.observe(t, x, baseline_config);
             }
             series.in_shift = false;
-            series.baseline.observe(event.time, point.value, baseline_config);
+            series
+                .baseline
+                .observe(event.time, point.value, baseline_config);
             return;
         };
         if phase != Phase::Detecting {
@@ -263,6 +265,9 @@ mod tests {
             metric_learning_shift_points: 1,
             ..DetectConfig::default()
         };
-        assert_eq!(learn_then_probe(leave_out_all, &bursty, 96.0), vec![96.0, 96.0]);
+        assert_eq!(
+            learn_then_probe(leave_out_all, &bursty, 96.0),
+            vec![96.0, 96.0]
+        );
     }
 }
