@@ -49,6 +49,9 @@ pub struct RankConfig {
     pub symptom_metric_weight: f64,
     pub explained_factor: f64,
     pub explain_slack_secs: f64,
+    /// A callee whose trouble began more than this many seconds before the caller's does not
+    /// explain it: the caller went on unharmed meanwhile, so its trouble has another cause.
+    pub explain_lead_secs: f64,
     /// Signal families of changed behaviour that a callee's changed behaviour can cause: a
     /// callee that returns wrong data makes its caller skip the line it logs on success. When
     /// a callee's first changed behaviour (a signal that is neither propagating nor only
@@ -106,6 +109,7 @@ impl Default for RankConfig {
             symptom_metric_weight: 0.7,
             explained_factor: 0.2,
             explain_slack_secs: 30.0,
+            explain_lead_secs: 120.0,
             consequential_signals: vec!["log_missing_in_span".to_string()],
             corroborating_signals: vec!["knn_distance".to_string()],
             change_weight: 0.6,
@@ -273,6 +277,7 @@ pub fn rank(
         .filter_map(|(name, ev)| ev.first_changed.map(|t| (name.clone(), t)))
         .collect();
     let slack = (config.explain_slack_secs * 1e9) as i64;
+    let lead = (config.explain_lead_secs.min(1e9) * 1e9) as i64;
     for (name, ev) in services.iter_mut() {
         let Some(own_first) = ev.first_seen else {
             continue;
@@ -280,14 +285,14 @@ pub fn rank(
         let symptoms_explained = topology
             .callees(environment, name)
             .filter_map(|callee| first_seen.get(callee))
-            .any(|callee_first| *callee_first <= own_first + slack);
+            .any(|t| (own_first.saturating_sub(lead)..=own_first + slack).contains(t));
         // Only a callee's own changed behaviour (not its latency or error bursts, which every
         // busy callee shows) explains a change in the caller's.
         let change_explained = ev.first_changed.is_some_and(|own| {
             topology
                 .callees(environment, name)
                 .filter_map(|callee| first_changed.get(callee))
-                .any(|t| *t <= own + slack)
+                .any(|t| (own.saturating_sub(lead)..=own + slack).contains(t))
         });
         for ((_, signal), strength) in ev.by_signal.iter_mut() {
             if (symptoms_explained && is_propagating(signal, config))
@@ -760,6 +765,37 @@ mod tests {
         };
         let r = rank("prod", &incident(10 * SEC), &[], &shop(), &no_rule);
         assert_eq!(r.services()[0], "checkout");
+    }
+
+    #[test]
+    fn a_callee_in_trouble_long_before_its_caller_does_not_explain_it() {
+        const SEC: i64 = 1_000_000_000;
+        // inventory has been slow for minutes; checkout, which went on unharmed meanwhile,
+        // now fails on its own.
+        let incident = |checkout_at: i64| {
+            vec![
+                anomaly(
+                    "inventory",
+                    SourceKind::Traces,
+                    "span.latency:GET /stock",
+                    Severity::Sev3,
+                    0,
+                ),
+                anomaly(
+                    "checkout",
+                    SourceKind::Logs,
+                    "log.errors",
+                    Severity::Sev1,
+                    checkout_at,
+                ),
+            ]
+        };
+        let config = RankConfig::default();
+        let r = rank("prod", &incident(300 * SEC), &[], &shop(), &config);
+        assert_eq!(r.services()[0], "checkout");
+        // Had the callee's trouble begun just before, it would explain the caller's errors.
+        let r = rank("prod", &incident(20 * SEC), &[], &shop(), &config);
+        assert_eq!(r.services()[0], "inventory");
     }
 
     #[test]
