@@ -38,8 +38,12 @@ step "build"
 cargo build --workspace --all-targets --locked
 
 step "tests"
-cargo test --workspace --locked -- --nocapture 2>&1 | tee "${CARGO_TARGET_DIR}/culprit-test.log" | grep -Ev '^\s*$' | grep -E '^(test |running|test result|skipped|     Running|error|failures|---- )|panicked|FAILED' || true
+# Every test binary runs even after a failure, so one run shows them all. The status is cargo's:
+# read PIPESTATUS in the same command, before anything else (an `|| true`) replaces it.
+set +e
+cargo test --workspace --locked --no-fail-fast -- --nocapture 2>&1 | tee "${CARGO_TARGET_DIR}/culprit-test.log" | grep -Ev '^\s*$' | grep -E '^(test |running|test result|skipped|     Running|error|failures|---- )|panicked|FAILED'
 status=${PIPESTATUS[0]}
+set -e
 summary=$(grep -E '^test result:' "${CARGO_TARGET_DIR}/culprit-test.log" | awk '{p+=$4; f+=$6; i+=$8} END {printf "%d passed, %d failed, %d skipped", p, f, i}')
 echo
 echo "$summary"

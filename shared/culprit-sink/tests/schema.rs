@@ -6,7 +6,10 @@ mod common;
 use serde_json::{json, Value};
 
 fn schema() -> Result<Value, Box<dyn std::error::Error>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/rca-alert.json");
+    // Read at run time: a target dir shared with a checkout elsewhere can keep a test binary
+    // whose compile-time path no longer exists.
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let path = format!("{crate_dir}/../../schemas/rca-alert.json");
     Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
 }
 
