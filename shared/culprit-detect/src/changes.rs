@@ -25,14 +25,11 @@ impl Detector for ChangeDetector {
         let EventBody::Change(change) = &event.body else {
             return;
         };
-        let draft = AnomalyDraft {
-            source: SourceKind::Changes,
-            service: &event.resource.service,
-            environment: &event.resource.environment,
-            instance: event.resource.instance.as_deref(),
-            time: event.time,
-            signal: format!("change:{}:{}", change.kind.as_str(), change.id),
-        };
+        let draft = AnomalyDraft::of_event(
+            event,
+            SourceKind::Changes,
+            format!("change:{}:{}", change.kind.as_str(), change.id),
+        );
         let actor = change
             .actor
             .as_deref()

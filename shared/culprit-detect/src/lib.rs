@@ -234,7 +234,19 @@ pub(crate) struct AnomalyDraft<'a> {
     pub signal: String,
 }
 
-impl AnomalyDraft<'_> {
+impl<'a> AnomalyDraft<'a> {
+    /// A draft about one event, placed on the resource that sent it.
+    pub fn of_event(event: &'a Event, source: SourceKind, signal: String) -> AnomalyDraft<'a> {
+        AnomalyDraft {
+            source,
+            service: &event.resource.service,
+            environment: &event.resource.environment,
+            instance: event.resource.instance.as_deref(),
+            time: event.time,
+            signal,
+        }
+    }
+
     pub fn finish(
         self,
         severity: Severity,

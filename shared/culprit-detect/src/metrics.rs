@@ -116,14 +116,7 @@ impl Detector for MetricDetector {
             return;
         }
         let z = profile.z(point.value);
-        let draft = AnomalyDraft {
-            source: SourceKind::Metrics,
-            service: &event.resource.service,
-            environment: &event.resource.environment,
-            instance: event.resource.instance.as_deref(),
-            time: event.time,
-            signal,
-        };
+        let draft = AnomalyDraft::of_event(event, SourceKind::Metrics, signal);
         let direction = if point.value > profile.median {
             "above"
         } else {

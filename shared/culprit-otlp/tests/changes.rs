@@ -235,8 +235,8 @@ fn schema() -> jsonschema::Validator {
     // Read at run time: a target dir shared with a checkout elsewhere can keep a test binary
     // whose compile-time path no longer exists.
     let crate_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
-    let text = std::fs::read_to_string(format!("{crate_dir}/../../schemas/change-event.json"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(format!("{crate_dir}/../../schemas/change-event.json")).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
     jsonschema::draft202012::new(&schema).unwrap()
 }
