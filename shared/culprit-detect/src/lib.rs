@@ -97,6 +97,10 @@ pub struct DetectConfig {
     /// an earlier incident inside the learning window and are not learned; shorter runs are the
     /// series' normal bursts and are. 0 learns every point.
     pub metric_learning_shift_points: usize,
+    /// A series that stays beyond its gates this many seconds has moved for good (a deploy that
+    /// raised memory): the run is learned as its new level, in either phase, and stops alerting.
+    /// 0: never.
+    pub metric_new_normal_secs: u32,
     /// Sightings within `novelty_window_secs` that make a never-seen log template, error type or
     /// error-handler call new behaviour rather than a rare event.
     pub novelty_min_count: u32,
@@ -127,6 +131,7 @@ impl Default for DetectConfig {
             metric_min_z: 8.0,
             metric_min_range_excess: 0.5,
             metric_learning_shift_points: 3,
+            metric_new_normal_secs: 3600,
             novelty_min_count: 3,
             novelty_window_secs: 60,
             absence_horizon_secs: 60,

@@ -3,8 +3,8 @@
 
 use crate::baseline::{Baseline, Direction, Profile};
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
-use culprit_core::{Event, EventBody, Severity, SourceKind, UnixNanos};
-use std::collections::HashMap;
+use culprit_core::{Event, EventBody, Severity, SourceKind, UnixNanos, NANOS_PER_SEC};
+use std::collections::{HashMap, VecDeque};
 
 /// (environment, service, instance, metric name, data point attributes)
 type SeriesKey = (String, String, Option<String>, String, String);
@@ -14,15 +14,37 @@ pub struct MetricDetector {
     series: HashMap<SeriesKey, Series>,
 }
 
-/// One series' baseline, and what learning holds back from it.
+/// One series' baseline, and the run of points it is holding back.
 #[derive(Default)]
 struct Series {
     baseline: Baseline,
-    /// A learning point that passed every gate, kept out until the next point shows whether it
-    /// was a lone burst (normal for this series: learned) or the start of a shift (not learned).
-    held: Vec<(UnixNanos, f64)>,
-    /// Learning is inside such a shift: gate-passing points are not learned.
-    in_shift: bool,
+    run: Run,
+}
+
+/// Consecutive points of one series that each passed every gate, kept out of its baseline until
+/// the run shows what it was. While learning, a short run is a burst normal for the series and is
+/// learned, a longer one an earlier incident and is not. A run that lasts
+/// `metric_new_normal_secs` is the series' new level, in either phase, and is learned.
+#[derive(Default)]
+struct Run {
+    started: UnixNanos,
+    len: usize,
+    /// The most recent points (at most a baseline's capacity), each with whether it came while
+    /// learning.
+    points: VecDeque<(UnixNanos, f64, bool)>,
+}
+
+impl Run {
+    fn push(&mut self, time: UnixNanos, value: f64, learning: bool, capacity: usize) {
+        if self.len == 0 {
+            self.started = time;
+        }
+        self.len += 1;
+        if self.points.len() >= capacity.max(1) {
+            self.points.pop_front();
+        }
+        self.points.push_back((time, value, learning));
+    }
 }
 
 impl MetricDetector {
@@ -95,24 +117,31 @@ impl Detector for MetricDetector {
             .profile(event.time, baseline_config)
             .filter(|_| judged)
             .and_then(|profile| Some((gate(&self.config, &profile, point.value)?, profile)));
-        let held = std::mem::take(&mut series.held);
         let Some((severity, profile)) = verdict else {
-            for (t, x) in held {
-                series.baseline.observe(t, x, baseline_config);
+            let run = std::mem::take(&mut series.run);
+            if run.len < shift_points {
+                for (t, x, _) in run.points.into_iter().filter(|p| p.2) {
+                    series.baseline.observe(t, x, baseline_config);
+                }
             }
-            series.in_shift = false;
             series
                 .baseline
                 .observe(event.time, point.value, baseline_config);
             return;
         };
-        if phase != Phase::Detecting {
-            if held.len() + 1 >= shift_points {
-                series.in_shift = true;
-            } else if !series.in_shift {
-                series.held = held;
-                series.held.push((event.time, point.value));
+        let learning = phase != Phase::Detecting;
+        series
+            .run
+            .push(event.time, point.value, learning, baseline_config.capacity);
+        let new_normal = i64::from(self.config.metric_new_normal_secs) * NANOS_PER_SEC;
+        if new_normal > 0 && event.time - series.run.started >= new_normal {
+            // It moved and stayed (a deploy that raised memory for good): alerting on it for ever
+            // would keep one incident open and its page unresolved.
+            for (t, x, _) in std::mem::take(&mut series.run).points {
+                series.baseline.observe(t, x, baseline_config);
             }
+        }
+        if learning {
             return;
         }
         let z = profile.z(point.value);
@@ -261,6 +290,42 @@ mod tests {
         assert_eq!(
             learn_then_probe(leave_out_all, &bursty, 96.0),
             vec![96.0, 96.0]
+        );
+    }
+
+    /// Learns an hour of normal CPU every 15 s, then detects 90 minutes at twice the level; returns
+    /// the times (minutes into the shift) of the anomalies.
+    fn shifted_for_good(config: DetectConfig) -> Vec<i64> {
+        let mut d = MetricDetector::new(config);
+        let mut out = Findings::default();
+        for i in 0..240 {
+            let normal = point(i * 15 * NANOS_PER_SEC, 20.0 + (i % 5) as f64);
+            d.observe(&normal, Phase::Learning, &mut out);
+        }
+        let start = 240 * 15 * NANOS_PER_SEC;
+        for i in 0..360 {
+            let moved = point(start + i * 15 * NANOS_PER_SEC, 45.0 + (i % 5) as f64);
+            d.observe(&moved, Phase::Detecting, &mut out);
+        }
+        out.anomalies
+            .iter()
+            .map(|a| (a.time - start) / (60 * NANOS_PER_SEC))
+            .collect()
+    }
+
+    #[test]
+    fn a_level_that_holds_for_an_hour_becomes_the_new_normal() {
+        let minutes = shifted_for_good(DetectConfig::default());
+        assert_eq!(minutes.first(), Some(&0), "the shift is reported at once");
+        assert_eq!(minutes.last(), Some(&60), "and for an hour, then no more");
+        let never = DetectConfig {
+            metric_new_normal_secs: 0,
+            ..DetectConfig::default()
+        };
+        assert_eq!(
+            shifted_for_good(never).len(),
+            360,
+            "without the rule, for ever"
         );
     }
 }
