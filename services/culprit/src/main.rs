@@ -10,6 +10,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// The pipeline allocates many short-lived strings and vectors per event; mimalloc serves them
+// faster than the system allocator (docs/EVALUATION.md, Throughput).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "culprit",
