@@ -46,7 +46,8 @@ impl Findings {
     }
 }
 
-/// Whether detectors only learn (the baseline phase) or also judge.
+/// Whether detectors only learn (the baseline phase) or also report. Learning still judges where
+/// a baseline must not absorb an earlier incident (the metric detector's runs), but reports nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
