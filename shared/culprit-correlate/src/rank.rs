@@ -37,9 +37,9 @@ pub struct RankConfig {
     /// the fault is. Families not listed count 1.
     pub signal_weights: BTreeMap<String, f64>,
     /// Signal families that are symptoms a caller shows when its callee misbehaves (it waits,
-    /// times out, fails). When an anomalous callee's trouble began no later than the caller's
-    /// (plus `explain_slack_secs`), these signals of the caller are multiplied by
-    /// `explained_factor`: the callee explains them.
+    /// times out, fails). When an anomalous callee's trouble began at most `explain_lead_secs`
+    /// before the caller's and at most `explain_slack_secs` after it, these signals of the
+    /// caller are multiplied by `explained_factor`: the callee explains them.
     pub propagating_signals: Vec<String>,
     /// Metrics whose name contains one of these are symptoms too (rate, errors, duration:
     /// the RED metrics), unlike utilisation and saturation metrics, which stay local.
@@ -55,8 +55,9 @@ pub struct RankConfig {
     /// Signal families of changed behaviour that a callee's changed behaviour can cause: a
     /// callee that returns wrong data makes its caller skip the line it logs on success. When
     /// a callee's first changed behaviour (a signal that is neither propagating nor only
-    /// corroborating) came no later than the caller's (plus `explain_slack_secs`), these
-    /// signals of the caller are multiplied by `explained_factor`.
+    /// corroborating) began within the same bounds of the caller's (`explain_lead_secs` before
+    /// to `explain_slack_secs` after), these signals of the caller are multiplied by
+    /// `explained_factor`.
     pub consequential_signals: Vec<String>,
     /// Signal families that only corroborate: they add to a service that has other evidence,
     /// but never open or extend an incident, never make a service a candidate on their own and
@@ -276,24 +277,27 @@ pub fn rank(
         .iter()
         .filter_map(|(name, ev)| ev.first_changed.map(|t| (name.clone(), t)))
         .collect();
+    // Float-to-int casts saturate, so an infinite lead means "any time before".
     let slack = (config.explain_slack_secs * 1e9) as i64;
-    let lead = (config.explain_lead_secs.min(1e9) * 1e9) as i64;
+    let lead = (config.explain_lead_secs * 1e9) as i64;
+    // Whether a callee of `caller` first showed trouble (by `firsts`) from `lead` before `own`
+    // to `slack` after it.
+    let callee_began_near = |caller: &str, firsts: &BTreeMap<String, UnixNanos>, own: UnixNanos| {
+        topology
+            .callees(environment, caller)
+            .filter_map(|callee| firsts.get(callee))
+            .any(|t| (own.saturating_sub(lead)..=own.saturating_add(slack)).contains(t))
+    };
     for (name, ev) in services.iter_mut() {
         let Some(own_first) = ev.first_seen else {
             continue;
         };
-        let symptoms_explained = topology
-            .callees(environment, name)
-            .filter_map(|callee| first_seen.get(callee))
-            .any(|t| (own_first.saturating_sub(lead)..=own_first + slack).contains(t));
+        let symptoms_explained = callee_began_near(name, &first_seen, own_first);
         // Only a callee's own changed behaviour (not its latency or error bursts, which every
         // busy callee shows) explains a change in the caller's.
-        let change_explained = ev.first_changed.is_some_and(|own| {
-            topology
-                .callees(environment, name)
-                .filter_map(|callee| first_changed.get(callee))
-                .any(|t| (own.saturating_sub(lead)..=own + slack).contains(t))
-        });
+        let change_explained = ev
+            .first_changed
+            .is_some_and(|own| callee_began_near(name, &first_changed, own));
         for ((_, signal), strength) in ev.by_signal.iter_mut() {
             if (symptoms_explained && is_propagating(signal, config))
                 || (change_explained && is_consequential(signal, config))

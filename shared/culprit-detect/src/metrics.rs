@@ -112,10 +112,9 @@ impl Detector for MetricDetector {
         // what came before them for minutes on end, unlike the lone bursts a series shows in
         // normal operation; those are learned, the sustained shift is not.
         let judged = phase == Phase::Detecting || shift_points > 0;
-        let verdict = series
-            .baseline
-            .profile(event.time, baseline_config)
-            .filter(|_| judged)
+        let verdict = judged
+            .then(|| series.baseline.profile(event.time, baseline_config))
+            .flatten()
             .and_then(|profile| Some((gate(&self.config, &profile, point.value)?, profile)));
         let Some((severity, profile)) = verdict else {
             let run = std::mem::take(&mut series.run);
