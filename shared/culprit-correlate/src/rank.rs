@@ -90,6 +90,9 @@ impl Default for RankConfig {
                 ("log_errors".to_string(), 0.7),
                 ("log_warnings".to_string(), 0.5),
                 ("log_missing_in_span".to_string(), 1.5),
+                // An error the service raised itself, never seen before (a relayed failure is
+                // `log_new_remote_error`): observed, where a stopped line is inferred.
+                ("log_new_template".to_string(), 2.0),
                 // k-NN distances flag whatever is unusual, faults and harmless novelty alike; on
                 // the labelled data they help only as a tie-breaker (docs/EVALUATION.md).
                 ("knn_distance".to_string(), 0.1),
@@ -100,7 +103,7 @@ impl Default for RankConfig {
                 "log_errors",
                 "log_warnings",
                 "span_new_error",
-                "log_new_template",
+                "log_new_remote_error",
             ]
             .map(String::from)
             .to_vec(),
@@ -769,6 +772,62 @@ mod tests {
         };
         let r = rank("prod", &incident(10 * SEC), &[], &shop(), &no_rule);
         assert_eq!(r.services()[0], "checkout");
+    }
+
+    #[test]
+    fn a_services_own_new_error_outranks_the_failures_its_callers_relay() {
+        const SEC: i64 = 1_000_000_000;
+        // payment raises a new error of its own; checkout and frontend log the failed calls.
+        let incident = |relayed: &str| {
+            vec![
+                anomaly(
+                    "payment",
+                    SourceKind::Logs,
+                    "log.new_template:7",
+                    Severity::Sev1,
+                    0,
+                ),
+                anomaly(
+                    "checkout",
+                    SourceKind::Logs,
+                    &format!("{relayed}:3"),
+                    Severity::Sev2,
+                    2 * SEC,
+                ),
+                anomaly(
+                    "checkout",
+                    SourceKind::Traces,
+                    "span.errors",
+                    Severity::Sev1,
+                    3 * SEC,
+                ),
+                anomaly(
+                    "frontend",
+                    SourceKind::Logs,
+                    &format!("{relayed}:9"),
+                    Severity::Sev2,
+                    4 * SEC,
+                ),
+            ]
+        };
+        let config = RankConfig::default();
+        let evidence = |r: &Ranking, service: &str| {
+            r.causes
+                .iter()
+                .find(|c| c.service == service)
+                .map_or(0.0, |c| c.evidence_score)
+        };
+        let relayed = rank(
+            "prod",
+            &incident("log.new_remote_error"),
+            &[],
+            &shop(),
+            &config,
+        );
+        assert_eq!(relayed.services()[..2], ["payment", "checkout"]);
+        // Read as checkout's own new error, the same line would count in full there.
+        let own = rank("prod", &incident("log.new_template"), &[], &shop(), &config);
+        assert!(evidence(&relayed, "checkout") < evidence(&own, "checkout") * 0.7);
     }
 
     #[test]

@@ -116,6 +116,12 @@ pub struct DetectConfig {
     /// ... and this many milliseconds above the baseline median: a 1 ms query taking 1.5 ms is
     /// within the jitter of any runtime, not a slowdown anyone would page for.
     pub latency_min_excess_ms: f64,
+    /// Phrases (case-insensitive) that mark an error line as the report of a failed call to
+    /// another service: the error happened elsewhere and this service only relays it. A new
+    /// error template whose line names another known service or holds one of these is reported
+    /// as `log.new_remote_error`, a symptom that travels to callers, not as `log.new_template`,
+    /// which is a change in the service's own behaviour.
+    pub remote_failure_phrases: Vec<String>,
 }
 
 impl Default for DetectConfig {
@@ -139,6 +145,31 @@ impl Default for DetectConfig {
             latency_quantile: 0.99,
             latency_min_ratio: 1.5,
             latency_min_excess_ms: 0.0,
+            remote_failure_phrases: [
+                // HTTP clients (Spring, Feign, Go, Node) and service discovery
+                "HttpServerErrorException",
+                "HttpClientErrorException",
+                "ResourceAccessException",
+                "FeignException",
+                "No instances available",
+                "Connection refused",
+                "ECONNREFUSED",
+                "Connection reset",
+                "connect timed out",
+                "Read timed out",
+                "i/o timeout",
+                "502 Bad Gateway",
+                "503 Service Unavailable",
+                "504 Gateway Timeout",
+                // gRPC and service meshes
+                "StatusRuntimeException",
+                "code = Unavailable",
+                "DEADLINE_EXCEEDED",
+                "upstream connect error",
+                "no healthy upstream",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }

@@ -212,7 +212,18 @@ impl Detector for LogDetector {
             let familiar = service_since.saturating_add(
                 i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC,
             ) <= earliest;
+            let remote = level.filter(|l| l.is_error()).and_then(|_| {
+                remote_failure(
+                    &self.config.remote_failure_phrases,
+                    &self.services_seen,
+                    &key,
+                    &log.body,
+                )
+            });
             let severity = match level {
+                // An error the service raised itself, never seen before: the most specific sign
+                // of changed behaviour there is. A relayed failure is one step removed.
+                Some(l) if l.is_error() && familiar && remote.is_none() => Severity::Sev1,
                 Some(l) if l.is_error() && familiar => Severity::Sev2,
                 Some(l) if l.is_error() => Severity::Sev4,
                 Some(LogLevel::Warn) if familiar => Severity::Sev3,
@@ -220,13 +231,23 @@ impl Detector for LogDetector {
             };
             if severity <= self.config.min_severity {
                 let template = miner.template(matched.id).unwrap_or_default();
+                let (signal, what) = match &remote {
+                    Some(reason) => (
+                        format!("log.new_remote_error:{}", matched.id),
+                        format!("failed call ({reason})"),
+                    ),
+                    None => (
+                        format!("log.new_template:{}", matched.id),
+                        level_word(level).to_string(),
+                    ),
+                };
                 let draft = AnomalyDraft {
                     source: SourceKind::Logs,
                     service: &key.1,
                     environment: &key.0,
                     instance: event.resource.instance.as_deref(),
                     time: first_seen,
-                    signal: format!("log.new_template:{}", matched.id),
+                    signal,
                 };
                 let score = if severity <= Severity::Sev2 { 0.9 } else { 0.6 };
                 out.anomalies.push(draft.finish(
@@ -234,11 +255,7 @@ impl Detector for LogDetector {
                     score,
                     None,
                     None,
-                    format!(
-                        "new {} log template: {}",
-                        level_word(level),
-                        truncate(&template, 200)
-                    ),
+                    format!("new {what} log template: {}", truncate(&template, 200)),
                 ));
             }
         }
@@ -366,6 +383,36 @@ impl LogDetector {
     }
 }
 
+/// Why an error line of `key`'s service reports a failed call to another service (it names
+/// another service culprit has seen, or holds a remote-failure phrase), if it does.
+fn remote_failure(
+    phrases: &[String],
+    services_seen: &HashMap<ServiceKey, UnixNanos>,
+    key: &ServiceKey,
+    body: &str,
+) -> Option<String> {
+    let lower = body.to_lowercase();
+    if let Some(phrase) = phrases.iter().find(|p| lower.contains(&p.to_lowercase())) {
+        return Some(format!("`{phrase}`"));
+    }
+    services_seen
+        .keys()
+        .filter(|(env, service)| *env == key.0 && *service != key.1)
+        .find(|(_, service)| names(&lower, &service.to_lowercase()))
+        .map(|(_, service)| format!("names `{service}`"))
+}
+
+/// Whether `text` names `name` as a whole word (a host or service name, not a substring of
+/// a longer identifier).
+fn names(text: &str, name: &str) -> bool {
+    let is_name_char = |c: char| c.is_alphanumeric() || c == '-' || c == '_';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + name.len()..].chars().next();
+        !before.is_some_and(is_name_char) && !after.is_some_and(is_name_char)
+    })
+}
+
 pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -472,7 +519,7 @@ mod tests {
         );
         for i in 0..60 {
             let t = 120 * NANOS_PER_SEC + i * NANOS_PER_SEC / 4;
-            let body = format!("ERROR c.s.PaymentClient#88 call to payment failed: connection refused after {i} ms");
+            let body = format!("ERROR c.s.CartService#88 cart total went negative after {i} items");
             d.observe(&log(t, "cart", None, &body), Phase::Detecting, &mut found);
             d.advance(t - NANOS_PER_SEC, Phase::Detecting, &mut found);
         }
@@ -483,10 +530,83 @@ mod tests {
             .filter(|a| a.signal.starts_with("log.new_template"))
             .collect();
         assert_eq!(new.len(), 1, "{new:?}");
-        assert_eq!(new[0].severity, Severity::Sev2);
+        // raised by the service itself: its own changed behaviour
+        assert_eq!(new[0].severity, Severity::Sev1);
         assert!(found
             .anomalies
             .iter()
             .any(|a| a.signal == "log.errors" && a.service == "cart"));
+    }
+
+    /// The new error templates `cart` reports for `lines`, as (signal family, severity).
+    fn new_error_templates(lines: &[&str]) -> Vec<(String, Severity)> {
+        let mut d = LogDetector::new(DetectConfig::default());
+        let mut out = Findings::default();
+        normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
+        // `payment` is a service culprit knows, so a line naming it is about it.
+        d.observe(
+            &log(0, "payment", None, "INFO charged card"),
+            Phase::Learning,
+            &mut out,
+        );
+        let mut found = Findings::default();
+        for (n, line) in lines.iter().enumerate() {
+            for i in 0..5 {
+                let t = (120 + 20 * n as i64 + i) * NANOS_PER_SEC;
+                d.observe(
+                    &log(t, "cart", Some(LogLevel::Error), line),
+                    Phase::Detecting,
+                    &mut found,
+                );
+            }
+        }
+        found
+            .anomalies
+            .iter()
+            .filter(|a| a.signal.starts_with("log.new_"))
+            .map(|a| (signal_family(&a.signal).to_string(), a.severity))
+            .collect()
+    }
+
+    fn signal_family(signal: &str) -> &str {
+        signal.split(':').next().unwrap_or(signal)
+    }
+
+    #[test]
+    fn a_new_error_that_reports_a_failed_call_is_a_remote_error_not_the_services_own() {
+        let own = ("log.new_template".to_string(), Severity::Sev1);
+        let remote = ("log.new_remote_error".to_string(), Severity::Sev2);
+        assert_eq!(
+            new_error_templates(&["CartService#91 price of item is null"]),
+            vec![own.clone()]
+        );
+        // a remote-failure phrase
+        assert_eq!(
+            new_error_templates(&[
+                "checkout failed: I/O error: Connection refused (host 10.0.0.7)"
+            ]),
+            vec![remote.clone()]
+        );
+        // names another service culprit has seen, as a whole word
+        assert_eq!(
+            new_error_templates(&["no answer from payment within 2 s"]),
+            vec![remote]
+        );
+        // `payments_total` is not the `payment` service
+        assert_eq!(
+            new_error_templates(&["counter payments_total overflowed"]),
+            vec![own]
+        );
+    }
+
+    #[test]
+    fn names_matches_whole_service_names_only() {
+        assert!(names(
+            "no instances available for ts-food-service",
+            "ts-food-service"
+        ));
+        assert!(names("http://payment:8080/charge failed", "payment"));
+        assert!(!names("ts-food-service-2 is down", "ts-food-service"));
+        assert!(!names("paymentservice down", "payment"));
     }
 }
