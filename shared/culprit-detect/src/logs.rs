@@ -213,12 +213,12 @@ impl Detector for LogDetector {
                 i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC,
             ) <= earliest;
             let remote = level.filter(|l| l.is_error()).and_then(|_| {
-                remote_failure(
-                    &self.config.remote_failure_phrases,
-                    &self.services_seen,
-                    &key,
-                    &log.body,
-                )
+                let others = self
+                    .services_seen
+                    .keys()
+                    .filter(|(env, service)| *env == key.0 && *service != key.1)
+                    .map(|(_, service)| service.as_str());
+                remote_failure(&self.config.remote_failure_phrases, others, &log.body)
             });
             let severity = match level {
                 // An error the service raised itself, never seen before: the most specific sign
@@ -383,23 +383,21 @@ impl LogDetector {
     }
 }
 
-/// Why an error line of `key`'s service reports a failed call to another service (it names
-/// another service culprit has seen, or holds a remote-failure phrase), if it does.
-fn remote_failure(
+/// Why an error line reports a failed call to another service (it holds a remote-failure
+/// phrase, or names one of `others`, the other services culprit has seen), if it does.
+fn remote_failure<'a>(
     phrases: &[String],
-    services_seen: &HashMap<ServiceKey, UnixNanos>,
-    key: &ServiceKey,
+    others: impl IntoIterator<Item = &'a str>,
     body: &str,
 ) -> Option<String> {
     let lower = body.to_lowercase();
     if let Some(phrase) = phrases.iter().find(|p| lower.contains(&p.to_lowercase())) {
         return Some(format!("`{phrase}`"));
     }
-    services_seen
-        .keys()
-        .filter(|(env, service)| *env == key.0 && *service != key.1)
-        .find(|(_, service)| names(&lower, &service.to_lowercase()))
-        .map(|(_, service)| format!("names `{service}`"))
+    others
+        .into_iter()
+        .find(|service| names(&lower, &service.to_lowercase()))
+        .map(|service| format!("names `{service}`"))
 }
 
 /// Whether `text` names `name` as a whole word (a host or service name, not a substring of
