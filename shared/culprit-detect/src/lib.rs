@@ -116,9 +116,9 @@ pub struct DetectConfig {
     /// ... and this many milliseconds above the baseline median: a 1 ms query taking 1.5 ms is
     /// within the jitter of any runtime, not a slowdown anyone would page for.
     pub latency_min_excess_ms: f64,
-    /// Phrases (case-insensitive) that mark an error line as the report of a failed call to
-    /// another service: the error happened elsewhere and this service only relays it. A new
-    /// error template whose line names another known service or holds one of these is reported
+    /// Phrases (case-insensitive) that mark an error or warning line as the report of a failed
+    /// call to another service: the failure happened elsewhere and this service only relays it.
+    /// A new template whose line names another known service or holds one of these is reported
     /// as `log.new_remote_error`, a symptom that travels to callers, not as `log.new_template`,
     /// which is a change in the service's own behaviour.
     pub remote_failure_phrases: Vec<String>,

@@ -212,14 +212,17 @@ impl Detector for LogDetector {
             let familiar = service_since.saturating_add(
                 i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC,
             ) <= earliest;
-            let remote = level.filter(|l| l.is_error()).and_then(|_| {
-                let others = self
-                    .services_seen
-                    .keys()
-                    .filter(|(env, service)| *env == key.0 && *service != key.1)
-                    .map(|(_, service)| service.as_str());
-                remote_failure(&self.config.remote_failure_phrases, others, &log.body)
-            });
+            // A WARN line can relay a failed call too ("retrying payment: connection refused").
+            let remote = level
+                .filter(|l| l.is_error() || *l == LogLevel::Warn)
+                .and_then(|_| {
+                    let others = self
+                        .services_seen
+                        .keys()
+                        .filter(|(env, service)| *env == key.0 && *service != key.1)
+                        .map(|(_, service)| service.as_str());
+                    remote_failure(&self.config.remote_failure_phrases, others, &log.body)
+                });
             let severity = match level {
                 // An error the service raised itself, never seen before: the most specific sign
                 // of changed behaviour there is. A relayed failure is one step removed.
@@ -538,6 +541,11 @@ mod tests {
 
     /// The new error templates `cart` reports for `lines`, as (signal family, severity).
     fn new_error_templates(lines: &[&str]) -> Vec<(String, Severity)> {
+        new_templates(LogLevel::Error, lines)
+    }
+
+    /// The new templates `cart` reports for `lines` at `level`, as (signal family, severity).
+    fn new_templates(level: LogLevel, lines: &[&str]) -> Vec<(String, Severity)> {
         let mut d = LogDetector::new(DetectConfig::default());
         let mut out = Findings::default();
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
@@ -552,7 +560,7 @@ mod tests {
             for i in 0..5 {
                 let t = (120 + 20 * n as i64 + i) * NANOS_PER_SEC;
                 d.observe(
-                    &log(t, "cart", Some(LogLevel::Error), line),
+                    &log(t, "cart", Some(level), line),
                     Phase::Detecting,
                     &mut found,
                 );
@@ -594,6 +602,18 @@ mod tests {
         assert_eq!(
             new_error_templates(&["counter payments_total overflowed"]),
             vec![own]
+        );
+        // a warning can relay a failed call too
+        assert_eq!(
+            new_templates(
+                LogLevel::Warn,
+                &["retrying charge: connection reset by peer"]
+            ),
+            vec![("log.new_remote_error".to_string(), Severity::Sev3)]
+        );
+        assert_eq!(
+            new_templates(LogLevel::Warn, &["cart cache is 91% full"]),
+            vec![("log.new_template".to_string(), Severity::Sev3)]
         );
     }
 
