@@ -73,8 +73,8 @@ pub struct TraceLogDetector {
     baseline: HashMap<OpKey, OpLogs>,
     windows: Windows<HashMap<OpKey, OpWindow>>,
     recent: HashMap<OpKey, VecDeque<RecentWindow>>,
-    /// Lines reported missing, with the windows closed since.
-    missing: HashMap<(OpKey, TemplateId), usize>,
+    /// Lines reported missing: the windows closed since, and the severity last reported.
+    missing: HashMap<(OpKey, TemplateId), Missing>,
 }
 
 impl TraceLogDetector {
@@ -165,15 +165,35 @@ impl TraceLogDetector {
                     continue;
                 }
                 let key = (op.clone(), template);
-                if let Some(since) = self.missing.get_mut(&key) {
+                if let Some(missing) = self.missing.get_mut(&key) {
                     // Recovery is judged only on the windows after the line went missing.
-                    *since = (*since + 1).min(recent.len());
-                    let (n, observed) = tail_counts(recent, *since, template);
+                    missing.since = (missing.since + 1).min(recent.len());
+                    let (n, observed) = tail_counts(recent, missing.since, template);
                     let expected = n as f64 * share;
                     if expected >= Self::MIN_EXPECTED && observed as f64 >= 0.5 * expected {
                         self.missing.remove(&key);
-                    } else {
-                        anomalous = true;
+                        continue;
+                    }
+                    anomalous = true;
+                    if !self.config.absence_escalation {
+                        continue;
+                    }
+                    // Still missing: as spans without it pile up the finding grows surer, and
+                    // is reported again each time it reaches a more severe level.
+                    let (n, observed) = tail_counts(recent, recent.len(), template);
+                    let surprise = binomial_lower_surprise(observed, n, share.min(0.999));
+                    if let Some(severity) =
+                        levels.severity(surprise).filter(|s| *s < missing.severity)
+                    {
+                        missing.severity = severity;
+                        stopped.push(StoppedLine {
+                            template,
+                            surprise,
+                            severity,
+                            share,
+                            observed,
+                            spans: n,
+                        });
                     }
                     continue;
                 }
@@ -190,7 +210,7 @@ impl TraceLogDetector {
                     continue;
                 };
                 anomalous = true;
-                self.missing.insert(key, 0);
+                self.missing.insert(key, Missing { since: 0, severity });
                 stopped.push(StoppedLine {
                     template,
                     surprise,
@@ -244,6 +264,14 @@ impl TraceLogDetector {
             }
         }
     }
+}
+
+/// A line reported missing.
+struct Missing {
+    /// Windows closed since it was reported.
+    since: usize,
+    /// The most severe level it has been reported at.
+    severity: Severity,
 }
 
 /// A usual line of an operation's spans found missing in the current window.
@@ -432,6 +460,49 @@ mod tests {
         );
         assert_eq!(a.service, "route");
         assert!(a.severity <= Severity::Sev2);
+    }
+
+    /// The severities at which a line half of queryByIds' spans write is reported missing, over
+    /// a minute and a half after it stopped. One request every 2 s: few spans per window, so the
+    /// absence grows surer window by window.
+    fn reports_of_a_stopped_conditional_line(config: DetectConfig) -> Vec<Severity> {
+        let mut d = TraceLogDetector::new(config);
+        let run = |d: &mut TraceLogDetector, from: i64, secs: i64, writes: bool, phase| {
+            let mut found = Findings::default();
+            for i in 0..secs / 2 {
+                let t = (from + 2 * i) * NANOS_PER_SEC;
+                let b = format!("b{from}-{i}");
+                d.observe(&span(t, "queryByIds", &b), phase, &mut found);
+                if writes && i % 2 == 0 {
+                    let line = format!("INFO RouteServiceImpl#91 cache miss for {i}");
+                    d.observe(&log(t, &b, &line), phase, &mut found);
+                }
+                d.advance(t, phase, &mut found);
+            }
+            found
+        };
+        run(&mut d, 0, 120, true, Phase::Learning);
+        let normal = run(&mut d, 120, 60, true, Phase::Detecting);
+        assert!(normal.anomalies.is_empty(), "{:?}", normal.anomalies);
+        run(&mut d, 180, 120, false, Phase::Detecting)
+            .anomalies
+            .iter()
+            .map(|a| a.severity)
+            .collect()
+    }
+
+    #[test]
+    fn a_line_that_stays_missing_is_reported_again_as_it_grows_surer_when_asked() {
+        let once = reports_of_a_stopped_conditional_line(DetectConfig::default());
+        assert_eq!(once.len(), 1, "{once:?}");
+        let escalating = reports_of_a_stopped_conditional_line(DetectConfig {
+            absence_escalation: true,
+            ..DetectConfig::default()
+        });
+        assert!(escalating.len() >= 2, "{escalating:?}");
+        assert_eq!(escalating[0], once[0]);
+        // each report more severe than the one before
+        assert!(escalating.windows(2).all(|w| w[1] < w[0]), "{escalating:?}");
     }
 
     #[test]
