@@ -12,7 +12,7 @@
 use crate::logs::{line_level, mining_line, truncate};
 use crate::stats::binomial_lower_surprise;
 use crate::window::Windows;
-use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
+use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase, SurpriseLevels};
 use culprit_core::{Event, EventBody, Severity, SourceKind, UnixNanos, NANOS_PER_SEC};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
 use std::collections::{HashMap, VecDeque};
@@ -181,19 +181,11 @@ impl TraceLogDetector {
                     // Still missing: as spans without it pile up the finding grows surer, and
                     // is reported again each time it reaches a more severe level.
                     let (n, observed) = tail_counts(recent, recent.len(), template);
-                    let surprise = binomial_lower_surprise(observed, n, share.min(0.999));
-                    if let Some(severity) =
-                        levels.severity(surprise).filter(|s| *s < missing.severity)
+                    if let Some(line) = StoppedLine::judge(template, share, n, observed, &levels)
+                        .filter(|l| l.severity < missing.severity)
                     {
-                        missing.severity = severity;
-                        stopped.push(StoppedLine {
-                            template,
-                            surprise,
-                            severity,
-                            share,
-                            observed,
-                            spans: n,
-                        });
+                        missing.severity = line.severity;
+                        stopped.push(line);
                     }
                     continue;
                 }
@@ -202,23 +194,15 @@ impl TraceLogDetector {
                 if expected < Self::MIN_EXPECTED || observed as f64 > 0.25 * expected {
                     continue;
                 }
-                let surprise = binomial_lower_surprise(observed, n, share.min(0.999));
-                let Some(severity) = levels
-                    .severity(surprise)
-                    .filter(|s| *s <= self.config.min_severity)
+                let Some(line) = StoppedLine::judge(template, share, n, observed, &levels)
+                    .filter(|l| l.severity <= self.config.min_severity)
                 else {
                     continue;
                 };
                 anomalous = true;
+                let severity = line.severity;
                 self.missing.insert(key, Missing { since: 0, severity });
-                stopped.push(StoppedLine {
-                    template,
-                    surprise,
-                    severity,
-                    share,
-                    observed,
-                    spans: n,
-                });
+                stopped.push(line);
             }
             let strongest = stopped.iter().max_by(|a, b| {
                 a.surprise
@@ -282,6 +266,29 @@ struct StoppedLine {
     share: f64,
     observed: u64,
     spans: u64,
+}
+
+impl StoppedLine {
+    /// The line seen in `observed` of the last `spans` spans where `share` of them write it, with
+    /// the severity of that shortfall, if it reaches a level.
+    fn judge(
+        template: TemplateId,
+        share: f64,
+        spans: u64,
+        observed: u64,
+        levels: &SurpriseLevels,
+    ) -> Option<StoppedLine> {
+        let surprise = binomial_lower_surprise(observed, spans, share.min(0.999));
+        let severity = levels.severity(surprise)?;
+        Some(StoppedLine {
+            template,
+            surprise,
+            severity,
+            share,
+            observed,
+            spans,
+        })
+    }
 }
 
 /// Spans, and spans that wrote `template`, over the last `windows` windows of `recent`.
