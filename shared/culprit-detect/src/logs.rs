@@ -386,8 +386,9 @@ impl LogDetector {
     }
 }
 
-/// Why an error line reports a failed call to another service (it holds a remote-failure
-/// phrase, or names one of `others`, the other services culprit has seen), if it does.
+/// Why an error or warning line reports a failed call to another service (it holds a
+/// remote-failure phrase, or names one of `others`, the other services culprit has seen), if it
+/// does.
 fn remote_failure<'a>(
     phrases: &[String],
     others: impl IntoIterator<Item = &'a str>,
