@@ -8,7 +8,7 @@ use crate::stats::poisson_surprise;
 use crate::template_mix::TemplateMix;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
-use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos};
+use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos, NANOS_PER_SEC};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
 use std::collections::HashMap;
 
@@ -209,9 +209,9 @@ impl Detector for LogDetector {
         {
             // New INFO/DEBUG templates are mostly new workload (a request type the baseline
             // did not happen to see), so they are kept out of the default report.
-            let familiar = service_since.saturating_add(
-                i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC,
-            ) <= earliest;
+            let familiar = service_since
+                .saturating_add(i64::from(self.config.novelty_window_secs) * NANOS_PER_SEC)
+                <= earliest;
             // A WARN line can relay a failed call too ("retrying payment: connection refused").
             let remote = level
                 .filter(|l| l.is_error() || *l == LogLevel::Warn)
@@ -325,11 +325,6 @@ impl LogDetector {
 }
 
 impl LogDetector {
-    /// Trailing windows over which a template's absence is judged (about a minute).
-    fn mix_horizon(&self) -> usize {
-        (self.config.absence_horizon_secs / self.config.window_secs.max(1)).max(1) as usize
-    }
-
     fn judge_mix(
         &mut self,
         key: &ServiceKey,
@@ -338,14 +333,14 @@ impl LogDetector {
         phase: Phase,
         out: &mut Findings,
     ) {
-        let horizon = self.mix_horizon();
+        let horizon = i64::from(self.config.absence_horizon_secs.max(1)) * NANOS_PER_SEC;
         let levels = self.config.surprise_levels;
         let mix = self.mixes.entry(key.clone()).or_default();
         if phase == Phase::Learning {
             mix.learn(&templates);
             return;
         }
-        let missing = mix.judge(templates.clone(), horizon, levels.sev5);
+        let missing = mix.judge(start, templates.clone(), horizon, levels.sev5);
         if missing.is_empty() {
             mix.learn(&templates);
             return;

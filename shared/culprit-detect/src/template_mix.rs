@@ -23,10 +23,18 @@ pub struct TemplateMix {
     /// Baseline lines per template, decayed.
     counts: HashMap<TemplateId, f64>,
     total: f64,
-    /// The most recent windows: (lines per template, lines).
-    recent: VecDeque<(HashMap<TemplateId, u32>, u32)>,
+    /// The windows of the trailing horizon, oldest first.
+    recent: VecDeque<RecentWindow>,
     /// Templates reported missing that have not come back yet.
     missing: HashSet<TemplateId>,
+}
+
+/// A window still inside the horizon.
+#[derive(Debug)]
+struct RecentWindow {
+    start: i64,
+    counts: HashMap<TemplateId, u32>,
+    lines: u32,
 }
 
 impl TemplateMix {
@@ -47,23 +55,37 @@ impl TemplateMix {
         }
     }
 
-    /// Takes one closed window and returns the templates newly found missing over the trailing
-    /// `horizon` windows whose absence is at least `min_surprise` surprising.
+    /// Takes the window closed at `start` and returns the templates newly found missing over the
+    /// trailing `horizon` (event time, same unit as `start`) whose absence is at least
+    /// `min_surprise` surprising.
+    ///
+    /// The horizon is a span of time, not a number of windows: a quiet service closes no window
+    /// while it writes nothing, and counting only its busy windows would stretch "the last
+    /// minute" back to lines written long before.
     pub fn judge(
         &mut self,
+        start: i64,
         counts: HashMap<TemplateId, u32>,
-        horizon: usize,
+        horizon: i64,
         min_surprise: f64,
     ) -> Vec<MissingTemplate> {
         let lines: u32 = counts.values().sum();
-        self.recent.push_back((counts, lines));
-        while self.recent.len() > horizon.max(1) {
+        self.recent.push_back(RecentWindow {
+            start,
+            counts,
+            lines,
+        });
+        while self
+            .recent
+            .front()
+            .is_some_and(|oldest| oldest.start <= start - horizon)
+        {
             self.recent.pop_front();
         }
         if self.total < Self::MIN_BASELINE_LINES {
             return Vec::new();
         }
-        let n: u64 = self.recent.iter().map(|(_, l)| u64::from(*l)).sum();
+        let n: u64 = self.recent.iter().map(|w| u64::from(w.lines)).sum();
         let mut found = Vec::new();
         for (&template, &baseline) in &self.counts {
             let share = baseline / self.total;
@@ -71,7 +93,7 @@ impl TemplateMix {
             let observed: u64 = self
                 .recent
                 .iter()
-                .map(|(c, _)| u64::from(c.get(&template).copied().unwrap_or(0)))
+                .map(|w| u64::from(w.counts.get(&template).copied().unwrap_or(0)))
                 .sum();
             if self.missing.contains(&template) {
                 if observed as f64 >= 0.5 * expected {
@@ -113,15 +135,15 @@ mod tests {
             mix.learn(&window(&[(1, 10), (2, 10), (3, 2)]));
         }
         // Load halves: every share stays the same, nothing is missing.
-        for _ in 0..6 {
+        for start in 0..6 {
             assert!(mix
-                .judge(window(&[(1, 5), (2, 5), (3, 1)]), 6, 5.0)
+                .judge(start, window(&[(1, 5), (2, 5), (3, 1)]), 6, 5.0)
                 .is_empty());
         }
         // Template 2 stops.
         let mut found = Vec::new();
-        for _ in 0..6 {
-            found.extend(mix.judge(window(&[(1, 10), (3, 2)]), 6, 5.0));
+        for start in 6..12 {
+            found.extend(mix.judge(start, window(&[(1, 10), (3, 2)]), 6, 5.0));
         }
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].template, 2);
@@ -131,5 +153,31 @@ mod tests {
         );
         // rare template 3 is never judged missing on thin evidence
         assert!(found.iter().all(|m| m.template != 3));
+    }
+
+    #[test]
+    fn a_quiet_services_horizon_is_a_span_of_time_not_a_count_of_its_busy_windows() {
+        let mut mix = TemplateMix::default();
+        for _ in 0..30 {
+            mix.learn(&window(&[(1, 10), (2, 10)]));
+        }
+        // Busy windows with both lines, then template 2 stops while the service writes only
+        // now and then: every other window of the horizon (6) is empty and never closes.
+        for start in 0..6 {
+            assert!(mix
+                .judge(start, window(&[(1, 10), (2, 10)]), 6, 5.0)
+                .is_empty());
+        }
+        let mut found = Vec::new();
+        for start in [6, 8, 10, 12] {
+            found.extend(mix.judge(start, window(&[(1, 10)]), 6, 5.0));
+        }
+        // By window 12 the horizon (6, 12] holds only windows without template 2. Counting the
+        // last six windows that had lines would still reach back to 2..5 and keep it hidden.
+        assert_eq!(
+            found.iter().map(|m| m.template).collect::<Vec<_>>(),
+            vec![2],
+            "{found:?}"
+        );
     }
 }

@@ -62,6 +62,7 @@ struct OpWindow {
 /// A window still inside the horizon; tainted once it was part of an anomaly.
 #[derive(Debug)]
 struct RecentWindow {
+    start: UnixNanos,
     window: OpWindow,
     tainted: bool,
 }
@@ -100,8 +101,10 @@ impl TraceLogDetector {
         }
     }
 
-    fn horizon(&self) -> usize {
-        (self.config.absence_horizon_secs / self.config.window_secs.max(1)).max(1) as usize
+    /// The trailing span of event time a line's absence is judged over. A span of time rather
+    /// than a count of windows: an operation that runs now and then closes no window in between.
+    fn horizon(&self) -> i64 {
+        i64::from(self.config.absence_horizon_secs.max(1)) * NANOS_PER_SEC
     }
 
     fn complete_groups(&mut self, watermark: Option<UnixNanos>) {
@@ -145,12 +148,16 @@ impl TraceLogDetector {
             }
             let recent = self.recent.entry(op.clone()).or_default();
             recent.push_back(RecentWindow {
+                start,
                 window,
                 tainted: false,
             });
             // A window joins the baseline only once it leaves the horizon untainted, so a line
             // that fades out over several windows is judged against what was normal before.
-            while recent.len() > horizon {
+            while recent
+                .front()
+                .is_some_and(|oldest| oldest.start <= start - horizon)
+            {
                 if let Some(old) = recent.pop_front().filter(|w| !w.tainted) {
                     baseline.add(&old.window);
                 }
@@ -554,6 +561,48 @@ mod tests {
                 .anomalies
                 .iter()
                 .any(|a| a.signal == "log.missing_in_span:queryByIds"),
+            "{:?}",
+            found.anomalies
+        );
+    }
+
+    #[test]
+    fn an_operation_that_runs_in_bursts_is_judged_over_the_last_minute_not_its_last_busy_windows() {
+        let mut d = TraceLogDetector::new(DetectConfig::default());
+        // Five queryByIds requests every 20 s: every other 10 s window has none and never closes.
+        let burst = |d: &mut TraceLogDetector, at: i64, writes: bool, phase, out: &mut Findings| {
+            for i in 0..5 {
+                let t = at * NANOS_PER_SEC + i * NANOS_PER_SEC / 10;
+                let id = format!("b{at}-{i}");
+                d.observe(&span(t, "queryByIds", &id), phase, out);
+                if writes {
+                    let line = format!("INFO RouteController#53 query routes {i} {i}");
+                    d.observe(&log(t, &id, &line), phase, out);
+                }
+            }
+            d.advance((at + 1) * NANOS_PER_SEC, phase, out);
+        };
+        let mut found = Findings::default();
+        for at in (0..300).step_by(20) {
+            burst(&mut d, at, true, Phase::Learning, &mut found);
+        }
+        for at in (300..420).step_by(20) {
+            burst(&mut d, at, true, Phase::Detecting, &mut found);
+        }
+        assert!(found.anomalies.is_empty(), "{:?}", found.anomalies);
+        // The line stops. Four bursts (80 s) later the last minute holds none of it; the last
+        // six busy windows would still hold two bursts that wrote it.
+        for at in (420..500).step_by(20) {
+            burst(&mut d, at, false, Phase::Detecting, &mut found);
+        }
+        d.advance(530 * NANOS_PER_SEC, Phase::Detecting, &mut found);
+        assert_eq!(
+            found
+                .anomalies
+                .iter()
+                .map(|a| a.signal.as_str())
+                .collect::<Vec<_>>(),
+            vec!["log.missing_in_span:queryByIds"],
             "{:?}",
             found.anomalies
         );
