@@ -340,9 +340,8 @@ impl LogDetector {
             mix.learn(&templates);
             return;
         }
-        let missing = mix.judge(start, templates.clone(), horizon, levels.sev5);
+        let missing = mix.judge(start, templates, horizon, levels.sev5);
         if missing.is_empty() {
-            mix.learn(&templates);
             return;
         }
         let miner = self.miners.get(key);

@@ -7,7 +7,7 @@
 
 use crate::stats::binomial_lower_surprise;
 use culprit_drain::TemplateId;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 /// A template seen far less than its usual share.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,16 +25,18 @@ pub struct TemplateMix {
     total: f64,
     /// The windows of the trailing horizon, oldest first.
     recent: VecDeque<RecentWindow>,
-    /// Templates reported missing that have not come back yet.
-    missing: HashSet<TemplateId>,
+    /// Templates reported missing that have not come back yet, with the window they went
+    /// missing in.
+    missing: HashMap<TemplateId, i64>,
 }
 
-/// A window still inside the horizon.
+/// A window still inside the horizon; tainted once a template was missing while it was there.
 #[derive(Debug)]
 struct RecentWindow {
     start: i64,
     counts: HashMap<TemplateId, u32>,
     lines: u32,
+    tainted: bool,
 }
 
 impl TemplateMix {
@@ -43,6 +45,9 @@ impl TemplateMix {
     const MIN_BASELINE_LINES: f64 = 40.0;
     /// Lines the trailing horizon must have been expected to hold before absence means anything.
     const MIN_EXPECTED: f64 = 8.0;
+    /// Horizons a template may stay missing before its absence is taken as the new normal
+    /// (a release that stopped writing it), so the mix learns again.
+    const ACCEPT_GONE_AFTER_HORIZONS: i64 = 15;
 
     pub fn learn(&mut self, counts: &HashMap<TemplateId, u32>) {
         for (t, c) in counts {
@@ -61,7 +66,10 @@ impl TemplateMix {
     ///
     /// The horizon is a span of time, not a number of windows: a quiet service closes no window
     /// while it writes nothing, and counting only its busy windows would stretch "the last
-    /// minute" back to lines written long before.
+    /// minute" back to lines written long before. A window joins the baseline only once it
+    /// leaves the horizon with no template missing meanwhile, so a line that is already gone
+    /// when the service is first watched is judged against what was normal before rather than
+    /// learned away.
     pub fn judge(
         &mut self,
         start: i64,
@@ -74,19 +82,23 @@ impl TemplateMix {
             start,
             counts,
             lines,
+            tainted: false,
         });
         while self
             .recent
             .front()
             .is_some_and(|oldest| oldest.start <= start - horizon)
         {
-            self.recent.pop_front();
+            if let Some(old) = self.recent.pop_front().filter(|w| !w.tainted) {
+                self.learn(&old.counts);
+            }
         }
         if self.total < Self::MIN_BASELINE_LINES {
             return Vec::new();
         }
         let n: u64 = self.recent.iter().map(|w| u64::from(w.lines)).sum();
         let mut found = Vec::new();
+        let mut gone = Vec::new();
         for (&template, &baseline) in &self.counts {
             let share = baseline / self.total;
             let expected = n as f64 * share;
@@ -95,9 +107,11 @@ impl TemplateMix {
                 .iter()
                 .map(|w| u64::from(w.counts.get(&template).copied().unwrap_or(0)))
                 .sum();
-            if self.missing.contains(&template) {
+            if let Some(&since) = self.missing.get(&template) {
                 if observed as f64 >= 0.5 * expected {
                     self.missing.remove(&template);
+                } else if start - since > Self::ACCEPT_GONE_AFTER_HORIZONS * horizon {
+                    gone.push(template);
                 }
                 continue;
             }
@@ -106,7 +120,7 @@ impl TemplateMix {
             }
             let surprise = binomial_lower_surprise(observed, n, share);
             if surprise >= min_surprise {
-                self.missing.insert(template);
+                self.missing.insert(template, start);
                 found.push(MissingTemplate {
                     template,
                     observed,
@@ -114,6 +128,13 @@ impl TemplateMix {
                     surprise,
                 });
             }
+        }
+        for template in gone {
+            self.missing.remove(&template);
+            self.total -= self.counts.remove(&template).unwrap_or(0.0);
+        }
+        if !self.missing.is_empty() {
+            self.recent.iter_mut().for_each(|w| w.tainted = true);
         }
         found.sort_by(|a, b| b.surprise.total_cmp(&a.surprise));
         found
@@ -177,6 +198,49 @@ mod tests {
         assert_eq!(
             found.iter().map(|m| m.template).collect::<Vec<_>>(),
             vec![2],
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_line_already_gone_when_watching_starts_is_missing_not_learned_away() {
+        let mut mix = TemplateMix::default();
+        mix.learn(&window(&[(1, 50), (2, 50)]));
+        // Few lines a window: the horizon (6) fills slowly. Had each window been learned as it
+        // closed, template 2's share would shrink faster than the evidence of its absence grows.
+        let found: Vec<_> = (0..6)
+            .flat_map(|start| mix.judge(start, window(&[(1, 3)]), 6, 5.0))
+            .collect();
+        assert_eq!(
+            found.iter().map(|m| m.template).collect::<Vec<_>>(),
+            vec![2],
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_line_gone_for_good_becomes_the_new_normal_and_the_mix_learns_again() {
+        let mut mix = TemplateMix::default();
+        for _ in 0..10 {
+            mix.learn(&window(&[(1, 10), (2, 10)]));
+        }
+        let mut start = 0;
+        let mut judge = |mix: &mut TemplateMix, counts: &[(TemplateId, u32)], windows: i64| {
+            let mut found = Vec::new();
+            for _ in 0..windows {
+                found.extend(mix.judge(start, window(counts), 6, 5.0));
+                start += 1;
+            }
+            found
+        };
+        assert_eq!(judge(&mut mix, &[(1, 10)], 10).len(), 1);
+        // Template 2 never returns; a new line 3 appears with the release that dropped it.
+        assert!(judge(&mut mix, &[(1, 10), (3, 10)], 200).is_empty());
+        // Once 2's absence was accepted the mix learned 3, so 3 stopping is noticed.
+        let found = judge(&mut mix, &[(1, 10)], 10);
+        assert_eq!(
+            found.iter().map(|m| m.template).collect::<Vec<_>>(),
+            vec![3],
             "{found:?}"
         );
     }
