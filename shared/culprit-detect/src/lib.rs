@@ -108,9 +108,9 @@ pub struct DetectConfig {
     pub novelty_window_secs: u32,
     /// Trailing event time over which a log line that stopped appearing is judged.
     pub absence_horizon_secs: u32,
-    /// Report a stopped line again each time its absence reaches a more severe level, as spans
-    /// without it pile up. Off by default: on TrainTicket it lifts weak lines of the root cause
-    /// and of background services alike (docs/EVALUATION.md).
+    /// Report a stopped line again each time its absence reaches a more severe level (at most
+    /// SEV2), as spans without it pile up, so a quiet service's line that starts weak still
+    /// counts once it is sure (docs/EVALUATION.md).
     pub absence_escalation: bool,
     /// Span latency quantile whose exceedance rate is tested.
     pub latency_quantile: f64,
@@ -146,7 +146,7 @@ impl Default for DetectConfig {
             novelty_min_count: 3,
             novelty_window_secs: 60,
             absence_horizon_secs: 60,
-            absence_escalation: false,
+            absence_escalation: true,
             latency_quantile: 0.99,
             latency_min_ratio: 1.5,
             latency_min_excess_ms: 0.0,

@@ -286,7 +286,9 @@ impl StoppedLine {
         levels: &SurpriseLevels,
     ) -> Option<StoppedLine> {
         let surprise = binomial_lower_surprise(observed, spans, share.min(0.999));
-        let severity = levels.severity(surprise)?;
+        // Absence is inferred, where an error line is observed: at most SEV2, as in the
+        // template mix, however long the line stays away.
+        let severity = levels.severity(surprise)?.max(Severity::Sev2);
         Some(StoppedLine {
             template,
             surprise,
@@ -473,7 +475,8 @@ mod tests {
             a.description
         );
         assert_eq!(a.service, "route");
-        assert!(a.severity <= Severity::Sev2);
+        // certain, but inferred from absence: SEV2 at most
+        assert_eq!(a.severity, Severity::Sev2);
     }
 
     /// The severities at which a line half of queryByIds' spans write is reported missing, over
@@ -506,17 +509,18 @@ mod tests {
     }
 
     #[test]
-    fn a_line_that_stays_missing_is_reported_again_as_it_grows_surer_when_asked() {
-        let once = reports_of_a_stopped_conditional_line(DetectConfig::default());
-        assert_eq!(once.len(), 1, "{once:?}");
-        let escalating = reports_of_a_stopped_conditional_line(DetectConfig {
-            absence_escalation: true,
+    fn a_line_that_stays_missing_is_reported_again_as_it_grows_surer_up_to_sev2() {
+        let once = reports_of_a_stopped_conditional_line(DetectConfig {
+            absence_escalation: false,
             ..DetectConfig::default()
         });
+        assert_eq!(once.len(), 1, "{once:?}");
+        let escalating = reports_of_a_stopped_conditional_line(DetectConfig::default());
         assert!(escalating.len() >= 2, "{escalating:?}");
         assert_eq!(escalating[0], once[0]);
-        // each report more severe than the one before
+        // each report more severe than the one before, and an absence never beyond SEV2
         assert!(escalating.windows(2).all(|w| w[1] < w[0]), "{escalating:?}");
+        assert_eq!(escalating.last(), Some(&Severity::Sev2), "{escalating:?}");
     }
 
     #[test]
