@@ -184,14 +184,20 @@ impl DetectConfig {
         i64::from(self.window_secs.max(1)) * culprit_core::NANOS_PER_SEC
     }
     pub fn novelty<K: std::hash::Hash + Eq + Clone>(&self) -> novelty::Novelty<K> {
-        novelty::Novelty::new(
-            self.novelty_min_count,
-            i64::from(self.novelty_window_secs) * culprit_core::NANOS_PER_SEC,
-        )
+        novelty::Novelty::new(self.novelty_min_count, self.novelty_window_nanos())
     }
 
     pub fn lateness_nanos(&self) -> i64 {
         i64::from(self.lateness_secs) * culprit_core::NANOS_PER_SEC
+    }
+    pub fn novelty_window_nanos(&self) -> i64 {
+        i64::from(self.novelty_window_secs) * culprit_core::NANOS_PER_SEC
+    }
+    /// The trailing span of event time a line's absence is judged over. A span of time rather
+    /// than a count of windows: a quiet service or an operation that runs now and then closes no
+    /// window in between.
+    pub fn absence_horizon_nanos(&self) -> i64 {
+        i64::from(self.absence_horizon_secs.max(1)) * culprit_core::NANOS_PER_SEC
     }
 }
 

@@ -8,7 +8,7 @@ use crate::stats::poisson_surprise;
 use crate::template_mix::TemplateMix;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
-use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos, NANOS_PER_SEC};
+use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
 use std::collections::HashMap;
 
@@ -209,9 +209,8 @@ impl Detector for LogDetector {
         {
             // New INFO/DEBUG templates are mostly new workload (a request type the baseline
             // did not happen to see), so they are kept out of the default report.
-            let familiar = service_since
-                .saturating_add(i64::from(self.config.novelty_window_secs) * NANOS_PER_SEC)
-                <= earliest;
+            let familiar =
+                service_since.saturating_add(self.config.novelty_window_nanos()) <= earliest;
             // A WARN line can relay a failed call too ("retrying payment: connection refused").
             let remote = level
                 .filter(|l| l.is_error() || *l == LogLevel::Warn)
@@ -333,7 +332,7 @@ impl LogDetector {
         phase: Phase,
         out: &mut Findings,
     ) {
-        let horizon = i64::from(self.config.absence_horizon_secs.max(1)) * NANOS_PER_SEC;
+        let horizon = self.config.absence_horizon_nanos();
         let levels = self.config.surprise_levels;
         let mix = self.mixes.entry(key.clone()).or_default();
         if phase == Phase::Learning {

@@ -101,12 +101,6 @@ impl TraceLogDetector {
         }
     }
 
-    /// The trailing span of event time a line's absence is judged over. A span of time rather
-    /// than a count of windows: an operation that runs now and then closes no window in between.
-    fn horizon(&self) -> i64 {
-        i64::from(self.config.absence_horizon_secs.max(1)) * NANOS_PER_SEC
-    }
-
     fn complete_groups(&mut self, watermark: Option<UnixNanos>) {
         let done: Vec<String> = self
             .groups
@@ -138,7 +132,7 @@ impl TraceLogDetector {
         phase: Phase,
         out: &mut Findings,
     ) {
-        let horizon = self.horizon();
+        let horizon = self.config.absence_horizon_nanos();
         let levels = self.config.surprise_levels;
         for (op, window) in ops {
             let baseline = self.baseline.entry(op.clone()).or_default();
