@@ -18,6 +18,7 @@
 
 pub mod baseline;
 pub mod changes;
+mod edges;
 pub mod logs;
 pub mod metrics;
 pub mod novelty;
@@ -112,6 +113,9 @@ pub struct DetectConfig {
     /// SEV2), as spans without it pile up, so a quiet service's line that starts weak still
     /// counts once it is sure (docs/EVALUATION.md).
     pub absence_escalation: bool,
+    /// Trailing event time over which the waits on a call edge are judged: long enough for a
+    /// quiet edge (a few calls a minute) to show a pattern, short enough to follow a fault.
+    pub edge_horizon_secs: u32,
     /// Span latency quantile whose exceedance rate is tested.
     pub latency_quantile: f64,
     /// A span only counts as slow when it is also this many times the baseline median: a thin
@@ -147,6 +151,7 @@ impl Default for DetectConfig {
             novelty_window_secs: 60,
             absence_horizon_secs: 60,
             absence_escalation: true,
+            edge_horizon_secs: 60,
             latency_quantile: 0.99,
             latency_min_ratio: 1.5,
             latency_min_excess_ms: 0.0,
@@ -198,6 +203,9 @@ impl DetectConfig {
     /// window in between.
     pub fn absence_horizon_nanos(&self) -> i64 {
         i64::from(self.absence_horizon_secs.max(1)) * culprit_core::NANOS_PER_SEC
+    }
+    pub fn edge_horizon_nanos(&self) -> i64 {
+        i64::from(self.edge_horizon_secs.max(1)) * culprit_core::NANOS_PER_SEC
     }
 }
 

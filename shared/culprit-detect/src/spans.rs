@@ -15,6 +15,7 @@
 //! windows.
 
 use crate::baseline::Baseline;
+use crate::edges::{EdgeCalls, EdgeKey, EdgeLatency};
 use crate::novelty::Novelty;
 use crate::stats::{binomial_surprise, poisson_surprise};
 use crate::window::Windows;
@@ -28,9 +29,19 @@ type Name = Arc<str>;
 /// (environment, service, operation)
 type OpKey = (Name, Name, Name);
 
+/// What one event-time window of complete traces holds.
+#[derive(Debug, Default)]
+struct SpanWindow {
+    ops: HashMap<OpKey, OpWindow>,
+    /// Calls into other services, judged on their edges rather than as the caller's own time.
+    edges: HashMap<EdgeKey, EdgeCalls>,
+}
+
 #[derive(Debug, Default)]
 struct OpWindow {
-    /// ln(exclusive time in microseconds) of each span.
+    spans: u32,
+    /// ln(exclusive time in microseconds) of each span that is not a call into another
+    /// service.
     log_durations: Vec<f64>,
     /// Errors that originated in these spans.
     errors: u32,
@@ -68,6 +79,9 @@ struct PendingSpan {
     is_error: bool,
     error_type: Option<String>,
     name: String,
+    /// For a client span, the service it calls as its attributes name it (`peer.service`,
+    /// `server.address`): the callee when that has no spans of its own (a database, a cache).
+    peer: Option<Name>,
 }
 
 #[derive(Debug, Default)]
@@ -76,8 +90,21 @@ struct PendingTrace {
     last_seen: UnixNanos,
 }
 
-/// Exclusive time and error origin of every span of a complete trace.
-fn attribute(trace: &[PendingSpan]) -> Vec<(i64, bool)> {
+/// What one span of a complete trace did itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Attributed {
+    /// Its duration minus the time covered by its children.
+    exclusive: i64,
+    /// It failed and none of its children did.
+    originated: bool,
+    has_children: bool,
+    /// Its only child, when that runs in another service: the span is a call, and its
+    /// exclusive time is the caller's wait on the callee, not work of its own.
+    remote_child: Option<usize>,
+}
+
+/// Exclusive time, error origin and remote call of every span of a complete trace.
+fn attribute(trace: &[PendingSpan]) -> Vec<Attributed> {
     let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, s) in trace.iter().enumerate() {
         if let Some(p) = &s.parent_span_id {
@@ -115,9 +142,30 @@ fn attribute(trace: &[PendingSpan]) -> Vec<(i64, bool)> {
             }
             let exclusive = (s.duration - covered).max(0);
             let originated = s.is_error && !kids.iter().any(|&k| trace[k].is_error);
-            (exclusive, originated)
+            let remote_child = match kids {
+                [only] if trace[*only].key.1 != s.key.1 => Some(*only),
+                _ => None,
+            };
+            Attributed {
+                exclusive,
+                originated,
+                has_children: !kids.is_empty(),
+                remote_child,
+            }
         })
         .collect()
+}
+
+/// The service a client span calls, as its attributes name it.
+fn peer_service(span: &SpanEvent) -> Option<&str> {
+    if span.kind != "client" {
+        return None;
+    }
+    ["peer.service", "server.address", "net.peer.name"]
+        .iter()
+        .find_map(|k| span.attributes.get(*k))
+        .map(String::as_str)
+        .filter(|p| !p.is_empty())
 }
 
 /// Errors and totals seen in the baseline, decayed so the rate follows slow drift.
@@ -217,7 +265,8 @@ pub struct SpanDetector {
     error_types: Novelty<(Name, Name, String)>,
     known_dependencies: HashSet<DependencyEdge>,
     traces: HashMap<String, PendingTrace>,
-    windows: Windows<HashMap<OpKey, OpWindow>>,
+    windows: Windows<SpanWindow>,
+    edge_latency: EdgeLatency,
 }
 
 impl SpanDetector {
@@ -241,6 +290,7 @@ impl SpanDetector {
             known_dependencies: HashSet::new(),
             traces: HashMap::new(),
             windows,
+            edge_latency: EdgeLatency::default(),
         }
     }
 
@@ -356,16 +406,48 @@ impl SpanDetector {
             let Some(trace) = self.traces.remove(&id) else {
                 continue;
             };
-            for (span, (exclusive, originated)) in trace.spans.iter().zip(attribute(&trace.spans)) {
-                let window = self
-                    .windows
-                    .at(span.start)
-                    .entry(span.key.clone())
-                    .or_default();
-                let micros = (exclusive as f64 / 1000.0).max(1.0);
-                window.log_durations.push(micros.ln());
-                window.errors += u32::from(originated);
-                if let (true, Some(error_type)) = (originated, &span.error_type) {
+            let attributed = attribute(&trace.spans);
+            for (span, a) in trace.spans.iter().zip(&attributed) {
+                let window = self.windows.at(span.start);
+                // A call's exclusive time is the wait on its callee: judged on the edge.
+                let callee = match a.remote_child {
+                    Some(c) => Some((trace.spans[c].key.1.clone(), Some(trace.spans[c].duration))),
+                    None if !a.has_children => {
+                        let peer = span.peer.clone().filter(|p| *p != span.key.1);
+                        if let Some(peer) = &peer {
+                            // A callee without spans of its own is learned from its callers.
+                            let edge = DependencyEdge {
+                                environment: span.key.0.to_string(),
+                                caller: span.key.1.to_string(),
+                                callee: peer.to_string(),
+                            };
+                            if !self.known_dependencies.contains(&edge) {
+                                self.known_dependencies.insert(edge.clone());
+                                out.edges.push(edge);
+                            }
+                        }
+                        peer.map(|p| (p, None))
+                    }
+                    None => None,
+                };
+                let op = window.ops.entry(span.key.clone()).or_default();
+                op.spans += 1;
+                op.errors += u32::from(a.originated);
+                match callee {
+                    Some((callee, server)) => {
+                        let edge = (span.key.0.clone(), span.key.1.clone(), callee);
+                        window
+                            .edges
+                            .entry(edge)
+                            .or_default()
+                            .push(a.exclusive, server);
+                    }
+                    None => {
+                        let micros = (a.exclusive as f64 / 1000.0).max(1.0);
+                        op.log_durations.push(micros.ln());
+                    }
+                }
+                if let (true, Some(error_type)) = (a.originated, &span.error_type) {
                     self.on_originated_error(span, error_type, phase, out);
                 }
             }
@@ -417,10 +499,13 @@ impl SpanDetector {
     fn close_window(
         &mut self,
         start: UnixNanos,
-        ops: HashMap<OpKey, OpWindow>,
+        window: SpanWindow,
         phase: Phase,
         out: &mut Findings,
     ) {
+        let SpanWindow { ops, edges } = window;
+        self.edge_latency
+            .close(&self.config, start, edges, phase, out);
         let q = self.config.latency_quantile;
         let mut per_service: HashMap<(Name, Name), (u32, u32)> = HashMap::new();
         // Latency is tested per service: each span against its own operation's threshold, the
@@ -432,7 +517,7 @@ impl SpanDetector {
                 .entry((key.0.clone(), key.1.clone()))
                 .or_default();
             e.0 += window.errors;
-            e.1 += window.log_durations.len() as u32;
+            e.1 += window.spans;
 
             let baseline = self.latency.entry(key.clone()).or_default();
             if phase == Phase::Detecting {
@@ -588,6 +673,7 @@ impl Detector for SpanDetector {
             self.on_pair(parent, child, event.time, phase, out);
         }
 
+        let peer = peer_service(span).map(|p| self.intern(p));
         let trace = self.traces.entry(span.trace_id.clone()).or_default();
         trace.last_seen = trace.last_seen.max(event.time);
         trace.spans.push(PendingSpan {
@@ -599,6 +685,7 @@ impl Detector for SpanDetector {
             is_error: span.is_error,
             error_type: span.error_type.clone(),
             name: span.name.clone(),
+            peer,
         });
     }
 
@@ -606,15 +693,15 @@ impl Detector for SpanDetector {
         self.complete_traces(Some(watermark), phase, out);
         self.error_types.expire(watermark);
         self.error_handler_calls.expire(watermark);
-        for (start, ops) in self.windows.close_until(watermark) {
-            self.close_window(start, ops, phase, out);
+        for (start, window) in self.windows.close_until(watermark) {
+            self.close_window(start, window, phase, out);
         }
     }
 
     fn flush(&mut self, phase: Phase, out: &mut Findings) {
         self.complete_traces(None, phase, out);
-        for (start, ops) in self.windows.close_all() {
-            self.close_window(start, ops, phase, out);
+        for (start, window) in self.windows.close_all() {
+            self.close_window(start, window, phase, out);
         }
     }
 }
@@ -622,8 +709,8 @@ impl Detector for SpanDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use culprit_core::{Resource, NANOS_PER_SEC};
-    use std::collections::BTreeMap;
+    use culprit_core::{Anomaly, Resource, NANOS_PER_SEC};
+    use std::collections::{BTreeMap, BTreeSet};
 
     fn span(
         t: i64,
@@ -716,6 +803,7 @@ mod tests {
             is_error,
             error_type: None,
             name: "x".into(),
+            peer: None,
         }
     }
 
@@ -729,13 +817,16 @@ mod tests {
             pending("c", Some("r"), 90, 30, false),
         ];
         let attributed = attribute(&trace);
+        let own = |a: &Attributed| (a.exclusive, a.originated);
         assert_eq!(
-            attributed[0],
+            own(&attributed[0]),
             (100 - 50 - 10, false),
             "root's error came from b"
         );
-        assert_eq!(attributed[2], (30, true), "b failed on its own");
-        assert_eq!(attributed[1], (30, false));
+        assert_eq!(own(&attributed[2]), (30, true), "b failed on its own");
+        assert_eq!(own(&attributed[1]), (30, false));
+        // Same service throughout: no span is a call into another service.
+        assert!(attributed.iter().all(|a| a.remote_child.is_none()));
     }
 
     #[test]
@@ -931,5 +1022,281 @@ mod tests {
             "{:?}",
             found.anomalies
         );
+    }
+
+    /// A small mesh with a database, one request every 200 ms:
+    /// gateway -> A -> X -> db on even requests, gateway -> B -> X -> db and B -> db on odd ones.
+    /// Every call is a client span in the caller with the callee's server span as its only
+    /// child (db has no spans of its own: its callers' client spans name it in `peer.service`).
+    struct Mesh {
+        /// Extra wait (ms) on every call edge that touches this service.
+        slow_network: Option<&'static str>,
+        /// Extra wait (ms) on calls into db only.
+        slow_db: bool,
+        /// Extra own processing time (ms) of X.
+        slow_x: bool,
+    }
+
+    impl Mesh {
+        const NORMAL: Mesh = Mesh {
+            slow_network: None,
+            slow_db: false,
+            slow_x: false,
+        };
+
+        fn wait(&self, caller: &str, callee: &str, jitter: f64) -> f64 {
+            let mut ms = 1.0 * jitter;
+            if self
+                .slow_network
+                .is_some_and(|s| s == caller || s == callee)
+            {
+                ms += 100.0;
+            }
+            if self.slow_db && callee == "db" {
+                ms += 100.0;
+            }
+            ms
+        }
+
+        fn run(&self, d: &mut SpanDetector, t0: i64, secs: i64, phase: Phase, out: &mut Findings) {
+            let ms = |v: f64| (v * 1e6) as i64;
+            for i in 0..secs * 5 {
+                let t = t0 + i * NANOS_PER_SEC / 5;
+                let jitter = 1.0 + ((i * 7919) % 13) as f64 / 26.0;
+                let trace = format!("t{t0}-{i}");
+                let mut spans: Vec<Event> = Vec::new();
+                let mut push = |service: &str,
+                                op: &str,
+                                id: &str,
+                                parent: Option<&str>,
+                                kind: &str,
+                                start: i64,
+                                dur: i64,
+                                peer: Option<&str>| {
+                    let mut attributes = BTreeMap::new();
+                    if let Some(p) = peer {
+                        attributes.insert("peer.service".to_string(), p.to_string());
+                    }
+                    spans.push(Event {
+                        time: start,
+                        resource: Arc::new(Resource::new(service)),
+                        body: EventBody::Span(SpanEvent {
+                            trace_id: trace.clone(),
+                            span_id: format!("{trace}-{id}"),
+                            parent_span_id: parent.map(|p| format!("{trace}-{p}")),
+                            name: op.to_string(),
+                            kind: kind.to_string(),
+                            duration_ns: dur,
+                            is_error: false,
+                            error_type: None,
+                            attributes,
+                        }),
+                    });
+                };
+                let mid = if i % 2 == 0 { "A" } else { "B" };
+                // Built from the leaves up: each span lasts its own work plus its calls.
+                let x_own = if self.slow_x { 200.0 } else { 5.0 } * jitter;
+                let x_db = 2.0 + self.wait("X", "db", jitter);
+                let x_server = x_own + x_db;
+                let mid_x = x_server + self.wait(mid, "X", jitter);
+                let mid_db = if mid == "B" {
+                    2.0 + self.wait("B", "db", jitter)
+                } else {
+                    0.0
+                };
+                let mid_server = 3.0 * jitter + mid_x + mid_db;
+                let gw_mid = mid_server + self.wait("gateway", mid, jitter);
+                let gw_root = 2.0 + gw_mid;
+                let at = |offset: f64| t + ms(offset);
+                let w_gw = self.wait("gateway", mid, jitter) / 2.0;
+                let w_mid = self.wait(mid, "X", jitter) / 2.0;
+                push(
+                    "gateway",
+                    "GET /",
+                    "root",
+                    None,
+                    "server",
+                    at(0.0),
+                    ms(gw_root),
+                    None,
+                );
+                push(
+                    "gateway",
+                    &format!("GET {mid}"),
+                    "gc",
+                    Some("root"),
+                    "client",
+                    at(1.0),
+                    ms(gw_mid),
+                    None,
+                );
+                let s_mid = 1.0 + w_gw;
+                push(
+                    mid,
+                    "handle",
+                    "ms",
+                    Some("gc"),
+                    "server",
+                    at(s_mid),
+                    ms(mid_server),
+                    None,
+                );
+                push(
+                    mid,
+                    "GET X",
+                    "mc",
+                    Some("ms"),
+                    "client",
+                    at(s_mid + 1.0),
+                    ms(mid_x),
+                    None,
+                );
+                if mid == "B" {
+                    push(
+                        "B",
+                        "SELECT",
+                        "bq",
+                        Some("ms"),
+                        "client",
+                        at(s_mid + 1.0 + mid_x),
+                        ms(mid_db),
+                        Some("db"),
+                    );
+                }
+                let s_x = s_mid + 1.0 + w_mid;
+                push(
+                    "X",
+                    "handle",
+                    "xs",
+                    Some("mc"),
+                    "server",
+                    at(s_x),
+                    ms(x_server),
+                    None,
+                );
+                push(
+                    "X",
+                    "SELECT",
+                    "xq",
+                    Some("xs"),
+                    "client",
+                    at(s_x + x_own),
+                    ms(x_db),
+                    Some("db"),
+                );
+                // children first, as exporters deliver them
+                for e in spans.iter().rev() {
+                    d.observe(e, phase, out);
+                }
+                d.advance(t - NANOS_PER_SEC, phase, out);
+            }
+            d.flush(phase, out);
+        }
+    }
+
+    /// Learns 4 minutes of normal traffic, checks a quiet minute raises nothing, then runs
+    /// `fault` for a minute and returns what it raised.
+    fn mesh_fault(fault: Mesh) -> Vec<Anomaly> {
+        let mut d = SpanDetector::new(DetectConfig::default());
+        let mut out = Findings::default();
+        Mesh::NORMAL.run(&mut d, 0, 240, Phase::Learning, &mut out);
+        assert!(out
+            .edges
+            .iter()
+            .any(|e| e.caller == "B" && e.callee == "db"));
+        let mut quiet = Findings::default();
+        Mesh::NORMAL.run(
+            &mut d,
+            240 * NANOS_PER_SEC,
+            60,
+            Phase::Detecting,
+            &mut quiet,
+        );
+        assert!(
+            quiet.anomalies.is_empty(),
+            "normal traffic raised {:?}",
+            quiet.anomalies
+        );
+        let mut found = Findings::default();
+        fault.run(
+            &mut d,
+            300 * NANOS_PER_SEC,
+            60,
+            Phase::Detecting,
+            &mut found,
+        );
+        found.anomalies
+    }
+
+    fn services_with(anomalies: &[Anomaly], signal: &str) -> BTreeSet<String> {
+        anomalies
+            .iter()
+            .filter(|a| a.signal == signal)
+            .map(|a| a.service.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_network_on_one_service_is_blamed_on_it_not_on_its_callers() {
+        let found = mesh_fault(Mesh {
+            slow_network: Some("X"),
+            ..Mesh::NORMAL
+        });
+        // Every edge of X waits longer; A and B each have one slow edge and one normal one.
+        assert_eq!(
+            services_with(&found, "span.edge_latency"),
+            BTreeSet::from(["X".to_string()]),
+            "{found:#?}"
+        );
+        // The callers' longer client spans are waits on X, not their own latency.
+        let others: Vec<_> = found.iter().filter(|a| a.service != "X").collect();
+        assert!(others.is_empty(), "blamed beside X: {others:#?}");
+        let edge = found
+            .iter()
+            .find(|a| a.signal == "span.edge_latency")
+            .unwrap();
+        assert!(
+            edge.description.contains("calls into X from A, B"),
+            "{}",
+            edge.description
+        );
+        assert!(
+            edge.description.contains("own processing is unchanged"),
+            "{}",
+            edge.description
+        );
+        assert!(edge.severity <= Severity::Sev2, "{edge:?}");
+    }
+
+    #[test]
+    fn a_slow_callee_is_judged_on_its_own_span_and_its_callers_are_not_blamed() {
+        let found = mesh_fault(Mesh {
+            slow_x: true,
+            ..Mesh::NORMAL
+        });
+        assert_eq!(
+            services_with(&found, "span.latency"),
+            BTreeSet::from(["X".to_string()]),
+            "{found:#?}"
+        );
+        assert!(
+            services_with(&found, "span.edge_latency").is_empty(),
+            "the waits did not change: {found:#?}"
+        );
+        assert!(found.iter().all(|a| a.service == "X"), "{found:#?}");
+    }
+
+    #[test]
+    fn every_caller_of_a_database_waiting_longer_blames_the_database() {
+        let found = mesh_fault(Mesh {
+            slow_db: true,
+            ..Mesh::NORMAL
+        });
+        assert_eq!(
+            services_with(&found, "span.edge_latency"),
+            BTreeSet::from(["db".to_string()]),
+            "{found:#?}"
+        );
+        assert!(found.iter().all(|a| a.service == "db"), "{found:#?}");
     }
 }

@@ -1,0 +1,358 @@
+//! Latency located on call edges: how long a caller waits on a call beyond the callee's own span.
+//!
+//! A call into another service is two spans: the caller's client span and the callee's server
+//! span inside it. The difference is time on the wire and in queues between them (network,
+//! proxies, connection pools), which belongs to neither service's own work. A slow network on
+//! one pod raises that wait on every edge that touches the pod, while the pod's own processing
+//! stays as it was; a slow callee raises its own span instead.
+//!
+//! Per edge (environment, caller, callee) the wait is learned against a baseline, with the
+//! environment's pooled wait as the fallback for an edge too quiet to have its own (the network
+//! between pods is much the same for every pair). Over the trailing `edge_horizon_secs` the
+//! calls of each edge whose wait exceeds its baseline's upper quantile are counted against the
+//! number expected by chance. An edge that waits too long says that one of its two ends is in
+//! trouble; which one is the end that the slow edges share: each anomalous edge is attributed to
+//! the endpoint with the larger share of slow calls over all of its edges, in both directions
+//! (a pod whose network is slow delays what it serves and what it calls, so a caller whose other
+//! calls and whose own callers are fine is not the one). A tie, one edge between two services
+//! that have no other traffic, blames both.
+//!
+//! A caller's wait is therefore never judged as its own latency (`spans` leaves the exclusive
+//! time of a single-call client span to this module), and the callee's span keeps its own test.
+
+use crate::baseline::Baseline;
+use crate::stats::poisson_surprise;
+use crate::{AnomalyDraft, DetectConfig, Findings, Phase};
+use culprit_core::{SourceKind, UnixNanos};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+type Name = Arc<str>;
+
+/// (environment, caller service, callee service)
+pub(crate) type EdgeKey = (Name, Name, Name);
+
+/// Calls of one edge in one window.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct EdgeCalls {
+    /// ln(wait in microseconds) of each call.
+    pub waits: Vec<f64>,
+    /// ln(callee's own span in microseconds), for the calls where the callee has a span.
+    pub servers: Vec<f64>,
+}
+
+impl EdgeCalls {
+    pub fn push(&mut self, wait_ns: i64, server_ns: Option<i64>) {
+        self.waits.push(ln_micros(wait_ns));
+        if let Some(s) = server_ns {
+            self.servers.push(ln_micros(s));
+        }
+    }
+}
+
+fn ln_micros(ns: i64) -> f64 {
+    (ns as f64 / 1000.0).max(1.0).ln()
+}
+
+/// A window of one edge still inside the horizon; tainted once it was part of an anomaly, so its
+/// waits are never learned.
+#[derive(Debug)]
+struct RecentCalls {
+    start: UnixNanos,
+    calls: EdgeCalls,
+    tainted: bool,
+}
+
+/// How one edge's calls over the horizon compare with its baseline.
+#[derive(Debug)]
+struct EdgeVerdict {
+    key: EdgeKey,
+    calls: u64,
+    slow: u64,
+    expected: f64,
+    surprise: f64,
+    /// Median wait of the slow calls (of all calls when none is slow), ms.
+    median_wait: f64,
+    usual_wait: f64,
+    median_server: Option<f64>,
+    usual_server: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct EdgeLatency {
+    waits: HashMap<EdgeKey, Baseline>,
+    /// Every edge's waits per environment: the fallback for edges too quiet for their own.
+    pooled: HashMap<Name, Baseline>,
+    servers: HashMap<EdgeKey, Baseline>,
+    recent: HashMap<EdgeKey, VecDeque<RecentCalls>>,
+}
+
+/// The slow calls blamed on one service, and the edges they came from.
+#[derive(Debug, Default)]
+struct Blame<'a> {
+    slow: u64,
+    calls: u64,
+    expected: f64,
+    edges: Vec<&'a EdgeVerdict>,
+}
+
+impl EdgeLatency {
+    /// Takes the calls of the window starting at `start`, learns what left the horizon clean and,
+    /// when detecting, reports the services the slow edges share.
+    pub fn close(
+        &mut self,
+        config: &DetectConfig,
+        start: UnixNanos,
+        calls: HashMap<EdgeKey, EdgeCalls>,
+        phase: Phase,
+        out: &mut Findings,
+    ) {
+        if phase == Phase::Learning {
+            for (key, c) in calls {
+                self.learn(config, start, &key, &c);
+            }
+            // Windows still held from an earlier detecting phase are learned as they expire.
+            self.expire(config, i64::MAX);
+            return;
+        }
+        for (key, c) in calls {
+            self.recent.entry(key).or_default().push_back(RecentCalls {
+                start,
+                calls: c,
+                tainted: false,
+            });
+        }
+        let horizon_start = start + config.window_nanos() - config.edge_horizon_nanos();
+        self.expire(config, horizon_start);
+        let verdicts = self.judge(config, start);
+        self.report(config, start, &verdicts, out);
+    }
+
+    /// Learns and drops the windows that started before `before`.
+    fn expire(&mut self, config: &DetectConfig, before: UnixNanos) {
+        let mut learned = Vec::new();
+        for (key, windows) in &mut self.recent {
+            while windows.front().is_some_and(|w| w.start < before) {
+                let w = windows.pop_front().expect("front exists");
+                if !w.tainted {
+                    learned.push((key.clone(), w));
+                }
+            }
+        }
+        self.recent.retain(|_, w| !w.is_empty());
+        for (key, w) in learned {
+            self.learn(config, w.start, &key, &w.calls);
+        }
+    }
+
+    fn learn(&mut self, config: &DetectConfig, time: UnixNanos, key: &EdgeKey, calls: &EdgeCalls) {
+        let b = &config.baseline;
+        let own = self.waits.entry(key.clone()).or_default();
+        let pooled = self.pooled.entry(key.0.clone()).or_default();
+        for w in &calls.waits {
+            own.observe(time, *w, b);
+            pooled.observe(time, *w, b);
+        }
+        let server = self.servers.entry(key.clone()).or_default();
+        for s in &calls.servers {
+            server.observe(time, *s, b);
+        }
+    }
+
+    fn judge(&mut self, config: &DetectConfig, time: UnixNanos) -> Vec<EdgeVerdict> {
+        let q = config.latency_quantile;
+        let mut verdicts = Vec::new();
+        let mut keys: Vec<&EdgeKey> = self.recent.keys().collect();
+        keys.sort();
+        for key in keys {
+            let own = self
+                .waits
+                .get_mut(key)
+                .and_then(|b| b.profile(time, &config.baseline));
+            let Some(profile) = own.or_else(|| {
+                self.pooled
+                    .get_mut(&key.0)
+                    .and_then(|b| b.profile(time, &config.baseline))
+            }) else {
+                continue;
+            };
+            let floor_us = profile.median.exp() + config.latency_min_excess_ms * 1000.0;
+            let threshold = profile
+                .threshold(q, true)
+                .max(profile.median + config.latency_min_ratio.ln())
+                .max(floor_us.ln());
+            let windows = &self.recent[key];
+            let mut waits: Vec<f64> = windows
+                .iter()
+                .flat_map(|w| w.calls.waits.iter().copied())
+                .collect();
+            let mut servers: Vec<f64> = windows
+                .iter()
+                .flat_map(|w| w.calls.servers.iter().copied())
+                .collect();
+            if waits.is_empty() {
+                continue;
+            }
+            let slow = waits.iter().filter(|w| **w > threshold).count() as u64;
+            // A fresh normal call beats the largest of m baseline calls with chance 1/(m+1).
+            let p0 = (1.0 - q).max(2.0 / (profile.samples as f64 + 1.0));
+            let expected = waits.len() as f64 * p0;
+            let usual_server = self
+                .servers
+                .get_mut(key)
+                .and_then(|b| b.profile(time, &config.baseline))
+                .map(|p| p.median.exp() / 1000.0);
+            // Early in a fault the horizon still holds normal calls: describe the slow ones.
+            let mut slow_waits: Vec<f64> =
+                waits.iter().copied().filter(|w| *w > threshold).collect();
+            let calls = waits.len() as u64;
+            let typical = if slow_waits.is_empty() {
+                &mut waits
+            } else {
+                &mut slow_waits
+            };
+            verdicts.push(EdgeVerdict {
+                key: key.clone(),
+                calls,
+                slow,
+                expected,
+                surprise: poisson_surprise(slow, expected),
+                median_wait: median(typical).exp() / 1000.0,
+                usual_wait: profile.median.exp() / 1000.0,
+                median_server: (!servers.is_empty()).then(|| median(&mut servers).exp() / 1000.0),
+                usual_server,
+            });
+        }
+        verdicts
+    }
+
+    fn report(
+        &mut self,
+        config: &DetectConfig,
+        start: UnixNanos,
+        verdicts: &[EdgeVerdict],
+        out: &mut Findings,
+    ) {
+        let levels = &config.surprise_levels;
+        // Share of slow calls over every judged edge of a service, in both directions.
+        let mut share: HashMap<(&Name, &Name), (u64, u64)> = HashMap::new();
+        for v in verdicts {
+            for end in [&v.key.1, &v.key.2] {
+                let s = share.entry((&v.key.0, end)).or_default();
+                s.0 += v.slow;
+                s.1 += v.calls;
+            }
+        }
+        let fraction = |env: &Name, service: &Name| {
+            let (slow, calls) = share[&(env, service)];
+            slow as f64 / calls.max(1) as f64
+        };
+        let mut blamed: BTreeMap<(Name, Name), Blame> = BTreeMap::new();
+        for v in verdicts.iter().filter(|v| v.surprise >= levels.sev5) {
+            let (env, caller, callee) = &v.key;
+            let (fc, fe) = (fraction(env, caller), fraction(env, callee));
+            for (end, f, other) in [(callee, fe, fc), (caller, fc, fe)] {
+                if f >= other {
+                    let b = blamed.entry((env.clone(), end.clone())).or_default();
+                    b.slow += v.slow;
+                    b.calls += v.calls;
+                    b.expected += v.expected;
+                    b.edges.push(v);
+                }
+            }
+            // Slow waits are never learned, whoever is blamed.
+            if let Some(windows) = self.recent.get_mut(&v.key) {
+                windows.iter_mut().for_each(|w| w.tainted = true);
+            }
+        }
+        for ((environment, service), b) in blamed {
+            let surprise = poisson_surprise(b.slow, b.expected);
+            let Some(severity) = levels
+                .severity(surprise)
+                .filter(|s| *s <= config.min_severity && b.slow >= 3)
+            else {
+                continue;
+            };
+            let worst = b
+                .edges
+                .iter()
+                .max_by(|a, c| a.slow.cmp(&c.slow).then(a.key.cmp(&c.key)))
+                .expect("a blamed service has edges");
+            let description = describe(&service, &b, worst);
+            let draft = AnomalyDraft {
+                source: SourceKind::Traces,
+                service: &service,
+                environment: &environment,
+                instance: None,
+                time: start,
+                signal: "span.edge_latency".to_string(),
+            };
+            out.anomalies.push(draft.finish(
+                severity,
+                levels.score(surprise),
+                Some(worst.median_wait),
+                Some(worst.usual_wait),
+                description,
+            ));
+        }
+    }
+}
+
+/// "calls into X from A, B wait 1995 ms longer than usual ...; its own processing is unchanged".
+fn describe(service: &Name, b: &Blame, worst: &EdgeVerdict) -> String {
+    let into: Vec<&str> = b
+        .edges
+        .iter()
+        .filter(|v| v.key.2 == *service)
+        .map(|v| &*v.key.1)
+        .collect();
+    let from: Vec<&str> = b
+        .edges
+        .iter()
+        .filter(|v| v.key.1 == *service)
+        .map(|v| &*v.key.2)
+        .collect();
+    let mut parts = Vec::new();
+    if !into.is_empty() {
+        parts.push(format!("calls into {service} from {}", into.join(", ")));
+    }
+    if !from.is_empty() {
+        parts.push(format!("calls from {service} into {}", from.join(", ")));
+    }
+    // The callee's own processing, on its busiest edge that has server spans.
+    let served = b
+        .edges
+        .iter()
+        .filter(|v| v.key.2 == *service && v.median_server.is_some())
+        .max_by(|a, c| a.calls.cmp(&c.calls).then(a.key.cmp(&c.key)));
+    let own = match served
+        .map(|v| (v.median_server, v.usual_server))
+        .unwrap_or_default()
+    {
+        (Some(now), Some(usual)) if now <= usual * 1.5 + 1.0 => {
+            format!("; the callee's own processing is unchanged ({now:.1} ms vs {usual:.1} ms)")
+        }
+        (Some(now), Some(usual)) => {
+            format!("; the callee's own processing slowed too ({now:.1} ms vs {usual:.1} ms)")
+        }
+        _ => String::new(),
+    };
+    format!(
+        "{} wait {:.0} ms longer than usual (slow calls {:.1} ms vs {:.1} ms on {} -> {}); {} of {} calls slow on {} edge(s), {:.1} expected{own}",
+        parts.join(" and "),
+        (worst.median_wait - worst.usual_wait).max(0.0),
+        worst.median_wait,
+        worst.usual_wait,
+        worst.key.1,
+        worst.key.2,
+        b.slow,
+        b.calls,
+        b.edges.len(),
+        b.expected,
+    )
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
