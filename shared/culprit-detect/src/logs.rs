@@ -1,6 +1,11 @@
 //! Log detector: online template mining per service, with two signals:
 //! - a template never seen in the baseline (a new code path logging, a new exception);
 //! - a burst of error or warning lines against the service's usual count per window.
+//!
+//! A new error line is the service's own failure or the report of a failed call. The trace says
+//! which first: a line written inside a span whose call into another service failed relays that
+//! failure, whatever its words. Only lines without trace context fall back to the text (a phrase
+//! of `remote_failure_phrases` or the name of another known service).
 
 use crate::baseline::Baseline;
 use crate::novelty::Novelty;
@@ -10,7 +15,7 @@ use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
 use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// (environment, service)
 type ServiceKey = (String, String);
@@ -34,7 +39,16 @@ pub struct LogDetector {
     /// a service culprit has only just met are unfamiliar, not changed.
     services_seen: HashMap<ServiceKey, UnixNanos>,
     windows: Windows<HashMap<ServiceKey, LogWindow>>,
+    /// Spans whose call into another service failed: parent span id -> (callee, time). Kept
+    /// for a novelty window, the time in which a line written inside them can be confirmed.
+    failed_calls: HashMap<String, (String, UnixNanos)>,
+    failed_call_order: VecDeque<(UnixNanos, String)>,
+    /// Span ids of the sightings of error and warning templates not yet known.
+    sightings: HashMap<(ServiceKey, TemplateId), Vec<String>>,
 }
+
+/// Sightings kept per pending template: enough for a majority, bounded for a chatty one.
+const MAX_SIGHTINGS: usize = 32;
 
 impl LogDetector {
     pub fn new(config: DetectConfig) -> LogDetector {
@@ -50,6 +64,40 @@ impl LogDetector {
             mixes: HashMap::new(),
             services_seen: HashMap::new(),
             windows,
+            failed_calls: HashMap::new(),
+            failed_call_order: VecDeque::new(),
+            sightings: HashMap::new(),
+        }
+    }
+
+    /// Remembers a failed span under its parent: a line the parent writes may relay it.
+    fn observe_span(&mut self, event: &Event) {
+        let EventBody::Span(span) = &event.body else {
+            return;
+        };
+        let (true, Some(parent)) = (span.is_error, &span.parent_span_id) else {
+            return;
+        };
+        self.failed_calls
+            .insert(parent.clone(), (event.resource.service.clone(), event.time));
+        self.failed_call_order
+            .push_back((event.time, parent.clone()));
+    }
+
+    fn expire_failed_calls(&mut self, watermark: UnixNanos) {
+        let keep_from = watermark.saturating_sub(2 * self.config.novelty_window_nanos());
+        while let Some((time, _)) = self.failed_call_order.front() {
+            if *time >= keep_from {
+                break;
+            }
+            let (time, parent) = self.failed_call_order.pop_front().expect("front exists");
+            if self
+                .failed_calls
+                .get(&parent)
+                .is_some_and(|(_, t)| *t == time)
+            {
+                self.failed_calls.remove(&parent);
+            }
         }
     }
 
@@ -168,11 +216,14 @@ pub(crate) fn level_word(level: Option<LogLevel>) -> &'static str {
 
 impl Detector for LogDetector {
     fn sources(&self) -> &'static [SourceKind] {
-        &[SourceKind::Logs]
+        &[SourceKind::Logs, SourceKind::Traces]
     }
 
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
         let EventBody::Log(log) = &event.body else {
+            if phase == Phase::Detecting {
+                self.observe_span(event);
+            }
             return;
         };
         let key: ServiceKey = (
@@ -195,9 +246,20 @@ impl Detector for LogDetector {
             .or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
         let matched = miner.add(&line);
         let template_key = (key.clone(), matched.id);
+        if phase == Phase::Detecting
+            && level.is_some_and(|l| l.is_error() || l == LogLevel::Warn)
+            && !self.templates.is_known(&template_key)
+        {
+            if let Some(span_id) = log.span_id.as_ref().filter(|id| !id.is_empty()) {
+                let ids = self.sightings.entry(template_key.clone()).or_default();
+                if ids.len() < MAX_SIGHTINGS {
+                    ids.push(span_id.clone());
+                }
+            }
+        }
         let confirmed = match phase {
             Phase::Learning => {
-                self.templates.learn(template_key);
+                self.templates.learn(template_key.clone());
                 None
             }
             Phase::Detecting => self.templates.observe(&template_key, event.time),
@@ -212,15 +274,18 @@ impl Detector for LogDetector {
             let familiar =
                 service_since.saturating_add(self.config.novelty_window_nanos()) <= earliest;
             // A WARN line can relay a failed call too ("retrying payment: connection refused").
+            let span_ids = self.sightings.remove(&template_key).unwrap_or_default();
             let remote = level
                 .filter(|l| l.is_error() || *l == LogLevel::Warn)
                 .and_then(|_| {
-                    let others = self
-                        .services_seen
-                        .keys()
-                        .filter(|(env, service)| *env == key.0 && *service != key.1)
-                        .map(|(_, service)| service.as_str());
-                    remote_failure(&self.config.remote_failure_phrases, others, &log.body)
+                    relayed_by_trace(&self.failed_calls, &key, &span_ids).or_else(|| {
+                        let others = self
+                            .services_seen
+                            .keys()
+                            .filter(|(env, service)| *env == key.0 && *service != key.1)
+                            .map(|(_, service)| service.as_str());
+                        remote_failure(&self.config.remote_failure_phrases, others, &log.body)
+                    })
                 });
             let severity = match level {
                 // An error the service raised itself, never seen before: the most specific sign
@@ -274,6 +339,10 @@ impl Detector for LogDetector {
 
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
         self.templates.expire(watermark);
+        self.expire_failed_calls(watermark);
+        // Sightings of templates that never got confirmed expire with them.
+        let templates = &self.templates;
+        self.sightings.retain(|k, _| !templates.is_known(k));
         let closed = self.windows.close_until(watermark);
         self.close_windows(closed, phase, out);
     }
@@ -379,6 +448,28 @@ impl LogDetector {
     }
 }
 
+/// What the trace says about a template's sightings: `Some(reason)` when most of the lines
+/// with trace context were written inside a span whose call into another service failed,
+/// `None` when they have no trace context or their calls went fine.
+fn relayed_by_trace(
+    failed_calls: &HashMap<String, (String, UnixNanos)>,
+    key: &ServiceKey,
+    span_ids: &[String],
+) -> Option<String> {
+    let callees: Vec<&str> = span_ids
+        .iter()
+        .filter_map(|id| failed_calls.get(id))
+        .map(|(callee, _)| callee.as_str())
+        .filter(|callee| *callee != key.1)
+        .collect();
+    (!span_ids.is_empty() && 2 * callees.len() > span_ids.len()).then(|| {
+        let mut names: Vec<&str> = callees.clone();
+        names.sort_unstable();
+        names.dedup();
+        format!("written while its call into {} failed", names.join(", "))
+    })
+}
+
 /// Why an error or warning line reports a failed call to another service (it holds a
 /// remote-failure phrase, or names one of `others`, the other services culprit has seen), if it
 /// does.
@@ -422,7 +513,7 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use culprit_core::{LogEvent, Resource, NANOS_PER_SEC};
+    use culprit_core::{LogEvent, Resource, SpanEvent, NANOS_PER_SEC};
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -570,6 +661,72 @@ mod tests {
 
     fn signal_family(signal: &str) -> &str {
         signal.split(':').next().unwrap_or(signal)
+    }
+
+    /// Five requests in which `cart` writes `line` inside its span `s<i>`, after a call into
+    /// `payment` (span `p<i>`, a child of `s<i>`) that failed or not; returns the new-template
+    /// findings as (signal family, severity, description).
+    fn lines_inside_calls(line: &str, call_failed: bool) -> Vec<(String, Severity, String)> {
+        let mut d = LogDetector::new(DetectConfig::default());
+        let mut out = Findings::default();
+        normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
+        let mut found = Findings::default();
+        for i in 0..5 {
+            let t = (120 + i) * NANOS_PER_SEC;
+            let call = Event {
+                time: t,
+                resource: Arc::new(Resource::new("payment")),
+                body: EventBody::Span(SpanEvent {
+                    trace_id: format!("t{i}"),
+                    span_id: format!("p{i}"),
+                    parent_span_id: Some(format!("s{i}")),
+                    name: "POST /charge".into(),
+                    kind: "server".into(),
+                    duration_ns: 2_000_000,
+                    is_error: call_failed,
+                    error_type: None,
+                    attributes: BTreeMap::new(),
+                }),
+            };
+            d.observe(&call, Phase::Detecting, &mut found);
+            let mut written = log(t + 3_000_000, "cart", Some(LogLevel::Error), line);
+            if let EventBody::Log(l) = &mut written.body {
+                l.trace_id = Some(format!("t{i}"));
+                l.span_id = Some(format!("s{i}"));
+            }
+            d.observe(&written, Phase::Detecting, &mut found);
+        }
+        found
+            .anomalies
+            .iter()
+            .filter(|a| a.signal.starts_with("log.new_"))
+            .map(|a| {
+                let family = signal_family(&a.signal).to_string();
+                (family, a.severity, a.description.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_error_written_inside_a_failed_call_is_relayed_whatever_its_words() {
+        // No phrase and no service name: only the trace tells that payment failed first.
+        let line = "CartService#77 checkout could not be completed for order";
+        let relayed = lines_inside_calls(line, true);
+        assert_eq!(relayed.len(), 1, "{relayed:?}");
+        assert_eq!(relayed[0].0, "log.new_remote_error");
+        assert_eq!(relayed[0].1, Severity::Sev2);
+        assert!(
+            relayed[0].2.contains("call into payment failed"),
+            "{}",
+            relayed[0].2
+        );
+        // The same line after a call that went fine is the service's own new error.
+        let own = lines_inside_calls(line, false);
+        assert_eq!(own.len(), 1, "{own:?}");
+        assert_eq!(
+            (own[0].0.as_str(), own[0].1),
+            ("log.new_template", Severity::Sev1)
+        );
     }
 
     #[test]
