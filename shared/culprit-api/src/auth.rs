@@ -160,11 +160,12 @@ impl Tokens {
                 }
             };
             let secret = secret.trim();
+            // Commas separate entries, so a secret cannot hold one.
             if secret.chars().count() < MIN_SECRET_LEN || secret.chars().any(char::is_whitespace) {
                 return Err(bad(
                     n,
                     format!(
-                        "token {name}: the secret must be at least {MIN_SECRET_LEN} characters without spaces"
+                        "token {name}: the secret must be at least {MIN_SECRET_LEN} characters without spaces or commas"
                     ),
                 ));
             }

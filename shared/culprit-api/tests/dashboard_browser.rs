@@ -17,6 +17,7 @@
 mod common;
 
 use common::{FakeBaselines, Server, READER, WRITER};
+use culprit_api::{ApiConfig, ApiState};
 use culprit_core::{IncidentStatus, RcaAlert, Severity, NANOS_PER_SEC};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -145,11 +146,16 @@ impl Browser {
         .to_string()
     }
 
-    async fn screenshot(&self, path: &Path) {
+    /// Saves the viewport, scrolled to the top or to `anchor` (a CSS selector).
+    async fn screenshot(&self, path: &Path, anchor: Option<&str>) {
         use base64::Engine;
-        self.exec(
-            "window.scrollTo(0, 0); document.activeElement && document.activeElement.blur();",
-        )
+        let scroll = match anchor {
+            Some(css) => format!("document.querySelector({}).scrollIntoView();", json!(css)),
+            None => "window.scrollTo(0, 0);".to_string(),
+        };
+        self.exec(&format!(
+            "{scroll} document.activeElement && document.activeElement.blur();"
+        ))
         .await;
         let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
         let png = base64::engine::general_purpose::STANDARD
@@ -203,9 +209,16 @@ fn incidents(fixtures: &[RcaAlert]) -> Vec<RcaAlert> {
     for i in 0..LIST_SIZE - fixtures.len() {
         let mut a = fixtures[i % fixtures.len()].clone();
         a.incident_id = format!("{}-{i:03}", a.incident_id);
-        a.environment = ["prod", "staging", "dev"][i % 3].to_string();
-        a.severity = Severity::ALL[i % 5];
-        a.status = if i % 4 == 0 {
+        let (environment, severity) = (["prod", "staging", "dev"][i % 3], Severity::ALL[i % 5]);
+        // The summary names them too ("SEV1 in prod: ...").
+        a.summary = a.summary.replacen(
+            &format!("{} in {}", a.severity, a.environment),
+            &format!("{severity} in {environment}"),
+            1,
+        );
+        a.environment = environment.to_string();
+        a.severity = severity;
+        a.status = if i % 5 == 2 {
             IncidentStatus::Open
         } else {
             IncidentStatus::Resolved
@@ -234,7 +247,10 @@ async fn an_on_call_engineer_finds_judges_and_confirms_an_incident_in_chromium()
     let fixtures = fixtures();
     let mut headline = fixtures[0].clone();
     headline.environment = "prod".into();
-    let state = common::state();
+    // A pinned wall clock keeps the times of feedback, and so the screenshots, the same each run.
+    let state = ApiState::with_clock(ApiConfig::default(), common::tokens(), || {
+        1_717_412_460 * NANOS_PER_SEC // 2024-06-03T11:01:00Z, after the simulated incidents
+    });
     state.set_baselines(Arc::new(FakeBaselines::shop()));
     for mut a in incidents(&fixtures) {
         if a.incident_id == headline.incident_id {
@@ -244,6 +260,15 @@ async fn an_on_call_engineer_finds_judges_and_confirms_an_incident_in_chromium()
     }
     let server = Server::start(state.clone()).await;
     let base = server.base.clone();
+    // An earlier incident like the headline one, resolved and confirmed: its "similar" match.
+    let earlier = format!("{}-004", headline.incident_id);
+    let (status, body) = server
+        .post(
+            &format!("/incidents/{earlier}/feedback"),
+            r#"{"cause":"auth","note":"identity-provider timeout cut to 50 ms"}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
 
     let port = free_port();
     let _driver = KillOnDrop(
@@ -379,7 +404,7 @@ async fn an_on_call_engineer_finds_judges_and_confirms_an_incident_in_chromium()
         )
         .await;
     browser
-        .screenshot(&shots.join("dashboard-incidents.png"))
+        .screenshot(&shots.join("dashboard-incidents.png"), None)
         .await;
 
     // Filter by the headline incident's severity and environment.
@@ -439,6 +464,11 @@ async fn an_on_call_engineer_finds_judges_and_confirms_an_incident_in_chromium()
         json!(headline.graph.nodes.len()),
         "every graph node is drawn"
     );
+    let similar = browser.text("#similar").await;
+    assert!(
+        similar.contains(&earlier) && similar.contains("identity-provider timeout"),
+        "{similar}"
+    );
     let top = headline.root_causes[0].service.clone();
     let candidates = browser.text("article.incident table").await;
     assert!(candidates.contains(&top), "{candidates}");
@@ -448,7 +478,7 @@ async fn an_on_call_engineer_finds_judges_and_confirms_an_incident_in_chromium()
         "focus moves to the page's heading"
     );
     browser
-        .screenshot(&shots.join("dashboard-incident.png"))
+        .screenshot(&shots.join("dashboard-incident.png"), None)
         .await;
 
     // Confirm culprit's first candidate.
@@ -467,6 +497,9 @@ async fn an_on_call_engineer_finds_judges_and_confirms_an_incident_in_chromium()
         status.contains(&format!("Feedback recorded: {top}, by ana")),
         "{status}"
     );
+    browser
+        .screenshot(&shots.join("dashboard-feedback.png"), Some("#feedback"))
+        .await;
 
     // ... and find it in the history.
     browser.click("a[data-nav=history]").await;
@@ -496,7 +529,7 @@ async fn an_on_call_engineer_finds_judges_and_confirms_an_incident_in_chromium()
         )
         .await;
     browser
-        .screenshot(&shots.join("dashboard-baselines.png"))
+        .screenshot(&shots.join("dashboard-baselines.png"), None)
         .await;
     browser.click("#recalc button[type=submit]").await;
     browser
@@ -532,6 +565,10 @@ async fn an_on_call_engineer_finds_judges_and_confirms_an_incident_in_chromium()
         .entries(&Default::default(), 10)
         .await
         .unwrap();
-    assert_eq!(history.len(), 2, "one confirmation and one recalculation");
+    assert_eq!(
+        history.len(),
+        3,
+        "the earlier confirmation, the browser's and one recalculation"
+    );
     println!("browser test took {:.1} s", started.elapsed().as_secs_f64());
 }

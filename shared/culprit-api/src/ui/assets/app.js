@@ -75,6 +75,7 @@
   // Renders the view the hash names; `focusId` is where focus goes afterwards.
   async function render(focusId) {
     stopStream();
+    say(''); // a message belongs to the view it was said on
     if (!token) {
       showSignin();
       return;
