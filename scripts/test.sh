@@ -26,6 +26,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   echo "present"
 fi
+# Headless Chromium for the dashboard's browser test; without it that test says it skipped.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  echo "installing chromium chromium-driver"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+    || echo "chromium could not be installed: the browser test will skip"
+fi
 
 if [ "${CULPRIT_SKIP_KAFKA:-0}" != "1" ] && [ -f scripts/kafka-test-env.sh ]; then
   step "Kafka-protocol broker (tansu) on 127.0.0.1:9092"

@@ -14,8 +14,11 @@ pub struct CulpritConfig {
     pub output: OutputConfig,
     /// Brokers, topics and groups of the Kafka services (`culprit embedder|correlator|serve`).
     pub kafka: culprit_kafka::KafkaConfig,
-    /// The operations API of the services.
+    /// The operations API and dashboard of the services (tokens come from
+    /// `CULPRIT_API_TOKENS` or `api.tokens_file`, never from this file).
     pub api: culprit_api::ApiConfig,
+    /// Scheduled recalculation of the detectors' baselines.
+    pub baselines: culprit_api::BaselinesConfig,
     /// Page through PagerDuty's Events API v2 (the routing key comes from
     /// `CULPRIT_PAGERDUTY_ROUTING_KEY` or `pagerduty.routing_key_file`, never from this file).
     pub pagerduty_enabled: bool,

@@ -9,14 +9,21 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+const TOKEN: &str = "smoke-test-token-0123456789";
+
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    get_with(port, path, "")
+}
+
+/// GET with extra header lines (each ending in `\r\n`).
+fn get_with(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();
@@ -69,6 +76,7 @@ fn serve_answers_health_readiness_and_metrics_and_stops_on_sigterm() {
     let child = Command::new(env!("CARGO_BIN_EXE_culprit"))
         .arg("serve")
         .env("CULPRIT__API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CULPRIT_API_TOKENS", format!("smoke:read:{TOKEN}"))
         .env("CULPRIT__KAFKA__BROKERS", &brokers)
         .env(
             "CULPRIT__KAFKA__EMBEDDER_GROUP_PREFIX",
@@ -98,7 +106,17 @@ fn serve_answers_health_readiness_and_metrics_and_stops_on_sigterm() {
         wait_for_status(port, "/metrics", 200, Duration::from_secs(5)).expect("/metrics answers");
     assert!(metrics.contains("culprit_"), "{metrics}");
     let (status, _) = get(port, "/incidents").expect("/incidents answers");
+    assert_eq!(status, 401, "incidents need a token");
+    let (status, _) = get_with(
+        port,
+        "/incidents",
+        &format!("Authorization: Bearer {TOKEN}\r\n"),
+    )
+    .expect("/incidents answers");
     assert_eq!(status, 200);
+    let (status, shell) = get(port, "/").expect("the dashboard answers");
+    assert_eq!(status, 200);
+    assert!(shell.contains("API token"), "{shell}");
 
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")

@@ -1,282 +1,143 @@
-//! Operator feedback: a confirmed root cause becomes a [`HistoryRecord`] that later incidents
-//! can be compared with.
+//! What an operator may say an incident's cause was.
+//!
+//! A cause is either a service of the incident's causal graph (or one of its ranked candidates)
+//! or an explicit `other: <text>` for a cause culprit could not see, such as an upstream
+//! provider or a human error. Anything else is refused: feedback teaches culprit, so a typo must
+//! not become a confirmed cause.
 
-use crate::ApiError;
-use culprit_core::{RcaAlert, UnixNanos};
-use serde::{Deserialize, Serialize};
+use culprit_core::RcaAlert;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
 
-/// The body of `POST /incidents/{id}/feedback`.
+/// Longest `other: <text>` and note accepted, in characters.
+pub const MAX_TEXT_CHARS: usize = 2_000;
+const OTHER_PREFIX: &str = "other:";
+
+/// The cause an operator names. On the wire: the service name, or `other: <text>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    Service(String),
+    Other(String),
+}
+
+impl Cause {
+    /// The named service, unless the cause is `other`.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Cause::Service(s) => Some(s),
+            Cause::Other(_) => None,
+        }
+    }
+
+    fn parse_unchecked(text: &str) -> Cause {
+        let text = text.trim();
+        match text.strip_prefix(OTHER_PREFIX) {
+            Some(rest) => Cause::Other(rest.trim().to_string()),
+            None => Cause::Service(text.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::Service(s) => f.write_str(s),
+            Cause::Other(t) => write!(f, "{OTHER_PREFIX} {t}"),
+        }
+    }
+}
+
+impl Serialize for Cause {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cause {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cause, D::Error> {
+        String::deserialize(d).map(|s| Cause::parse_unchecked(&s))
+    }
+}
+
+/// The body of `POST /incidents/{id}/feedback`. The author is the token's name, not a field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Feedback {
-    /// The service the operator judged: the real root cause, or the candidate they reject.
-    pub root_cause_service: String,
-    pub verdict: Verdict,
-    /// Who gave the verdict.
-    pub operator: String,
+pub struct FeedbackRequest {
+    /// A service of the incident's graph, or `other: <text>`.
+    pub cause: String,
     #[serde(default)]
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Confirmed,
-    Rejected,
+/// The services a cause may name: the graph's nodes and the ranked candidates.
+pub fn incident_services(alert: &RcaAlert) -> BTreeSet<&str> {
+    alert
+        .graph
+        .nodes
+        .iter()
+        .map(|n| n.service.as_str())
+        .chain(alert.root_causes.iter().map(|c| c.service.as_str()))
+        .collect()
 }
 
-/// One resolved incident whose root cause an operator confirmed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryRecord {
-    pub incident_id: String,
-    pub environment: String,
-    pub root_cause_service: String,
-    pub confirmed_by: String,
-    /// Wall-clock time of the confirmation, nanoseconds since the Unix epoch.
-    pub confirmed_at: UnixNanos,
-    pub started_at: UnixNanos,
-    pub summary: String,
-    /// Signals of the confirmed service's evidence, strongest first.
-    pub evidence_signals: Vec<String>,
-    /// Every service the incident touched, sorted.
-    pub services: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-impl HistoryRecord {
-    pub fn from_confirmation(
-        alert: &RcaAlert,
-        feedback: &Feedback,
-        confirmed_at: UnixNanos,
-    ) -> HistoryRecord {
-        let mut seen = BTreeSet::new();
-        let evidence_signals = alert
-            .root_causes
-            .iter()
-            .flat_map(|c| &c.evidence)
-            .filter(|a| a.service == feedback.root_cause_service)
-            .filter(|a| seen.insert(a.signal.clone()))
-            .map(|a| a.signal.clone())
-            .collect();
-        let services: BTreeSet<String> = alert
-            .affected_services
-            .values()
-            .flatten()
-            .cloned()
-            .chain(alert.root_causes.iter().map(|c| c.service.clone()))
-            .collect();
-        HistoryRecord {
-            incident_id: alert.incident_id.clone(),
-            environment: alert.environment.clone(),
-            root_cause_service: feedback.root_cause_service.clone(),
-            confirmed_by: feedback.operator.clone(),
-            confirmed_at,
-            started_at: alert.started_at,
-            summary: alert.summary.clone(),
-            evidence_signals,
-            services: services.into_iter().collect(),
-            note: feedback.note.clone(),
+impl FeedbackRequest {
+    /// The cause this request names, if `alert` allows it, and its trimmed note.
+    pub fn validate(&self, alert: &RcaAlert) -> Result<(Cause, Option<String>), String> {
+        let note = self
+            .note
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        if note.is_some_and(|n| n.chars().count() > MAX_TEXT_CHARS) {
+            return Err(format!("note is longer than {MAX_TEXT_CHARS} characters"));
         }
-    }
-
-    /// How much this past incident resembles one touching `terms` (services or signals) in
-    /// `environment`: Jaccard overlap, plus a bonus when its confirmed root cause is among the
-    /// terms, halved for another environment. 0 means unrelated.
-    pub fn similarity(&self, environment: &str, terms: &[String]) -> f64 {
-        let query: BTreeSet<&str> = terms.iter().map(String::as_str).collect();
-        let own: BTreeSet<&str> = self
-            .services
-            .iter()
-            .chain(&self.evidence_signals)
-            .map(String::as_str)
-            .chain([self.root_cause_service.as_str()])
-            .collect();
-        let overlap = query.intersection(&own).count();
-        if overlap == 0 {
-            return 0.0;
-        }
-        let jaccard = overlap as f64 / query.union(&own).count() as f64;
-        let root_bonus = if query.contains(self.root_cause_service.as_str()) {
-            0.5
-        } else {
-            0.0
-        };
-        let env_factor = if self.environment == environment {
-            1.0
-        } else {
-            0.5
-        };
-        (jaccard + root_bonus) * env_factor
-    }
-}
-
-/// Where confirmed root causes are kept and searched.
-#[async_trait::async_trait]
-pub trait FeedbackStore: Send + Sync {
-    /// Keeps a record; a later confirmation of the same incident replaces the earlier one.
-    async fn record(&self, record: HistoryRecord) -> Result<(), ApiError>;
-    /// Records whose root cause is `service` first, then those that merely touched it; newest
-    /// first within each. All records when `service` is `None`.
-    async fn history(
-        &self,
-        service: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<HistoryRecord>, ApiError>;
-    /// Past incidents most like one touching `services` (or signals) in `environment`, best first.
-    async fn similar(
-        &self,
-        environment: &str,
-        services: &[String],
-        limit: usize,
-    ) -> Result<Vec<HistoryRecord>, ApiError>;
-}
-
-/// The embedded [`FeedbackStore`]: a vector in memory, optionally appended to a JSON-lines file
-/// and reloaded from it at start.
-#[derive(Debug)]
-pub struct MemoryFeedbackStore {
-    records: RwLock<Vec<HistoryRecord>>,
-    /// Serialises appends so lines never interleave.
-    file: Mutex<Option<(PathBuf, std::fs::File)>>,
-    max_records: usize,
-}
-
-impl MemoryFeedbackStore {
-    /// A store that keeps nothing on disk.
-    pub fn in_memory(max_records: usize) -> MemoryFeedbackStore {
-        MemoryFeedbackStore {
-            records: RwLock::default(),
-            file: Mutex::new(None),
-            max_records: max_records.max(1),
-        }
-    }
-
-    /// Loads `path` (if it exists) and appends every new record to it.
-    pub fn open(path: &Path, max_records: usize) -> Result<MemoryFeedbackStore, ApiError> {
-        let store = MemoryFeedbackStore::in_memory(max_records);
-        let io = |source| ApiError::History {
-            path: path.to_path_buf(),
-            source,
-        };
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let mut records = store.records.write().unwrap_or_else(|p| p.into_inner());
-                let complete = text.ends_with('\n');
-                let lines: Vec<&str> = text.lines().collect();
-                for (i, line) in lines
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, l)| !l.trim().is_empty())
-                {
-                    match serde_json::from_str::<HistoryRecord>(line) {
-                        Ok(r) => upsert(&mut records, r, store.max_records),
-                        // A crash mid-append leaves a torn last line: drop it, keep the rest.
-                        Err(e) if i + 1 == lines.len() && !complete => {
-                            tracing::warn!(path = %path.display(), error = %e, "skipping a torn last history line");
-                        }
-                        Err(source) => {
-                            return Err(ApiError::HistoryLine {
-                                path: path.to_path_buf(),
-                                line: i + 1,
-                                source,
-                            })
-                        }
-                    }
+        let cause = Cause::parse_unchecked(&self.cause);
+        match &cause {
+            Cause::Other(text) if text.is_empty() => {
+                return Err("cause \"other:\" needs a description after the colon".into())
+            }
+            Cause::Other(text) if text.chars().count() > MAX_TEXT_CHARS => {
+                return Err(format!(
+                    "cause is longer than {MAX_TEXT_CHARS} characters"
+                ))
+            }
+            Cause::Other(_) => {}
+            Cause::Service(s) if s.is_empty() => {
+                return Err(
+                    "cause must not be empty: name a service of the incident or write \"other: <what it was>\""
+                        .into(),
+                )
+            }
+            Cause::Service(s) => {
+                let services = incident_services(alert);
+                if !services.contains(s.as_str()) {
+                    let known: Vec<&str> = services.into_iter().collect();
+                    return Err(format!(
+                        "{s:?} is not a service of incident {}; name one of [{}] or write \"other: <what it was>\"",
+                        alert.incident_id,
+                        known.join(", ")
+                    ));
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        *store.file.lock().unwrap_or_else(|p| p.into_inner()) = Some((path.to_path_buf(), file));
-        Ok(store)
+        Ok((cause, note.map(str::to_string)))
     }
 }
 
-fn upsert(records: &mut Vec<HistoryRecord>, record: HistoryRecord, max: usize) {
-    records.retain(|r| r.incident_id != record.incident_id);
-    records.push(record);
-    if records.len() > max {
-        let excess = records.len() - max;
-        records.drain(..excess);
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[async_trait::async_trait]
-impl FeedbackStore for MemoryFeedbackStore {
-    async fn record(&self, record: HistoryRecord) -> Result<(), ApiError> {
-        {
-            // A line of JSON to a local file: short enough to do inline rather than on a blocking thread.
-            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((path, f)) = file.as_mut() {
-                let mut line =
-                    serde_json::to_vec(&record).expect("a history record always serialises");
-                line.push(b'\n');
-                f.write_all(&line)
-                    .and_then(|_| f.flush())
-                    .map_err(|source| ApiError::History {
-                        path: path.clone(),
-                        source,
-                    })?;
-            }
-        }
-        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
-        upsert(&mut records, record, self.max_records);
-        Ok(())
-    }
-
-    async fn history(
-        &self,
-        service: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<HistoryRecord>, ApiError> {
-        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
-        let mut hits: Vec<(bool, &HistoryRecord)> = records
-            .iter()
-            .filter_map(|r| match service {
-                None => Some((true, r)),
-                Some(s) if r.root_cause_service == s => Some((true, r)),
-                Some(s) if r.services.iter().any(|x| x == s) => Some((false, r)),
-                Some(_) => None,
-            })
-            .collect();
-        hits.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.started_at.cmp(&a.1.started_at)));
-        Ok(hits
-            .into_iter()
-            .take(limit)
-            .map(|(_, r)| r.clone())
-            .collect())
-    }
-
-    async fn similar(
-        &self,
-        environment: &str,
-        services: &[String],
-        limit: usize,
-    ) -> Result<Vec<HistoryRecord>, ApiError> {
-        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
-        let mut scored: Vec<(f64, &HistoryRecord)> = records
-            .iter()
-            .map(|r| (r.similarity(environment, services), r))
-            .filter(|(s, _)| *s > 0.0)
-            .collect();
-        scored.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then(b.1.started_at.cmp(&a.1.started_at))
-        });
-        Ok(scored
-            .into_iter()
-            .take(limit)
-            .map(|(_, r)| r.clone())
-            .collect())
+    #[test]
+    fn a_cause_reads_and_writes_as_one_string() {
+        let other: Cause = serde_json::from_str(r#"" other:  the CDN ""#).unwrap();
+        assert_eq!(other, Cause::Other("the CDN".into()));
+        assert_eq!(
+            serde_json::to_string(&other).unwrap(),
+            r#""other: the CDN""#
+        );
+        let service: Cause = serde_json::from_str(r#""redis""#).unwrap();
+        assert_eq!(service.service(), Some("redis"));
+        assert_eq!(serde_json::to_string(&service).unwrap(), r#""redis""#);
     }
 }

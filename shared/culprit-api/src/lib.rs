@@ -1,24 +1,49 @@
-//! The HTTP operations API every culprit service exposes.
+//! The HTTP operations API every culprit service exposes, and the on-call dashboard.
 //!
-//! `GET /healthz` (liveness), `GET /readyz` (every registered readiness check passes),
-//! `GET /metrics` (Prometheus, OpenMetrics text), `GET /incidents[?status=open|resolved&limit=N]`,
-//! `GET /incidents/{id}`, `POST /incidents/{id}/feedback`, `GET /incidents/{id}/similar` and
-//! `GET /history[?service=X&limit=N]`.
+//! Open to anyone who can reach the port: `GET /healthz` (liveness), `GET /readyz` (every
+//! registered readiness check passes), `GET /metrics` (Prometheus, OpenMetrics text) and the
+//! dashboard's page shell `GET /` with its static assets under `/ui/assets/`.
 //!
-//! The service owns an [`ApiState`]: it records metrics through [`Metrics`], stores each
-//! published alert with [`IncidentStore::upsert`], and registers readiness checks. Operator
-//! feedback that confirms a root cause becomes a [`HistoryRecord`] in a [`FeedbackStore`], so
-//! later incidents can be matched against confirmed ones.
+//! Everything else needs a bearer token ([`auth`]): a read-scoped one for the incidents
+//! (`GET /incidents[?status=&severity=&environment=&service=&limit=]`, `GET /incidents/{id}`,
+//! `GET /incidents/{id}/similar`, `GET /incidents/{id}/feedback`, `GET /incidents/events`), the
+//! history (`GET /history`), the baselines (`GET /baselines`, `GET /baselines/{service}`), the
+//! dashboard's HTML fragments (`GET /ui/...`) and `GET /whoami`; a write-scoped one for
+//! `POST /incidents/{id}/feedback` and `POST /baselines/{service}/recalculate`.
+//!
+//! The service owns an [`ApiState`]: it records metrics through [`Metrics`], hands each published
+//! alert to [`ApiState::publish`], and registers readiness checks and, where it has detectors,
+//! a [`BaselineView`]. Operator feedback and baseline recalculations are appended to a
+//! [`HistoryStore`]; confirmed causes of resolved incidents are what later incidents are
+//! matched against.
+//!
+//! Modules: [`auth`] tokens and scopes; `history` the append-only record of feedback and
+//! recalculations; `feedback` the rules a confirmed cause must meet; `baselines` the seam to the
+//! detectors' baselines and the recalculation schedule; `incidents` the latest revision per
+//! incident; `routes` the JSON API; `ui` the dashboard; `metrics` and `state`.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+mod baselines;
 mod feedback;
+mod history;
 mod incidents;
 mod metrics;
 mod routes;
 mod state;
+mod ui;
 
-pub use feedback::{Feedback, FeedbackStore, HistoryRecord, MemoryFeedbackStore, Verdict};
-pub use incidents::IncidentStore;
+pub use auth::{Caller, Scope, Tokens, TOKENS_ENV};
+pub use baselines::{
+    run_recalculation_schedule, BaselineError, BaselineView, BaselinesConfig, Bucket,
+    BucketThresholds, RecalcOutcome, RecalcRange, SignalBaseline, Threshold,
+};
+pub use feedback::{Cause, FeedbackRequest};
+pub use history::{
+    FeedbackRecord, HistoryEntry, HistoryFilter, HistoryItem, HistoryKind, HistoryStore,
+    MemoryHistoryStore, RecalculationRecord,
+};
+pub use incidents::{IncidentFilter, IncidentStore};
 pub use metrics::{Metrics, METRIC_PREFIX};
 pub use routes::{router, METRICS_CONTENT_TYPE};
 pub use state::{ApiState, BoxFuture, CheckResult, ReadinessCheck};
@@ -28,8 +53,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// The usual port for a Prometheus exporter-style endpoint.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
+/// The usual port for a Prometheus exporter-style endpoint, on loopback only: reaching it from
+/// elsewhere is a deliberate choice (the Helm chart sets `0.0.0.0` with tokens and a
+/// NetworkPolicy).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_MAX_INCIDENTS: usize = 1_000;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const DEFAULT_MAX_LIMIT: usize = 1_000;
@@ -50,10 +77,14 @@ pub struct ApiConfig {
     pub max_limit: usize,
     /// Time a single readiness check may take before it counts as failed, milliseconds.
     pub readiness_timeout_ms: u64,
-    /// JSON-lines file that keeps confirmed root causes across restarts; memory only when unset.
+    /// JSON-lines file that keeps the history (operator feedback, baseline recalculations)
+    /// across restarts; memory only when unset.
     pub history_path: Option<PathBuf>,
-    /// Confirmed incidents kept in memory; the oldest confirmations are dropped first.
+    /// History entries kept in memory; the oldest are dropped first.
     pub max_history: usize,
+    /// File of bearer tokens, one `name:scope:secret` a line (scope `read` or `write`), read when
+    /// `CULPRIT_API_TOKENS` is unset. Tokens never go in this configuration file.
+    pub tokens_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -66,6 +97,7 @@ impl Default for ApiConfig {
             readiness_timeout_ms: DEFAULT_READINESS_TIMEOUT_MS,
             history_path: None,
             max_history: DEFAULT_MAX_HISTORY,
+            tokens_file: None,
         }
     }
 }
@@ -120,9 +152,21 @@ pub enum ApiError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("API tokens file {}", path.display())]
+    TokensFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A malformed token entry; never holds the secret itself.
+    #[error("API tokens from {origin}: {message}")]
+    Tokens { origin: String, message: String },
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+///
+/// Live event streams (`GET /incidents/events`) never finish on their own, so shutdown first
+/// tells them to end, then waits for the rest.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
@@ -131,7 +175,11 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "operations API listening");
     }
+    let closing = state.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.close_streams();
+        })
         .await
 }

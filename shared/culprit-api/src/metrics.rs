@@ -46,8 +46,18 @@ struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VerdictLabels {
-    verdict: &'static str,
+struct CauseLabels {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    trigger: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -64,7 +74,9 @@ pub struct Metrics {
     dlq: Family<SourceLabels, Counter>,
     anomalies: Family<AnomalyLabels, Counter>,
     incidents: Family<StatusLabels, Counter>,
-    feedback: Family<VerdictLabels, Counter>,
+    feedback: Family<CauseLabels, Counter>,
+    auth_failures: Family<AuthLabels, Counter>,
+    recalculations: Family<TriggerLabels, Counter>,
     consumer_lag: Family<LagLabels, Gauge>,
     processing_latency: Family<StageLabels, Histogram, fn() -> Histogram>,
 }
@@ -79,6 +91,8 @@ impl Metrics {
             anomalies: Family::default(),
             incidents: Family::default(),
             feedback: Family::default(),
+            auth_failures: Family::default(),
+            recalculations: Family::default(),
             consumer_lag: Family::default(),
             processing_latency: Family::new_with_constructor(latency_histogram),
         };
@@ -110,8 +124,18 @@ impl Metrics {
         );
         registry.register(
             "feedback",
-            "Operator feedback received, by verdict",
+            "Operator feedback received, by where the named cause stood: rank1 (culprit's first candidate), ranked (another candidate), unranked (in the graph, not ranked) or other",
             m.feedback.clone(),
+        );
+        registry.register(
+            "api_auth_failures",
+            "API requests refused, by status: 401 without a valid token, 403 with too small a scope",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "baseline_recalculations",
+            "Baseline recalculations done, by trigger (api or schedule)",
+            m.recalculations.clone(),
         );
         registry.register(
             "consumer_lag",
@@ -190,10 +214,30 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub(crate) fn feedback(&self, confirmed: bool) {
-        let verdict = if confirmed { "confirmed" } else { "rejected" };
-        self.feedback
-            .get_or_create(&VerdictLabels { verdict })
+    /// One feedback post; `rank` is where culprit ranked the named service, `other` whether the
+    /// cause was outside the graph.
+    pub(crate) fn feedback(&self, rank: Option<usize>, other: bool) {
+        let cause = match (other, rank) {
+            (true, _) => "other",
+            (false, Some(1)) => "rank1",
+            (false, Some(_)) => "ranked",
+            (false, None) => "unranked",
+        };
+        self.feedback.get_or_create(&CauseLabels { cause }).inc();
+    }
+
+    /// One request refused with `status` (401 or 403).
+    pub(crate) fn auth_failure(&self, status: u16) {
+        let status = if status == 401 { "401" } else { "403" };
+        self.auth_failures
+            .get_or_create(&AuthLabels { status })
+            .inc();
+    }
+
+    pub(crate) fn recalculation(&self, scheduled: bool) {
+        let trigger = if scheduled { "schedule" } else { "api" };
+        self.recalculations
+            .get_or_create(&TriggerLabels { trigger })
             .inc();
     }
 }

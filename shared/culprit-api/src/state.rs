@@ -1,12 +1,16 @@
-use crate::feedback::{FeedbackStore, MemoryFeedbackStore};
+use crate::auth::Tokens;
+use crate::baselines::{BaselineError, BaselineView, RecalcRange, SCHEDULE_AUTHOR};
+use crate::history::{HistoryEntry, HistoryStore, MemoryHistoryStore, RecalculationRecord};
 use crate::incidents::IncidentStore;
 use crate::metrics::{Metrics, METRIC_PREFIX};
 use crate::{ApiConfig, ApiError};
+use culprit_core::{IncidentStatus, RcaAlert, SourceKind, UnixNanos};
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// A boxed, sendable future; the same type as `futures::future::BoxFuture`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -29,7 +33,13 @@ struct Inner {
     registry: Mutex<Registry>,
     metrics: Metrics,
     incidents: IncidentStore,
-    feedback: Arc<dyn FeedbackStore>,
+    history: Arc<dyn HistoryStore>,
+    tokens: Tokens,
+    baselines: RwLock<Option<Arc<dyn BaselineView>>>,
+    /// Set when the server shuts down, so endless event streams end.
+    closing: watch::Sender<bool>,
+    /// Wall clock for the times of feedback and recalculations; replaceable in tests.
+    clock: fn() -> UnixNanos,
 }
 
 /// Everything the API serves, shared with the service that fills it. Cheap to clone.
@@ -46,19 +56,50 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
+fn wall_clock() -> UnixNanos {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+}
+
 impl ApiState {
-    /// State with the embedded feedback store (persisted to `config.history_path` when set).
-    pub fn new(config: ApiConfig) -> Result<ApiState, ApiError> {
+    /// State with the embedded history store (persisted to `config.history_path` when set),
+    /// accepting `tokens`.
+    pub fn new(config: ApiConfig, tokens: Tokens) -> Result<ApiState, ApiError> {
         config.validate()?;
         let store = match &config.history_path {
-            Some(path) => MemoryFeedbackStore::open(path, config.max_history)?,
-            None => MemoryFeedbackStore::in_memory(config.max_history),
+            Some(path) => MemoryHistoryStore::open(path, config.max_history)?,
+            None => MemoryHistoryStore::in_memory(config.max_history),
         };
-        Ok(ApiState::with_feedback_store(config, Arc::new(store)))
+        Ok(ApiState::with_history_store(
+            config,
+            tokens,
+            Arc::new(store),
+        ))
     }
 
-    /// State with another feedback store.
-    pub fn with_feedback_store(config: ApiConfig, feedback: Arc<dyn FeedbackStore>) -> ApiState {
+    /// State with another history store.
+    pub fn with_history_store(
+        config: ApiConfig,
+        tokens: Tokens,
+        history: Arc<dyn HistoryStore>,
+    ) -> ApiState {
+        ApiState::build(config, tokens, history, wall_clock)
+    }
+
+    /// State whose wall clock is `clock` (tests pin the times of feedback and recalculations).
+    pub fn with_clock(config: ApiConfig, tokens: Tokens, clock: fn() -> UnixNanos) -> ApiState {
+        let history = Arc::new(MemoryHistoryStore::in_memory(config.max_history));
+        ApiState::build(config, tokens, history, clock)
+    }
+
+    fn build(
+        config: ApiConfig,
+        tokens: Tokens,
+        history: Arc<dyn HistoryStore>,
+        clock: fn() -> UnixNanos,
+    ) -> ApiState {
         let mut registry = Registry::with_prefix(METRIC_PREFIX);
         let metrics = Metrics::register(&mut registry);
         ApiState {
@@ -67,7 +108,11 @@ impl ApiState {
                 checks: RwLock::default(),
                 registry: Mutex::new(registry),
                 metrics,
-                feedback,
+                history,
+                tokens,
+                baselines: RwLock::default(),
+                closing: watch::Sender::new(false),
+                clock,
                 config,
             }),
         }
@@ -85,8 +130,100 @@ impl ApiState {
         &self.inner.incidents
     }
 
-    pub fn feedback(&self) -> &Arc<dyn FeedbackStore> {
-        &self.inner.feedback
+    pub fn history(&self) -> &Arc<dyn HistoryStore> {
+        &self.inner.history
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.inner.tokens
+    }
+
+    /// The wall-clock time, nanoseconds since the Unix epoch.
+    pub fn now(&self) -> UnixNanos {
+        (self.inner.clock)()
+    }
+
+    /// Exposes the detectors' baselines through `/baselines` and the dashboard.
+    pub fn set_baselines(&self, view: Arc<dyn BaselineView>) {
+        *self
+            .inner
+            .baselines
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(view);
+    }
+
+    pub fn baseline_view(&self) -> Option<Arc<dyn BaselineView>> {
+        self.inner
+            .baselines
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Takes a published alert: keeps it for `/incidents` (unless a later revision is there),
+    /// counts new and resolved incidents, and makes feedback given while it was open final
+    /// once it resolves. Returns whether the alert was kept.
+    pub async fn publish(&self, alert: RcaAlert) -> bool {
+        let (id, status, revision) = (alert.incident_id.clone(), alert.status, alert.revision);
+        if !self.inner.incidents.upsert(alert) {
+            return false;
+        }
+        if revision == 1 || status == IncidentStatus::Resolved {
+            self.inner.metrics.incident(status);
+        }
+        if status == IncidentStatus::Resolved {
+            match self.inner.history.resolve(&id, self.now()).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(incident_id = %id, entries = n, "provisional feedback is final")
+                }
+                Err(e) => {
+                    tracing::error!(incident_id = %id, error = %e, "cannot finalise feedback")
+                }
+            }
+        }
+        true
+    }
+
+    /// Recalculates `service`'s baselines through the registered view and records it in the
+    /// history under `author`.
+    pub async fn recalculate_baselines(
+        &self,
+        service: &str,
+        source: Option<SourceKind>,
+        range: RecalcRange,
+        author: &str,
+    ) -> Result<RecalculationRecord, BaselineError> {
+        let view = self.baseline_view().ok_or(BaselineError::NotExposed)?;
+        let outcome = view.recalculate(service, source, range).await?;
+        self.inner.metrics.recalculation(author == SCHEDULE_AUTHOR);
+        let record = RecalculationRecord {
+            service: service.to_string(),
+            source,
+            range,
+            author: author.to_string(),
+            at: self.now(),
+            baselines: outcome.baselines,
+            detail: outcome.detail,
+        };
+        self.inner
+            .history
+            .append(HistoryEntry::Recalculation(record.clone()))
+            .await
+            .map_err(|e| {
+                BaselineError::Failed(format!("recalculated, but cannot record it: {e}"))
+            })?;
+        Ok(record)
+    }
+
+    /// Ends every live event stream (the server is shutting down).
+    pub(crate) fn close_streams(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when the server shuts down.
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.inner.closing.subscribe()
     }
 
     /// Registers service-specific metrics next to the shared ones (same `culprit_` prefix).

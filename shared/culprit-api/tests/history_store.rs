@@ -1,6 +1,10 @@
-//! The embedded feedback store: ranking and JSON-lines persistence.
+//! The embedded history store: similarity ranking, the latest answer per incident, provisional
+//! feedback and JSON-lines persistence.
 
-use culprit_api::{ApiError, FeedbackStore, HistoryRecord, MemoryFeedbackStore};
+use culprit_api::{
+    ApiError, Cause, FeedbackRecord, HistoryEntry, HistoryFilter, HistoryItem, HistoryKind,
+    HistoryStore, MemoryHistoryStore, RecalcRange, RecalculationRecord,
+};
 use std::io::Write;
 
 fn record(
@@ -9,77 +13,90 @@ fn record(
     root: &str,
     services: &[&str],
     signals: &[&str],
-    started_at: i64,
-) -> HistoryRecord {
-    HistoryRecord {
+    at: i64,
+) -> HistoryEntry {
+    HistoryEntry::Feedback(FeedbackRecord {
         incident_id: id.into(),
         environment: env.into(),
-        root_cause_service: root.into(),
-        confirmed_by: "ana".into(),
-        confirmed_at: 0,
-        started_at,
+        started_at: at,
         summary: format!("{root} broke"),
+        cause: Cause::Service(root.into()),
+        rank: Some(1),
+        author: "ana".into(),
+        at,
+        provisional: false,
         evidence_signals: signals.iter().map(|s| s.to_string()).collect(),
         services: services.iter().map(|s| s.to_string()).collect(),
         note: None,
+    })
+}
+
+fn provisional(entry: HistoryEntry) -> HistoryEntry {
+    match entry {
+        HistoryEntry::Feedback(mut f) => {
+            f.provisional = true;
+            HistoryEntry::Feedback(f)
+        }
+        other => other,
     }
+}
+
+fn recalculation(service: &str, at: i64) -> HistoryEntry {
+    HistoryEntry::Recalculation(RecalculationRecord {
+        service: service.into(),
+        source: None,
+        range: RecalcRange::FromNow,
+        author: "ana".into(),
+        at,
+        baselines: 3,
+        detail: String::new(),
+    })
 }
 
 fn terms(t: &[&str]) -> Vec<String> {
     t.iter().map(|s| s.to_string()).collect()
 }
 
-fn ids(records: &[HistoryRecord]) -> Vec<&str> {
+fn ids(records: &[FeedbackRecord]) -> Vec<&str> {
     records.iter().map(|r| r.incident_id.as_str()).collect()
+}
+
+/// (incident or service, latest) of each listed item.
+fn listed(items: &[HistoryItem]) -> Vec<(String, Option<bool>)> {
+    items
+        .iter()
+        .map(|i| match &i.entry {
+            HistoryEntry::Feedback(f) => (format!("{}={}", f.incident_id, f.cause), i.latest),
+            HistoryEntry::Recalculation(r) => (format!("recalc {}", r.service), i.latest),
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn similar_ranks_by_overlap_prefers_the_same_root_cause_and_environment() {
-    let store = MemoryFeedbackStore::in_memory(100);
-    store
-        .record(record(
+    let store = MemoryHistoryStore::in_memory(100);
+    for entry in [
+        record(
             "same-root",
             "prod",
             "redis",
             &["redis", "cart", "frontend"],
             &["span.error"],
             1,
-        ))
-        .await
-        .unwrap();
-    store
-        .record(record(
-            "touched",
-            "prod",
-            "db",
-            &["db", "cart", "frontend"],
-            &[],
-            2,
-        ))
-        .await
-        .unwrap();
-    store
-        .record(record(
+        ),
+        record("touched", "prod", "db", &["db", "cart", "frontend"], &[], 2),
+        record(
             "staging",
             "staging",
             "redis",
             &["redis", "cart", "frontend"],
             &["span.error"],
             3,
-        ))
-        .await
-        .unwrap();
-    store
-        .record(record(
-            "unrelated",
-            "prod",
-            "payments",
-            &["payments"],
-            &[],
-            4,
-        ))
-        .await
-        .unwrap();
+        ),
+        record("unrelated", "prod", "payments", &["payments"], &[], 4),
+    ] {
+        store.append(entry).await.unwrap();
+    }
 
     let found = store
         .similar("prod", &terms(&["redis", "cart", "frontend"]), 10)
@@ -103,35 +120,91 @@ async fn similar_ranks_by_overlap_prefers_the_same_root_cause_and_environment() 
 }
 
 #[tokio::test]
-async fn history_lists_root_cause_matches_before_mere_involvement() {
-    let store = MemoryFeedbackStore::in_memory(100);
+async fn similar_uses_each_incidents_latest_final_answer_only() {
+    let store = MemoryHistoryStore::in_memory(100);
     store
-        .record(record(
-            "touched-new",
+        .append(record("inc-1", "prod", "redis", &["redis", "cart"], &[], 1))
+        .await
+        .unwrap();
+    // Re-answered: cart, not redis.
+    store
+        .append(record("inc-1", "prod", "cart", &["redis", "cart"], &[], 2))
+        .await
+        .unwrap();
+    store
+        .append(provisional(record(
+            "inc-2",
             "prod",
-            "db",
-            &["db", "redis"],
+            "redis",
+            &["redis"],
             &[],
-            9,
-        ))
+            3,
+        )))
         .await
         .unwrap();
-    store
-        .record(record("root-old", "prod", "redis", &["redis"], &[], 1))
+    let found = store
+        .similar("prod", &terms(&["redis", "cart"]), 10)
         .await
         .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].cause, Cause::Service("cart".into()));
+
+    assert_eq!(store.resolve("inc-2", 4).await.unwrap(), 1);
+    assert_eq!(store.resolve("inc-2", 5).await.unwrap(), 0, "already final");
+    let found = store.similar("prod", &terms(&["redis"]), 10).await.unwrap();
+    assert_eq!(ids(&found), ["inc-2", "inc-1"]);
+}
+
+#[tokio::test]
+async fn entries_list_newest_first_with_the_latest_answer_marked_and_filters() {
+    let store = MemoryHistoryStore::in_memory(100);
     store
-        .record(record("root-new", "prod", "redis", &["redis"], &[], 5))
+        .append(record("inc-1", "prod", "db", &["db", "redis"], &[], 1))
+        .await
+        .unwrap();
+    store.append(recalculation("redis", 2)).await.unwrap();
+    store
+        .append(record("inc-1", "prod", "redis", &["db", "redis"], &[], 3))
+        .await
+        .unwrap();
+    store.append(recalculation("db", 4)).await.unwrap();
+
+    let all = store.entries(&HistoryFilter::default(), 10).await.unwrap();
+    assert_eq!(
+        listed(&all),
+        [
+            ("recalc db".to_string(), None),
+            ("inc-1=redis".to_string(), Some(true)),
+            ("recalc redis".to_string(), None),
+            ("inc-1=db".to_string(), Some(false)),
+        ]
+    );
+    let redis = store
+        .entries(
+            &HistoryFilter {
+                service: Some("redis".into()),
+                ..HistoryFilter::default()
+            },
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(
-        ids(&store.history(Some("redis"), 10).await.unwrap()),
-        ["root-new", "root-old", "touched-new"]
+        redis.len(),
+        3,
+        "both posts touched redis, and its recalculation"
     );
-    assert_eq!(
-        ids(&store.history(None, 2).await.unwrap()),
-        ["touched-new", "root-new"]
-    );
+    let recalcs = store
+        .entries(
+            &HistoryFilter {
+                kind: Some(HistoryKind::Recalculation),
+                ..HistoryFilter::default()
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed(&recalcs), [("recalc db".to_string(), None)]);
 }
 
 #[tokio::test]
@@ -139,33 +212,58 @@ async fn history_survives_a_restart_through_the_jsonl_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.jsonl");
     {
-        let store = MemoryFeedbackStore::open(&path, 100).unwrap();
+        let store = MemoryHistoryStore::open(&path, 100).unwrap();
         store
-            .record(record("inc-1", "prod", "redis", &["redis"], &[], 1))
+            .append(record("inc-1", "prod", "redis", &["redis"], &[], 1))
             .await
             .unwrap();
         store
-            .record(record("inc-2", "prod", "db", &["db"], &[], 2))
+            .append(provisional(record("inc-2", "prod", "db", &["db"], &[], 2)))
             .await
             .unwrap();
-        // Re-confirmed with another cause: the later record wins.
         store
-            .record(record("inc-1", "prod", "cart", &["cart"], &[], 1))
+            .append(provisional(record("inc-3", "prod", "db", &["db"], &[], 3)))
             .await
             .unwrap();
+        store
+            .append(record("inc-1", "prod", "cart", &["cart"], &[], 4))
+            .await
+            .unwrap();
+        store.append(recalculation("db", 5)).await.unwrap();
+        store.resolve("inc-2", 6).await.unwrap();
     }
     // A crash mid-append leaves a torn last line; loading keeps everything before it.
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
         .unwrap()
-        .write_all(b"{\"incident_id\":\"inc-")
+        .write_all(b"{\"kind\":\"feedback\",\"incident_id\":\"inc-")
         .unwrap();
 
-    let store = MemoryFeedbackStore::open(&path, 100).unwrap();
-    let all = store.history(None, 10).await.unwrap();
-    assert_eq!(ids(&all), ["inc-2", "inc-1"]);
-    assert_eq!(all[1].root_cause_service, "cart");
+    let store = MemoryHistoryStore::open(&path, 100).unwrap();
+    let all = store.entries(&HistoryFilter::default(), 10).await.unwrap();
+    assert_eq!(
+        listed(&all),
+        [
+            ("recalc db".to_string(), None),
+            ("inc-1=cart".to_string(), Some(true)),
+            ("inc-3=db".to_string(), Some(true)),
+            ("inc-2=db".to_string(), Some(true)),
+            ("inc-1=redis".to_string(), Some(false)),
+        ]
+    );
+    let provisional: Vec<bool> = all
+        .iter()
+        .filter_map(|i| match &i.entry {
+            HistoryEntry::Feedback(f) if f.incident_id != "inc-1" => Some(f.provisional),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        provisional,
+        [true, false],
+        "inc-3 still open, inc-2 resolved"
+    );
 }
 
 #[test]
@@ -173,22 +271,35 @@ fn a_corrupt_history_line_is_an_error_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.jsonl");
     std::fs::write(&path, "not json\n{}\n").unwrap();
-    let err = MemoryFeedbackStore::open(&path, 100).unwrap_err();
+    let err = MemoryHistoryStore::open(&path, 100).unwrap_err();
     assert!(
         matches!(err, ApiError::HistoryLine { line: 1, .. }),
         "{err}"
     );
     assert!(err.to_string().contains("history.jsonl line 1"), "{err}");
+    std::fs::write(&path, "{\"kind\":\"opinion\"}\n").unwrap();
+    let err = MemoryHistoryStore::open(&path, 100).unwrap_err();
+    assert!(
+        matches!(err, ApiError::HistoryLine { line: 1, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
-async fn the_store_keeps_at_most_max_records() {
-    let store = MemoryFeedbackStore::in_memory(2);
+async fn the_store_keeps_at_most_max_entries() {
+    let store = MemoryHistoryStore::in_memory(2);
     for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
         store
-            .record(record(id, "prod", "redis", &["redis"], &[], i as i64))
+            .append(record(id, "prod", "redis", &["redis"], &[], i as i64))
             .await
             .unwrap();
     }
-    assert_eq!(ids(&store.history(None, 10).await.unwrap()), ["c", "b"]);
+    let all = store.entries(&HistoryFilter::default(), 10).await.unwrap();
+    assert_eq!(
+        listed(&all),
+        [
+            ("c=redis".to_string(), Some(true)),
+            ("b=redis".to_string(), Some(true))
+        ]
+    );
 }

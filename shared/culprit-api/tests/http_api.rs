@@ -1,133 +1,13 @@
-//! The API served on 127.0.0.1:0 and spoken to over real HTTP.
+//! The API served on 127.0.0.1:0 and spoken to over real HTTP: probes, metrics, incidents,
+//! feedback and its history, and the live event stream.
 
-use culprit_api::{serve, ApiConfig, ApiState, METRICS_CONTENT_TYPE};
-use culprit_core::{
-    Anomaly, CausalGraph, IncidentStatus, RcaAlert, RootCause, Severity, SourceKind, NANOS_PER_SEC,
-};
+mod common;
+
+use common::{alert, state, Server};
+use culprit_api::{ApiConfig, ApiState, METRICS_CONTENT_TYPE};
+use culprit_core::{IncidentStatus, RcaAlert, Severity, SourceKind, NANOS_PER_SEC};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::time::Duration;
-use tokio::sync::oneshot;
-
-struct Server {
-    base: String,
-    state: ApiState,
-    http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start(state: ApiState) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, state.clone(), async move {
-            let _ = stopped.await;
-        }));
-        Server {
-            base,
-            state,
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn get_json(&self, path: &str) -> (u16, Value) {
-        let r = self.get(path).await;
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap())
-    }
-
-    async fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap())
-    }
-}
-
-fn state() -> ApiState {
-    ApiState::new(ApiConfig {
-        readiness_timeout_ms: 200,
-        ..ApiConfig::default()
-    })
-    .unwrap()
-}
-
-fn anomaly(service: &str, signal: &str) -> Anomaly {
-    Anomaly {
-        id: format!("{service}:{signal}"),
-        time: 0,
-        source: SourceKind::Traces,
-        service: service.into(),
-        environment: "prod".into(),
-        instance: None,
-        signal: signal.into(),
-        description: String::new(),
-        severity: Severity::Sev2,
-        score: 0.9,
-        observed: None,
-        expected: None,
-    }
-}
-
-fn alert(
-    id: &str,
-    started_secs: i64,
-    revision: u32,
-    status: IncidentStatus,
-    causes: &[(&str, &str)],
-) -> RcaAlert {
-    let root_causes = causes
-        .iter()
-        .enumerate()
-        .map(|(i, (service, signal))| RootCause {
-            rank: i + 1,
-            service: service.to_string(),
-            score: 1.0 / (i + 1) as f64,
-            evidence_score: 0.5,
-            pagerank: 0.5,
-            evidence: vec![anomaly(service, signal)],
-            evidence_by_source: BTreeMap::new(),
-            chain: vec![service.to_string(), "frontend".into()],
-            explanation: String::new(),
-        })
-        .collect();
-    let mut services: Vec<String> = causes.iter().map(|(s, _)| s.to_string()).collect();
-    services.push("frontend".into());
-    RcaAlert {
-        schema_version: 1,
-        incident_id: id.into(),
-        revision,
-        status,
-        environment: "prod".into(),
-        started_at: started_secs * NANOS_PER_SEC,
-        updated_at: started_secs * NANOS_PER_SEC,
-        severity: Severity::Sev2,
-        confidence: 0.7,
-        summary: format!("incident {id}"),
-        root_causes,
-        graph: CausalGraph::default(),
-        anomaly_count: causes.len(),
-        affected_services: BTreeMap::from([(SourceKind::Traces, services)]),
-    }
-}
 
 #[tokio::test]
 async fn healthz_answers_ok_and_the_server_stops_on_shutdown() {
@@ -300,11 +180,64 @@ async fn incidents_list_newest_first_filter_by_status_and_404_when_unknown() {
 }
 
 #[tokio::test]
+async fn incidents_filter_by_severity_environment_and_service() {
+    let server = Server::start(state()).await;
+    let mut staging = alert(
+        "inc-s",
+        100,
+        1,
+        IncidentStatus::Open,
+        &[("redis", "span.error")],
+    );
+    staging.environment = "staging".into();
+    staging.severity = Severity::Sev1;
+    server.state.incidents().upsert(staging);
+    server.state.incidents().upsert(alert(
+        "inc-p",
+        200,
+        1,
+        IncidentStatus::Open,
+        &[("cart", "span.latency")],
+    ));
+    let ids = |v: Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["incident_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    for (query, expect) in [
+        ("severity=SEV1", vec!["inc-s"]),
+        ("severity=SEV2", vec!["inc-p"]),
+        ("environment=prod", vec!["inc-p"]),
+        // Any service the incident names, not only its first candidate.
+        ("service=frontend", vec!["inc-p", "inc-s"]),
+        ("service=redis&environment=staging", vec!["inc-s"]),
+        ("service=redis&environment=prod", vec![]),
+        // A form's "any" arrives as an empty value.
+        ("service=&environment=", vec!["inc-p", "inc-s"]),
+    ] {
+        let (status, body) = server.get_json(&format!("/incidents?{query}")).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(ids(body), expect, "{query}");
+    }
+    let (status, body) = server.get_json("/incidents?severity=SEV9").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("severity"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn the_incident_store_forgets_the_earliest_incidents_beyond_capacity() {
-    let state = ApiState::new(ApiConfig {
-        max_incidents: 2,
-        ..ApiConfig::default()
-    })
+    let state = ApiState::new(
+        ApiConfig {
+            max_incidents: 2,
+            ..ApiConfig::default()
+        },
+        common::tokens(),
+    )
     .unwrap();
     for (i, id) in ["old", "mid", "new"].into_iter().enumerate() {
         state
@@ -323,41 +256,38 @@ async fn the_incident_store_forgets_the_earliest_incidents_beyond_capacity() {
 }
 
 #[tokio::test]
-async fn feedback_is_validated() {
+async fn feedback_must_name_a_service_of_the_graph_or_other() {
     let server = Server::start(state()).await;
     server.state.incidents().upsert(alert(
         "inc-1",
         100,
-        0,
+        1,
         IncidentStatus::Resolved,
-        &[("redis", "span.error")],
+        &[("redis", "span.error"), ("cart", "span.latency")],
     ));
-    let ok = r#"{"root_cause_service":"redis","verdict":"confirmed","operator":"ana"}"#;
-
-    let (status, body) = server.post("/incidents/unknown/feedback", ok).await;
+    let (status, body) = server
+        .post("/incidents/unknown/feedback", r#"{"cause":"redis"}"#)
+        .await;
     assert_eq!(status, 404, "{body}");
 
-    for (bad, expect) in [
-        ("{not json", "invalid feedback JSON"),
+    for (bad, code, expect) in [
+        ("{not json", 400, "invalid feedback JSON"),
+        (r#"{"note":"x"}"#, 400, "missing field `cause`"),
         (
-            r#"{"root_cause_service":"redis","verdict":"maybe","operator":"ana"}"#,
-            "unknown variant `maybe`",
+            r#"{"cause":"redis","operator":"mallory"}"#,
+            400,
+            "unknown field `operator`",
         ),
         (
-            r#"{"verdict":"confirmed","operator":"ana"}"#,
-            "missing field `root_cause_service`",
+            r#"{"cause":"totally-not-inventory"}"#,
+            422,
+            "not a service of incident inc-1; name one of [cart, frontend, redis]",
         ),
-        (
-            r#"{"root_cause_service":"redis","verdict":"confirmed","operator":"ana","score":1}"#,
-            "unknown field `score`",
-        ),
-        (
-            r#"{"root_cause_service":" ","verdict":"confirmed","operator":"ana"}"#,
-            "root_cause_service must not be empty",
-        ),
+        (r#"{"cause":" "}"#, 422, "cause must not be empty"),
+        (r#"{"cause":"other:  "}"#, 422, "needs a description"),
     ] {
         let (status, body) = server.post("/incidents/inc-1/feedback", bad).await;
-        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(status, code, "{bad}: {body}");
         assert!(
             body["error"].as_str().unwrap().contains(expect),
             "{bad}: {body}"
@@ -367,94 +297,252 @@ async fn feedback_is_validated() {
     assert_eq!(
         (status, body),
         (200, json!([])),
-        "invalid feedback must record nothing"
+        "refused feedback must record nothing"
     );
+
+    // A service the graph holds but culprit did not rank, and a cause outside the graph.
+    let (status, body) = server
+        .post("/incidents/inc-1/feedback", r#"{"cause":"frontend"}"#)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["feedback"]["cause"], "frontend");
+    assert!(body["feedback"].get("rank").is_none(), "{body}");
+    let (status, body) = server
+        .post(
+            "/incidents/inc-1/feedback",
+            r#"{"cause":"other: the payment provider's outage","note":"status page confirmed"}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["feedback"]["cause"],
+        "other: the payment provider's outage"
+    );
+    assert_eq!(body["feedback"]["author"], "ana");
+    let text = server.metrics().await;
+    for line in [
+        r#"culprit_feedback_total{cause="unranked"} 1"#,
+        r#"culprit_feedback_total{cause="other"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
 }
 
 #[tokio::test]
-async fn confirmed_feedback_becomes_searchable_history() {
+async fn every_post_is_kept_with_its_author_and_the_latest_counts() {
     let server = Server::start(state()).await;
-    let incidents = server.state.incidents();
-    incidents.upsert(alert(
+    server.state.incidents().upsert(alert(
         "inc-1",
         100,
         3,
         IncidentStatus::Resolved,
         &[("redis", "span.error:GET"), ("cart", "span.latency")],
     ));
-    incidents.upsert(alert(
+    server.state.incidents().upsert(alert(
         "inc-2",
-        200,
-        1,
-        IncidentStatus::Resolved,
-        &[("db", "log.new_template:E17")],
-    ));
-    incidents.upsert(alert(
-        "inc-3",
         300,
         0,
         IncidentStatus::Open,
         &[("cart", "span.latency"), ("redis", "span.error:GET")],
     ));
 
-    let confirm = r#"{"root_cause_service":"redis","verdict":"confirmed","operator":"ana","note":"maxmemory"}"#;
-    let (status, body) = server.post("/incidents/inc-1/feedback", confirm).await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["ranked"], 1);
-    assert_eq!(body["history"]["confirmed_by"], "ana");
-    let reject = r#"{"root_cause_service":"db","verdict":"rejected","operator":"bo"}"#;
+    let (status, first) = server
+        .post("/incidents/inc-1/feedback", r#"{"cause":"cart"}"#)
+        .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["feedback"]["rank"], 2);
+    let (status, second) = server
+        .post(
+            "/incidents/inc-1/feedback",
+            r#"{"cause":"redis","note":"maxmemory reached"}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(second["feedback"]["rank"], 1);
     assert_eq!(
-        server.post("/incidents/inc-2/feedback", reject).await.0,
-        201
+        second["feedback"]["provisional"], false,
+        "inc-1 is resolved"
     );
 
-    let (status, history) = server.get_json("/history?service=redis").await;
+    let (status, posts) = server.get_json("/incidents/inc-1/feedback").await;
     assert_eq!(status, 200);
-    let records = history.as_array().unwrap();
+    let posts = posts.as_array().unwrap();
+    assert_eq!(posts.len(), 2, "both posts are kept: {posts:?}");
     assert_eq!(
-        records.len(),
+        (&posts[0]["cause"], &posts[0]["latest"], &posts[0]["author"]),
+        (&json!("redis"), &json!(true), &json!("ana"))
+    );
+    assert_eq!(
+        (&posts[1]["cause"], &posts[1]["latest"]),
+        (&json!("cart"), &json!(false))
+    );
+    assert_eq!(posts[0]["evidence_signals"], json!(["span.error:GET"]));
+    assert_eq!(posts[0]["started_at"], 100 * NANOS_PER_SEC);
+    assert_eq!(posts[0]["kind"], "feedback");
+
+    // The later answer is the one later incidents are matched against.
+    let (status, similar) = server.get_json("/incidents/inc-2/similar").await;
+    assert_eq!(status, 200);
+    let similar = similar.as_array().unwrap();
+    assert_eq!(similar.len(), 1, "{similar:?}");
+    assert_eq!(
+        (&similar[0]["incident_id"], &similar[0]["cause"]),
+        (&json!("inc-1"), &json!("redis"))
+    );
+    let (_, by_service) = server
+        .get_json("/history?service=redis&kind=feedback")
+        .await;
+    assert_eq!(by_service.as_array().unwrap().len(), 2);
+    let (status, body) = server.get_json("/history?kind=opinion").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn feedback_on_an_open_incident_is_provisional_until_it_resolves() {
+    let server = Server::start(state()).await;
+    let open = alert(
+        "inc-1",
+        100,
         1,
-        "rejected feedback is not history: {history}"
+        IncidentStatus::Open,
+        &[("redis", "span.error"), ("cart", "span.latency")],
     );
-    let r = &records[0];
-    assert_eq!(r["incident_id"], "inc-1");
-    assert_eq!(r["environment"], "prod");
-    assert_eq!(r["root_cause_service"], "redis");
-    assert_eq!(r["started_at"], 100 * NANOS_PER_SEC);
-    assert_eq!(r["summary"], "incident inc-1");
-    assert_eq!(r["evidence_signals"], json!(["span.error:GET"]));
-    assert_eq!(r["note"], "maxmemory");
-    assert_eq!(server.get_json("/history?service=db").await.1, json!([]));
+    assert!(server.state.publish(open.clone()).await);
+    server.state.incidents().upsert(alert(
+        "inc-2",
+        300,
+        1,
+        IncidentStatus::Open,
+        &[("redis", "span.error")],
+    ));
 
-    // The open incident on the same services finds it, through the API and the trait.
-    let (status, similar) = server.get_json("/incidents/inc-3/similar").await;
-    assert_eq!(status, 200);
+    let (status, body) = server
+        .post("/incidents/inc-1/feedback", r#"{"cause":"redis"}"#)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["feedback"]["provisional"], true);
+    let (_, similar) = server.get_json("/incidents/inc-2/similar").await;
+    assert_eq!(
+        similar,
+        json!([]),
+        "provisional feedback is not learned from"
+    );
+
+    let mut resolved = open;
+    resolved.revision = 2;
+    resolved.status = IncidentStatus::Resolved;
+    assert!(server.state.publish(resolved).await);
+    let (_, posts) = server.get_json("/incidents/inc-1/feedback").await;
+    assert_eq!(posts[0]["provisional"], false, "{posts}");
+    let (_, similar) = server.get_json("/incidents/inc-2/similar").await;
     assert_eq!(similar[0]["incident_id"], "inc-1");
-    let store = server.state.feedback();
-    let found = store
-        .similar("prod", &["redis".to_string()], 5)
+
+    let text = server.metrics().await;
+    for line in [
+        r#"culprit_incidents_total{status="open"} 1"#,
+        r#"culprit_incidents_total{status="resolved"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_announces_changes_and_ends_at_shutdown() {
+    let mut server = Server::start(state()).await;
+    let mut response = server.get("/events").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    let mut read_until = async |response: &mut reqwest::Response, needle: &str| {
+        while !seen.contains(needle) {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+                .await
+                .expect("an event within 5 s")
+                .unwrap()
+                .expect("the stream is still open");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    read_until(&mut response, "event: ready").await;
+    server.state.incidents().upsert(alert(
+        "inc-1",
+        100,
+        1,
+        IncidentStatus::Open,
+        &[("redis", "span.error")],
+    ));
+    read_until(&mut response, "event: incidents\ndata: 1").await;
+
+    // Shutdown ends the open stream instead of waiting for it forever.
+    server.stop.take().unwrap().send(()).unwrap();
+    let finished = tokio::time::timeout(Duration::from_secs(5), &mut server.task).await;
+    assert!(
+        matches!(finished, Ok(Ok(Ok(())))),
+        "serve did not return with a stream open: {finished:?}"
+    );
+}
+
+#[tokio::test]
+async fn history_survives_a_restart_with_provisional_state_and_older_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.jsonl");
+    // A confirmation as files held it before every post was kept.
+    std::fs::write(
+        &path,
+        r#"{"incident_id":"old-1","environment":"prod","root_cause_service":"db","confirmed_by":"bo","confirmed_at":5,"started_at":1,"summary":"db broke","evidence_signals":["log.new_template:E1"],"services":["db","frontend"]}"#
+            .to_string()
+            + "\n",
+    )
+    .unwrap();
+    let config = ApiConfig {
+        history_path: Some(path.clone()),
+        ..ApiConfig::default()
+    };
+    let open = alert(
+        "inc-1",
+        100,
+        1,
+        IncidentStatus::Open,
+        &[("redis", "span.error")],
+    );
+    {
+        let server = Server::start(ApiState::new(config.clone(), common::tokens()).unwrap()).await;
+        server.state.publish(open.clone()).await;
+        let (status, body) = server
+            .post("/incidents/inc-1/feedback", r#"{"cause":"redis"}"#)
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let mut resolved = open.clone();
+        resolved.revision = 2;
+        resolved.status = IncidentStatus::Resolved;
+        server.state.publish(resolved).await;
+    }
+    let state = ApiState::new(config, common::tokens()).unwrap();
+    let items = state
+        .history()
+        .entries(&Default::default(), 10)
         .await
         .unwrap();
+    let shown: Vec<Value> = items
+        .iter()
+        .map(|i| serde_json::to_value(i).unwrap())
+        .collect();
+    assert_eq!(shown.len(), 2, "{shown:?}");
     assert_eq!(
-        found
-            .iter()
-            .map(|r| r.incident_id.as_str())
-            .collect::<Vec<_>>(),
-        ["inc-1"]
+        (
+            &shown[0]["incident_id"],
+            &shown[0]["provisional"],
+            &shown[0]["author"]
+        ),
+        (&json!("inc-1"), &json!(false), &json!("ana")),
+        "the resolution was kept: {shown:?}"
     );
-    assert!(store
-        .similar("prod", &["payments".to_string()], 5)
-        .await
-        .unwrap()
-        .is_empty());
-
-    let text = server.get("/metrics").await.text().await.unwrap();
-    assert!(
-        text.contains(r#"culprit_feedback_total{verdict="confirmed"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"culprit_feedback_total{verdict="rejected"} 1"#),
-        "{text}"
+    assert_eq!(
+        (
+            &shown[1]["incident_id"],
+            &shown[1]["cause"],
+            &shown[1]["author"]
+        ),
+        (&json!("old-1"), &json!("db"), &json!("bo"))
     );
 }

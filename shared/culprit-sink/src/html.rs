@@ -14,7 +14,9 @@ const TOP_CAUSES: usize = 5;
 /// Characters of a service name that fit in a node box at the chosen font size.
 const NODE_LABEL_CHARS: usize = 22;
 
-const STYLE: &str = r#"
+/// The stylesheet of [`to_html`]'s page; [`to_html_body`] needs it (the dashboard of
+/// `culprit-api` embeds both).
+pub const HTML_STYLE: &str = r#"
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #1b1b1b; margin: 24px; background: #fafafa; }
 h1 { font-size: 22px; margin: 0 0 4px; }
 h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
@@ -53,10 +55,24 @@ pub fn to_html(alert: &RcaAlert) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+         <title>{}</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n",
         esc(&title)
     );
 
+    out.push_str(&to_html_body(alert));
+    let _ = writeln!(
+        out,
+        "<footer>culprit RCA alert, schema version {}, revision {}.</footer>\n</body>\n</html>",
+        alert.schema_version, alert.revision
+    );
+    out
+}
+
+/// The content of [`to_html`]'s page without the document around it (styled by
+/// [`HTML_STYLE`]): headline, graph picture, candidate table, evidence and affected services.
+/// Every string from the alert is escaped.
+pub fn to_html_body(alert: &RcaAlert) -> String {
+    let mut out = String::with_capacity(16 * 1024);
     header(&mut out, alert);
 
     out.push_str("<section>\n<h2>Causal graph</h2>\n");
@@ -84,12 +100,6 @@ pub fn to_html(alert: &RcaAlert) -> String {
         }
         out.push_str("</dl>\n</section>\n");
     }
-
-    let _ = writeln!(
-        out,
-        "<footer>culprit RCA alert, schema version {}, revision {}.</footer>\n</body>\n</html>",
-        alert.schema_version, alert.revision
-    );
     out
 }
 

@@ -19,7 +19,7 @@ mod summary;
 mod text;
 
 pub use dot::to_dot;
-pub use html::to_html;
+pub use html::{to_html, to_html_body, HTML_STYLE};
 pub use sinks::{AlertSink, FanOut, GraphFilesSink, JsonLinesSink, SummarySink};
 pub use summary::render_summary;
 

@@ -1,14 +1,17 @@
 //! `culprit embedder`, `culprit correlator` and `culprit serve`: the Kafka services.
 //!
 //! The same stages as the embedded mode (`DetectStage`, `CorrelateStage`), wired to Kafka by
-//! `culprit-kafka`, with the operations API (`/healthz`, `/readyz`, `/metrics`, `/incidents`,
-//! feedback) of `culprit-api` beside them and PagerDuty as the correlator's alert hook.
+//! `culprit-kafka`, with the operations API and dashboard of `culprit-api` beside them (tokens
+//! from `CULPRIT_API_TOKENS` or `api.tokens_file`) and PagerDuty as the correlator's alert hook.
+//!
+//! The detectors do not expose their baselines yet, so no `BaselineView` is registered: the
+//! baseline endpoints answer 501 and `[baselines]` scheduling has nothing to run.
 
 use crate::config::CulpritConfig;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use culprit_api::ApiState;
-use culprit_core::{IncidentStatus, RcaAlert, SourceKind};
+use culprit_api::{ApiState, Tokens};
+use culprit_core::{RcaAlert, SourceKind};
 use culprit_kafka::{
     run_correlator, run_embedder, AlertPublisher, CorrelatorOptions, EmbedderOptions, Stats,
     StatsSnapshot,
@@ -68,7 +71,20 @@ fn run_roles(roles: Vec<Role>, config: &CulpritConfig) -> Result<()> {
 }
 
 async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
-    let api = ApiState::new(config.api.clone()).context("setting up the HTTP API")?;
+    let tokens = Tokens::load(&config.api).context("loading the API tokens")?;
+    if tokens.is_empty() {
+        tracing::warn!(
+            "no API tokens (CULPRIT_API_TOKENS or api.tokens_file): only /healthz, /readyz, /metrics and the dashboard's sign-in page answer"
+        );
+    }
+    config
+        .baselines
+        .validate()
+        .context("invalid [baselines] configuration")?;
+    if config.baselines.interval_secs > 0 {
+        tracing::warn!("baselines.interval_secs is set, but the detectors do not expose their baselines yet: no scheduled recalculation runs");
+    }
+    let api = ApiState::new(config.api.clone(), tokens).context("setting up the HTTP API")?;
     let listener = config
         .api
         .bind()
@@ -185,11 +201,7 @@ struct Alerts {
 #[async_trait]
 impl AlertPublisher for Alerts {
     async fn publish(&self, alert: &RcaAlert) -> anyhow::Result<()> {
-        if self.api.incidents().upsert(alert.clone())
-            && (alert.revision == 1 || alert.status == IncidentStatus::Resolved)
-        {
-            self.api.metrics().incident(alert.status);
-        }
+        self.api.publish(alert.clone()).await;
         let Some(pd) = &self.pagerduty else {
             return Ok(());
         };
