@@ -93,6 +93,10 @@ impl Default for RankConfig {
                 // An error the service raised itself, never seen before (a relayed failure is
                 // `log_new_remote_error`): observed, where a stopped line is inferred.
                 ("log_new_template".to_string(), 2.0),
+                // Waits on call edges placed on the endpoint the slow edges share: once placed,
+                // the service's own changed behaviour (its network, its pool), no longer a
+                // symptom that travels, so it weighs as an own new error does.
+                ("span_edge_latency".to_string(), 2.0),
                 // k-NN distances flag whatever is unusual, faults and harmless novelty alike; on
                 // the labelled data they help only as a tie-breaker (docs/EVALUATION.md).
                 ("knn_distance".to_string(), 0.1),

@@ -114,7 +114,8 @@ pub struct DetectConfig {
     /// counts once it is sure (docs/EVALUATION.md).
     pub absence_escalation: bool,
     /// Trailing event time over which the waits on a call edge are judged: long enough for a
-    /// quiet edge (a few calls a minute) to show a pattern, short enough to follow a fault.
+    /// quiet edge (a few calls a minute) to collect the slow calls that show which endpoint the
+    /// slow edges share, short enough to follow a fault (docs/EVALUATION.md measures 30-300 s).
     pub edge_horizon_secs: u32,
     /// Span latency quantile whose exceedance rate is tested.
     pub latency_quantile: f64,
@@ -151,7 +152,7 @@ impl Default for DetectConfig {
             novelty_window_secs: 60,
             absence_horizon_secs: 60,
             absence_escalation: true,
-            edge_horizon_secs: 60,
+            edge_horizon_secs: 120,
             latency_quantile: 0.99,
             latency_min_ratio: 1.5,
             latency_min_excess_ms: 0.0,
