@@ -184,7 +184,6 @@ pub struct Summary {
     pub median_detect_delay_s: Option<f64>,
     /// Incidents opened when each date's fault-free reference window is replayed after learning
     /// from itself (expected: 0); None for datasets without a reference window.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reference_incidents: Option<usize>,
     /// Incidents the streams of the continuous mode opened in all, scored or not.
     #[serde(skip_serializing_if = "Option::is_none")]
