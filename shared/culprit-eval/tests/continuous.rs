@@ -44,7 +44,10 @@ fn a_stream_of_one_case_is_that_cases_own_replay() {
         assert_eq!(summary.mode, "continuous");
         assert_eq!((alone.len(), streamed.len()), (1, 1), "{case}");
         assert_eq!(alone[0].ranking, streamed[0].ranking, "{case}");
-        assert_eq!(alone[0].detect_delay_s, streamed[0].detect_delay_s, "{case}");
+        assert_eq!(
+            alone[0].detect_delay_s, streamed[0].detect_delay_s,
+            "{case}"
+        );
     }
 }
 
@@ -62,19 +65,28 @@ fn every_case_of_a_day_is_scored_on_the_one_stream_of_its_date() {
     let (results, summary) = eval_nezha_continuous(&dir, &options, |_| reported += 1).unwrap();
     assert_eq!((reported, summary.scores.cases), (24, 24));
     assert_eq!(summary.by_date.len(), 1);
-    let opened = summary.stream_incidents.expect("the stream's incident count");
+    let opened = summary
+        .stream_incidents
+        .expect("the stream's incident count");
     // Cases that share an incident share its ranking, so no more incidents scored than opened.
     let scored: BTreeSet<&str> = results
         .iter()
         .filter_map(|r| r.incident_id.as_deref())
         .collect();
-    assert!(!scored.is_empty() && scored.len() <= opened, "{scored:?} of {opened}");
+    assert!(
+        !scored.is_empty() && scored.len() <= opened,
+        "{scored:?} of {opened}"
+    );
     for id in &scored {
         let rankings: BTreeSet<&Vec<String>> = results
             .iter()
             .filter(|r| r.incident_id.as_deref() == Some(*id))
             .map(|r| &r.ranking)
             .collect();
-        assert_eq!(rankings.len(), 1, "incident {id} scored with different rankings");
+        assert_eq!(
+            rankings.len(),
+            1,
+            "incident {id} scored with different rankings"
+        );
     }
 }
