@@ -27,8 +27,8 @@ pub use scenario::{Scenario, UnknownScenario};
 pub use topology::{DEPENDENCIES, ENVIRONMENT, NAMESPACE, SERVICES};
 pub use traffic::EXPORTED_TRACES_PER_SECOND;
 pub use write::{
-    read_jsonl, write_dir, WrittenFiles, CHANGES_FILE, LABEL_FILE, LOGS_FILE, METRICS_FILE,
-    TRACES_FILE,
+    read_jsonl, write_dataset, write_dir, WrittenDataset, WrittenFiles, CASES_FILE, CHANGES_FILE,
+    LABEL_FILE, LOGS_FILE, METRICS_FILE, TRACES_FILE,
 };
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -72,15 +72,26 @@ impl Default for SimConfig {
     }
 }
 
-/// What really happened in a run: the answer a root-cause analysis should find.
+/// The `system` every simulated case is labelled with.
+pub const SYSTEM: &str = "culprit-sim-shop";
+
+/// What really happened in a run: the answer a root-cause analysis should find. Its first six
+/// fields are those of the labelled case layout (`cases.csv`, `label.json`), so a folder written
+/// by [`write_dir`] is a one-case dataset for `culprit eval cases`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Label {
-    /// The scenario's kebab-case name.
-    pub scenario: String,
-    pub root_cause_service: String,
+    /// The scenario's name: one case per scenario in a dataset.
+    pub case_id: String,
     /// When symptoms start and stop (a change, if any, precedes the start by 30-60 s).
     pub fault_start_unix_s: i64,
     pub fault_end_unix_s: i64,
+    pub root_cause_service: String,
+    /// The scenario's kebab-case name (every scenario is its own kind of fault).
+    pub fault_type: String,
+    /// [`SYSTEM`].
+    pub system: String,
+    /// The scenario's kebab-case name.
+    pub scenario: String,
     pub description: String,
 }
 
@@ -201,10 +212,13 @@ pub fn simulate(scenario: Scenario, config: &SimConfig) -> SimRun {
         metrics,
         changes: planned.iter().map(changes::to_json).collect(),
         label: Label {
-            scenario: scenario.as_str().to_string(),
-            root_cause_service: scenario.root_cause_service().to_string(),
+            case_id: scenario.as_str().to_string(),
             fault_start_unix_s: fault_start_ns / NANOS,
             fault_end_unix_s: end_ns / NANOS,
+            root_cause_service: scenario.root_cause_service().to_string(),
+            fault_type: scenario.as_str().to_string(),
+            system: SYSTEM.to_string(),
+            scenario: scenario.as_str().to_string(),
             description: scenario.description().to_string(),
         },
     }

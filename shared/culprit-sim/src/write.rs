@@ -1,7 +1,7 @@
 //! Writing a run to disk as the OpenTelemetry Collector's file exporter does: one OTLP/JSON
 //! export request per line.
 
-use crate::SimRun;
+use crate::{simulate, Label, Scenario, SimConfig, SimRun};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -14,6 +14,11 @@ pub const LOGS_FILE: &str = "logs.otlp.jsonl";
 pub const METRICS_FILE: &str = "metrics.otlp.jsonl";
 pub const CHANGES_FILE: &str = "changes.jsonl";
 pub const LABEL_FILE: &str = "label.json";
+pub const CASES_FILE: &str = "cases.csv";
+const README_FILE: &str = "README.md";
+/// The columns of `cases.csv` in the labelled case layout.
+const CASES_HEADER: &str =
+    "case_id,fault_start_unix_s,fault_end_unix_s,root_cause_service,fault_type,system";
 
 /// Where [`write_dir`] put each part of a run, and how big it all is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +62,70 @@ pub fn write_dir(run: &SimRun, dir: &Path) -> io::Result<WrittenFiles> {
     Ok(WrittenFiles {
         total_bytes: total,
         ..files
+    })
+}
+
+/// What [`write_dataset`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenDataset {
+    pub cases_csv: PathBuf,
+    /// Each case's label and files, in `cases.csv` order.
+    pub cases: Vec<(Label, WrittenFiles)>,
+    pub total_bytes: u64,
+}
+
+/// Simulates each of `scenarios` under `config` and writes them into `dir` as a dataset in the
+/// labelled case layout: one [`write_dir`] folder per case named by its `case_id`, `cases.csv`
+/// with one row per case, and a `README.md` saying how the data was made. Runs are simulated
+/// one at a time, so memory holds one run, not all of them.
+pub fn write_dataset(
+    dir: &Path,
+    config: &SimConfig,
+    scenarios: &[Scenario],
+) -> io::Result<WrittenDataset> {
+    std::fs::create_dir_all(dir)?;
+    let mut csv = format!("{CASES_HEADER}\n");
+    let mut cases = Vec::with_capacity(scenarios.len());
+    let mut total = 0;
+    for &scenario in scenarios {
+        let run = simulate(scenario, config);
+        let files = write_dir(&run, &dir.join(&run.label.case_id))?;
+        total += files.total_bytes;
+        let l = &run.label;
+        // Every field is a kebab-case name or a number: nothing to quote.
+        csv.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            l.case_id,
+            l.fault_start_unix_s,
+            l.fault_end_unix_s,
+            l.root_cause_service,
+            l.fault_type,
+            l.system
+        ));
+        cases.push((run.label, files));
+    }
+    let cases_csv = dir.join(CASES_FILE);
+    std::fs::write(&cases_csv, &csv)?;
+    let readme = format!(
+        "# Simulated incidents ({system})\n\n\
+         Written by `culprit simulate --all`: {n} seeded scenarios on culprit's simulated shop \
+         (seed {seed}, {normal} minutes of healthy traffic before each fault, {fault} minutes of \
+         fault, {rps} requests a second). OTLP JSON lines (traces, logs, metrics), native change \
+         events and `label.json` per case, in the labelled case layout; score it with \
+         `culprit eval cases <this folder>`. Generated data, no licence restrictions.\n",
+        system = crate::SYSTEM,
+        n = scenarios.len(),
+        seed = config.seed,
+        normal = config.normal_minutes,
+        fault = config.fault_minutes,
+        rps = config.requests_per_second,
+    );
+    std::fs::write(dir.join(README_FILE), &readme)?;
+    total += (csv.len() + readme.len()) as u64;
+    Ok(WrittenDataset {
+        cases_csv,
+        cases,
+        total_bytes: total,
     })
 }
 

@@ -4,7 +4,8 @@ mod common;
 
 use common::*;
 use culprit_sim::{
-    read_jsonl, simulate, write_dir, Label, Scenario, SimConfig, DEPENDENCIES, SERVICES,
+    read_jsonl, simulate, write_dataset, write_dir, Label, Scenario, SimConfig, DEPENDENCIES,
+    SERVICES,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -368,4 +369,34 @@ fn rfc3339_to_unix(s: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(s)
         .expect("RFC 3339")
         .timestamp()
+}
+
+#[test]
+fn a_written_dataset_lists_every_scenario_in_cases_csv_with_its_label_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenarios = [Scenario::NewException, Scenario::ConfigTimeout];
+    let written = write_dataset(dir.path(), &small(3), &scenarios).expect("write_dataset");
+    let csv = std::fs::read_to_string(&written.cases_csv).expect("cases.csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("case_id,fault_start_unix_s,fault_end_unix_s,root_cause_service,fault_type,system")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), scenarios.len());
+    for ((scenario, row), (label, files)) in scenarios.iter().zip(&rows).zip(&written.cases) {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells[0], scenario.as_str());
+        assert_eq!(cells[1], label.fault_start_unix_s.to_string());
+        assert_eq!(cells[3], scenario.root_cause_service());
+        assert_eq!(cells[4], label.fault_type);
+        assert_eq!(cells[5], label.system);
+        // The case folder is named by its id and holds the same label.
+        assert_eq!(files.label, dir.path().join(cells[0]).join("label.json"));
+        let on_disk: Label =
+            serde_json::from_slice(&std::fs::read(&files.label).expect("label")).expect("json");
+        assert_eq!(&on_disk, label);
+        assert!(files.traces.is_file() && files.metrics.is_file());
+    }
+    assert!(dir.path().join("README.md").is_file());
 }

@@ -1,15 +1,20 @@
-//! `culprit simulate --scenario S --out DIR`: a labelled incident as OTLP JSON files.
+//! `culprit simulate --scenario S --out DIR`: a labelled incident as OTLP JSON files;
+//! `culprit simulate --all --out DIR`: every scenario as a labelled-case dataset.
 
 use anyhow::{Context, Result};
-use culprit_sim::{simulate, write_dir, Scenario, SimConfig};
+use culprit_sim::{simulate, write_dataset, write_dir, Scenario, SimConfig};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// One of: deploy-cpu-spike, config-timeout, memory-leak, db-pool-exhaustion,
     /// new-exception, dependency-latency.
-    #[arg(long)]
-    pub scenario: Scenario,
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    pub scenario: Option<Scenario>,
+    /// Write every scenario as a dataset in the labelled case layout (`cases.csv` and one
+    /// folder per case), for `culprit eval cases`.
+    #[arg(long, alias = "dataset")]
+    pub all: bool,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 42)]
@@ -28,7 +33,25 @@ pub fn run(args: Args) -> Result<()> {
         fault_minutes: args.fault_minutes,
         ..SimConfig::default()
     };
-    let run = simulate(args.scenario, &config);
+    let Some(scenario) = args.scenario else {
+        let written = write_dataset(&args.out, &config, &Scenario::ALL)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        for (label, _) in &written.cases {
+            println!(
+                "  {:<20} root cause {:<12} at {}",
+                label.case_id, label.root_cause_service, label.fault_start_unix_s
+            );
+        }
+        println!(
+            "wrote {} cases to {} ({} MB)",
+            written.cases.len(),
+            args.out.display(),
+            written.total_bytes / 1_000_000
+        );
+        println!("score them with: culprit eval cases {}", args.out.display());
+        return Ok(());
+    };
+    let run = simulate(scenario, &config);
     let files =
         write_dir(&run, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
     println!(
@@ -40,5 +63,6 @@ pub fn run(args: Args) -> Result<()> {
         run.label.description
     );
     println!("replay it with: culprit replay {}", args.out.display());
+    println!("score it with:  culprit eval cases {}", args.out.display());
     Ok(())
 }
