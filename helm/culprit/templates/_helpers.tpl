@@ -113,11 +113,13 @@ checkov.io/skip{{ add1 $i }}: {{ $s | quote }}
 {{- define "culprit.kafkaSecretDir" -}}/etc/culprit/secrets/kafka{{- end -}}
 {{- define "culprit.kafkaTlsDir" -}}/etc/culprit/kafka-tls{{- end -}}
 {{- define "culprit.pagerdutyDir" -}}/etc/culprit/secrets/pagerduty{{- end -}}
+{{- define "culprit.apiTokensDir" -}}/etc/culprit/secrets/api{{- end -}}
 {{- define "culprit.stateDir" -}}/var/lib/culprit{{- end -}}
 
 {{/* culprit.toml: the chart's settings, then .Values.config merged over them, rendered by toToml
 so that no value can break the TOML. Numbers from values are floats to Helm; culprit reads a
-whole float where it wants an integer. */}}
+whole float where it wants an integer. api.listen is set explicitly to all interfaces: probes,
+Services and Prometheus reach the pod's IP, whatever culprit's own default is. */}}
 {{- define "culprit.config" -}}
 {{- include "culprit.checkNoSecretsInExtra" . -}}
 {{- $extra := deepCopy (.Values.kafka.extra | default dict) -}}

@@ -91,6 +91,10 @@ spec:
           value: /etc/culprit/config/culprit.toml
         - name: CULPRIT_LOG
           value: {{ $v.logLevel | quote }}
+        {{- if $v.api.tokens.existingSecret }}
+        - name: CULPRIT__API__TOKENS_FILE
+          value: {{ include "culprit.apiTokensDir" $root }}/{{ $v.api.tokens.key }}
+        {{- end }}
         {{- if .correlator }}
         # The correlator alone pages and keeps the history; it keeps no embeddings.
         - name: CULPRIT__API__HISTORY_PATH
@@ -138,6 +142,11 @@ spec:
           mountPath: {{ include "culprit.kafkaTlsDir" $root }}
           readOnly: true
         {{- end }}
+        {{- if $v.api.tokens.existingSecret }}
+        - name: api-tokens
+          mountPath: {{ include "culprit.apiTokensDir" $root }}
+          readOnly: true
+        {{- end }}
         {{- if and .correlator $v.pagerduty.enabled }}
         - name: pagerduty
           mountPath: {{ include "culprit.pagerdutyDir" $root }}
@@ -175,6 +184,15 @@ spec:
     - name: kafka-tls
       configMap:
         name: {{ $v.kafka.tls.existingConfigMap }}
+    {{- end }}
+    {{- if $v.api.tokens.existingSecret }}
+    - name: api-tokens
+      secret:
+        secretName: {{ $v.api.tokens.existingSecret }}
+        defaultMode: 0440
+        items:
+          - key: {{ $v.api.tokens.key }}
+            path: {{ $v.api.tokens.key }}
     {{- end }}
     {{- if and .correlator $v.pagerduty.enabled }}
     - name: pagerduty
