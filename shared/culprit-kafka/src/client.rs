@@ -18,7 +18,20 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// `bootstrap.servers` and the `extra` properties: the base of every client culprit creates.
+/// `bootstrap.servers`, `client.id` and the configured properties (`extra`, then `extra_files`):
+/// the base of every client culprit creates. Fails when a secret file cannot be read.
+pub fn client_config(config: &KafkaConfig) -> Result<ClientConfig, ServiceError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers);
+    c.set("client.id", &config.client_id);
+    set_properties(&mut c, config)?;
+    Ok(c)
+}
+
+/// [`client_config`] for callers that cannot stop on an error, such as a readiness check: a
+/// secret file that cannot be read is logged and left out, so the broker refuses the client and
+/// the check reports why. The services themselves read every file when they start, and stop
+/// with [`ServiceError::SecretFile`] if one is missing.
 pub fn base_client_config(config: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers);
@@ -26,7 +39,75 @@ pub fn base_client_config(config: &KafkaConfig) -> ClientConfig {
     for (k, v) in &config.extra {
         c.set(k, v);
     }
+    for (property, path) in &config.extra_files {
+        match read_property_file(config, property, path) {
+            Ok(value) => {
+                c.set(property, value);
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+    default_ca_location(&mut c);
     c
+}
+
+/// Sets `extra` verbatim and `extra_files` from their files, after culprit's own properties so
+/// that an operator's setting wins.
+fn set_properties(c: &mut ClientConfig, config: &KafkaConfig) -> Result<(), ServiceError> {
+    for (k, v) in &config.extra {
+        c.set(k, v);
+    }
+    for (property, path) in &config.extra_files {
+        c.set(property, read_property_file(config, property, path)?);
+    }
+    default_ca_location(c);
+    Ok(())
+}
+
+/// With TLS and no CA configured, verifies brokers against the system's CA bundle: librdkafka's
+/// OpenSSL is linked statically, and its own default CA directory (`/usr/local/ssl`) exists on
+/// no common system, so it is told to probe the usual places instead
+/// (`/etc/ssl/certs/ca-certificates.crt`, `/etc/pki/tls/certs/ca-bundle.crt`, ...).
+fn default_ca_location(c: &mut ClientConfig) {
+    let tls = c
+        .get("security.protocol")
+        .is_some_and(|p| p.eq_ignore_ascii_case("ssl") || p.eq_ignore_ascii_case("sasl_ssl"));
+    let ca_given = ["ssl.ca.location", "ssl.ca.pem", "ssl.ca.certificate.stores"]
+        .iter()
+        .any(|k| c.get(k).is_some());
+    if tls && !ca_given {
+        c.set("ssl.ca.location", "probe");
+    }
+}
+
+/// The value of an `extra_files` property: the file's content without its trailing newline
+/// (`kubectl create secret --from-file` keeps the one an editor adds).
+fn read_property_file(
+    config: &KafkaConfig,
+    property: &str,
+    path: &std::path::Path,
+) -> Result<String, ServiceError> {
+    let error = |reason: String| ServiceError::SecretFile {
+        property: property.to_string(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    if config.extra.contains_key(property) {
+        return Err(error(
+            "it is also set in kafka.extra; set it in one of the two".to_string(),
+        ));
+    }
+    let mut value = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    if value.is_empty() {
+        return Err(error("the file is empty".to_string()));
+    }
+    Ok(value)
 }
 
 /// A consumer in `group` subscribed to `topic`, whose rebalance callback rewinds partitions it is
@@ -54,7 +135,7 @@ pub(crate) fn subscribed_consumer(
         stats,
     };
     let consumer = rdkafka::consumer::StreamConsumer::from_config_and_context(
-        &consumer_config(config, group, client_id),
+        &consumer_config(config, group, client_id)?,
         context,
     )
     .map_err(|e| crate::error::ServiceError::Client {
@@ -70,7 +151,11 @@ pub(crate) fn subscribed_consumer(
     Ok((consumer, partitions))
 }
 
-pub(crate) fn consumer_config(config: &KafkaConfig, group: &str, client_id: &str) -> ClientConfig {
+pub(crate) fn consumer_config(
+    config: &KafkaConfig,
+    group: &str,
+    client_id: &str,
+) -> Result<ClientConfig, ServiceError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("client.id", client_id)
@@ -86,10 +171,8 @@ pub(crate) fn consumer_config(config: &KafkaConfig, group: &str, client_id: &str
             config.heartbeat_interval_ms.to_string(),
         )
         .set("enable.partition.eof", "false");
-    for (k, v) in &config.extra {
-        c.set(k, v);
-    }
-    c
+    set_properties(&mut c, config)?;
+    Ok(c)
 }
 
 pub(crate) fn producer(
@@ -104,9 +187,7 @@ pub(crate) fn producer(
         // librdkafka retries transient errors itself for this long; after it, culprit's own
         // backoff loop re-sends, so a message is never dropped.
         .set("message.timeout.ms", "30000");
-    for (k, v) in &config.extra {
-        c.set(k, v);
-    }
+    set_properties(&mut c, config)?;
     c.create().map_err(|e| ServiceError::Client {
         what: "producer",
         source: e,
@@ -121,7 +202,7 @@ pub async fn ensure_topics(
     partitions: i32,
 ) -> Result<(), ServiceError> {
     let admin: AdminClient<DefaultClientContext> =
-        base_client_config(config)
+        client_config(config)?
             .create()
             .map_err(|e| ServiceError::Client {
                 what: "admin client",

@@ -1,12 +1,14 @@
 //! Settings of the Kafka services, in the `[kafka]` section of culprit's configuration.
 //!
 //! Every field has a default that works against a local broker; `extra` carries anything else
-//! librdkafka understands (SASL, TLS) verbatim to every client.
+//! librdkafka understands (TLS, SASL, compression) verbatim to every client, and `extra_files`
+//! the secret ones (passwords) from files, so that they never appear in a config file.
 
 use culprit_core::SourceKind;
 use culprit_otlp::Encoding;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Connection, topics, groups and batching of the embedder and correlator services.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +61,11 @@ pub struct KafkaConfig {
     /// librdkafka properties passed verbatim to every client, after culprit's own, e.g.
     /// `security.protocol = "SASL_SSL"`, `sasl.mechanisms = "PLAIN"`, `ssl.ca.location = "..."`.
     pub extra: BTreeMap<String, String>,
+    /// librdkafka properties whose value is the content of a file, read each time a client is
+    /// created (one trailing newline dropped): secrets mounted from a Kubernetes Secret, e.g.
+    /// `"sasl.password" = "/etc/culprit/secrets/kafka/password"`. A property may be set here or
+    /// in `extra`, not in both.
+    pub extra_files: BTreeMap<String, PathBuf>,
 }
 
 impl Default for KafkaConfig {
@@ -84,6 +91,7 @@ impl Default for KafkaConfig {
             correlator_rewind: Rewind::Messages(10_000),
             watermark_max_lag_secs: 300,
             extra: BTreeMap::new(),
+            extra_files: BTreeMap::new(),
         }
     }
 }

@@ -14,6 +14,14 @@ pub enum ServiceError {
         source: KafkaError,
     },
 
+    /// A property of `extra_files` could not be read, or is also set in `extra`.
+    #[error("cannot set the Kafka property {property} from {path}: {reason}")]
+    SecretFile {
+        property: String,
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
     /// A topic could not be created.
     #[error("cannot create topic {topic}: {reason}")]
     Topic { topic: String, reason: String },

@@ -46,7 +46,7 @@ mod hooks;
 mod stats;
 mod worker;
 
-pub use client::{base_client_config, ensure_topics};
+pub use client::{base_client_config, client_config, ensure_topics};
 pub use config::{EncodingsConfig, KafkaConfig, Rewind, TopicsConfig};
 pub use correlator::{run_correlator, CorrelatorOptions};
 pub use embedder::{run_embedder, EmbedderOptions, SOURCE_HEADER};
@@ -165,5 +165,79 @@ mod tests {
         let client = base_client_config(&c);
         assert_eq!(client.get("security.protocol"), Some("SSL"));
         assert_eq!(client.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+    }
+
+    #[test]
+    fn tls_without_a_configured_ca_probes_the_system_ca_bundle() {
+        let mut c = KafkaConfig::default();
+        assert_eq!(client_config(&c).unwrap().get("ssl.ca.location"), None);
+        c.extra
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        assert_eq!(
+            client_config(&c).unwrap().get("ssl.ca.location"),
+            Some("probe")
+        );
+        assert_eq!(base_client_config(&c).get("ssl.ca.location"), Some("probe"));
+        c.extra
+            .insert("ssl.ca.location".into(), "/etc/kafka/ca.pem".into());
+        assert_eq!(
+            client_config(&c).unwrap().get("ssl.ca.location"),
+            Some("/etc/kafka/ca.pem")
+        );
+        c.extra.remove("ssl.ca.location");
+        c.extra.insert("ssl.ca.pem".into(), "-----BEGIN ...".into());
+        assert_eq!(client_config(&c).unwrap().get("ssl.ca.location"), None);
+    }
+
+    fn secret_file(name: &str, content: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("culprit-kafka-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn secret_properties_are_read_from_their_files_without_the_trailing_newline() {
+        let path = secret_file("password", "s3cret with spaces \n");
+        let c: KafkaConfig = toml::from_str(&format!(
+            "[extra]\n\"sasl.username\" = \"culprit\"\n[extra_files]\n\"sasl.password\" = {:?}\n",
+            path.display().to_string()
+        ))
+        .unwrap();
+        let client = client_config(&c).unwrap();
+        assert_eq!(client.get("sasl.username"), Some("culprit"));
+        assert_eq!(client.get("sasl.password"), Some("s3cret with spaces "));
+        assert_eq!(
+            base_client_config(&c).get("sasl.password"),
+            Some("s3cret with spaces ")
+        );
+    }
+
+    #[test]
+    fn a_missing_or_empty_secret_file_or_a_property_set_twice_is_an_error_naming_it() {
+        let mut c = KafkaConfig::default();
+        c.extra_files.insert(
+            "sasl.password".into(),
+            "/nonexistent/culprit/password".into(),
+        );
+        let err = client_config(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("sasl.password") && err.contains("/nonexistent/culprit/password"),
+            "{err}"
+        );
+        // The lenient variant leaves the property out instead of stopping.
+        assert_eq!(base_client_config(&c).get("sasl.password"), None);
+
+        c.extra_files
+            .insert("sasl.password".into(), secret_file("empty", "\n"));
+        let err = client_config(&c).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
+
+        c.extra_files
+            .insert("sasl.password".into(), secret_file("set-twice", "x"));
+        c.extra.insert("sasl.password".into(), "plain".into());
+        let err = client_config(&c).unwrap_err().to_string();
+        assert!(err.contains("also set in kafka.extra"), "{err}");
     }
 }
