@@ -126,6 +126,7 @@ fn alert(
         graph: CausalGraph::default(),
         anomaly_count: causes.len(),
         affected_services: BTreeMap::from([(SourceKind::Traces, services)]),
+        llm_review: None,
     }
 }
 
