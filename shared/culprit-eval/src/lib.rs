@@ -16,12 +16,13 @@
 #![forbid(unsafe_code)]
 
 use anyhow::{Context, Result};
-use culprit_core::{DependencyEdge, Event, RcaAlert, NANOS_PER_SEC};
+use culprit_core::{Anomaly, DependencyEdge, Event, LlmReview, RcaAlert, NANOS_PER_SEC};
 use culprit_nezha::{Case, Dataset, Kind, MetricOptions, MetricStore};
 use culprit_pipeline::{Pipeline, PipelineConfig};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Seconds after the injection an incident must overlap to count.
@@ -57,6 +58,30 @@ pub struct CaseResult {
     /// The ranked candidates of the chosen incident, with their evidence.
     #[serde(skip)]
     pub causes: Vec<culprit_core::RootCause>,
+    /// The true root cause's rank before [`EvalOptions::review`] re-ordered the candidates
+    /// (equal to `rank` without a review).
+    pub deterministic_rank: Option<usize>,
+    /// The review of the chosen incident, when [`EvalOptions::review`] ran one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_review: Option<LlmReview>,
+}
+
+/// What a review hook sees of a case: the chosen incident's final alert, every anomaly of the
+/// replay and its events. The label is not part of it.
+pub struct ReviewInput<'a> {
+    pub alert: &'a RcaAlert,
+    pub anomalies: &'a [Anomaly],
+    pub events: &'a [Event],
+}
+
+/// Reviews a case's incident (the LLM agent) and returns the alert whose ranking is scored.
+#[derive(Clone)]
+pub struct ReviewHook(pub Arc<dyn Fn(ReviewInput<'_>) -> RcaAlert + Send + Sync>);
+
+impl std::fmt::Debug for ReviewHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReviewHook")
+    }
 }
 
 /// What to evaluate and how much to say about it.
@@ -67,6 +92,8 @@ pub struct EvalOptions {
     pub case_filter: Option<String>,
     /// Keep every anomaly of each case in [`CaseResult::anomaly_log`].
     pub explain: bool,
+    /// Re-rank each case's incident before it is scored (`culprit eval --llm`).
+    pub review: Option<ReviewHook>,
 }
 
 /// Accuracy figures over a set of cases.
@@ -361,7 +388,7 @@ fn eval_case(
             });
         }
     }
-    if options.explain {
+    if options.explain || options.review.is_some() {
         pipeline.record_anomalies();
     }
     pipeline.learn(&baseline);
@@ -374,18 +401,31 @@ fn eval_case(
         inject * NANOS_PER_SEC,
         (inject + FAULT_WINDOW_S) * NANOS_PER_SEC,
     );
-    let incident: Option<&RcaAlert> = pipeline
+    let chosen: Option<&RcaAlert> = pipeline
         .incidents()
         .iter()
         .find(|a| a.started_at <= window.1 && a.updated_at >= window.0);
+    let reviewed: Option<RcaAlert> = match (chosen, &options.review) {
+        (Some(alert), Some(ReviewHook(review))) => Some(review(ReviewInput {
+            alert,
+            anomalies: pipeline.recorded_anomalies(),
+            events: &replay,
+        })),
+        _ => None,
+    };
+    let incident = reviewed.as_ref().or(chosen);
     let ranking: Vec<String> = incident
         .map(|a| a.root_causes.iter().map(|c| c.service.clone()).collect())
         .unwrap_or_default();
     // Only now is the label looked at.
-    let rank = ranking
-        .iter()
-        .position(|s| *s == case.root_cause_service)
-        .map(|p| p + 1);
+    let position = |alert: Option<&RcaAlert>| {
+        alert?
+            .root_causes
+            .iter()
+            .position(|c| c.service == case.root_cause_service)
+            .map(|p| p + 1)
+    };
+    let rank = position(incident);
     let stats = pipeline.stats();
     Ok(CaseResult {
         case_id: case.id.clone(),
@@ -401,8 +441,14 @@ fn eval_case(
         events: stats.events.values().sum(),
         anomalies: stats.anomalies,
         seconds: started.elapsed().as_secs_f64(),
-        anomaly_log: pipeline.recorded_anomalies().to_vec(),
+        anomaly_log: if options.explain {
+            pipeline.recorded_anomalies().to_vec()
+        } else {
+            Vec::new()
+        },
         causes: incident.map(|a| a.root_causes.clone()).unwrap_or_default(),
+        deterministic_rank: position(chosen),
+        llm_review: incident.and_then(|a| a.llm_review.clone()),
     })
 }
 
@@ -458,6 +504,8 @@ mod tests {
             seconds: 0.0,
             anomaly_log: vec![],
             causes: vec![],
+            deterministic_rank: rank,
+            llm_review: None,
         }
     }
 

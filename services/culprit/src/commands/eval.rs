@@ -23,6 +23,9 @@ pub enum Eval {
         /// Which detectors run: stats, knn or fused (overrides `detector` in the configuration).
         #[arg(long)]
         detector: Option<culprit_pipeline::DetectorMode>,
+        /// Review each case's incident with the LLM agent (`[llm]` settings) before scoring it.
+        #[arg(long)]
+        llm: bool,
     },
 }
 
@@ -33,6 +36,7 @@ pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
         case,
         explain,
         detector,
+        llm,
     } = cmd;
     let mut pipeline = config.pipeline.clone();
     if let Some(mode) = detector {
@@ -42,6 +46,11 @@ pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
         pipeline,
         case_filter: case,
         explain,
+        review: if llm {
+            Some(super::agent::eval_review_hook(config)?)
+        } else {
+            None
+        },
     };
     if !json {
         println!(
