@@ -57,6 +57,9 @@ enum Command {
     Correlator,
     /// Run every embedder and the correlator in one process.
     Serve(commands::serve::ServeArgs),
+    /// Review stored RCA alerts with the LLM agent (`[llm]` settings); --dry-run writes the
+    /// exact requests instead of sending them.
+    Agent(commands::agent::Args),
     /// Print the effective configuration (defaults, file and environment merged) as TOML.
     Config,
 }
@@ -91,6 +94,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embedder(args) => commands::serve::embedder(args, &config),
         Command::Correlator => commands::serve::correlator(&config),
         Command::Serve(args) => commands::serve::serve(args, &config),
+        Command::Agent(args) => commands::agent::run(args, &config),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(())

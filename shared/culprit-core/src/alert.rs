@@ -32,6 +32,10 @@ pub struct RcaAlert {
     pub anomaly_count: usize,
     /// Services whose anomalies are in the incident, by source.
     pub affected_services: BTreeMap<SourceKind, Vec<String>>,
+    /// What the optional LLM agent (`culprit-agent`) made of this incident; absent on every
+    /// deterministic revision. A reviewed alert is the next revision of the one it reviewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_review: Option<LlmReview>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,4 +99,119 @@ pub enum EdgeKind {
     Change,
     /// Metrics -> traces -> logs on one service, collapsed to the service node.
     SameService,
+}
+
+/// The LLM agent's review of a ranking: how it went and what it changed.
+///
+/// The ranking it sits beside is already the merged one; `rank_changes` says what moved. Anything
+/// other than [`LlmReviewStatus::Reviewed`] means the deterministic ranking stands unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmReview {
+    pub status: LlmReviewStatus,
+    /// Why the review ended the way it did, in a few words (an error, the limit that was hit).
+    pub detail: Option<String>,
+    /// The revision of the deterministic alert that was reviewed.
+    pub reviewed_revision: u32,
+    pub model: String,
+    /// `tools`, `json_schema` or `prompt-only`.
+    pub mode: String,
+    /// Chat-completion calls made.
+    pub steps: u32,
+    /// Tool calls the model asked for (including duplicates and invalid ones).
+    pub tool_calls: u32,
+    /// Tool calls identical to an earlier one, answered without running the tool again.
+    pub duplicate_tool_calls: u32,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Wall-clock time of the review, milliseconds.
+    pub latency_ms: u64,
+    /// The limit that ended the tool loop and forced a final verdict call, if any:
+    /// `tool_calls`, `tokens` or `deadline`.
+    pub limit_hit: Option<String>,
+    /// Verdicts that passed validation, in the order the model gave them.
+    pub verdicts: Vec<LlmVerdict>,
+    /// Verdicts dropped for naming a service outside the graph, citing evidence no tool
+    /// returned, or repeating a service.
+    pub dropped_verdicts: u32,
+    /// Candidates whose place changed, best first by their new rank.
+    pub rank_changes: Vec<RankChange>,
+    /// The model's own explanation. Not checked against anything: read it as a hint.
+    pub unverified_rationale: Option<String>,
+}
+
+/// How a review ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmReviewStatus {
+    /// Verdicts were merged into the ranking (which may still be unchanged).
+    Reviewed,
+    /// The model answered but gave no usable verdict.
+    Inconclusive,
+    /// `llm.mode = "prompt-only"`: the requests were written, nothing was sent.
+    PromptOnly,
+    /// A call or the whole review ran out of time.
+    Timeout,
+    /// The endpoint could not be reached.
+    Unreachable,
+    /// The endpoint answered with an error status.
+    EndpointError,
+    /// The endpoint's answer was not a chat completion culprit could read.
+    InvalidResponse,
+    /// Recent reviews failed repeatedly; this one was not attempted.
+    CircuitOpen,
+}
+
+impl LlmReviewStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LlmReviewStatus::Reviewed => "reviewed",
+            LlmReviewStatus::Inconclusive => "inconclusive",
+            LlmReviewStatus::PromptOnly => "prompt_only",
+            LlmReviewStatus::Timeout => "timeout",
+            LlmReviewStatus::Unreachable => "unreachable",
+            LlmReviewStatus::EndpointError => "endpoint_error",
+            LlmReviewStatus::InvalidResponse => "invalid_response",
+            LlmReviewStatus::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
+/// The model's judgement of one candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmVerdict {
+    pub service: String,
+    pub verdict: VerdictKind,
+    /// The model's confidence in [0, 1].
+    pub confidence: f64,
+    /// The evidence it cites: anomaly ids, or `template:`, `metric:`, `past:` references to
+    /// what a tool returned.
+    pub evidence: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Supports,
+    Refutes,
+    Insufficient,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Supports => "supports",
+            VerdictKind::Refutes => "refutes",
+            VerdictKind::Insufficient => "insufficient",
+        }
+    }
+}
+
+/// A candidate that moved when the verdicts were merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankChange {
+    pub service: String,
+    pub from_rank: usize,
+    pub to_rank: usize,
+    pub score_before: f64,
+    pub score_after: f64,
 }

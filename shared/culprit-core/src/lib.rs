@@ -10,7 +10,10 @@ mod anomaly;
 mod event;
 mod severity;
 
-pub use alert::{CausalGraph, EdgeKind, GraphEdge, GraphNode, IncidentStatus, RcaAlert, RootCause};
+pub use alert::{
+    CausalGraph, EdgeKind, GraphEdge, GraphNode, IncidentStatus, LlmReview, LlmReviewStatus,
+    LlmVerdict, RankChange, RcaAlert, RootCause, VerdictKind,
+};
 pub use anomaly::{Anomaly, DependencyEdge};
 pub use event::{
     ChangeEvent, ChangeKind, Event, EventBody, LogEvent, LogLevel, MetricPoint, Resource,

@@ -33,6 +33,11 @@ pub struct CorrelateConfig {
     /// How long a change stays a candidate cause for incidents that follow it.
     pub change_lookback_secs: u32,
     pub rank: RankConfig,
+    /// Step between an incident's published revisions (1 when unset). The binary sets 2 when the
+    /// LLM agent is on, so the agent's review of revision `r` can be published as `r + 1` without
+    /// colliding with the correlator's next revision; not read from configuration files.
+    #[serde(skip)]
+    pub revision_stride: u32,
 }
 
 impl Default for CorrelateConfig {
@@ -44,6 +49,7 @@ impl Default for CorrelateConfig {
             open_evidence: 1.2,
             change_lookback_secs: 3600,
             rank: RankConfig::default(),
+            revision_stride: 1,
         }
     }
 }
@@ -251,7 +257,10 @@ impl Correlator {
             return None;
         }
         incident.published_top = top;
-        incident.revision += 1;
+        incident.revision = match incident.revision {
+            0 => 1,
+            r => r + self.config.revision_stride.max(1),
+        };
         let alert = build_alert(env, incident, ranking, status);
         match self.history_index.get(&alert.incident_id) {
             Some(&i) => self.history[i] = alert.clone(),
@@ -344,6 +353,7 @@ fn build_alert(
         graph: ranking.graph,
         anomaly_count: incident.anomalies.len(),
         affected_services: affected,
+        llm_review: None,
     }
 }
 
@@ -424,6 +434,20 @@ mod tests {
             .evidence
             .iter()
             .any(|a| a.source == SourceKind::Changes));
+    }
+
+    #[test]
+    fn a_revision_stride_leaves_room_between_published_revisions() {
+        let config = CorrelateConfig {
+            revision_stride: 2,
+            ..CorrelateConfig::default()
+        };
+        let mut c = Correlator::new(config);
+        c.add(anomaly("cart", "span.errors", Severity::Sev1, 1000));
+        let opened = c.add(anomaly("cart", "log.errors", Severity::Sev1, 1005));
+        assert_eq!(opened[0].revision, 1);
+        let resolved = c.advance(1300 * NANOS_PER_SEC);
+        assert_eq!(resolved[0].revision, 3, "revision 2 is left for a review");
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! [`score_case`] looks at it, after the case's replay has finished.
 
 use crate::parallel::{map_ordered, workers};
-use crate::score::{score_case, utc_date, CaseLabel, CaseResult, RunFacts, Summary};
+use crate::score::{score_case, score_reviewed_case, utc_date, CaseLabel, CaseResult, RunFacts, Summary};
 use crate::EvalOptions;
 use anyhow::{bail, ensure, Context, Result};
 use culprit_core::{Event, NANOS_PER_SEC};
@@ -238,7 +238,7 @@ fn eval_case(case: &LabelledCase, options: &CasesOptions) -> Result<CaseResult> 
         warmup_secs: 0,
         ..options.eval.pipeline.clone()
     });
-    if options.eval.explain {
+    if options.eval.explain || options.eval.review.is_some() {
         pipeline.record_anomalies();
     }
     pipeline.learn(history);
@@ -252,7 +252,11 @@ fn eval_case(case: &LabelledCase, options: &CasesOptions) -> Result<CaseResult> 
         events: stats.events.values().sum(),
         anomalies: stats.anomalies,
         seconds: started.elapsed().as_secs_f64(),
-        anomaly_log: pipeline.recorded_anomalies().to_vec(),
+        anomaly_log: if options.eval.explain {
+            pipeline.recorded_anomalies().to_vec()
+        } else {
+            Vec::new()
+        },
     };
     let label = CaseLabel {
         case_id: case.case_id.clone(),
@@ -261,8 +265,18 @@ fn eval_case(case: &LabelledCase, options: &CasesOptions) -> Result<CaseResult> 
         root_cause_service: case.root_cause_service.clone(),
         fault_start_unix_s: case.fault_start_unix_s,
     };
-    // Only now is the label's root cause looked at.
-    Ok(score_case(&label, pipeline.incidents(), facts))
+    // Only now is the label's root cause looked at (a review sees the incident, never the label).
+    Ok(match &options.eval.review {
+        Some(review) => score_reviewed_case(
+            &label,
+            pipeline.incidents(),
+            facts,
+            review,
+            pipeline.recorded_anomalies(),
+            replay,
+        ),
+        None => score_case(&label, pipeline.incidents(), facts),
+    })
 }
 
 /// Every telemetry and change-event file under `dir` (recursively, in path order), read with

@@ -18,8 +18,8 @@ pub use nezha::{
     eval_nezha, eval_nezha_continuous, reference_self_check, METRIC_HISTORY_S, METRIC_ROW_SLACK_S,
 };
 pub use score::{
-    rank_of, score_case, scoring_incident, CaseLabel, CaseResult, DateScores, RunFacts, Scores,
-    Summary, FAULT_WINDOW_S,
+    rank_of, score_case, score_reviewed_case, scoring_incident, CaseLabel, CaseResult, DateScores,
+    ReviewHook, ReviewInput, RunFacts, Scores, Summary, FAULT_WINDOW_S,
 };
 
 use culprit_pipeline::PipelineConfig;
@@ -32,6 +32,9 @@ pub struct EvalOptions {
     pub case_filter: Option<String>,
     /// Keep every anomaly of each case in [`CaseResult::anomaly_log`].
     pub explain: bool,
+    /// Re-rank each case's incident before it is scored (`culprit eval nezha --llm`; per-case
+    /// mode only).
+    pub review: Option<ReviewHook>,
 }
 
 impl EvalOptions {

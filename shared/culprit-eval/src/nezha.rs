@@ -22,7 +22,7 @@
 
 use crate::parallel::{map_ordered, workers};
 use crate::score::{
-    fault_window, score_case, scoring_incident, utc_date, CaseLabel, CaseResult, RunFacts, Summary,
+    fault_window, score_case, score_reviewed_case, scoring_incident, utc_date, CaseLabel, CaseResult, RunFacts, Summary,
     FAULT_WINDOW_S,
 };
 use crate::EvalOptions;
@@ -246,7 +246,7 @@ impl DateData {
                 });
             }
         }
-        if options.explain {
+        if options.explain || options.review.is_some() {
             pipeline.record_anomalies();
         }
         pipeline.learn(baseline);
@@ -339,10 +339,24 @@ fn eval_case(
         events: stats.events.values().sum(),
         anomalies: stats.anomalies,
         seconds: started.elapsed().as_secs_f64(),
-        anomaly_log: pipeline.recorded_anomalies().to_vec(),
+        anomaly_log: if options.explain {
+            pipeline.recorded_anomalies().to_vec()
+        } else {
+            Vec::new()
+        },
     };
-    // Only now is the label looked at.
-    Ok(score_case(&label_of(case), pipeline.incidents(), facts))
+    // Only now is the label looked at (a review sees the incident, never the label).
+    Ok(match &options.review {
+        Some(review) => score_reviewed_case(
+            &label_of(case),
+            pipeline.incidents(),
+            facts,
+            review,
+            pipeline.recorded_anomalies(),
+            &replay,
+        ),
+        None => score_case(&label_of(case), pipeline.incidents(), facts),
+    })
 }
 
 /// What one date's stream gave.

@@ -13,9 +13,10 @@
 //! [`score_case`] is the only place the labelled root cause is read, and it takes the incidents
 //! after the replay has finished, so no ranking can depend on it.
 
-use culprit_core::{Anomaly, RcaAlert, RootCause, NANOS_PER_SEC};
+use culprit_core::{Anomaly, Event, LlmReview, RcaAlert, RootCause, NANOS_PER_SEC};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Seconds after the fault start an incident must overlap to count.
 pub const FAULT_WINDOW_S: i64 = 180;
@@ -69,6 +70,30 @@ pub struct CaseResult {
     /// The ranked candidates of the chosen incident, with their evidence.
     #[serde(skip)]
     pub causes: Vec<RootCause>,
+    /// The true root cause's rank before a review ([`crate::EvalOptions::review`]) re-ordered
+    /// the candidates (equal to `rank` without a review).
+    pub deterministic_rank: Option<usize>,
+    /// The review of the scoring incident, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_review: Option<LlmReview>,
+}
+
+/// What a review hook sees of a case: the scoring incident's final alert, every anomaly of the
+/// replay and its events. The label is not part of it.
+pub struct ReviewInput<'a> {
+    pub alert: &'a RcaAlert,
+    pub anomalies: &'a [Anomaly],
+    pub events: &'a [Event],
+}
+
+/// Reviews a case's incident (the LLM agent) and returns the alert whose ranking is scored.
+#[derive(Clone)]
+pub struct ReviewHook(pub Arc<dyn Fn(ReviewInput<'_>) -> RcaAlert + Send + Sync>);
+
+impl std::fmt::Debug for ReviewHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReviewHook")
+    }
 }
 
 /// The fault window of a case, in event-time nanoseconds (both ends included).
@@ -81,12 +106,50 @@ pub fn fault_window(fault_start_unix_s: i64) -> (i64, i64) {
 
 /// The incident a case with this fault start is scored by (see the module doc).
 pub fn scoring_incident(incidents: &[RcaAlert], fault_start_unix_s: i64) -> Option<&RcaAlert> {
+    scoring_index(incidents, fault_start_unix_s).map(|i| &incidents[i])
+}
+
+fn scoring_index(incidents: &[RcaAlert], fault_start_unix_s: i64) -> Option<usize> {
     let (from, to) = fault_window(fault_start_unix_s);
     incidents
         .iter()
-        .filter(|a| a.started_at <= to && a.updated_at >= from)
+        .enumerate()
+        .filter(|(_, a)| a.started_at <= to && a.updated_at >= from)
         // min_by_key keeps the first of equals: the incident opened first.
-        .min_by_key(|a| a.started_at)
+        .min_by_key(|(_, a)| a.started_at)
+        .map(|(i, _)| i)
+}
+
+/// [`score_case`] after `review` re-ranked the scoring incident; `deterministic_rank` keeps the
+/// rank the pipeline gave.
+pub fn score_reviewed_case(
+    label: &CaseLabel,
+    incidents: &[RcaAlert],
+    run: RunFacts,
+    review: &ReviewHook,
+    anomalies: &[Anomaly],
+    events: &[Event],
+) -> CaseResult {
+    let Some(i) = scoring_index(incidents, label.fault_start_unix_s) else {
+        return score_case(label, incidents, run);
+    };
+    let before = rank_of(
+        &incidents[i]
+            .root_causes
+            .iter()
+            .map(|c| c.service.clone())
+            .collect::<Vec<_>>(),
+        &label.root_cause_service,
+    );
+    let mut reviewed = incidents.to_vec();
+    reviewed[i] = (review.0)(ReviewInput {
+        alert: &incidents[i],
+        anomalies,
+        events,
+    });
+    let mut result = score_case(label, &reviewed, run);
+    result.deterministic_rank = before;
+    result
 }
 
 /// 1-based position of `service` in `ranking`.
@@ -120,6 +183,8 @@ pub fn score_case(label: &CaseLabel, incidents: &[RcaAlert], run: RunFacts) -> C
         seconds: run.seconds,
         anomaly_log: run.anomaly_log,
         causes: incident.map(|a| a.root_causes.clone()).unwrap_or_default(),
+        deterministic_rank: rank,
+        llm_review: incident.and_then(|a| a.llm_review.clone()),
     }
 }
 
@@ -314,7 +379,38 @@ mod tests {
             seconds: 0.0,
             anomaly_log: vec![],
             causes: vec![],
+            deterministic_rank: rank,
+            llm_review: None,
         }
+    }
+
+    #[test]
+    fn a_review_is_scored_and_the_pipeline_rank_is_kept_beside_it() {
+        let incidents = [incident("a", s(T0), s(T0 + 60), &["x", "y", "root"])];
+        let label = CaseLabel {
+            case_id: "c".into(),
+            date: String::new(),
+            fault_type: "f".into(),
+            root_cause_service: "root".into(),
+            fault_start_unix_s: T0,
+        };
+        let promote_last = ReviewHook(Arc::new(|input: ReviewInput<'_>| {
+            let mut alert = input.alert.clone();
+            alert.root_causes.rotate_right(1);
+            alert
+        }));
+        let run = || RunFacts {
+            events: 0,
+            anomalies: 0,
+            seconds: 0.0,
+            anomaly_log: vec![],
+        };
+        let reviewed = score_reviewed_case(&label, &incidents, run(), &promote_last, &[], &[]);
+        assert_eq!(reviewed.rank, Some(1));
+        assert_eq!(reviewed.deterministic_rank, Some(3));
+        assert_eq!(reviewed.ranking, ["root", "x", "y"]);
+        let plain = score_case(&label, &incidents, run());
+        assert_eq!((plain.rank, plain.deterministic_rank), (Some(3), Some(3)));
     }
 
     #[test]

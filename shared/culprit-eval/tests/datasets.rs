@@ -45,6 +45,7 @@ fn a_subset_of_trainticket_cases_is_detected_and_ranked() {
         pipeline: PipelineConfig::default(),
         case_filter: Some("110405,084304,142331".into()),
         explain: false,
+        ..EvalOptions::default()
     };
     let (results, summary) = eval_nezha(&dir, &options, |_| {}).unwrap();
     assert_eq!(summary.scores.cases, 3);
@@ -72,6 +73,7 @@ fn a_metrics_only_dataset_is_evaluated_on_metrics_alone() {
         pipeline: PipelineConfig::default(),
         case_filter: Some("043603,051809,071755".into()),
         explain: false,
+        ..EvalOptions::default()
     };
     let (results, summary) = eval_nezha(&dir, &options, |_| {}).unwrap();
     assert_eq!(summary.scores.cases, 3);

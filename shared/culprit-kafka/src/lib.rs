@@ -37,6 +37,7 @@
 //! `rdkafka` is re-exported for tests and tools that need a bare client against the same broker.
 #![forbid(unsafe_code)]
 
+mod alert_writer;
 mod client;
 mod config;
 mod correlator;
@@ -46,6 +47,7 @@ mod hooks;
 mod stats;
 mod worker;
 
+pub use alert_writer::AlertWriter;
 pub use client::{base_client_config, client_config, ensure_topics};
 pub use config::{EncodingsConfig, KafkaConfig, Rewind, TopicsConfig};
 pub use correlator::{run_correlator, CorrelatorOptions};

@@ -129,3 +129,68 @@ fn every_schema_property_has_a_title_and_description() -> Result<(), Box<dyn std
     assert_eq!(missing, Vec::<String>::new());
     Ok(())
 }
+
+/// An alert as the LLM agent publishes it: the next revision with an `llm_review`.
+fn reviewed_alert() -> culprit_core::RcaAlert {
+    use culprit_core::{LlmReview, LlmReviewStatus, LlmVerdict, RankChange, VerdictKind};
+    let mut alert = common::alert();
+    alert.revision += 1;
+    alert.llm_review = Some(LlmReview {
+        status: LlmReviewStatus::Reviewed,
+        detail: None,
+        reviewed_revision: alert.revision - 1,
+        model: "local-model".into(),
+        mode: "json_schema".into(),
+        steps: 3,
+        tool_calls: 2,
+        duplicate_tool_calls: 0,
+        prompt_tokens: 2400,
+        completion_tokens: 180,
+        latency_ms: 5200,
+        limit_hit: Some("tool_calls".into()),
+        verdicts: vec![LlmVerdict {
+            service: "cartservice".into(),
+            verdict: VerdictKind::Supports,
+            confidence: 0.7,
+            evidence: vec!["5f3a9c2e1b7d4a60".into()],
+        }],
+        dropped_verdicts: 1,
+        rank_changes: vec![RankChange {
+            service: "cartservice".into(),
+            from_rank: 2,
+            to_rank: 1,
+            score_before: 0.6,
+            score_after: 0.68,
+        }],
+        unverified_rationale: Some("the deploy preceded the errors".into()),
+    });
+    alert
+}
+
+#[test]
+fn a_reviewed_alert_validates_and_old_alerts_need_no_review(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let validator = validator()?;
+    let doc = serde_json::to_value(reviewed_alert())?;
+    assert_eq!(errors(&validator, &doc), Vec::<String>::new());
+    // A deterministic alert carries no `llm_review` key at all, so consumers that predate it
+    // see the document they always saw.
+    let plain = serde_json::to_value(common::alert())?;
+    assert!(plain.get("llm_review").is_none());
+    let back: culprit_core::RcaAlert = serde_json::from_value(plain)?;
+    assert_eq!(back.llm_review, None);
+
+    for (what, breakage) in [
+        ("unknown review status", json!("maybe")),
+        ("unknown verdict", json!("likely")),
+    ] {
+        let mut broken = doc.clone();
+        if what == "unknown review status" {
+            broken["llm_review"]["status"] = breakage;
+        } else {
+            broken["llm_review"]["verdicts"][0]["verdict"] = breakage;
+        }
+        assert!(!validator.is_valid(&broken), "schema accepted {what}");
+    }
+    Ok(())
+}

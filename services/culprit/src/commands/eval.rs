@@ -50,19 +50,28 @@ pub struct Common {
     /// Which detectors run: stats, knn or fused (overrides `detector` in the configuration).
     #[arg(long)]
     detector: Option<culprit_pipeline::DetectorMode>,
+    /// Review each case's incident with the LLM agent (`[llm]` settings) before scoring it; the
+    /// pipeline's own rank is reported beside it.
+    #[arg(long)]
+    llm: bool,
 }
 
 impl Common {
-    fn options(&self, config: &CulpritConfig) -> EvalOptions {
+    fn options(&self, config: &CulpritConfig) -> Result<EvalOptions> {
         let mut pipeline = config.pipeline.clone();
         if let Some(mode) = self.detector {
             pipeline.detector = mode;
         }
-        EvalOptions {
+        Ok(EvalOptions {
             pipeline,
             case_filter: self.case.clone(),
             explain: self.explain,
-        }
+            review: if self.llm {
+                Some(super::agent::eval_review_hook(config)?)
+            } else {
+                None
+            },
+        })
     }
 }
 
@@ -73,7 +82,11 @@ pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
             continuous,
             common,
         } => {
-            let options = common.options(config);
+            anyhow::ensure!(
+                !(continuous && common.llm),
+                "--llm reviews each case's incident on its own; it does not combine with --continuous"
+            );
+            let options = common.options(config)?;
             let report = Report::start(&common, None);
             let (_, summary) = if continuous {
                 eval_nezha_continuous(&dir, &options, |r| report.case(r))?
@@ -86,7 +99,7 @@ pub fn run(cmd: Eval, config: &CulpritConfig) -> Result<()> {
             anyhow::ensure!(guard >= 0, "--guard must not be negative");
             let set = CaseSet::open(&dir)?;
             let options = CasesOptions {
-                eval: common.options(config),
+                eval: common.options(config)?,
                 guard_s: guard,
             };
             let total = set.selected(&options.eval).count();

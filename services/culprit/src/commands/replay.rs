@@ -2,7 +2,7 @@
 
 use crate::config::CulpritConfig;
 use anyhow::{Context, Result};
-use culprit_core::{Event, RcaAlert};
+use culprit_core::{Anomaly, Event, RcaAlert};
 use culprit_pipeline::{Pipeline, PipelineConfig, PipelineStats};
 use culprit_sink::{AlertSink, FanOut, GraphFilesSink, JsonLinesSink, SummarySink};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,6 +21,10 @@ pub struct Args {
     /// Folder for alerts.jsonl and the causal-graph pictures (overrides `output.dir`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Review each incident's final ranking with the LLM agent (`[llm]` settings); the review
+    /// is written as the incident's next revision.
+    #[arg(long)]
+    pub llm: bool,
 }
 
 pub fn run(args: Args, config: &CulpritConfig) -> Result<()> {
@@ -40,7 +44,19 @@ pub fn run(args: Args, config: &CulpritConfig) -> Result<()> {
     }
     let out = args.out.unwrap_or_else(|| config.output.dir.clone());
     let mut sinks = Outputs::new(&out, config.output.stdout_json)?;
-    let report = run_events(events, &pipeline_config, &mut sinks, true)?;
+    let llm = args.llm || config.llm.enabled;
+    let mut report = run_sorted(&mut events, &pipeline_config, &mut sinks, true, llm)?;
+    if llm {
+        report.incidents = super::agent::review_replay(
+            config,
+            &out,
+            &report.incidents,
+            &report.anomalies,
+            &events,
+            &mut sinks,
+        )?;
+        sinks.flush()?;
+    }
     sinks.finish(&report)?;
     Ok(())
 }
@@ -50,6 +66,8 @@ pub struct RunReport {
     pub stats: PipelineStats,
     /// The final alert of every incident.
     pub incidents: Vec<RcaAlert>,
+    /// Every anomaly of the run, when it was asked to record them (for the LLM agent).
+    pub anomalies: Vec<Anomaly>,
 }
 
 /// Sorts `events` by event time and streams them through a fresh pipeline, sending each alert to
@@ -59,6 +77,17 @@ pub fn run_events(
     config: &PipelineConfig,
     sinks: &mut dyn AlertSink,
     progress: bool,
+) -> Result<RunReport> {
+    run_sorted(&mut events, config, sinks, progress, false)
+}
+
+/// [`run_events`] on borrowed events (sorted in place), optionally recording every anomaly.
+fn run_sorted(
+    events: &mut [Event],
+    config: &PipelineConfig,
+    sinks: &mut dyn AlertSink,
+    progress: bool,
+    record: bool,
 ) -> Result<RunReport> {
     events.sort_by_key(|e| e.time);
     let bar = if progress && events.len() > 100_000 {
@@ -70,6 +99,9 @@ pub fn run_events(
         ProgressBar::hidden()
     };
     let mut pipeline = Pipeline::new(config.clone());
+    if record {
+        pipeline.record_anomalies();
+    }
     for (i, event) in events.iter().enumerate() {
         for alert in pipeline.push(event) {
             sinks.emit(&alert)?;
@@ -86,6 +118,7 @@ pub fn run_events(
     Ok(RunReport {
         stats: pipeline.stats().clone(),
         incidents: pipeline.incidents().to_vec(),
+        anomalies: pipeline.recorded_anomalies().to_vec(),
     })
 }
 

@@ -100,10 +100,29 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
     } else {
         None
     };
-    let publisher = Arc::new(Alerts {
+    let delivery = Arc::new(Delivery {
         api: api.clone(),
         pagerduty,
     });
+    // The LLM agent reviews in the background and publishes its result as the next revision.
+    let reviewer = if config.llm.enabled {
+        let delivery = delivery.clone();
+        Some(super::agent::background_reviewer(
+            &config,
+            &api,
+            Arc::new(move |alert| {
+                let delivery = delivery.clone();
+                Box::pin(async move {
+                    if let Err(e) = delivery.deliver(&alert).await {
+                        tracing::warn!(incident = %alert.incident_id, "llm review not delivered: {e:#}");
+                    }
+                })
+            }),
+        )?)
+    } else {
+        None
+    };
+    let publisher = Arc::new(Alerts { delivery, reviewer });
     let store = super::store_sink::open_store(&config.store).await?;
     if let Some(store) = &store {
         let store = store.clone();
@@ -158,7 +177,12 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
                 });
             }
             Role::Correlator => {
-                let stage = CorrelateStage::new(config.pipeline.effective_correlate());
+                let mut correlate = config.pipeline.effective_correlate();
+                if config.llm.enabled {
+                    // Leaves revision r + 1 free for the review of revision r.
+                    correlate.revision_stride = 2;
+                }
+                let stage = CorrelateStage::new(correlate);
                 let options = CorrelatorOptions {
                     publisher: publisher.clone(),
                     stats,
@@ -192,15 +216,30 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
 }
 
 /// Alerts leave through the API's incident list and PagerDuty (the alerts topic is written by
-/// the correlator itself).
+/// the correlator itself); once delivered, an alert may be offered to the LLM agent.
 struct Alerts {
-    api: ApiState,
-    pagerduty: Option<PagerDutyClient>,
+    delivery: Arc<Delivery>,
+    reviewer: Option<culprit_agent::BackgroundReviewer>,
 }
 
 #[async_trait]
 impl AlertPublisher for Alerts {
     async fn publish(&self, alert: &RcaAlert) -> anyhow::Result<()> {
+        self.delivery.deliver(alert).await?;
+        if let Some(reviewer) = &self.reviewer {
+            reviewer.offer(alert); // never waits
+        }
+        Ok(())
+    }
+}
+
+struct Delivery {
+    api: ApiState,
+    pagerduty: Option<PagerDutyClient>,
+}
+
+impl Delivery {
+    async fn deliver(&self, alert: &RcaAlert) -> anyhow::Result<()> {
         self.api.publish(alert.clone()).await;
         let Some(pd) = &self.pagerduty else {
             return Ok(());

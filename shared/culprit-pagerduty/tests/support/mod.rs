@@ -268,5 +268,6 @@ pub fn alert(
             SourceKind::Traces,
             vec![top.to_string(), other.to_string()],
         )]),
+        llm_review: None,
     }
 }

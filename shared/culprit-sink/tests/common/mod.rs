@@ -234,6 +234,7 @@ pub fn alert() -> RcaAlert {
         graph,
         anomaly_count: 37,
         affected_services,
+        llm_review: None,
     }
 }
 
