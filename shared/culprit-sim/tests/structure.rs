@@ -289,7 +289,10 @@ fn changes_precede_the_fault_in_native_form_and_name_the_culprit_when_it_changed
         }
         let expect = matches!(
             s,
-            Scenario::DeployCpuSpike | Scenario::ConfigTimeout | Scenario::MemoryLeak
+            Scenario::DeployCpuSpike
+                | Scenario::ConfigTimeout
+                | Scenario::MemoryLeak
+                | Scenario::BatchRelease
         );
         assert_eq!(culprit_changes, usize::from(expect), "{s}");
         if s == Scenario::ConfigTimeout {
@@ -362,10 +365,4 @@ fn the_normal_period_is_the_same_traffic_whatever_the_scenario() {
     let (ea, eb) = (early(&a), early(&b));
     assert!(!ea.is_empty());
     assert!(ea == eb, "normal traffic depends on the scenario");
-}
-
-fn rfc3339_to_unix(s: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .expect("RFC 3339")
-        .timestamp()
 }
