@@ -5,13 +5,14 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "deploy-cpu-spike",
     "config-timeout",
     "memory-leak",
     "db-pool-exhaustion",
     "new-exception",
     "dependency-latency",
+    "batch-release",
 ];
 
 fn culprit(args: &[&str]) -> String {
@@ -88,6 +89,54 @@ fn replaying_each_simulated_scenario_names_its_injected_root_cause_first() {
             output.join(format!("{id}.html")).is_file()
                 && output.join(format!("{id}.dot")).is_file()
         );
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn in_a_release_batch_the_defective_deploy_ranks_first_and_the_harmless_ones_do_not() {
+    let tmp = std::env::temp_dir().join(format!("culprit-batch-{}", std::process::id()));
+    let (input, output) = (tmp.join("in"), tmp.join("out"));
+    culprit(&[
+        "simulate",
+        "--scenario",
+        "batch-release",
+        "--out",
+        input.to_str().unwrap(),
+    ]);
+    let label: Value =
+        serde_json::from_str(&std::fs::read_to_string(input.join("label.json")).unwrap()).unwrap();
+    culprit(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--warmup",
+        "1200",
+        "--out",
+        output.to_str().unwrap(),
+    ]);
+    let alert = final_alert(
+        &output.join("alerts.jsonl"),
+        label["fault_start_unix_s"].as_i64().unwrap(),
+    );
+    let causes = alert["root_causes"].as_array().expect("root causes");
+    let cause = |service: &str| causes.iter().find(|c| c["service"] == service);
+    let first = causes[0]["service"].as_str().unwrap_or("none");
+    assert_eq!(first, "checkout", "{causes:#?}");
+    let why = causes[0]["explanation"].as_str().unwrap_or("");
+    assert!(
+        why.contains("deploy checkout v1.9.0") && why.contains("own behaviour changed after it"),
+        "{why}"
+    );
+    // The harmless releases of the same batch are not blamed for what they did not change.
+    for harmless in ["frontend", "cart"] {
+        if let Some(c) = cause(harmless) {
+            assert!(c["rank"].as_u64() > Some(1), "{harmless} ranks first");
+            let why = c["explanation"].as_str().unwrap_or("");
+            assert!(
+                !why.contains("own behaviour changed after it"),
+                "{harmless}: {why}"
+            );
+        }
     }
     std::fs::remove_dir_all(&tmp).ok();
 }

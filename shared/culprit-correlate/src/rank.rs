@@ -2,7 +2,8 @@
 //!
 //! 1. Evidence per service: each anomaly contributes `severity weight x score x source weight`;
 //!    within a source the strongest signal counts fully and the next two a little (correlated
-//!    signals must not pile up), and sources add up. Changes add to the service they touched.
+//!    signals must not pile up), and sources add up. Changes add to the service they touched:
+//!    in full when that service's own behaviour changed after them, as a weak prior otherwise.
 //! 2. The causal graph: services are nodes; a dependency edge `callee -> caller` says a fault in
 //!    the callee can explain symptoms in its caller; a change on a service points at its callers.
 //! 3. Personalised PageRank on the reversed graph (a walker starts at symptoms, weighted by their
@@ -64,8 +65,18 @@ pub struct RankConfig {
     /// never date a service's first trouble. k-NN distances flag harmless novelty as readily as
     /// faults (docs/EVALUATION.md), so by default they are such a signal.
     pub corroborating_signals: Vec<String>,
-    /// Evidence a change adds to the service it touched when the incident follows right after.
+    /// Evidence a change adds to the service it touched when the incident follows right after
+    /// and that service's own behaviour changed after it (see `change_unconfirmed_factor`).
     pub change_weight: f64,
+    /// Releases come in batches and most changes are harmless, so a change counts in full only
+    /// when the service it touched shows changed behaviour of its own that began after it: an
+    /// anomaly that none of its callees explains, the first such one dated no earlier than the
+    /// change. A change whose service shows nothing of its own (or only symptoms a callee
+    /// explains, or trouble that began before it) is a weak prior: `change_weight` times this.
+    pub change_unconfirmed_factor: f64,
+    /// Anomalies are dated by the start of the window they judged, so the first own anomaly
+    /// may carry a time up to this many seconds before the change whose effect it shows.
+    pub change_effect_slack_secs: f64,
     /// The change's weight halves every this many seconds between it and the incident's start.
     pub change_half_life_secs: f64,
     /// Candidates to report.
@@ -121,6 +132,8 @@ impl Default for RankConfig {
             consequential_signals: vec!["log_missing_in_span".to_string()],
             corroborating_signals: vec!["knn_distance".to_string()],
             change_weight: 0.6,
+            change_unconfirmed_factor: 0.3,
+            change_effect_slack_secs: 60.0,
             change_half_life_secs: 300.0,
             top_k: 5,
             evidence_per_cause: 5,
@@ -295,6 +308,8 @@ pub fn rank(
             .filter_map(|callee| firsts.get(callee))
             .any(|t| (own.saturating_sub(lead)..=own.saturating_add(slack)).contains(t))
     };
+    // When each service's own behaviour first changed: its first anomaly that no callee explains.
+    let mut first_own: BTreeMap<String, UnixNanos> = BTreeMap::new();
     for (name, ev) in services.iter_mut() {
         let Some(own_first) = ev.first_seen else {
             continue;
@@ -305,14 +320,32 @@ pub fn rank(
         let change_explained = ev
             .first_changed
             .is_some_and(|own| callee_began_near(name, &first_changed, own));
-        for ((_, signal), strength) in ev.by_signal.iter_mut() {
-            if (symptoms_explained && is_propagating(signal, config))
+        let explained = |signal: &str| {
+            (symptoms_explained && is_propagating(signal, config))
                 || (change_explained && is_consequential(signal, config))
-            {
+        };
+        for ((_, signal), strength) in ev.by_signal.iter_mut() {
+            if explained(signal) {
                 *strength *= config.explained_factor;
             }
         }
+        if let Some(t) = ev
+            .anomalies
+            .iter()
+            .filter(|a| !is_corroborating(&a.signal, config) && !explained(&a.signal))
+            .map(|a| a.time)
+            .min()
+        {
+            first_own.insert(name.clone(), t);
+        }
     }
+    let effect_slack = (config.change_effect_slack_secs * 1e9) as i64;
+    // A change is confirmed when the service it touched changed its own behaviour after it.
+    let confirmed = |change: &Anomaly| {
+        first_own
+            .get(&change.service)
+            .is_some_and(|t| *t >= change.time.saturating_sub(effect_slack))
+    };
 
     // Raw evidence per service.
     let mut evidence: BTreeMap<String, f64> = services
@@ -327,13 +360,10 @@ pub fn rank(
         })
         .collect();
 
-    // Changes: evidence for the touched service, stronger when it or its callers are anomalous.
+    // Changes: evidence for the touched service, in full only when its own behaviour changed
+    // after the change; several changes in one incident compete on that, not on their timing.
     for change in changes {
         let touched = &change.service;
-        let own = evidence.get(touched).copied().unwrap_or(0.0) > 0.0;
-        let callers_hit = topology
-            .callers(environment, touched)
-            .any(|c| evidence.contains_key(c));
         let before = (incident_start - change.time) as f64 / 1e9;
         // A change during the incident cannot explain its first symptoms.
         let recency = if before >= 0.0 {
@@ -342,10 +372,11 @@ pub fn rank(
             0.3
         };
         let w = recency
-            * if own || callers_hit {
-                config.change_weight
+            * config.change_weight
+            * if confirmed(change) {
+                1.0
             } else {
-                config.change_weight * 0.3
+                config.change_unconfirmed_factor
             };
         *evidence.entry(touched.clone()).or_default() += w;
         let ev = services.entry(touched.clone()).or_default();
@@ -387,7 +418,8 @@ pub fn rank(
             }
         }
     }
-    for change in changes {
+    // Only a confirmed change is drawn as a cause of its callers' symptoms.
+    for change in changes.iter().filter(|c| confirmed(c)) {
         let Some(&from) = index.get(&change.service) else {
             continue;
         };
@@ -437,7 +469,15 @@ pub fn rank(
         dedup_by_signal(&mut top);
         top.truncate(config.evidence_per_cause);
         let by_source = ev.by_source();
-        let explanation = explain(service, &ev, &chain, changes, incident_start, config);
+        let explanation = explain(
+            service,
+            &ev,
+            &chain,
+            changes,
+            &confirmed,
+            incident_start,
+            config,
+        );
         causes.push(RootCause {
             rank: rank + 1,
             service: service.clone(),
@@ -594,6 +634,7 @@ fn explain(
     ev: &ServiceEvidence,
     chain: &[String],
     changes: &[Anomaly],
+    confirmed: &dyn Fn(&Anomaly) -> bool,
     incident_start: UnixNanos,
     config: &RankConfig,
 ) -> String {
@@ -631,14 +672,17 @@ fn explain(
     }
     for c in changes.iter().filter(|c| c.service == service) {
         let before = (incident_start - c.time) as f64 / 1e9;
-        if before >= 0.0 {
-            parts.push(format!(
-                "{} {:.0} s before the first anomaly",
-                c.description, before
-            ));
+        let when = if before >= 0.0 {
+            format!("{before:.0} s before the first anomaly")
         } else {
-            parts.push(format!("{} during the incident", c.description));
-        }
+            "during the incident".to_string()
+        };
+        let effect = if confirmed(c) {
+            format!("{service}'s own behaviour changed after it")
+        } else {
+            format!("nothing of {service}'s own changed after it")
+        };
+        parts.push(format!("{} {when} ({effect})", c.description));
     }
     parts.join("; ")
 }
@@ -944,6 +988,137 @@ mod tests {
             .edges
             .iter()
             .any(|e| e.kind == EdgeKind::Change && e.from == "payment"));
+    }
+
+    /// A release batch on the shop: payment's deploy is defective (its own spans fail), checkout's
+    /// and inventory's, later and so fresher, change nothing of their own. checkout only relays
+    /// payment's failures; inventory stays silent while its caller checkout is in trouble.
+    fn release_batch() -> (Vec<Anomaly>, Vec<Anomaly>) {
+        const SEC: i64 = 1_000_000_000;
+        let anomalies = vec![
+            anomaly(
+                "payment",
+                SourceKind::Traces,
+                "span.errors",
+                Severity::Sev3,
+                0,
+            ),
+            anomaly(
+                "checkout",
+                SourceKind::Traces,
+                "span.errors",
+                Severity::Sev1,
+                5 * SEC,
+            ),
+            anomaly(
+                "checkout",
+                SourceKind::Traces,
+                "span.latency:POST /checkout",
+                Severity::Sev1,
+                5 * SEC,
+            ),
+            anomaly(
+                "checkout",
+                SourceKind::Logs,
+                "log.errors",
+                Severity::Sev1,
+                6 * SEC,
+            ),
+        ];
+        let deploy = |service: &str, at: i64| {
+            let mut c = anomaly(
+                service,
+                SourceKind::Changes,
+                &format!("change:deployment:{service}"),
+                Severity::Sev3,
+                at,
+            );
+            c.description = format!("deployment: deploy {service}");
+            c
+        };
+        let changes = vec![
+            deploy("payment", -240 * SEC),
+            deploy("checkout", -20 * SEC),
+            deploy("inventory", -10 * SEC),
+        ];
+        (anomalies, changes)
+    }
+
+    #[test]
+    fn in_a_release_batch_the_deploy_whose_service_changed_ranks_first() {
+        let (anomalies, changes) = release_batch();
+        let config = RankConfig::default();
+        let r = rank("prod", &anomalies, &changes, &shop(), &config);
+        assert_eq!(r.services()[0], "payment", "{:?}", r.services());
+        let why = |service: &str| {
+            r.causes
+                .iter()
+                .find(|c| c.service == service)
+                .map(|c| c.explanation.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            why("payment").contains("payment's own behaviour changed after it"),
+            "{}",
+            why("payment")
+        );
+        assert!(
+            why("checkout").contains("nothing of checkout's own changed after it"),
+            "{}",
+            why("checkout")
+        );
+        // Only the confirmed change is drawn as a cause.
+        let change_edges: Vec<&str> = r
+            .graph
+            .edges
+            .iter()
+            .filter(|e| e.kind == EdgeKind::Change)
+            .map(|e| e.from.as_str())
+            .collect();
+        assert_eq!(change_edges, ["payment"]);
+        // Counting every change in full, the fresher harmless deploys win on timing alone.
+        let every_change_in_full = RankConfig {
+            change_unconfirmed_factor: 1.0,
+            ..RankConfig::default()
+        };
+        let r = rank("prod", &anomalies, &changes, &shop(), &every_change_in_full);
+        assert_ne!(r.services()[0], "payment", "{:?}", r.services());
+    }
+
+    #[test]
+    fn a_change_after_its_service_was_already_in_trouble_is_only_a_prior() {
+        const SEC: i64 = 1_000_000_000;
+        // payment fails from t = 0; a deploy of payment 3 minutes in (a hotfix or a rollback)
+        // did not cause what came before it.
+        let anomalies = vec![anomaly(
+            "payment",
+            SourceKind::Traces,
+            "span.errors",
+            Severity::Sev2,
+            0,
+        )];
+        let deploy = |at: i64| {
+            let mut c = anomaly(
+                "payment",
+                SourceKind::Changes,
+                "change:deployment:1",
+                Severity::Sev3,
+                at,
+            );
+            c.description = "deployment: deploy payment v2".into();
+            c
+        };
+        let config = RankConfig::default();
+        let changes_weight = |at: i64| {
+            let r = rank("prod", &anomalies, &[deploy(at)], &shop(), &config);
+            r.causes[0].evidence_by_source[&SourceKind::Changes]
+        };
+        let after = changes_weight(180 * SEC);
+        let before = changes_weight(-30 * SEC);
+        assert!(
+            after < before * config.change_unconfirmed_factor,
+            "{after} vs {before}"
+        );
     }
 
     #[test]

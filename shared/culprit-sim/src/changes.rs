@@ -98,10 +98,41 @@ pub(crate) fn plan_changes(
             attributes: deployment_attributes("1.15.0", 7, 212, 48),
             new_version: Some("1.15.0"),
         }),
+        Scenario::BatchRelease => {
+            // One release batch: a harmless cart deploy a few minutes before the defective
+            // checkout one, a harmless frontend deploy right after it, both before the symptoms.
+            let cart_at = at - rng.random_range(120..=180) * NANOS;
+            let frontend_at = at + rng.random_range(10..=20) * NANOS;
+            out.extend([
+                deployment(id(rng), cart_at, Svc::Cart, "1.14.1", (2, 14, 6)),
+                deployment(id(rng), at, Svc::Checkout, "1.9.0", (9, 187, 73)),
+                deployment(id(rng), frontend_at, Svc::Frontend, "4.13.0", (4, 38, 11)),
+            ]);
+        }
         Scenario::DbPoolExhaustion | Scenario::NewException | Scenario::DependencyLatency => {}
     }
     out.sort_by_key(|c| c.time_ns);
     out
+}
+
+/// A release by the CI bot: `(files, lines added, lines removed)` describe its diff.
+fn deployment(
+    id: String,
+    time_ns: i64,
+    svc: Svc,
+    version: &'static str,
+    (files, added, removed): (u32, u32, u32),
+) -> PlannedChange {
+    PlannedChange {
+        id,
+        time_ns,
+        kind: ChangeKind::Deployment,
+        svc,
+        summary: format!("deploy {} v{version}", svc.name()),
+        actor: "ci-bot",
+        attributes: deployment_attributes(version, files, added, removed),
+        new_version: Some(version),
+    }
 }
 
 fn deployment_attributes(

@@ -20,6 +20,11 @@ pub enum Scenario {
     NewException,
     /// `redis-cache` becomes 20x slower without failing; cart and checkout slow down.
     DependencyLatency,
+    /// A release batch: cart, checkout and frontend deploy within a few minutes; only checkout's
+    /// new version is defective (it fails some orders with an error never seen before and runs
+    /// slower). The harmless deploys sit next to it in the call graph, one as its caller (which
+    /// relays its failures) and one as its callee.
+    BatchRelease,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,13 +32,14 @@ pub enum Scenario {
 pub struct UnknownScenario(pub String);
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::DeployCpuSpike,
         Scenario::ConfigTimeout,
         Scenario::MemoryLeak,
         Scenario::DbPoolExhaustion,
         Scenario::NewException,
         Scenario::DependencyLatency,
+        Scenario::BatchRelease,
     ];
 
     /// The kebab-case name used on the command line and in labels.
@@ -45,6 +51,7 @@ impl Scenario {
             Scenario::DbPoolExhaustion => "db-pool-exhaustion",
             Scenario::NewException => "new-exception",
             Scenario::DependencyLatency => "dependency-latency",
+            Scenario::BatchRelease => "batch-release",
         }
     }
 
@@ -65,6 +72,7 @@ impl Scenario {
             Scenario::DbPoolExhaustion => Svc::PostgresDb,
             Scenario::NewException => Svc::Payment,
             Scenario::DependencyLatency => Svc::RedisCache,
+            Scenario::BatchRelease => Svc::Checkout,
         }
     }
 
@@ -96,6 +104,13 @@ impl Scenario {
             Scenario::DependencyLatency => {
                 "redis-cache latency rises about 20x without errors; cart and checkout latency rise \
                  and cart logs 'slow cache' warnings."
+            }
+            Scenario::BatchRelease => {
+                "Release batch: cart v1.14.1, checkout v1.9.0 and frontend v4.13.0 deploy within \
+                 about three minutes. Only checkout's new version is defective: it was built \
+                 against a newer pricing library, fails ~15% of orders with NoSuchMethodError and \
+                 runs about 2x slower; frontend relays the failures. The cart and frontend \
+                 releases change nothing."
             }
         }
     }
@@ -148,6 +163,13 @@ impl Scenario {
                 e.latency_factor = 1.0 + 19.0 * r;
                 e.extra_sigma = 0.2 * r;
             }
+            (Scenario::BatchRelease, Svc::Checkout) => {
+                // The new pods take over traffic during the first half minute of the rollout.
+                let r = w.ramp(t_ns, 30.0);
+                e.latency_factor = 1.0 + r;
+                e.fail_prob = 0.15 * r;
+                e.failure = Some(OwnFault::IncompatibleBuild);
+            }
             _ => {}
         }
         e
@@ -175,6 +197,8 @@ pub(crate) enum OwnFault {
     OutOfMemory,
     PoolExhausted,
     NewException,
+    /// A release linked against a library version it was not built for.
+    IncompatibleBuild,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

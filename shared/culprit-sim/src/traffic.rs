@@ -594,6 +594,12 @@ impl Gen {
                     503,
                 )
             }
+            OwnFault::IncompatibleBuild => Failure::new(
+                "java.lang.NoSuchMethodError",
+                "'com.shop.pricing.Money com.shop.pricing.Money.of(long, java.lang.String)'"
+                    .to_string(),
+                500,
+            ),
             OwnFault::NewException => Failure {
                 exc_type: NEW_EXCEPTION_TYPE,
                 message: format!(

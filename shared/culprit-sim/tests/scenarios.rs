@@ -269,3 +269,58 @@ fn normal_period_errors_stay_at_the_background_rate() {
         assert!(normal < 0.01, "{svc} normal error ratio {normal}");
     }
 }
+
+#[test]
+fn batch_release_deploys_three_services_and_only_checkouts_new_version_misbehaves() {
+    let run = run(Scenario::BatchRelease);
+    let fault_start = run.label.fault_start_unix_s;
+    let deploys: Vec<(&str, i64, &str)> = run
+        .changes
+        .iter()
+        .filter(|c| c["type"] == "deployment")
+        .map(|c| {
+            let at = rfc3339_to_unix(c["time"].as_str().expect("time"));
+            let version = c["attributes"]["version"].as_str().expect("version");
+            (c["service"].as_str().expect("service"), at, version)
+        })
+        .filter(|(_, at, _)| fault_start - at <= 300)
+        .collect();
+    let released: Vec<&str> = deploys.iter().map(|d| d.0).collect();
+    assert_eq!(released, ["cart", "checkout", "frontend"], "{deploys:?}");
+    let checkout_at = deploys[1].1;
+
+    // Checkout's new pods fail with an error never seen before, and only they do.
+    let new_version_failures: Vec<(String, bool)> = run
+        .traces
+        .iter()
+        .flat_map(|req| &req.resource_spans)
+        .filter(|rs| service(&rs.resource) == "checkout")
+        .flat_map(|rs| {
+            let version = attr(&rs.resource.as_ref().expect("resource").attributes, "service.version")
+                .expect("service.version")
+                .to_string();
+            rs.scope_spans
+                .iter()
+                .flat_map(|ss| &ss.spans)
+                .filter(|sp| exception_types(sp).contains(&"java.lang.NoSuchMethodError"))
+                .map(move |sp| (version.clone(), sp.start_time_unix_nano as i64 / NANOS >= checkout_at))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(new_version_failures.len() > 20, "{} failures", new_version_failures.len());
+    assert!(
+        new_version_failures.iter().all(|(v, after)| v == "1.9.0" && *after),
+        "failures outside the new version"
+    );
+    let (normal, fault) = server_error_ratio(&run, "checkout");
+    assert!(normal < 0.01 && fault > 0.08, "checkout error ratio {normal} -> {fault}");
+
+    // The harmless releases change nothing of their own.
+    let (normal, fault) = server_error_ratio(&run, "cart");
+    assert!(fault < 0.01, "cart error ratio {normal} -> {fault}");
+    let (n, f) = server_latencies(&run, "cart");
+    let (n, f) = (median(n), median(f));
+    assert!(f < 1.3 * n, "cart median latency {n:.1} -> {f:.1} ms");
+    let (_, relayed) = log_count(&run, "frontend", "ERROR", "checkout");
+    assert!(relayed > 0, "frontend never relayed checkout's failures");
+}

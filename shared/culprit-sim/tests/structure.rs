@@ -290,7 +290,10 @@ fn changes_precede_the_fault_in_native_form_and_name_the_culprit_when_it_changed
         }
         let expect = matches!(
             s,
-            Scenario::DeployCpuSpike | Scenario::ConfigTimeout | Scenario::MemoryLeak
+            Scenario::DeployCpuSpike
+                | Scenario::ConfigTimeout
+                | Scenario::MemoryLeak
+                | Scenario::BatchRelease
         );
         assert_eq!(culprit_changes, usize::from(expect), "{s}");
         if s == Scenario::ConfigTimeout {

@@ -203,3 +203,9 @@ pub fn log_count(run: &SimRun, svc: &str, severity_text: &str, needle: &str) -> 
     }
     c
 }
+
+pub fn rfc3339_to_unix(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .expect("RFC 3339")
+        .timestamp()
+}
