@@ -7,7 +7,7 @@
 use crate::config::CulpritConfig;
 use anyhow::{Context, Result};
 use culprit_agent::{IncidentEvidence, LlmConfig, LlmMode, PastIncident, Review, Reviewer};
-use culprit_api::{FeedbackStore, HistoryRecord, MemoryFeedbackStore};
+use culprit_api::{FeedbackRecord, HistoryStore, MemoryHistoryStore};
 use culprit_core::{Anomaly, Event, LlmReviewStatus, RcaAlert};
 use culprit_sink::AlertSink;
 use std::collections::BTreeMap;
@@ -117,10 +117,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// The operators' confirmed root causes, when `api.history_path` names a history file.
-fn open_history(config: &CulpritConfig) -> Result<Option<Arc<dyn FeedbackStore>>> {
+fn open_history(config: &CulpritConfig) -> Result<Option<Arc<dyn HistoryStore>>> {
     match &config.api.history_path {
         Some(path) if path.exists() => Ok(Some(Arc::new(
-            MemoryFeedbackStore::open(path, config.api.max_history)
+            MemoryHistoryStore::open(path, config.api.max_history)
                 .with_context(|| format!("reading the incident history {}", path.display()))?,
         ))),
         _ => Ok(None),
@@ -129,7 +129,7 @@ fn open_history(config: &CulpritConfig) -> Result<Option<Arc<dyn FeedbackStore>>
 
 /// The confirmed past incidents most like `alert` (by its candidates and their signals).
 pub async fn past_incidents(
-    history: Option<&dyn FeedbackStore>,
+    history: Option<&dyn HistoryStore>,
     alert: &RcaAlert,
 ) -> Vec<PastIncident> {
     let Some(history) = history else {
@@ -163,11 +163,11 @@ pub async fn past_incidents(
     }
 }
 
-fn past_incident(r: &HistoryRecord, environment: &str, terms: &[String]) -> PastIncident {
+fn past_incident(r: &FeedbackRecord, environment: &str, terms: &[String]) -> PastIncident {
     PastIncident {
         incident_id: r.incident_id.clone(),
         environment: r.environment.clone(),
-        root_cause_service: r.root_cause_service.clone(),
+        root_cause_service: r.cause.to_string(),
         summary: r.summary.clone(),
         evidence_signals: r.evidence_signals.clone(),
         similarity: r.similarity(environment, terms),
@@ -297,7 +297,7 @@ pub fn background_reviewer(
     );
     let writer = culprit_kafka::AlertWriter::new(&config.kafka)
         .context("setting up the producer for reviewed alerts")?;
-    let feedback = api.feedback().clone();
+    let feedback = api.history().clone();
     Ok(culprit_agent::BackgroundReviewer::spawn(
         reviewer,
         Arc::new(move |alert: RcaAlert| {
