@@ -40,16 +40,18 @@ fn a_subset_of_trainticket_cases_is_detected_and_ranked() {
         return;
     };
     // One case per fault family: an exception (a log line the route service stops writing), a
-    // return-value fault (a new error line in contacts), CPU contention (verification-code).
+    // return-value fault (a new error line in contacts), CPU contention (verification-code), and
+    // from the second day a network delay (calls into ts-basic-service wait; its own processing
+    // does not change).
     let options = EvalOptions {
         pipeline: PipelineConfig::default(),
-        case_filter: Some("110405,084304,142331".into()),
+        case_filter: Some("110405,084304,142331,2023-01-30-120612".into()),
         explain: false,
         ..EvalOptions::default()
     };
     let (results, summary) = eval_nezha(&dir, &options, |_| {}).unwrap();
-    assert_eq!(summary.scores.cases, 3);
-    assert_eq!(summary.scores.detected, 3, "{results:#?}");
+    assert_eq!(summary.scores.cases, 4);
+    assert_eq!(summary.scores.detected, 4, "{results:#?}");
     for r in &results {
         assert!(
             r.rank.is_some_and(|p| p <= 3),
