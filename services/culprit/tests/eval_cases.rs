@@ -32,25 +32,27 @@ fn every_simulated_scenario_written_as_a_dataset_is_scored_with_its_cause_first(
     let dataset = tmp.join("sim");
     culprit(&["simulate", "--all", "--out", dataset.to_str().unwrap()]);
     let csv = std::fs::read_to_string(dataset.join("cases.csv")).expect("cases.csv written");
-    assert_eq!(csv.lines().count(), 1 + 6);
+    // One case per scenario; each scenario is its own fault type.
+    let n = culprit_sim::Scenario::ALL.len();
+    assert_eq!(csv.lines().count(), 1 + n);
 
     let out = culprit(&["eval", "cases", dataset.to_str().unwrap(), "--json"]);
     let summary = json_summary(&out);
     assert_eq!(summary["mode"], "per-case");
-    assert_eq!(summary["cases"], 6);
-    assert_eq!(summary["detected"], 6);
+    assert_eq!(summary["cases"], n);
+    assert_eq!(summary["detected"], n);
     // The demo names every injected root cause first; the same data scored by the same contract
     // must agree.
     assert_eq!(summary["ac1"], 1.0, "{summary}");
     assert_eq!(
         summary["by_fault_type"].as_object().map(|m| m.len()),
-        Some(6)
+        Some(n)
     );
     assert_eq!(summary["by_date"].as_object().map(|m| m.len()), Some(1));
     assert!(summary["median_detect_delay_s"].is_number());
     // The per-case table went to stderr, one row per scenario.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for scenario in ["deploy-cpu-spike", "config-timeout", "dependency-latency"] {
+    for scenario in ["deploy-cpu-spike", "config-timeout", "dependency-latency", "batch-release"] {
         assert!(
             stderr.lines().any(|l| l.starts_with(scenario)),
             "{scenario} row missing:\n{stderr}"

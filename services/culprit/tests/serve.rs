@@ -114,6 +114,15 @@ fn serve_answers_health_readiness_and_metrics_and_stops_on_sigterm() {
     )
     .expect("/incidents answers");
     assert_eq!(status, 200);
+    // The embedders of this process show their baselines (none learned yet: an empty list, not
+    // the 501 of a process without detectors).
+    let (status, body) = get_with(
+        port,
+        "/baselines",
+        &format!("Authorization: Bearer {TOKEN}\r\n"),
+    )
+    .expect("/baselines answers");
+    assert_eq!(status, 200, "{body}");
     let (status, shell) = get(port, "/").expect("the dashboard answers");
     assert_eq!(status, 200);
     assert!(shell.contains("API token"), "{shell}");

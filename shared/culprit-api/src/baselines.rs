@@ -100,7 +100,7 @@ pub struct RecalcOutcome {
 pub enum BaselineError {
     /// No [`BaselineView`] is registered in this process.
     #[error(
-        "this service exposes no baselines (no detectors run here, or they do not expose them yet)"
+        "this service exposes no baselines (no detectors run in this process)"
     )]
     NotExposed,
     #[error("no baselines for service {0:?}")]

@@ -84,6 +84,8 @@ struct Ring {
     sorted: Vec<f64>,
     /// Inserts since `sorted` was rebuilt.
     stale: usize,
+    /// Event time of the last value pushed.
+    last: Option<UnixNanos>,
 }
 
 impl Ring {
@@ -213,6 +215,45 @@ impl Profile {
     }
 }
 
+/// Which values a bucket holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// One hour of the week, Monday 00:00 UTC = 0.
+    HourOfWeek(u8),
+    /// One hour of the day, UTC.
+    HourOfDay(u8),
+    Global,
+}
+
+/// The value beyond which an observation is reported at `severity`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdSummary {
+    pub severity: Severity,
+    pub above: Option<f64>,
+    pub below: Option<f64>,
+}
+
+/// One bucket of a [`BaselineSummary`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketSummary {
+    pub tier: Tier,
+    pub samples: usize,
+    pub median: f64,
+    /// Most severe first.
+    pub thresholds: Vec<ThresholdSummary>,
+    /// Event time of the last value this bucket took in.
+    pub learned_at: Option<UnixNanos>,
+}
+
+/// A baseline as an operator sees it ([`Baseline::summary`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineSummary {
+    /// Values learned since the baseline started.
+    pub samples: u64,
+    pub learned_at: Option<UnixNanos>,
+    pub buckets: Vec<BucketSummary>,
+}
+
 /// Values of one signal in hour-of-week, hour-of-day and global buckets.
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
@@ -231,9 +272,67 @@ impl Baseline {
             self.hour_of_day = vec![Ring::default(); 24];
         }
         let (how, hod) = hour_buckets(time);
-        self.hour_of_week[how].push(x, config.capacity);
-        self.hour_of_day[hod].push(x, config.capacity);
-        self.global.push(x, config.capacity);
+        for ring in [
+            &mut self.hour_of_week[how],
+            &mut self.hour_of_day[hod],
+            &mut self.global,
+        ] {
+            ring.push(x, config.capacity);
+            ring.last = Some(ring.last.map_or(time, |t| t.max(time)));
+        }
+    }
+
+    /// What an operator sees of this baseline: every bucket holding values, with its median and
+    /// the thresholds each severity starts at, all passed through `unit` (for example from the
+    /// log scale a detector learns in back to milliseconds).
+    pub fn summary(
+        &self,
+        direction: Direction,
+        levels: &SeverityLevels,
+        unit: fn(f64) -> f64,
+    ) -> BaselineSummary {
+        let tiers = self
+            .hour_of_week
+            .iter()
+            .enumerate()
+            .map(|(h, r)| (Tier::HourOfWeek(h as u8), r))
+            .chain(
+                self.hour_of_day
+                    .iter()
+                    .enumerate()
+                    .map(|(h, r)| (Tier::HourOfDay(h as u8), r)),
+            )
+            .chain(std::iter::once((Tier::Global, &self.global)));
+        let buckets = tiers
+            .filter(|(_, ring)| ring.len() > 0)
+            .map(|(tier, ring)| {
+                let mut sorted = ring.values.clone();
+                sorted.sort_by(f64::total_cmp);
+                let profile = Profile::from_sorted(&sorted);
+                let up = matches!(direction, Direction::Up | Direction::Both);
+                let down = matches!(direction, Direction::Down | Direction::Both);
+                BucketSummary {
+                    tier,
+                    samples: ring.len(),
+                    median: unit(profile.median),
+                    thresholds: levels
+                        .levels()
+                        .into_iter()
+                        .map(|(q, severity)| ThresholdSummary {
+                            severity,
+                            above: up.then(|| unit(profile.threshold(q, true))),
+                            below: down.then(|| unit(profile.threshold(q, false))),
+                        })
+                        .collect(),
+                    learned_at: ring.last,
+                }
+            })
+            .collect();
+        BaselineSummary {
+            samples: self.global.seen,
+            learned_at: self.global.last,
+            buckets,
+        }
     }
 
     /// Samples seen in total.

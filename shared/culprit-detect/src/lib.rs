@@ -67,6 +67,26 @@ pub trait Detector: Send {
     /// Closes every open window and forgets the stream's clock, keeping what was learned: the
     /// next events may come from any time (a baseline recorded after the data it judges).
     fn flush(&mut self, phase: Phase, out: &mut Findings);
+    /// What this detector has learned as normal, per signal, for operators (the API's baseline
+    /// view). Detectors without per-signal thresholds add nothing.
+    fn baselines(&self, _out: &mut Vec<SignalSummary>) {}
+    /// Forgets what `service` learned, so it re-learns from the events that follow; returns how
+    /// many baselines were dropped.
+    fn forget(&mut self, _service: &str) -> usize {
+        0
+    }
+}
+
+/// One signal's baseline of one service, as [`Detector::baselines`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalSummary {
+    pub source: SourceKind,
+    pub environment: String,
+    pub service: String,
+    /// The signal in the anomalies' form (`span.latency:GET /cart`, `metric:cpu`), with the unit
+    /// its values are shown in when that is not obvious.
+    pub signal: String,
+    pub baseline: baseline::BaselineSummary,
 }
 
 /// Detection settings; every field has a default, so an empty `[detect]` section works.
@@ -259,6 +279,32 @@ impl Detectors {
         for d in &mut self.detectors {
             d.flush(phase, out);
         }
+    }
+
+    /// Every detector's baselines, sorted by service, source, environment and signal.
+    pub fn baselines(&self) -> Vec<SignalSummary> {
+        let mut out = Vec::new();
+        for d in &self.detectors {
+            d.baselines(&mut out);
+        }
+        out.sort_by(|a, b| {
+            (&a.service, a.source, &a.environment, &a.signal).cmp(&(
+                &b.service,
+                b.source,
+                &b.environment,
+                &b.signal,
+            ))
+        });
+        out
+    }
+
+    /// Forgets what `service` learned in the detectors that take `source` (all when None).
+    pub fn forget(&mut self, service: &str, source: Option<SourceKind>) -> usize {
+        self.detectors
+            .iter_mut()
+            .filter(|d| source.is_none_or(|s| d.sources().contains(&s)))
+            .map(|d| d.forget(service))
+            .sum()
     }
 }
 

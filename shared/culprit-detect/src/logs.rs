@@ -351,6 +351,35 @@ impl Detector for LogDetector {
         let closed = self.windows.close_all();
         self.close_windows(closed, phase, out);
     }
+
+    fn baselines(&self, out: &mut Vec<crate::SignalSummary>) {
+        let per_window = format!("per {} s", self.config.window_secs);
+        for (counts, signal) in [
+            (&self.error_counts, "log.errors"),
+            (&self.warning_counts, "log.warnings"),
+        ] {
+            for ((environment, service), baseline) in counts {
+                out.push(crate::SignalSummary {
+                    source: SourceKind::Logs,
+                    environment: environment.clone(),
+                    service: service.clone(),
+                    signal: format!("{signal} ({per_window})"),
+                    baseline: baseline.summary(
+                        crate::baseline::Direction::Up,
+                        &self.config.severity_levels,
+                        |x| x,
+                    ),
+                });
+            }
+        }
+    }
+
+    fn forget(&mut self, service: &str) -> usize {
+        let before = self.error_counts.len() + self.warning_counts.len();
+        self.error_counts.retain(|key, _| key.1 != service);
+        self.warning_counts.retain(|key, _| key.1 != service);
+        before - self.error_counts.len() - self.warning_counts.len()
+    }
 }
 
 impl LogDetector {

@@ -177,6 +177,36 @@ impl Detector for MetricDetector {
     fn advance(&mut self, _watermark: UnixNanos, _phase: Phase, _out: &mut Findings) {}
 
     fn flush(&mut self, _phase: Phase, _out: &mut Findings) {}
+
+    fn baselines(&self, out: &mut Vec<crate::SignalSummary>) {
+        for ((environment, service, instance, name, attributes), series) in &self.series {
+            let mut signal = if attributes.is_empty() {
+                format!("metric:{name}")
+            } else {
+                format!("metric:{name}{{{attributes}}}")
+            };
+            if let Some(instance) = instance {
+                signal.push_str(&format!(" on {instance}"));
+            }
+            out.push(crate::SignalSummary {
+                source: SourceKind::Metrics,
+                environment: environment.clone(),
+                service: service.clone(),
+                signal,
+                baseline: series.baseline.summary(
+                    Direction::Both,
+                    &self.config.severity_levels,
+                    |x| x,
+                ),
+            });
+        }
+    }
+
+    fn forget(&mut self, service: &str) -> usize {
+        let before = self.series.len();
+        self.series.retain(|key, _| key.1 != service);
+        before - self.series.len()
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +259,50 @@ mod tests {
             (Severity::Sev1, "metric:cpu", Some("inventory-1"))
         );
         assert_eq!(d.series_count(), 1);
+    }
+
+    #[test]
+    fn a_series_baseline_is_shown_per_bucket_and_forgotten_on_request() {
+        let mut d = MetricDetector::new(DetectConfig::default());
+        let mut out = Findings::default();
+        for i in 0..60 {
+            d.observe(
+                &point(i * 15 * NANOS_PER_SEC, 20.0 + (i % 5) as f64),
+                Phase::Learning,
+                &mut out,
+            );
+        }
+        let mut shown = Vec::new();
+        d.baselines(&mut shown);
+        assert_eq!(shown.len(), 1);
+        let b = &shown[0];
+        assert_eq!(
+            (b.service.as_str(), b.signal.as_str(), b.source),
+            ("inventory", "metric:cpu on inventory-1", SourceKind::Metrics)
+        );
+        assert_eq!(b.baseline.samples, 60);
+        assert_eq!(b.baseline.learned_at, Some(59 * 15 * NANOS_PER_SEC));
+        let global = b
+            .baseline
+            .buckets
+            .iter()
+            .find(|x| x.tier == crate::baseline::Tier::Global)
+            .expect("a global bucket");
+        assert_eq!(global.median, 22.0);
+        // Most severe first, and every threshold lies beyond everything learned.
+        let sev1 = global.thresholds[0];
+        assert_eq!(sev1.severity, Severity::Sev1);
+        assert!(sev1.above.unwrap() >= 24.0 && sev1.below.unwrap() <= 20.0, "{sev1:?}");
+        assert!(global.thresholds[0].above >= global.thresholds[4].above);
+        // 15 min of data from Thursday 00:00 UTC (t = 0) fills one hour-of-week and one hour-of-day
+        // bucket beside the global one.
+        assert_eq!(b.baseline.buckets.len(), 3);
+
+        assert_eq!(d.forget("checkout"), 0);
+        assert_eq!(d.forget("inventory"), 1);
+        let mut after = Vec::new();
+        d.baselines(&mut after);
+        assert!(after.is_empty());
     }
 
     /// Learns `values` one per 15 s from t = 0, then returns the anomalies of detecting

@@ -704,6 +704,30 @@ impl Detector for SpanDetector {
             self.close_window(start, window, phase, out);
         }
     }
+
+    fn baselines(&self, out: &mut Vec<crate::SignalSummary>) {
+        // Latencies are learned as ln(microseconds); operators read milliseconds.
+        for ((environment, service, operation), baseline) in &self.latency {
+            out.push(crate::SignalSummary {
+                source: SourceKind::Traces,
+                environment: environment.to_string(),
+                service: service.to_string(),
+                signal: format!("span.latency:{operation} (ms)"),
+                baseline: baseline.summary(
+                    crate::baseline::Direction::Up,
+                    &self.config.severity_levels,
+                    |x| x.exp() / 1000.0,
+                ),
+            });
+        }
+    }
+
+    fn forget(&mut self, service: &str) -> usize {
+        let before = self.latency.len() + self.errors.len();
+        self.latency.retain(|key, _| &*key.1 != service);
+        self.errors.retain(|key, _| &*key.1 != service);
+        before - self.latency.len() - self.errors.len()
+    }
 }
 
 #[cfg(test)]

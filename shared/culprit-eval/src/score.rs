@@ -344,6 +344,7 @@ mod tests {
             graph: CausalGraph::default(),
             anomaly_count: 1,
             affected_services: BTreeMap::new(),
+            llm_review: None,
         }
     }
 

@@ -48,6 +48,7 @@ fn a_sockshop_subset_is_scored_by_the_contract_and_stress_on_the_root_cause_is_d
             pipeline: PipelineConfig::default(),
             case_filter: Some("20230818-035454,20230816-064410,20230816-071417".into()),
             explain: true,
+            review: None,
         },
         ..CasesOptions::default()
     };

@@ -24,7 +24,7 @@ fn options(filter: &str) -> EvalOptions {
     EvalOptions {
         pipeline: PipelineConfig::default(),
         case_filter: Some(filter.into()),
-        explain: false,
+        ..EvalOptions::default()
     }
 }
 
@@ -59,7 +59,7 @@ fn every_case_of_a_day_is_scored_on_the_one_stream_of_its_date() {
     let options = EvalOptions {
         pipeline: PipelineConfig::default(),
         case_filter: None,
-        explain: false,
+        ..EvalOptions::default()
     };
     let mut reported = 0;
     let (results, summary) = eval_nezha_continuous(&dir, &options, |_| reported += 1).unwrap();

@@ -13,9 +13,11 @@
 //! same events gives the same alerts.
 #![forbid(unsafe_code)]
 
+mod baselines;
 mod bus;
 mod stage;
 
+pub use baselines::{BaselineBoard, ForgetRequest};
 pub use bus::{Bus, BusMessage, InProcessBus};
 pub use culprit_knn::KnnConfig;
 pub use stage::{CorrelateStage, DetectStage};

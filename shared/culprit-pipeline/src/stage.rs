@@ -1,6 +1,8 @@
 //! The two stages of the pipeline, each usable on its own (one per service in Kafka mode).
 
+use crate::baselines::BaselineBoard;
 use crate::bus::{Bus, BusMessage};
+use std::sync::Arc;
 use culprit_core::{DependencyEdge, Event, RcaAlert, UnixNanos, NANOS_PER_SEC};
 use culprit_correlate::{CorrelateConfig, Correlator};
 use culprit_detect::{DetectConfig, Detectors, Findings, Phase};
@@ -12,6 +14,8 @@ pub struct DetectStage {
     /// Newest event time seen, and the last whole second windows were advanced to.
     newest: UnixNanos,
     advanced_to: UnixNanos,
+    /// Where this stage shows its baselines and takes forget requests, under its name.
+    board: Option<(Arc<BaselineBoard>, String)>,
 }
 
 impl DetectStage {
@@ -21,6 +25,7 @@ impl DetectStage {
             findings: Findings::default(),
             newest: i64::MIN,
             advanced_to: i64::MIN,
+            board: None,
         }
     }
 
@@ -49,6 +54,33 @@ impl DetectStage {
             findings: Findings::default(),
             newest: i64::MIN,
             advanced_to: i64::MIN,
+            board: None,
+        }
+    }
+
+    /// Shows this stage's baselines on `board` under `name` and applies the requests posted there
+    /// to forget them, both as event time advances.
+    pub fn attach_board(&mut self, board: Arc<BaselineBoard>, name: &str) {
+        board.register(name);
+        self.board = Some((board, name.to_string()));
+    }
+
+    /// Every detector's baselines, sorted by service, source, environment and signal.
+    pub fn baselines(&self) -> Vec<culprit_detect::SignalSummary> {
+        self.detectors.baselines()
+    }
+
+    fn serve_board(&mut self, now: UnixNanos) {
+        let Some((board, name)) = &self.board else {
+            return;
+        };
+        for request in board.take_requests(name) {
+            let n = self.detectors.forget(&request.service, request.source);
+            tracing::info!(service = %request.service, source = ?request.source, baselines = n, "baselines forgotten on request; re-learning from the events that follow");
+            board.applied(name, &request, n);
+        }
+        if board.due(name, now) {
+            board.post(name, now, self.detectors.baselines());
         }
     }
 
@@ -72,6 +104,7 @@ impl DetectStage {
         self.advanced_to = now;
         self.detectors.advance(now, phase, &mut self.findings);
         self.publish(bus);
+        self.serve_board(now);
         bus.publish(BusMessage::Watermark { time: now });
         true
     }

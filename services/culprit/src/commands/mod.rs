@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod baseline_view;
 pub mod bench;
 pub mod demo;
 pub mod eval;

@@ -4,8 +4,9 @@
 //! `culprit-kafka`, with the operations API and dashboard of `culprit-api` beside them (tokens
 //! from `CULPRIT_API_TOKENS` or `api.tokens_file`) and PagerDuty as the correlator's alert hook.
 //!
-//! The detectors do not expose their baselines yet, so no `BaselineView` is registered: the
-//! baseline endpoints answer 501 and `[baselines]` scheduling has nothing to run.
+//! The embedders' detect stages post their baselines on one `BaselineBoard`, which the API reads
+//! (`baseline_view`): the baseline endpoints answer in every process that runs an embedder and
+//! 501 in a correlator-only one.
 
 use crate::config::CulpritConfig;
 use anyhow::{Context, Result};
@@ -82,9 +83,15 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
         .validate()
         .context("invalid [baselines] configuration")?;
     if config.baselines.interval_secs > 0 {
-        tracing::warn!("baselines.interval_secs is set, but the detectors do not expose their baselines yet: no scheduled recalculation runs");
+        tracing::warn!("baselines.interval_secs is set, but scheduled runs re-learn from a stored range, which the detectors cannot do yet (only from now on): no scheduled recalculation runs");
     }
     let api = ApiState::new(config.api.clone(), tokens).context("setting up the HTTP API")?;
+    let board = Arc::new(culprit_pipeline::BaselineBoard::new());
+    if roles.iter().any(|r| matches!(r, Role::Embedder(_))) {
+        api.set_baselines(Arc::new(super::baseline_view::BoardView {
+            board: board.clone(),
+        }));
+    }
     let listener = config
         .api
         .bind()
@@ -156,7 +163,8 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
         let shutdown = stopped(stop_rx.clone());
         match role {
             Role::Embedder(source) => {
-                let stage = DetectStage::from_config(&config.pipeline);
+                let mut stage = DetectStage::from_config(&config.pipeline);
+                stage.attach_board(board.clone(), source.as_str());
                 let mut options = EmbedderOptions {
                     warmup_secs: config.pipeline.warmup_secs,
                     stats,

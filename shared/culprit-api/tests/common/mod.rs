@@ -194,6 +194,7 @@ pub fn alert(
         graph: CausalGraph { nodes, edges },
         anomaly_count: causes.len(),
         affected_services: BTreeMap::from([(SourceKind::Traces, services)]),
+        llm_review: None,
     }
 }
 
