@@ -54,11 +54,16 @@ pub fn load(path: Option<&Path>) -> Result<CulpritConfig> {
         .context("building default configuration")?;
     let mut builder = config::Config::builder().add_source(defaults);
     if let Some(path) = path {
-        builder = builder.add_source(
-            config::File::from(path)
-                .format(config::FileFormat::Toml)
-                .required(true),
-        );
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading configuration file {}", path.display()))?;
+        let mut file: toml::Table = text
+            .parse()
+            .with_context(|| format!("parsing configuration file {}", path.display()))?;
+        whole_floats_to_integers(&mut file);
+        builder = builder.add_source(config::File::from_str(
+            &toml::to_string(&file).context("re-encoding the configuration file")?,
+            config::FileFormat::Toml,
+        ));
     }
     builder = builder.add_source(
         config::Environment::with_prefix("CULPRIT")
@@ -70,9 +75,47 @@ pub fn load(path: Option<&Path>) -> Result<CulpritConfig> {
     merged.try_deserialize().context("invalid configuration")
 }
 
+/// Templating tools write every number as a float (Helm's `toToml` renders `300` from a values
+/// file as `300.0`); a whole float is read as the integer it spells, so integer settings take it.
+/// Fractions stay floats and are refused where an integer is wanted.
+fn whole_floats_to_integers(table: &mut toml::Table) {
+    fn fix(value: &mut toml::Value) {
+        match value {
+            toml::Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                *value = toml::Value::Integer(*f as i64);
+            }
+            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| fix(v)),
+            toml::Value::Array(a) => a.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    table.iter_mut().for_each(|(_, v)| fix(v));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_floats_from_a_templating_tool_fill_integer_settings_and_fractions_do_not() {
+        let dir = std::env::temp_dir().join(format!("culprit-config-f-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rendered = dir.join("helm.toml");
+        std::fs::write(
+            &rendered,
+            "warmup_secs = 1800.0\n[correlate]\nquiet_gap_secs = 300.0\n[correlate.rank]\nevidence_weight = 1.0\n",
+        )
+        .unwrap();
+        let c = load(Some(&rendered)).unwrap();
+        assert_eq!(c.pipeline.warmup_secs, 1800);
+        assert_eq!(c.pipeline.correlate.quiet_gap_secs, 300);
+        assert_eq!(c.pipeline.correlate.rank.evidence_weight, 1.0);
+        let fraction = dir.join("fraction.toml");
+        std::fs::write(&fraction, "warmup_secs = 1800.5\n").unwrap();
+        let err = format!("{:#}", load(Some(&fraction)).unwrap_err());
+        assert!(err.contains("1800.5"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn defaults_load_without_a_file() {

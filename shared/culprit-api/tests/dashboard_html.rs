@@ -216,3 +216,63 @@ async fn the_baselines_view_lists_buckets_and_offers_recalculation() {
     assert_eq!(status, 200);
     assert!(page.contains("exposes no baselines"));
 }
+
+#[tokio::test]
+async fn the_agents_review_shows_its_verdicts_what_moved_and_its_rationale_as_unverified() {
+    use culprit_core::{LlmReview, LlmReviewStatus, LlmVerdict, RankChange, VerdictKind};
+    let server = Server::start(common::state()).await;
+    let mut a = alert(
+        "inc-r",
+        100,
+        3,
+        IncidentStatus::Open,
+        &[("redis", "span.error"), ("cart", "span.latency")],
+    );
+    a.llm_review = Some(LlmReview {
+        status: LlmReviewStatus::Reviewed,
+        detail: None,
+        reviewed_revision: 2,
+        model: "smollm2-135m".into(),
+        mode: "json_schema".into(),
+        steps: 4,
+        tool_calls: 3,
+        duplicate_tool_calls: 1,
+        prompt_tokens: 1800,
+        completion_tokens: 200,
+        latency_ms: 5400,
+        limit_hit: Some("tool_calls".into()),
+        verdicts: vec![LlmVerdict {
+            service: "cart".into(),
+            verdict: VerdictKind::Supports,
+            confidence: 0.8,
+            evidence: vec!["a3".into()],
+        }],
+        dropped_verdicts: 2,
+        rank_changes: vec![RankChange {
+            service: "cart".into(),
+            from_rank: 2,
+            to_rank: 1,
+            score_before: 0.5,
+            score_after: 0.58,
+        }],
+        unverified_rationale: Some("cart <b>slowed</b> first".into()),
+    });
+    server.state.incidents().upsert(a);
+    let (status, page) = html(&server, "/ui/incidents/inc-r", READER).await;
+    assert_eq!(status, 200);
+    for part in [
+        "<h2 id=\"review-title\">Agent review</h2>",
+        "Status <strong>reviewed</strong>",
+        "model smollm2-135m (json_schema)",
+        "reviewed revision 2",
+        "3 tool calls (1 repeated), 2000 tokens, 5.4 s",
+        "stopped by its tool_calls limit",
+        "<td>cart</td><td>supports</td><td>0.80</td><td>a3</td>",
+        "2 verdicts dropped",
+        "cart: #2 &rarr; #1",
+        "<strong>Unverified:</strong>",
+        "cart &lt;b&gt;slowed&lt;/b&gt; first",
+    ] {
+        assert!(page.contains(part), "missing {part:?} in\n{page}");
+    }
+}

@@ -283,8 +283,14 @@ fn batch_release_deploys_three_services_and_only_checkouts_new_version_misbehave
             let version = c["attributes"]["version"].as_str().expect("version");
             (c["service"].as_str().expect("service"), at, version)
         })
-        .filter(|(_, at, _)| fault_start - at <= 300)
+        // The batch's releases (the scenario's description names their versions); the
+        // background's own routine deploys may fall near the fault too.
+        .filter(|(_, _, version)| ["1.14.1", "1.9.0", "4.13.0"].contains(version))
         .collect();
+    assert!(
+        deploys.iter().all(|(_, at, _)| (fault_start - at).abs() <= 300),
+        "the batch lies within five minutes of the fault: {deploys:?}"
+    );
     let released: Vec<&str> = deploys.iter().map(|d| d.0).collect();
     assert_eq!(released, ["cart", "checkout", "frontend"], "{deploys:?}");
     let checkout_at = deploys[1].1;

@@ -291,29 +291,77 @@ fn similar_incidents(out: &mut String, similar: &[FeedbackRecord]) {
     out.push_str("</tbody>\n</table>\n</section>\n");
 }
 
-/// The agent's review, once alerts carry one (`llm_review`): shown only when present.
+/// The agent's review (`llm_review`), shown only when present: how it ended, what it cost, its
+/// verdicts and what moved. The model's rationale is shown as unverified.
 fn llm_review(out: &mut String, alert: &RcaAlert) {
-    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(alert) else {
+    let Some(review) = &alert.llm_review else {
         return;
     };
-    let Some(review) = fields.get("llm_review").filter(|v| !v.is_null()) else {
-        return;
-    };
-    out.push_str("<section id=\"review\">\n<h2>Agent review</h2>\n");
-    let text = review.as_str().or_else(|| {
-        ["summary", "text", "verdict"]
-            .iter()
-            .find_map(|k| review.get(k).and_then(|v| v.as_str()))
-    });
-    if let Some(text) = text {
-        let _ = writeln!(out, "<p>{}</p>", esc(text));
+    out.push_str("<section id=\"review\" aria-labelledby=\"review-title\">\n<h2 id=\"review-title\">Agent review</h2>\n");
+    let _ = writeln!(
+        out,
+        "<p>Status <strong>{}</strong>{} &middot; model {} ({}) &middot; reviewed revision {} &middot; {} calls, {} tool calls ({} repeated), {} tokens, {:.1} s{}</p>",
+        esc(review.status.as_str()),
+        review
+            .detail
+            .as_deref()
+            .map(|d| format!(": {}", esc(d)))
+            .unwrap_or_default(),
+        esc(&review.model),
+        esc(&review.mode),
+        review.reviewed_revision,
+        review.steps,
+        review.tool_calls,
+        review.duplicate_tool_calls,
+        review.prompt_tokens + review.completion_tokens,
+        review.latency_ms as f64 / 1000.0,
+        review
+            .limit_hit
+            .as_deref()
+            .map(|l| format!(" &middot; stopped by its {} limit", esc(l)))
+            .unwrap_or_default(),
+    );
+    if !review.verdicts.is_empty() {
+        out.push_str("<table class=\"verdicts\">\n<thead><tr><th scope=\"col\">Service</th><th scope=\"col\">Verdict</th><th scope=\"col\">Confidence</th><th scope=\"col\">Cites</th></tr></thead>\n<tbody>\n");
+        for v in &review.verdicts {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td></tr>",
+                esc(&v.service),
+                esc(v.verdict.as_str()),
+                v.confidence,
+                esc(&v.evidence.join(", "))
+            );
+        }
+        out.push_str("</tbody>\n</table>\n");
     }
-    if !review.is_string() {
-        let pretty = serde_json::to_string_pretty(review).unwrap_or_default();
+    if review.dropped_verdicts > 0 {
         let _ = writeln!(
             out,
-            "<details><summary>The whole review</summary><pre>{}</pre></details>",
-            esc(&pretty)
+            "<p>{} verdicts dropped (a service outside the graph, or evidence no tool returned).</p>",
+            review.dropped_verdicts
+        );
+    }
+    if review.rank_changes.is_empty() {
+        out.push_str("<p>The ranking is unchanged.</p>\n");
+    } else {
+        out.push_str("<ul class=\"rank-changes\">\n");
+        for c in &review.rank_changes {
+            let _ = writeln!(
+                out,
+                "<li>{}: #{} &rarr; #{}</li>",
+                esc(&c.service),
+                c.from_rank,
+                c.to_rank
+            );
+        }
+        out.push_str("</ul>\n");
+    }
+    if let Some(rationale) = &review.unverified_rationale {
+        let _ = writeln!(
+            out,
+            "<blockquote class=\"unverified\"><p><strong>Unverified:</strong> the model's own words, checked against nothing.</p><p>{}</p></blockquote>",
+            esc(rationale)
         );
     }
     out.push_str("</section>\n");
