@@ -52,7 +52,12 @@ fn every_simulated_scenario_written_as_a_dataset_is_scored_with_its_cause_first(
     assert!(summary["median_detect_delay_s"].is_number());
     // The per-case table went to stderr, one row per scenario.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for scenario in ["deploy-cpu-spike", "config-timeout", "dependency-latency", "batch-release"] {
+    for scenario in [
+        "deploy-cpu-spike",
+        "config-timeout",
+        "dependency-latency",
+        "batch-release",
+    ] {
         assert!(
             stderr.lines().any(|l| l.starts_with(scenario)),
             "{scenario} row missing:\n{stderr}"

@@ -99,9 +99,7 @@ pub struct RecalcOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
     /// No [`BaselineView`] is registered in this process.
-    #[error(
-        "this service exposes no baselines (no detectors run in this process)"
-    )]
+    #[error("this service exposes no baselines (no detectors run in this process)")]
     NotExposed,
     #[error("no baselines for service {0:?}")]
     UnknownService(String),

@@ -190,6 +190,18 @@ impl ListQuery {
 pub(crate) const LIST_QUERY_HELP: &str =
     "status is open or resolved; severity SEV1..SEV5; environment and service are names; limit is a number";
 
+/// The list filters of a request, or the 400 that explains them.
+pub(crate) fn list_query(
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<ListQuery, Response> {
+    query.map(|Query(q)| q).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{} ({LIST_QUERY_HELP})", e.body_text()),
+        )
+    })
+}
+
 pub(crate) fn limit(state: &ApiState, asked: Option<usize>) -> usize {
     asked
         .unwrap_or(state.config().default_limit)
@@ -200,14 +212,9 @@ async fn list_incidents(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let Query(q) = match query {
+    let q = match list_query(query) {
         Ok(q) => q,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{} ({LIST_QUERY_HELP})", e.body_text()),
-            )
-        }
+        Err(response) => return response,
     };
     let alerts: Vec<Arc<RcaAlert>> = state
         .incidents()

@@ -228,8 +228,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_cpu_spike_is_sev1_and_normal_wobble_is_not_reported() {
+    /// A detector that learned 15 minutes of a CPU series wobbling between 20 and 24.
+    fn learned_cpu() -> (MetricDetector, Findings) {
         let mut d = MetricDetector::new(DetectConfig::default());
         let mut out = Findings::default();
         for i in 0..60 {
@@ -239,6 +239,12 @@ mod tests {
                 &mut out,
             );
         }
+        (d, out)
+    }
+
+    #[test]
+    fn a_cpu_spike_is_sev1_and_normal_wobble_is_not_reported() {
+        let (mut d, mut out) = learned_cpu();
         for i in 60..80 {
             d.observe(
                 &point(i * 15 * NANOS_PER_SEC, 21.0 + (i % 3) as f64),
@@ -263,22 +269,18 @@ mod tests {
 
     #[test]
     fn a_series_baseline_is_shown_per_bucket_and_forgotten_on_request() {
-        let mut d = MetricDetector::new(DetectConfig::default());
-        let mut out = Findings::default();
-        for i in 0..60 {
-            d.observe(
-                &point(i * 15 * NANOS_PER_SEC, 20.0 + (i % 5) as f64),
-                Phase::Learning,
-                &mut out,
-            );
-        }
+        let (mut d, _) = learned_cpu();
         let mut shown = Vec::new();
         d.baselines(&mut shown);
         assert_eq!(shown.len(), 1);
         let b = &shown[0];
         assert_eq!(
             (b.service.as_str(), b.signal.as_str(), b.source),
-            ("inventory", "metric:cpu on inventory-1", SourceKind::Metrics)
+            (
+                "inventory",
+                "metric:cpu on inventory-1",
+                SourceKind::Metrics
+            )
         );
         assert_eq!(b.baseline.samples, 60);
         assert_eq!(b.baseline.learned_at, Some(59 * 15 * NANOS_PER_SEC));
@@ -292,7 +294,10 @@ mod tests {
         // Most severe first, and every threshold lies beyond everything learned.
         let sev1 = global.thresholds[0];
         assert_eq!(sev1.severity, Severity::Sev1);
-        assert!(sev1.above.unwrap() >= 24.0 && sev1.below.unwrap() <= 20.0, "{sev1:?}");
+        assert!(
+            sev1.above.unwrap() >= 24.0 && sev1.below.unwrap() <= 20.0,
+            "{sev1:?}"
+        );
         assert!(global.thresholds[0].above >= global.thresholds[4].above);
         // 15 min of data from Thursday 00:00 UTC (t = 0) fills one hour-of-week and one hour-of-day
         // bucket beside the global one.

@@ -15,10 +15,10 @@
 //! onset) out of the baseline. The case is scored by [`crate::score`]'s contract.
 //!
 //! The label's root cause is read from the file with the rest of the label, but only
-//! [`score_case`] looks at it, after the case's replay has finished.
+//! [`score_reviewed_case`] looks at it, after the case's replay has finished.
 
 use crate::parallel::{map_ordered, workers};
-use crate::score::{score_case, score_reviewed_case, utc_date, CaseLabel, CaseResult, RunFacts, Summary};
+use crate::score::{score_reviewed_case, utc_date, CaseLabel, CaseResult, RunFacts, Summary};
 use crate::EvalOptions;
 use anyhow::{bail, ensure, Context, Result};
 use culprit_core::{Event, NANOS_PER_SEC};
@@ -266,17 +266,14 @@ fn eval_case(case: &LabelledCase, options: &CasesOptions) -> Result<CaseResult> 
         fault_start_unix_s: case.fault_start_unix_s,
     };
     // Only now is the label's root cause looked at (a review sees the incident, never the label).
-    Ok(match &options.eval.review {
-        Some(review) => score_reviewed_case(
-            &label,
-            pipeline.incidents(),
-            facts,
-            review,
-            pipeline.recorded_anomalies(),
-            replay,
-        ),
-        None => score_case(&label, pipeline.incidents(), facts),
-    })
+    Ok(score_reviewed_case(
+        &label,
+        pipeline.incidents(),
+        facts,
+        options.eval.review.as_ref(),
+        pipeline.recorded_anomalies(),
+        replay,
+    ))
 }
 
 /// Every telemetry and change-event file under `dir` (recursively, in path order), read with

@@ -22,8 +22,8 @@
 
 use crate::parallel::{map_ordered, workers};
 use crate::score::{
-    fault_window, score_case, score_reviewed_case, scoring_incident, utc_date, CaseLabel, CaseResult, RunFacts, Summary,
-    FAULT_WINDOW_S,
+    fault_window, score_case, score_reviewed_case, scoring_incident, utc_date, CaseLabel,
+    CaseResult, RunFacts, Summary, FAULT_WINDOW_S,
 };
 use crate::EvalOptions;
 use anyhow::{Context, Result};
@@ -346,17 +346,14 @@ fn eval_case(
         },
     };
     // Only now is the label looked at (a review sees the incident, never the label).
-    Ok(match &options.review {
-        Some(review) => score_reviewed_case(
-            &label_of(case),
-            pipeline.incidents(),
-            facts,
-            review,
-            pipeline.recorded_anomalies(),
-            &replay,
-        ),
-        None => score_case(&label_of(case), pipeline.incidents(), facts),
-    })
+    Ok(score_reviewed_case(
+        &label_of(case),
+        pipeline.incidents(),
+        facts,
+        options.review.as_ref(),
+        pipeline.recorded_anomalies(),
+        &replay,
+    ))
 }
 
 /// What one date's stream gave.

@@ -120,17 +120,18 @@ fn scoring_index(incidents: &[RcaAlert], fault_start_unix_s: i64) -> Option<usiz
         .map(|(i, _)| i)
 }
 
-/// [`score_case`] after `review` re-ranked the scoring incident; `deterministic_rank` keeps the
-/// rank the pipeline gave.
+/// [`score_case`] after `review` (when there is one) re-ranked the scoring incident, shown the
+/// replay's `anomalies` and `events`; `deterministic_rank` keeps the rank the pipeline gave.
 pub fn score_reviewed_case(
     label: &CaseLabel,
     incidents: &[RcaAlert],
     run: RunFacts,
-    review: &ReviewHook,
+    review: Option<&ReviewHook>,
     anomalies: &[Anomaly],
     events: &[Event],
 ) -> CaseResult {
-    let Some(i) = scoring_index(incidents, label.fault_start_unix_s) else {
+    let (Some(review), Some(i)) = (review, scoring_index(incidents, label.fault_start_unix_s))
+    else {
         return score_case(label, incidents, run);
     };
     let before = rank_of(
@@ -406,7 +407,8 @@ mod tests {
             seconds: 0.0,
             anomaly_log: vec![],
         };
-        let reviewed = score_reviewed_case(&label, &incidents, run(), &promote_last, &[], &[]);
+        let reviewed =
+            score_reviewed_case(&label, &incidents, run(), Some(&promote_last), &[], &[]);
         assert_eq!(reviewed.rank, Some(1));
         assert_eq!(reviewed.deterministic_rank, Some(3));
         assert_eq!(reviewed.ranking, ["root", "x", "y"]);

@@ -57,8 +57,7 @@ impl BaselineBoard {
     pub fn due(&self, stage: &str, now: UnixNanos) -> bool {
         self.stages().get(stage).is_none_or(|s| {
             s.posted_at.is_none_or(|t| {
-                now.saturating_sub(t) >= Self::REFRESH_SECS * culprit_core::NANOS_PER_SEC
-                    || now < t
+                now.saturating_sub(t) >= Self::REFRESH_SECS * culprit_core::NANOS_PER_SEC || now < t
             })
         })
     }

@@ -2,10 +2,10 @@
 
 use crate::baselines::BaselineBoard;
 use crate::bus::{Bus, BusMessage};
-use std::sync::Arc;
 use culprit_core::{DependencyEdge, Event, RcaAlert, UnixNanos, NANOS_PER_SEC};
 use culprit_correlate::{CorrelateConfig, Correlator};
 use culprit_detect::{DetectConfig, Detectors, Findings, Phase};
+use std::sync::Arc;
 
 /// Runs the detectors over events and publishes their findings.
 pub struct DetectStage {

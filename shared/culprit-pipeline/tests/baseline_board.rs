@@ -21,7 +21,11 @@ fn cpu(service: &str, t_s: i64, value: f64) -> Event {
 fn feed(stage: &mut DetectStage, bus: &mut InProcessBus, from_s: i64, to_s: i64) {
     for t in (from_s..to_s).step_by(15) {
         for service in ["cart", "payment"] {
-            stage.observe(&cpu(service, t, 20.0 + (t % 4) as f64), Phase::Learning, bus);
+            stage.observe(
+                &cpu(service, t, 20.0 + (t % 4) as f64),
+                Phase::Learning,
+                bus,
+            );
         }
         stage.tick(t * NANOS_PER_SEC, Phase::Learning, bus);
     }

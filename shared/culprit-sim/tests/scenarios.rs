@@ -288,7 +288,9 @@ fn batch_release_deploys_three_services_and_only_checkouts_new_version_misbehave
         .filter(|(_, _, version)| ["1.14.1", "1.9.0", "4.13.0"].contains(version))
         .collect();
     assert!(
-        deploys.iter().all(|(_, at, _)| (fault_start - at).abs() <= 300),
+        deploys
+            .iter()
+            .all(|(_, at, _)| (fault_start - at).abs() <= 300),
         "the batch lies within five minutes of the fault: {deploys:?}"
     );
     let released: Vec<&str> = deploys.iter().map(|d| d.0).collect();
@@ -302,24 +304,41 @@ fn batch_release_deploys_three_services_and_only_checkouts_new_version_misbehave
         .flat_map(|req| &req.resource_spans)
         .filter(|rs| service(&rs.resource) == "checkout")
         .flat_map(|rs| {
-            let version = attr(&rs.resource.as_ref().expect("resource").attributes, "service.version")
-                .expect("service.version")
-                .to_string();
+            let version = attr(
+                &rs.resource.as_ref().expect("resource").attributes,
+                "service.version",
+            )
+            .expect("service.version")
+            .to_string();
             rs.scope_spans
                 .iter()
                 .flat_map(|ss| &ss.spans)
                 .filter(|sp| exception_types(sp).contains(&"java.lang.NoSuchMethodError"))
-                .map(move |sp| (version.clone(), sp.start_time_unix_nano as i64 / NANOS >= checkout_at))
+                .map(move |sp| {
+                    (
+                        version.clone(),
+                        sp.start_time_unix_nano as i64 / NANOS >= checkout_at,
+                    )
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
-    assert!(new_version_failures.len() > 20, "{} failures", new_version_failures.len());
     assert!(
-        new_version_failures.iter().all(|(v, after)| v == "1.9.0" && *after),
+        new_version_failures.len() > 20,
+        "{} failures",
+        new_version_failures.len()
+    );
+    assert!(
+        new_version_failures
+            .iter()
+            .all(|(v, after)| v == "1.9.0" && *after),
         "failures outside the new version"
     );
     let (normal, fault) = server_error_ratio(&run, "checkout");
-    assert!(normal < 0.01 && fault > 0.08, "checkout error ratio {normal} -> {fault}");
+    assert!(
+        normal < 0.01 && fault > 0.08,
+        "checkout error ratio {normal} -> {fault}"
+    );
 
     // The harmless releases change nothing of their own.
     let (normal, fault) = server_error_ratio(&run, "cart");

@@ -109,8 +109,8 @@ fn signal_baseline(s: SignalSummary) -> SignalBaseline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use culprit_detect::baseline::{BaselineSummary, BucketSummary, ThresholdSummary};
     use culprit_core::Severity;
+    use culprit_detect::baseline::{BaselineSummary, BucketSummary, ThresholdSummary};
 
     fn summary(service: &str, source: SourceKind, signal: &str) -> SignalSummary {
         SignalSummary {

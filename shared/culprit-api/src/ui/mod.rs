@@ -14,7 +14,7 @@ mod render;
 
 use crate::auth::Caller;
 use crate::history::{HistoryFilter, HistoryKind};
-use crate::routes::{baseline_error, error, similar_to, ListQuery, LIST_QUERY_HELP};
+use crate::routes::{baseline_error, error, list_query, similar_to, ListQuery};
 use crate::ApiState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -106,14 +106,9 @@ async fn incidents_view(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let Query(q) = match query {
+    let q = match list_query(query) {
         Ok(q) => q,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{} ({LIST_QUERY_HELP})", e.body_text()),
-            )
-        }
+        Err(response) => return response,
     };
     let filter = q.filter();
     let alerts = state.incidents().filtered(&filter, list_limit(&state, &q));
@@ -131,14 +126,9 @@ async fn incident_rows(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let Query(q) = match query {
+    let q = match list_query(query) {
         Ok(q) => q,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{} ({LIST_QUERY_HELP})", e.body_text()),
-            )
-        }
+        Err(response) => return response,
     };
     let alerts = state
         .incidents()
