@@ -160,8 +160,9 @@ impl IncidentEvidence {
             BTreeMap::new();
         let mut samples: BTreeMap<String, Vec<LogLine>> = BTreeMap::new();
         let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-        let mut series: BTreeMap<(String, String, Option<String>), Vec<(UnixNanos, f64)>> =
-            BTreeMap::new();
+        // (service, metric, instance) -> points
+        type SeriesKey = (String, String, Option<String>);
+        let mut series: BTreeMap<SeriesKey, Vec<(UnixNanos, f64)>> = BTreeMap::new();
         for event in events {
             if event.time < from
                 || event.time > to

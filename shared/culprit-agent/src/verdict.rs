@@ -216,7 +216,10 @@ mod tests {
         assert_eq!(checked.dropped, 4, "{:?}", checked.reasons);
         // The short id is turned back into the anomaly's own id.
         let a1 = evidence.anomalies().iter().find(|e| e.id == "a1").unwrap();
-        assert_eq!(checked.accepted[0].evidence, [a1.anomaly.id.clone()]);
+        assert_eq!(
+            checked.accepted[0].evidence,
+            std::slice::from_ref(&a1.anomaly.id)
+        );
     }
 
     #[test]

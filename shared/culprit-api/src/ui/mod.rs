@@ -14,7 +14,7 @@ mod render;
 
 use crate::auth::Caller;
 use crate::history::{HistoryFilter, HistoryKind};
-use crate::routes::{baseline_error, error, list_query, similar_to, ListQuery};
+use crate::routes::{baseline_error, list_query, similar_to, ListQuery};
 use crate::ApiState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
