@@ -33,11 +33,22 @@ pub struct CorrelateConfig {
     /// How long a change stays a candidate cause for incidents that follow it.
     pub change_lookback_secs: u32,
     pub rank: RankConfig,
+    /// Signal families that claim never-seen behaviour (a new error line, a new exception type).
+    /// Such a finding on a service that already showed it in n earlier incidents contradicts its
+    /// own claim: its evidence counts 1 / (1 + n). Empty turns this off.
+    pub novelty_signals: Vec<String>,
     /// Step between an incident's published revisions (1 when unset). The binary sets 2 when the
     /// LLM agent is on, so the agent's review of revision `r` can be published as `r + 1` without
     /// colliding with the correlator's next revision; not read from configuration files.
     #[serde(skip)]
     pub revision_stride: u32,
+}
+
+impl CorrelateConfig {
+    fn is_novelty(&self, signal: &str) -> bool {
+        let family = crate::rank::signal_family(signal);
+        self.novelty_signals.iter().any(|f| *f == family)
+    }
 }
 
 impl Default for CorrelateConfig {
@@ -49,6 +60,11 @@ impl Default for CorrelateConfig {
             open_evidence: 1.2,
             change_lookback_secs: 3600,
             rank: RankConfig::default(),
+            novelty_signals: vec![
+                "log_new_template".to_string(),
+                "log_new_remote_error".to_string(),
+                "span_new_error".to_string(),
+            ],
             revision_stride: 1,
         }
     }
@@ -73,6 +89,8 @@ struct EnvironmentState {
     candidates: VecDeque<Anomaly>,
     changes: VecDeque<Anomaly>,
     open: Option<Incident>,
+    /// (service, signal) -> resolved incidents it appeared in, for novelty signals.
+    novelty_seen: HashMap<(String, String), u32>,
 }
 
 /// Turns anomalies into incidents and incidents into RCA alerts.
@@ -225,7 +243,17 @@ impl Correlator {
             if expired {
                 alerts.extend(self.publish(&env, IncidentStatus::Resolved, true));
                 if let Some(state) = self.environments.get_mut(&env) {
-                    state.open = None;
+                    if let Some(incident) = state.open.take() {
+                        let seen: HashSet<(String, String)> = incident
+                            .anomalies
+                            .iter()
+                            .filter(|a| self.config.is_novelty(&a.signal))
+                            .map(|a| (a.service.clone(), a.signal.clone()))
+                            .collect();
+                        for key in seen {
+                            *state.novelty_seen.entry(key).or_default() += 1;
+                        }
+                    }
                 }
             } else if incident.dirty {
                 alerts.extend(self.publish(&env, IncidentStatus::Open, false));
@@ -244,9 +272,26 @@ impl Correlator {
     fn publish(&mut self, env: &str, status: IncidentStatus, force: bool) -> Option<RcaAlert> {
         let state = self.environments.get_mut(env)?;
         let incident = state.open.as_mut()?;
+        // Novelty already shown in earlier incidents is no longer news: it counts less.
+        let anomalies: Vec<Anomaly> = incident
+            .anomalies
+            .iter()
+            .map(|a| {
+                let mut a = a.clone();
+                if self.config.is_novelty(&a.signal) {
+                    if let Some(n) = state
+                        .novelty_seen
+                        .get(&(a.service.clone(), a.signal.clone()))
+                    {
+                        a.score /= 1.0 + f64::from(*n);
+                    }
+                }
+                a
+            })
+            .collect();
         let ranking = rank(
             env,
-            &incident.anomalies,
+            &anomalies,
             &incident.changes,
             &self.topology,
             &self.config.rank,
@@ -376,6 +421,35 @@ mod tests {
             observed: None,
             expected: None,
         }
+    }
+
+    /// `execute` writes the same "new" error line in every incident whatever its cause (workload
+    /// noise); in the second incident `basic`'s own, weaker change is the real news.
+    fn chronic_novelty(config: CorrelateConfig) -> Vec<String> {
+        let mut c = Correlator::new(config);
+        let noise = |secs| anomaly("execute", "log.new_template:7", Severity::Sev1, secs);
+        c.add(noise(1000));
+        c.add(anomaly("order", "span.errors", Severity::Sev1, 1001));
+        c.add(anomaly("order", "span.latency", Severity::Sev1, 1002));
+        let resolved = c.advance(1400 * NANOS_PER_SEC);
+        assert!(resolved.iter().any(|a| a.status == IncidentStatus::Resolved));
+        c.add(noise(2000));
+        c.add(anomaly("basic", "span.edge_latency", Severity::Sev2, 2001));
+        let last = c.flush();
+        assert_eq!(last.len(), 1);
+        last[0].root_causes.iter().map(|r| r.service.clone()).collect()
+    }
+
+    #[test]
+    fn novelty_already_shown_in_an_earlier_incident_counts_less_than_new_trouble() {
+        let ranked = chronic_novelty(CorrelateConfig::default());
+        assert_eq!(ranked[0], "basic", "{ranked:?}");
+        // Without the rule the recurring line outweighs it.
+        let ranked = chronic_novelty(CorrelateConfig {
+            novelty_signals: Vec::new(),
+            ..CorrelateConfig::default()
+        });
+        assert_eq!(ranked[0], "execute", "{ranked:?}");
     }
 
     #[test]
