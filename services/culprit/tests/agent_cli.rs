@@ -92,7 +92,10 @@ fn with_the_endpoint_down_replay_keeps_every_alert_and_dry_run_sends_nothing() {
         deterministic.len(),
         "every deterministic alert is still written"
     );
-    assert!(!reviews.is_empty(), "each incident's final alert is reviewed");
+    assert!(
+        !reviews.is_empty(),
+        "each incident's final alert is reviewed"
+    );
     for review in &reviews {
         let r = &review["llm_review"];
         assert_eq!(r["status"], "unreachable", "{r}");

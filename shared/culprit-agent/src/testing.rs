@@ -23,7 +23,10 @@ fn anomaly(
     description: &str,
 ) -> Anomaly {
     Anomaly {
-        id: format!("{:016x}", fnv(&format!("{service}{signal}{offset_s}"))),
+        id: format!(
+            "{:016x}",
+            culprit_core::hash::Fnv1a::of(format!("{service}{signal}{offset_s}").as_bytes())
+        ),
         time: START + offset_s * NANOS_PER_SEC,
         source,
         service: service.into(),
@@ -36,12 +39,6 @@ fn anomaly(
         observed: None,
         expected: None,
     }
-}
-
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The incident's anomalies, changes included.

@@ -8,6 +8,7 @@
 mod alert;
 mod anomaly;
 mod event;
+pub mod hash;
 mod severity;
 
 pub use alert::{

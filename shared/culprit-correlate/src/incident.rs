@@ -432,12 +432,18 @@ mod tests {
         c.add(anomaly("order", "span.errors", Severity::Sev1, 1001));
         c.add(anomaly("order", "span.latency", Severity::Sev1, 1002));
         let resolved = c.advance(1400 * NANOS_PER_SEC);
-        assert!(resolved.iter().any(|a| a.status == IncidentStatus::Resolved));
+        assert!(resolved
+            .iter()
+            .any(|a| a.status == IncidentStatus::Resolved));
         c.add(noise(2000));
         c.add(anomaly("basic", "span.edge_latency", Severity::Sev2, 2001));
         let last = c.flush();
         assert_eq!(last.len(), 1);
-        last[0].root_causes.iter().map(|r| r.service.clone()).collect()
+        last[0]
+            .root_causes
+            .iter()
+            .map(|r| r.service.clone())
+            .collect()
     }
 
     #[test]

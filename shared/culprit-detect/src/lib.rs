@@ -311,20 +311,12 @@ impl Detectors {
 /// A stable anomaly id: the same finding computed twice (for example after a redelivery) gets
 /// the same id. FNV-1a over the identifying parts.
 pub fn anomaly_id(parts: &[&str], time: UnixNanos) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    };
+    let mut h = culprit_core::hash::Fnv1a::new();
     for p in parts {
-        eat(p.as_bytes());
+        h.write_field(p.as_bytes());
     }
-    eat(&time.to_le_bytes());
-    format!("{h:016x}")
+    h.write_field(&time.to_le_bytes());
+    format!("{:016x}", h.value())
 }
 
 /// The pieces every detector fills in the same way.

@@ -563,29 +563,21 @@ fn day_of_week(t: i64) -> f64 {
     ((days + 3).rem_euclid(7)) as f64 + secs.rem_euclid(86_400) as f64 / 86_400.0
 }
 
-/// FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`'s contract.
-#[derive(Clone, Copy)]
-pub(crate) struct Fnv64(u64);
-
-impl Default for Fnv64 {
-    fn default() -> Self {
-        Fnv64(0xcbf2_9ce4_8422_2325)
-    }
-}
+/// FNV-1a (`culprit_core::hash`) as a `Hasher`: stable across processes and Rust versions,
+/// unlike `DefaultHasher`'s contract.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Fnv64(culprit_core::hash::Fnv1a);
 
 impl Hasher for Fnv64 {
     fn finish(&self) -> u64 {
         // A final avalanche (splitmix64) so low bits are usable as bucket indices.
-        let mut z = self.0;
+        let mut z = self.0.value();
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.0.write(bytes);
     }
 }
 

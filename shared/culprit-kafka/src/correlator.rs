@@ -91,6 +91,7 @@ pub async fn run_correlator(
         clock: SourceClock::new(config.watermark_max_lag_secs),
         alerts_topic: config.topics.alerts.clone(),
         dlq_topic: config.topics.dlq.clone(),
+        dlq_max_payload: config.dlq_max_payload_bytes,
         publisher: options.publisher,
         pending: VecDeque::new(),
         stats: options.stats.clone(),
@@ -111,6 +112,7 @@ struct CorrelateHandler {
     clock: SourceClock,
     alerts_topic: String,
     dlq_topic: String,
+    dlq_max_payload: usize,
     publisher: Arc<dyn AlertPublisher>,
     /// Alerts of the current batch not yet handed to the publisher, oldest first.
     pending: VecDeque<RcaAlert>,
@@ -161,25 +163,12 @@ impl Handler for CorrelateHandler {
             Err(e) => {
                 if !replay {
                     self.stats.dlq_messages.fetch_add(1, Relaxed);
-                    let mut headers: Vec<(String, Vec<u8>)> = msg
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_vec()))
-                        .collect();
-                    headers.push(("culprit.reason".into(), b"malformed_bus_message".to_vec()));
-                    headers.push(("culprit.error".into(), e.to_string().into_bytes()));
-                    headers.push(("culprit.source_topic".into(), msg.topic.as_bytes().to_vec()));
-                    headers.push((
-                        "culprit.partition".into(),
-                        msg.partition.to_string().into_bytes(),
+                    out.push(msg.dead_letter(
+                        &self.dlq_topic,
+                        "malformed_bus_message",
+                        &e.to_string(),
+                        self.dlq_max_payload,
                     ));
-                    headers.push(("culprit.offset".into(), msg.offset.to_string().into_bytes()));
-                    out.push(Outgoing {
-                        topic: self.dlq_topic.clone(),
-                        key: msg.key.map(|k| String::from_utf8_lossy(k).into_owned()),
-                        payload: msg.payload.to_vec(),
-                        headers,
-                    });
                 }
                 return Ok(());
             }

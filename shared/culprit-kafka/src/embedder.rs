@@ -183,37 +183,12 @@ impl EmbedHandler {
     }
 
     fn dead_letter(&self, msg: &Incoming<'_>, error: &DecodeError) -> Outgoing {
-        let mut headers: Vec<(String, Vec<u8>)> = msg
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_vec()))
-            .collect();
-        headers.push((
-            "culprit.reason".into(),
-            error.reason_code().as_bytes().to_vec(),
-        ));
-        headers.push(("culprit.error".into(), error.to_string().into_bytes()));
-        headers.push(("culprit.source_topic".into(), msg.topic.as_bytes().to_vec()));
-        headers.push((
-            "culprit.partition".into(),
-            msg.partition.to_string().into_bytes(),
-        ));
-        headers.push(("culprit.offset".into(), msg.offset.to_string().into_bytes()));
-        let payload = if msg.payload.len() > self.dlq_max_payload {
-            headers.push((
-                "culprit.payload_dropped".into(),
-                msg.payload.len().to_string().into_bytes(),
-            ));
-            Vec::new()
-        } else {
-            msg.payload.to_vec()
-        };
-        Outgoing {
-            topic: self.dlq_topic.clone(),
-            key: msg.key.map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload,
-            headers,
-        }
+        msg.dead_letter(
+            &self.dlq_topic,
+            error.reason_code(),
+            &error.to_string(),
+            self.dlq_max_payload,
+        )
     }
 
     fn record(&self, key: &str, message: &BusMessage) -> anyhow::Result<Outgoing> {

@@ -66,7 +66,7 @@ pub fn event_key(event: &Event) -> String {
                 h.str(k);
                 h.str(v);
             }
-            format!("log:{}:{:016x}", event.time, h.0)
+            format!("log:{}:{:016x}", event.time, h.0.value())
         }
         EventBody::Metric(m) => {
             let mut h = Fnv::new();
@@ -77,23 +77,20 @@ pub fn event_key(event: &Event) -> String {
                 h.str(v);
             }
             // The value is not part of the identity: a point is one series at one time.
-            format!("metric:{}:{:016x}", event.time, h.0)
+            format!("metric:{}:{:016x}", event.time, h.0.value())
         }
     }
 }
 
-struct Fnv(u64);
+struct Fnv(culprit_core::hash::Fnv1a);
 
 impl Fnv {
     fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
+        Fnv(culprit_core::hash::Fnv1a::new())
     }
 
     fn str(&mut self, s: &str) {
-        for b in s.bytes().chain(std::iter::once(0xff)) {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.0.write_field(s.as_bytes());
     }
 
     fn resource(&mut self, event: &Event) {

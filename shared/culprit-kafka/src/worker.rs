@@ -64,6 +64,53 @@ pub(crate) struct Incoming<'a> {
 }
 
 impl<'a> Incoming<'a> {
+    /// This message for the dead-letter topic: its key, bytes and headers, plus why
+    /// (`culprit.reason`, a stable code; `culprit.error`, the message) and where it came from.
+    /// A payload over `max_payload` bytes is dropped and its size recorded instead, so one
+    /// oversized message cannot be refused by the broker forever.
+    pub(crate) fn dead_letter(
+        &self,
+        dlq_topic: &str,
+        reason: &str,
+        error: &str,
+        max_payload: usize,
+    ) -> crate::client::Outgoing {
+        let mut headers: Vec<(String, Vec<u8>)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+        headers.push(("culprit.reason".into(), reason.as_bytes().to_vec()));
+        headers.push(("culprit.error".into(), error.as_bytes().to_vec()));
+        headers.push((
+            "culprit.source_topic".into(),
+            self.topic.as_bytes().to_vec(),
+        ));
+        headers.push((
+            "culprit.partition".into(),
+            self.partition.to_string().into_bytes(),
+        ));
+        headers.push((
+            "culprit.offset".into(),
+            self.offset.to_string().into_bytes(),
+        ));
+        let payload = if self.payload.len() > max_payload {
+            headers.push((
+                "culprit.payload_dropped".into(),
+                self.payload.len().to_string().into_bytes(),
+            ));
+            Vec::new()
+        } else {
+            self.payload.to_vec()
+        };
+        crate::client::Outgoing {
+            topic: dlq_topic.to_string(),
+            key: self.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload,
+            headers,
+        }
+    }
+
     fn of<M: Message>(m: &'a M) -> Incoming<'a> {
         let mut headers = Vec::new();
         if let Some(h) = m.headers() {

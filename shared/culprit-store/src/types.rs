@@ -15,14 +15,14 @@ impl PointId {
     /// and remote collections, so the same identity must map to the same id in every run and
     /// every build. Each part is length-prefixed so `["ab", "c"]` and `["a", "bc"]` differ.
     pub fn from_identity(parts: &[&str], time: UnixNanos) -> PointId {
-        let mut h = Fnv64::new();
+        let mut h = culprit_core::hash::Fnv1a::new();
         h.write(&(parts.len() as u64).to_le_bytes());
         for part in parts {
             h.write(&(part.len() as u64).to_le_bytes());
             h.write(part.as_bytes());
         }
         h.write(&time.to_le_bytes());
-        PointId(splitmix64(h.0))
+        PointId(splitmix64(h.value()))
     }
 }
 
@@ -35,20 +35,6 @@ impl fmt::Display for PointId {
 impl From<u64> for PointId {
     fn from(v: u64) -> PointId {
         PointId(v)
-    }
-}
-
-struct Fnv64(u64);
-
-impl Fnv64 {
-    fn new() -> Fnv64 {
-        Fnv64(0xcbf2_9ce4_8422_2325)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Embedder throughput against a real broker (`bash scripts/kafka-test-env.sh start`):
 //!
 //! ```text
-//! cargo run --release -p culprit-kafka --example throughput -- [minutes] [requests_per_second]
+//! cargo run --release -p culprit-kafka --example kafka_throughput -- [minutes] [requests_per_second]
 //! ```
 //!
 //! Produces a simulated run's spans and logs as OTLP protobuf (one export request per message,
