@@ -47,7 +47,7 @@ pub struct CorrelateConfig {
 impl CorrelateConfig {
     fn is_novelty(&self, signal: &str) -> bool {
         let family = crate::rank::signal_family(signal);
-        self.novelty_signals.iter().any(|f| *f == family)
+        self.novelty_signals.contains(&family)
     }
 }
 
