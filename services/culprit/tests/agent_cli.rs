@@ -2,23 +2,15 @@
 //! every deterministic alert and adds a review that says why it fell back; `agent --dry-run`
 //! writes the requests it would send and sends nothing.
 
+mod common;
+
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 
+/// Runs culprit with `envs` and returns its stdout and stderr.
 fn culprit(args: &[&str], envs: &[(&str, String)]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_culprit"))
-        .args(args)
-        .envs(envs.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("culprit runs");
-    assert!(
-        out.status.success(),
-        "culprit {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::culprit_with(args, envs);
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -1,22 +1,11 @@
 //! Through the real binary: `culprit simulate --all` writes the demo scenarios as a labelled-case
 //! dataset, and `culprit eval cases` scores it (and one of its case folders on its own).
 
+mod common;
+
+use common::culprit;
 use serde_json::Value;
 use std::process::{Command, Output};
-
-fn culprit(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_culprit"))
-        .args(args)
-        .output()
-        .expect("culprit runs");
-    assert!(
-        out.status.success(),
-        "culprit {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// `--json` keeps stdout to exactly one line: the summary.
 fn json_summary(out: &Output) -> Value {

@@ -1,6 +1,8 @@
 //! End to end through the real binary: `culprit simulate` writes a labelled incident as OTLP JSON
 //! files, `culprit replay` analyses them, and the alert must name the injected root cause first.
 
+mod common;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -15,18 +17,9 @@ const SCENARIOS: [&str; 7] = [
     "batch-release",
 ];
 
+/// Runs culprit and returns what it wrote on stderr (the summary of a replay).
 fn culprit(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_culprit"))
-        .args(args)
-        .output()
-        .expect("culprit runs");
-    assert!(
-        out.status.success(),
-        "culprit {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    String::from_utf8_lossy(&common::culprit(args).stderr).into_owned()
 }
 
 /// The latest revision of the incident that covers the fault.

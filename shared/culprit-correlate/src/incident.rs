@@ -166,6 +166,8 @@ impl Correlator {
                         incident.updated_at = incident.updated_at.max(anomaly.time);
                         incident.started_at = incident.started_at.min(anomaly.time);
                     }
+                    let mut anomaly = anomaly;
+                    weigh_novelty(&self.config, &state.novelty_seen, &mut anomaly);
                     incident.anomalies.push(anomaly);
                     incident.dirty = true;
                 }
@@ -191,7 +193,10 @@ impl Correlator {
             return Vec::new();
         }
 
-        let anomalies: Vec<Anomaly> = state.candidates.drain(..).collect();
+        let mut anomalies: Vec<Anomaly> = state.candidates.drain(..).collect();
+        for a in &mut anomalies {
+            weigh_novelty(&self.config, &state.novelty_seen, a);
+        }
         let rank_config = &self.config.rank;
         let primary = || {
             anomalies
@@ -272,26 +277,9 @@ impl Correlator {
     fn publish(&mut self, env: &str, status: IncidentStatus, force: bool) -> Option<RcaAlert> {
         let state = self.environments.get_mut(env)?;
         let incident = state.open.as_mut()?;
-        // Novelty already shown in earlier incidents is no longer news: it counts less.
-        let anomalies: Vec<Anomaly> = incident
-            .anomalies
-            .iter()
-            .map(|a| {
-                let mut a = a.clone();
-                if self.config.is_novelty(&a.signal) {
-                    if let Some(n) = state
-                        .novelty_seen
-                        .get(&(a.service.clone(), a.signal.clone()))
-                    {
-                        a.score /= 1.0 + f64::from(*n);
-                    }
-                }
-                a
-            })
-            .collect();
         let ranking = rank(
             env,
-            &anomalies,
+            &incident.anomalies,
             &incident.changes,
             &self.topology,
             &self.config.rank,
@@ -316,6 +304,21 @@ impl Correlator {
             }
         }
         Some(alert)
+    }
+}
+
+/// Novelty already shown in `seen` earlier incidents is no longer news: it counts 1 / (1 + n).
+/// Applied as an anomaly joins an incident; the counts change only when an incident resolves.
+fn weigh_novelty(
+    config: &CorrelateConfig,
+    seen: &HashMap<(String, String), u32>,
+    anomaly: &mut Anomaly,
+) {
+    if !config.is_novelty(&anomaly.signal) {
+        return;
+    }
+    if let Some(n) = seen.get(&(anomaly.service.clone(), anomaly.signal.clone())) {
+        anomaly.score /= 1.0 + f64::from(*n);
     }
 }
 

@@ -1,23 +1,15 @@
 //! `eval_cases` on the labelled case layout of a real dataset (skipped with a message when the
 //! datasets are absent).
 
+mod common;
+
 use culprit_eval::{eval_cases, CaseSet, CasesOptions, EvalOptions, FAULT_WINDOW_S};
 use culprit_pipeline::PipelineConfig;
 use std::path::PathBuf;
 
+/// The Nezha or labelled-case dataset `name`, when present.
 fn dataset(name: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("RCA_DATASETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets")
-        });
-    let dir = root.join(name);
-    if dir.join("cases.csv").is_file() {
-        Some(dir)
-    } else {
-        println!("skipped: dataset not found at {}", dir.display());
-        None
-    }
+    common::dataset(name, "cases.csv")
 }
 
 #[test]

@@ -1,22 +1,14 @@
 //! The evaluation on the real datasets (skipped with a message when they are absent).
 
+mod common;
+
 use culprit_eval::{eval_nezha, reference_self_check, EvalOptions};
 use culprit_pipeline::PipelineConfig;
 use std::path::PathBuf;
 
+/// The Nezha or labelled-case dataset `name`, when present.
 fn dataset(name: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("RCA_DATASETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets")
-        });
-    let dir = root.join(name);
-    if dir.join("labels/cases.csv").is_file() {
-        Some(dir)
-    } else {
-        println!("skipped: dataset not found at {}", dir.display());
-        None
-    }
+    common::dataset(name, "labels/cases.csv")
 }
 
 #[test]
