@@ -18,6 +18,7 @@
 
 pub mod baseline;
 pub mod changes;
+mod calls;
 mod edges;
 pub mod logs;
 pub mod metrics;

@@ -3,11 +3,12 @@
 //! - a burst of error or warning lines against the service's usual count per window.
 //!
 //! A new error line is the service's own failure or the report of a failed call. The trace says
-//! which first: a line written inside a span whose call into another service failed relays that
-//! failure, whatever its words. Only lines without trace context fall back to the text (a phrase
-//! of `remote_failure_phrases` or the name of another known service).
+//! which first: a line written inside a span whose call into another service failed or was slow
+//! relays that call's trouble, whatever its words. Only lines without trace context fall back to
+//! the text (a phrase of `remote_failure_phrases` or the name of another known service).
 
 use crate::baseline::Baseline;
+use crate::calls::{ChildCalls, Outcome};
 use crate::novelty::Novelty;
 use crate::stats::poisson_surprise;
 use crate::template_mix::TemplateMix;
@@ -15,7 +16,7 @@ use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
 use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 /// (environment, service)
 type ServiceKey = (String, String);
@@ -39,10 +40,9 @@ pub struct LogDetector {
     /// a service culprit has only just met are unfamiliar, not changed.
     services_seen: HashMap<ServiceKey, UnixNanos>,
     windows: Windows<HashMap<ServiceKey, LogWindow>>,
-    /// Spans whose call into another service failed: parent span id -> (callee, time). Kept
-    /// for a novelty window, the time in which a line written inside them can be confirmed.
-    failed_calls: HashMap<String, (String, UnixNanos)>,
-    failed_call_order: VecDeque<(UnixNanos, String)>,
+    /// Spans whose call failed or was slow, kept for two novelty windows, the time in which a
+    /// line written inside them can be confirmed.
+    child_calls: ChildCalls,
     /// Span ids of the sightings of error and warning templates not yet known.
     sightings: HashMap<(ServiceKey, TemplateId), Vec<String>>,
 }
@@ -64,40 +64,8 @@ impl LogDetector {
             mixes: HashMap::new(),
             services_seen: HashMap::new(),
             windows,
-            failed_calls: HashMap::new(),
-            failed_call_order: VecDeque::new(),
+            child_calls: ChildCalls::default(),
             sightings: HashMap::new(),
-        }
-    }
-
-    /// Remembers a failed span under its parent: a line the parent writes may relay it.
-    fn observe_span(&mut self, event: &Event) {
-        let EventBody::Span(span) = &event.body else {
-            return;
-        };
-        let (true, Some(parent)) = (span.is_error, &span.parent_span_id) else {
-            return;
-        };
-        self.failed_calls
-            .insert(parent.clone(), (event.resource.service.clone(), event.time));
-        self.failed_call_order
-            .push_back((event.time, parent.clone()));
-    }
-
-    fn expire_failed_calls(&mut self, watermark: UnixNanos) {
-        let keep_from = watermark.saturating_sub(2 * self.config.novelty_window_nanos());
-        while let Some((time, _)) = self.failed_call_order.front() {
-            if *time >= keep_from {
-                break;
-            }
-            let (time, parent) = self.failed_call_order.pop_front().expect("front exists");
-            if self
-                .failed_calls
-                .get(&parent)
-                .is_some_and(|(_, t)| *t == time)
-            {
-                self.failed_calls.remove(&parent);
-            }
         }
     }
 
@@ -221,9 +189,7 @@ impl Detector for LogDetector {
 
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
         let EventBody::Log(log) = &event.body else {
-            if phase == Phase::Detecting {
-                self.observe_span(event);
-            }
+            self.child_calls.observe(event, phase == Phase::Detecting);
             return;
         };
         let key: ServiceKey = (
@@ -278,7 +244,7 @@ impl Detector for LogDetector {
             let remote = level
                 .filter(|l| l.is_error() || *l == LogLevel::Warn)
                 .and_then(|_| {
-                    relayed_by_trace(&self.failed_calls, &key, &span_ids).or_else(|| {
+                    relayed_by_trace(&self.child_calls, &key, &span_ids).or_else(|| {
                         let others = self
                             .services_seen
                             .keys()
@@ -339,7 +305,8 @@ impl Detector for LogDetector {
 
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
         self.templates.expire(watermark);
-        self.expire_failed_calls(watermark);
+        self.child_calls
+            .expire(watermark.saturating_sub(2 * self.config.novelty_window_nanos()));
         // Sightings of templates that never got confirmed expire with them.
         let templates = &self.templates;
         self.sightings.retain(|k, _| !templates.is_known(k));
@@ -478,24 +445,28 @@ impl LogDetector {
 }
 
 /// What the trace says about a template's sightings: `Some(reason)` when most of the lines
-/// with trace context were written inside a span whose call into another service failed,
-/// `None` when they have no trace context or their calls went fine.
-fn relayed_by_trace(
-    failed_calls: &HashMap<String, (String, UnixNanos)>,
-    key: &ServiceKey,
-    span_ids: &[String],
-) -> Option<String> {
-    let callees: Vec<&str> = span_ids
+/// with trace context were written inside a span whose call into another service failed or was
+/// slow, `None` when they have no trace context or their calls went fine.
+fn relayed_by_trace(calls: &ChildCalls, key: &ServiceKey, span_ids: &[String]) -> Option<String> {
+    let bad: Vec<_> = span_ids
         .iter()
-        .filter_map(|id| failed_calls.get(id))
-        .map(|(callee, _)| callee.as_str())
-        .filter(|callee| *callee != key.1)
+        .filter_map(|id| calls.under(id))
+        .filter(|call| call.callee != key.1)
         .collect();
-    (!span_ids.is_empty() && 2 * callees.len() > span_ids.len()).then(|| {
-        let mut names: Vec<&str> = callees.clone();
-        names.sort_unstable();
-        names.dedup();
-        format!("written while its call into {} failed", names.join(", "))
+    (!span_ids.is_empty() && 2 * bad.len() > span_ids.len()).then(|| {
+        let mut said: Vec<String> = bad
+            .iter()
+            .map(|call| {
+                let what = match call.outcome {
+                    Outcome::Failed => "failed",
+                    Outcome::Slow => "was slow",
+                };
+                format!("its call into {} {what}", call.callee)
+            })
+            .collect();
+        said.sort_unstable();
+        said.dedup();
+        format!("written while {}", said.join(", "))
     })
 }
 
@@ -692,30 +663,50 @@ mod tests {
         signal.split(':').next().unwrap_or(signal)
     }
 
+    #[derive(Clone, Copy)]
+    enum Call {
+        Fine,
+        Failed,
+        Slow,
+    }
+
+    /// A call into `payment` (span `p<i>`, a child of `s<i>`) at `t`.
+    fn payment_call(i: i64, t: UnixNanos, millis: i64, is_error: bool) -> Event {
+        Event {
+            time: t,
+            resource: Arc::new(Resource::new("payment")),
+            body: EventBody::Span(SpanEvent {
+                trace_id: format!("t{i}"),
+                span_id: format!("p{i}"),
+                parent_span_id: Some(format!("s{i}")),
+                name: "POST /charge".into(),
+                kind: "server".into(),
+                duration_ns: millis * 1_000_000,
+                is_error,
+                error_type: None,
+                attributes: BTreeMap::new(),
+            }),
+        }
+    }
+
     /// Five requests in which `cart` writes `line` inside its span `s<i>`, after a call into
-    /// `payment` (span `p<i>`, a child of `s<i>`) that failed or not; returns the new-template
+    /// `payment` (usually 2 ms) that went fine, failed or took 200 ms; returns the new-template
     /// findings as (signal family, severity, description).
-    fn lines_inside_calls(line: &str, call_failed: bool) -> Vec<(String, Severity, String)> {
+    fn lines_inside_calls(line: &str, call: Call) -> Vec<(String, Severity, String)> {
         let mut d = LogDetector::new(DetectConfig::default());
         let mut out = Findings::default();
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
+        for i in 0..100 {
+            let t = i * NANOS_PER_SEC;
+            d.observe(&payment_call(1000 + i, t, 2 + i % 2, false), Phase::Learning, &mut out);
+        }
         let mut found = Findings::default();
         for i in 0..5 {
             let t = (120 + i) * NANOS_PER_SEC;
-            let call = Event {
-                time: t,
-                resource: Arc::new(Resource::new("payment")),
-                body: EventBody::Span(SpanEvent {
-                    trace_id: format!("t{i}"),
-                    span_id: format!("p{i}"),
-                    parent_span_id: Some(format!("s{i}")),
-                    name: "POST /charge".into(),
-                    kind: "server".into(),
-                    duration_ns: 2_000_000,
-                    is_error: call_failed,
-                    error_type: None,
-                    attributes: BTreeMap::new(),
-                }),
+            let call = match call {
+                Call::Fine => payment_call(i, t, 2, false),
+                Call::Failed => payment_call(i, t, 2, true),
+                Call::Slow => payment_call(i, t, 200, false),
             };
             d.observe(&call, Phase::Detecting, &mut found);
             let mut written = log(t + 3_000_000, "cart", Some(LogLevel::Error), line);
@@ -740,7 +731,7 @@ mod tests {
     fn an_error_written_inside_a_failed_call_is_relayed_whatever_its_words() {
         // No phrase and no service name: only the trace tells that payment failed first.
         let line = "CartService#77 checkout could not be completed for order";
-        let relayed = lines_inside_calls(line, true);
+        let relayed = lines_inside_calls(line, Call::Failed);
         assert_eq!(relayed.len(), 1, "{relayed:?}");
         assert_eq!(relayed[0].0, "log.new_remote_error");
         assert_eq!(relayed[0].1, Severity::Sev2);
@@ -750,11 +741,28 @@ mod tests {
             relayed[0].2
         );
         // The same line after a call that went fine is the service's own new error.
-        let own = lines_inside_calls(line, false);
+        let own = lines_inside_calls(line, Call::Fine);
         assert_eq!(own.len(), 1, "{own:?}");
         assert_eq!(
             (own[0].0.as_str(), own[0].1),
             ("log.new_template", Severity::Sev1)
+        );
+    }
+
+    #[test]
+    fn an_error_written_inside_a_call_far_slower_than_usual_is_relayed() {
+        // A timeout-like line with no phrase: the callee took 100x its usual time.
+        let line = "CartService#80 order total unavailable for customer";
+        let relayed = lines_inside_calls(line, Call::Slow);
+        assert_eq!(relayed.len(), 1, "{relayed:?}");
+        assert_eq!(
+            (relayed[0].0.as_str(), relayed[0].1),
+            ("log.new_remote_error", Severity::Sev2)
+        );
+        assert!(
+            relayed[0].2.contains("call into payment was slow"),
+            "{}",
+            relayed[0].2
         );
     }
 
