@@ -177,7 +177,10 @@ mod tests {
         calls.observe(&child("late", 400, false), true);
         calls.observe(&child("usual", 24, false), true);
         assert_eq!(calls.under("late").map(|c| c.outcome), Some(Outcome::Slow));
-        assert_eq!(calls.under("late").map(|c| c.callee.as_str()), Some("payment"));
+        assert_eq!(
+            calls.under("late").map(|c| c.callee.as_str()),
+            Some("payment")
+        );
         assert!(calls.under("usual").is_none());
     }
 

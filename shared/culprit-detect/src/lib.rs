@@ -7,6 +7,7 @@
 //! - [`stats`]: binomial and Poisson tail tests for counts in a window;
 //! - [`spans`], [`logs`], [`metrics`], [`changes`]: one detector per source;
 //! - [`trace_logs`]: a joint detector of spans and the log lines written inside them;
+//! - [`versions`]: a rollout's new pods against its old pods serving beside them;
 //! - [`window`]: event-time tumbling windows shared by the detectors.
 //!
 //! The [`Detector`] trait is the model seam: learned detectors (embeddings + k-NN) implement it
@@ -17,8 +18,8 @@
 #![forbid(unsafe_code)]
 
 pub mod baseline;
-pub mod changes;
 mod calls;
+pub mod changes;
 mod edges;
 pub mod logs;
 pub mod metrics;
@@ -27,6 +28,7 @@ pub mod spans;
 pub mod stats;
 pub mod template_mix;
 pub mod trace_logs;
+pub mod versions;
 pub mod window;
 
 use culprit_core::{Anomaly, DependencyEdge, Event, Severity, SourceKind, UnixNanos};
@@ -231,7 +233,7 @@ impl DetectConfig {
     }
 }
 
-/// All four statistical detectors behind one `observe`.
+/// All the statistical detectors behind one `observe`.
 pub struct Detectors {
     detectors: Vec<Box<dyn Detector>>,
 }
@@ -245,6 +247,7 @@ impl Detectors {
                 Box::new(metrics::MetricDetector::new(config.clone())),
                 Box::new(changes::ChangeDetector::new(config.clone())),
                 Box::new(trace_logs::TraceLogDetector::new(config.clone())),
+                Box::new(versions::VersionDetector::new(config.clone())),
             ],
         }
     }

@@ -698,7 +698,11 @@ mod tests {
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         for i in 0..100 {
             let t = i * NANOS_PER_SEC;
-            d.observe(&payment_call(1000 + i, t, 2 + i % 2, false), Phase::Learning, &mut out);
+            d.observe(
+                &payment_call(1000 + i, t, 2 + i % 2, false),
+                Phase::Learning,
+                &mut out,
+            );
         }
         let mut found = Findings::default();
         for i in 0..5 {
