@@ -19,7 +19,7 @@
 use crate::stats::binomial_surprise;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
-use culprit_core::{Event, EventBody, Severity, SourceKind, UnixNanos, NANOS_PER_SEC};
+use culprit_core::{Event, EventBody, SourceKind, UnixNanos, NANOS_PER_SEC};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// How far back the versions are compared: long enough for a few hundred calls of a quiet
@@ -41,6 +41,8 @@ const MIN_SLOW_RATIO: f64 = 2.0;
 
 /// (environment, service)
 type ServiceKey = (String, String);
+/// One window's calls per service and version.
+type WindowCalls = HashMap<(ServiceKey, String), Calls>;
 
 /// One version's calls in one window.
 #[derive(Debug, Default, Clone)]
@@ -94,7 +96,7 @@ struct Rollout {
 
 pub struct VersionDetector {
     config: DetectConfig,
-    windows: Windows<HashMap<(ServiceKey, String), Calls>>,
+    windows: Windows<WindowCalls>,
     rollouts: HashMap<ServiceKey, Rollout>,
 }
 
@@ -109,7 +111,7 @@ impl VersionDetector {
 
     fn close(
         &mut self,
-        closed: Vec<(UnixNanos, HashMap<(ServiceKey, String), Calls>)>,
+        closed: Vec<(UnixNanos, WindowCalls)>,
         phase: Phase,
         out: &mut Findings,
     ) {
@@ -320,7 +322,7 @@ impl Detector for VersionDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use culprit_core::{Resource, SpanEvent};
+    use culprit_core::{Resource, Severity, SpanEvent};
     use std::sync::Arc;
 
     /// A span of `checkout` on pod `pod` running `version`.
