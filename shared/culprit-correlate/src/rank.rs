@@ -1086,6 +1086,50 @@ mod tests {
     }
 
     #[test]
+    fn a_new_version_slower_than_its_old_pods_confirms_its_deploy_over_a_callees() {
+        const SEC: i64 = 1_000_000_000;
+        // inventory and db deploy in one batch; db's latency moves a little, inventory's more.
+        // On timing, db's slow spans explain inventory's; only the rollout's comparison of
+        // inventory's new pods with its old ones beside them says inventory changed itself.
+        let symptoms = vec![
+            anomaly("db", SourceKind::Traces, "span.latency", Severity::Sev3, 0),
+            anomaly(
+                "inventory",
+                SourceKind::Traces,
+                "span.latency:GET /stock",
+                Severity::Sev2,
+                5 * SEC,
+            ),
+        ];
+        let deploy = |service: &str, at: i64| {
+            let mut c = anomaly(
+                service,
+                SourceKind::Changes,
+                &format!("change:deployment:{service}"),
+                Severity::Sev3,
+                at,
+            );
+            c.description = format!("deployment: deploy {service}");
+            c
+        };
+        let changes = [deploy("inventory", -60 * SEC), deploy("db", -30 * SEC)];
+        let config = RankConfig::default();
+        let without = rank("prod", &symptoms, &changes, &shop(), &config);
+        assert_eq!(without.services()[0], "db", "{:?}", without.services());
+
+        let mut with_rollout = symptoms.clone();
+        with_rollout.push(anomaly(
+            "inventory",
+            SourceKind::Traces,
+            "span.version_latency:2.0.0",
+            Severity::Sev2,
+            5 * SEC,
+        ));
+        let r = rank("prod", &with_rollout, &changes, &shop(), &config);
+        assert_eq!(r.services()[0], "inventory", "{:?}", r.services());
+    }
+
+    #[test]
     fn a_change_after_its_service_was_already_in_trouble_is_only_a_prior() {
         const SEC: i64 = 1_000_000_000;
         // payment fails from t = 0; a deploy of payment 3 minutes in (a hotfix or a rollback)

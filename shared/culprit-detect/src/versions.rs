@@ -109,12 +109,7 @@ impl VersionDetector {
         }
     }
 
-    fn close(
-        &mut self,
-        closed: Vec<(UnixNanos, WindowCalls)>,
-        phase: Phase,
-        out: &mut Findings,
-    ) {
+    fn close(&mut self, closed: Vec<(UnixNanos, WindowCalls)>, phase: Phase, out: &mut Findings) {
         for (start, versions) in closed {
             let mut touched: Vec<ServiceKey> = Vec::new();
             for ((service, version), calls) in versions {
