@@ -206,9 +206,7 @@ impl ServiceEvidence {
         self.anomalies.push(a.clone());
     }
 
-    /// Per source: the strongest signal, plus a little for the next two. Signals of one source
-    /// on one service are highly correlated (one slow database slows every operation), so ten
-    /// weak ones must not outweigh one strong one.
+    /// Per source: the strongest signal, plus a little for the next two ([`SIGNAL_SHARES`]).
     fn by_source(&self) -> BTreeMap<SourceKind, f64> {
         let mut per_source: BTreeMap<SourceKind, Vec<f64>> = BTreeMap::new();
         for ((source, _), s) in &self.by_signal {
@@ -220,7 +218,7 @@ impl ServiceEvidence {
                 strengths.sort_by(|a, b| b.total_cmp(a));
                 let combined: f64 = strengths
                     .iter()
-                    .zip([1.0, 0.3, 0.1])
+                    .zip(SIGNAL_SHARES)
                     .map(|(s, w)| s * w)
                     .sum();
                 (source, combined)
@@ -260,6 +258,24 @@ fn is_propagating(signal: &str, config: &RankConfig) -> bool {
     }
 }
 
+/// Within one source of one service, the strongest signal counts fully and the next two a
+/// little: signals of one source on one service are highly correlated (one slow database slows
+/// every operation), so ten weak ones must not outweigh one strong one.
+const SIGNAL_SHARES: [f64; 3] = [1.0, 0.3, 0.1];
+/// Recency of a change that falls inside the incident: it cannot explain the first symptoms,
+/// but may have made them worse.
+const CHANGE_DURING_INCIDENT: f64 = 0.3;
+/// The walker's step weight towards a service with no evidence: a silent callee (a database
+/// without telemetry) must stay reachable.
+const SILENT_STEP: f64 = 0.05;
+/// The restart weight of a service with no evidence, so every node has some.
+const SILENT_RESTART: f64 = 1e-3;
+/// Confidence with no lead over the second candidate, and what a full lead adds to it.
+const CONFIDENCE_BASE: f64 = 0.35;
+const CONFIDENCE_LEAD: f64 = 0.65;
+/// Below this normalised evidence the first candidate's confidence scales down.
+const CONFIDENCE_EVIDENCE_FLOOR: f64 = 0.3;
+
 /// Ranks the services of one incident. `anomalies` are the incident's own findings; `changes`
 /// are change events that precede or fall inside it.
 pub fn rank(
@@ -269,6 +285,105 @@ pub fn rank(
     topology: &Topology,
     config: &RankConfig,
 ) -> Ranking {
+    let (mut services, incident_start) = gather_evidence(anomalies, config);
+    let first_own = discount_explained(&mut services, environment, topology, config);
+    let effect_slack = (config.change_effect_slack_secs * 1e9) as i64;
+    // A change is confirmed when the service it touched changed its own behaviour after it.
+    let confirmed = |change: &Anomaly| {
+        first_own
+            .get(&change.service)
+            .is_some_and(|t| *t >= change.time.saturating_sub(effect_slack))
+    };
+    let evidence = weigh_evidence(&mut services, changes, &confirmed, incident_start, config);
+    let nodes = candidates(&evidence, environment, topology);
+    let max_evidence = evidence.values().cloned().fold(0.0, f64::max).max(1e-12);
+    let norm_evidence = |s: &str| evidence.get(s).copied().unwrap_or(0.0) / max_evidence;
+    let (graph, index) = causal_graph(
+        &nodes,
+        &evidence,
+        changes,
+        &confirmed,
+        &norm_evidence,
+        environment,
+        topology,
+    );
+    let scored = fuse_scores(&graph, &nodes, &norm_evidence, config);
+
+    let causes: Vec<RootCause> = scored
+        .iter()
+        .take(config.top_k)
+        .enumerate()
+        .map(|(rank, s)| {
+            let ev = services.get(&s.service).cloned().unwrap_or_default();
+            let chain = symptom_chain(&graph, &index, &s.service, &norm_evidence);
+            let mut top: Vec<Anomaly> = ev.anomalies.clone();
+            top.sort_by(|a, b| {
+                weighted_strength(b, config)
+                    .total_cmp(&weighted_strength(a, config))
+                    .then(a.time.cmp(&b.time))
+            });
+            dedup_by_signal(&mut top);
+            top.truncate(config.evidence_per_cause);
+            let explanation = explain(
+                &s.service,
+                &ev,
+                &chain,
+                changes,
+                &confirmed,
+                incident_start,
+                config,
+            );
+            RootCause {
+                rank: rank + 1,
+                service: s.service.clone(),
+                score: s.score,
+                evidence_score: s.evidence,
+                pagerank: s.pagerank,
+                evidence: top,
+                evidence_by_source: ev.by_source(),
+                chain,
+                explanation,
+            }
+        })
+        .collect();
+
+    let graph_out = CausalGraph {
+        nodes: nodes
+            .iter()
+            .map(|n| GraphNode {
+                service: n.clone(),
+                evidence_score: norm_evidence(n),
+                severity: services.get(n).and_then(|e| e.worst),
+                rank: causes.iter().find(|c| &c.service == n).map(|c| c.rank),
+            })
+            .collect(),
+        edges: graph
+            .edge_indices()
+            .filter_map(|e| {
+                let (a, b) = graph.edge_endpoints(e)?;
+                let (kind, weight) = graph[e];
+                Some(GraphEdge {
+                    from: graph[a].clone(),
+                    to: graph[b].clone(),
+                    kind,
+                    weight,
+                })
+            })
+            .collect(),
+    };
+    Ranking {
+        causes,
+        graph: graph_out,
+        confidence: confidence(&scored),
+    }
+}
+
+/// Step 1: each service's anomalies, and when the incident began (its first primary anomaly).
+/// Corroborating signals count only for services that are candidates on other evidence.
+fn gather_evidence(
+    anomalies: &[Anomaly],
+    config: &RankConfig,
+) -> (BTreeMap<String, ServiceEvidence>, UnixNanos) {
     let mut services: BTreeMap<String, ServiceEvidence> = BTreeMap::new();
     let (corroborating, primary): (Vec<&Anomaly>, Vec<&Anomaly>) = anomalies
         .iter()
@@ -280,15 +395,23 @@ pub fn rank(
             .or_default()
             .add(a, config);
     }
-    // Corroboration only for services that are candidates on other evidence.
     for a in corroborating {
         if let Some(ev) = services.get_mut(&a.service) {
             ev.add(a, config);
         }
     }
     let incident_start = primary.iter().map(|a| a.time).min().unwrap_or(0);
+    (services, incident_start)
+}
 
-    // Symptoms a callee explains count less at the caller.
+/// Step 2: symptoms a callee explains count less at the caller. Returns when each service's
+/// own behaviour first changed: its first anomaly that no callee explains.
+fn discount_explained(
+    services: &mut BTreeMap<String, ServiceEvidence>,
+    environment: &str,
+    topology: &Topology,
+    config: &RankConfig,
+) -> BTreeMap<String, UnixNanos> {
     let first_seen: BTreeMap<String, UnixNanos> = services
         .iter()
         .filter_map(|(name, ev)| ev.first_seen.map(|t| (name.clone(), t)))
@@ -308,7 +431,6 @@ pub fn rank(
             .filter_map(|callee| firsts.get(callee))
             .any(|t| (own.saturating_sub(lead)..=own.saturating_add(slack)).contains(t))
     };
-    // When each service's own behaviour first changed: its first anomaly that no callee explains.
     let mut first_own: BTreeMap<String, UnixNanos> = BTreeMap::new();
     for (name, ev) in services.iter_mut() {
         let Some(own_first) = ev.first_seen else {
@@ -339,15 +461,19 @@ pub fn rank(
             first_own.insert(name.clone(), t);
         }
     }
-    let effect_slack = (config.change_effect_slack_secs * 1e9) as i64;
-    // A change is confirmed when the service it touched changed its own behaviour after it.
-    let confirmed = |change: &Anomaly| {
-        first_own
-            .get(&change.service)
-            .is_some_and(|t| *t >= change.time.saturating_sub(effect_slack))
-    };
+    first_own
+}
 
-    // Raw evidence per service.
+/// Step 3: raw evidence per service, its sources weighted and added, plus what the changes
+/// that touched it add: in full only when its own behaviour changed after the change; several
+/// changes in one incident compete on that, not on their timing.
+fn weigh_evidence(
+    services: &mut BTreeMap<String, ServiceEvidence>,
+    changes: &[Anomaly],
+    confirmed: &dyn Fn(&Anomaly) -> bool,
+    incident_start: UnixNanos,
+    config: &RankConfig,
+) -> BTreeMap<String, f64> {
     let mut evidence: BTreeMap<String, f64> = services
         .iter()
         .map(|(name, ev)| {
@@ -359,17 +485,13 @@ pub fn rank(
             (name.clone(), total)
         })
         .collect();
-
-    // Changes: evidence for the touched service, in full only when its own behaviour changed
-    // after the change; several changes in one incident compete on that, not on their timing.
     for change in changes {
         let touched = &change.service;
         let before = (incident_start - change.time) as f64 / 1e9;
-        // A change during the incident cannot explain its first symptoms.
         let recency = if before >= 0.0 {
             0.5f64.powf(before / config.change_half_life_secs.max(1.0))
         } else {
-            0.3
+            CHANGE_DURING_INCIDENT
         };
         let w = recency
             * config.change_weight
@@ -389,9 +511,16 @@ pub fn rank(
         ev.anomalies.push(change.clone());
         ev.worst = Some(ev.worst.map_or(change.severity, |s| s.min(change.severity)));
     }
+    evidence
+}
 
-    // Candidate nodes: anomalous services plus the direct callees of anomalous services, which
-    // may be silent culprits (a database without its own telemetry).
+/// Step 4: candidate nodes, sorted: anomalous services plus the direct callees of anomalous
+/// services, which may be silent culprits (a database without its own telemetry).
+fn candidates(
+    evidence: &BTreeMap<String, f64>,
+    environment: &str,
+    topology: &Topology,
+) -> Vec<String> {
     let mut nodes: Vec<String> = evidence.keys().cloned().collect();
     for s in evidence.keys() {
         for callee in topology.callees(environment, s) {
@@ -401,24 +530,34 @@ pub fn rank(
         }
     }
     nodes.sort();
+    nodes
+}
 
-    let max_evidence = evidence.values().cloned().fold(0.0, f64::max).max(1e-12);
-    let norm_evidence = |s: &str| evidence.get(s).copied().unwrap_or(0.0) / max_evidence;
+type Graph = DiGraph<String, (EdgeKind, f64)>;
 
-    // Causal graph: edge callee -> caller (cause -> symptom).
-    let mut graph: DiGraph<String, (EdgeKind, f64)> = DiGraph::new();
+/// Step 5: the causal graph, edges from cause to symptom: callee -> caller, and a confirmed
+/// change's service -> its anomalous callers.
+fn causal_graph(
+    nodes: &[String],
+    evidence: &BTreeMap<String, f64>,
+    changes: &[Anomaly],
+    confirmed: &dyn Fn(&Anomaly) -> bool,
+    norm_evidence: &dyn Fn(&str) -> f64,
+    environment: &str,
+    topology: &Topology,
+) -> (Graph, HashMap<String, NodeIndex>) {
+    let mut graph: Graph = DiGraph::new();
     let index: HashMap<String, NodeIndex> = nodes
         .iter()
         .map(|n| (n.clone(), graph.add_node(n.clone())))
         .collect();
-    for caller in &nodes {
+    for caller in nodes {
         for callee in topology.callees(environment, caller) {
             if let (Some(&from), Some(&to)) = (index.get(callee), index.get(caller)) {
                 graph.add_edge(from, to, (EdgeKind::Dependency, norm_evidence(caller)));
             }
         }
     }
-    // Only a confirmed change is drawn as a cause of its callers' symptoms.
     for change in changes.iter().filter(|c| confirmed(c)) {
         let Some(&from) = index.get(&change.service) else {
             continue;
@@ -431,102 +570,56 @@ pub fn rank(
             }
         }
     }
+    (graph, index)
+}
 
-    let pagerank = personalised_pagerank(&graph, &nodes, &|s| norm_evidence(s), config.damping);
+/// One candidate's fused score and its two parts, each normalised to the strongest candidate.
+#[derive(Debug, Clone)]
+struct Scored {
+    service: String,
+    score: f64,
+    evidence: f64,
+    pagerank: f64,
+}
+
+/// Step 6: evidence fused with reverse personalised PageRank, best first. Ties (common among
+/// silent neighbours) break on evidence, then on name for determinism.
+fn fuse_scores(
+    graph: &Graph,
+    nodes: &[String],
+    norm_evidence: &dyn Fn(&str) -> f64,
+    config: &RankConfig,
+) -> Vec<Scored> {
+    let pagerank = personalised_pagerank(graph, nodes, norm_evidence, config.damping);
     let max_pr = pagerank.iter().cloned().fold(0.0, f64::max).max(1e-12);
-
-    let mut scored: Vec<(String, f64, f64, f64)> = nodes
+    let mut scored: Vec<Scored> = nodes
         .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let e = norm_evidence(n);
-            let pr = pagerank[i] / max_pr;
-            (
-                n.clone(),
-                config.evidence_weight * e + (1.0 - config.evidence_weight) * pr,
-                e,
-                pr,
-            )
+        .zip(&pagerank)
+        .map(|(n, pr)| {
+            let evidence = norm_evidence(n);
+            let pagerank = pr / max_pr;
+            Scored {
+                service: n.clone(),
+                score: config.evidence_weight * evidence
+                    + (1.0 - config.evidence_weight) * pagerank,
+                evidence,
+                pagerank,
+            }
         })
         .collect();
-    // Ties (common among silent neighbours) break on evidence, then on name for determinism.
     scored.sort_by(|a, b| {
-        b.1.total_cmp(&a.1)
-            .then(b.2.total_cmp(&a.2))
-            .then(a.0.cmp(&b.0))
+        b.score
+            .total_cmp(&a.score)
+            .then(b.evidence.total_cmp(&a.evidence))
+            .then(a.service.cmp(&b.service))
     });
-
-    let mut causes = Vec::new();
-    for (rank, (service, score, e, pr)) in scored.iter().take(config.top_k).enumerate() {
-        let ev = services.get(service).cloned().unwrap_or_default();
-        let chain = symptom_chain(&graph, &index, service, &|s| norm_evidence(s));
-        let mut top: Vec<Anomaly> = ev.anomalies.clone();
-        top.sort_by(|a, b| {
-            weighted_strength(b, config)
-                .total_cmp(&weighted_strength(a, config))
-                .then(a.time.cmp(&b.time))
-        });
-        dedup_by_signal(&mut top);
-        top.truncate(config.evidence_per_cause);
-        let by_source = ev.by_source();
-        let explanation = explain(
-            service,
-            &ev,
-            &chain,
-            changes,
-            &confirmed,
-            incident_start,
-            config,
-        );
-        causes.push(RootCause {
-            rank: rank + 1,
-            service: service.clone(),
-            score: *score,
-            evidence_score: *e,
-            pagerank: *pr,
-            evidence: top,
-            evidence_by_source: by_source,
-            chain,
-            explanation,
-        });
-    }
-
-    let confidence = confidence(&scored);
-    let graph_out = CausalGraph {
-        nodes: nodes
-            .iter()
-            .map(|n| GraphNode {
-                service: n.clone(),
-                evidence_score: norm_evidence(n),
-                severity: services.get(n).and_then(|e| e.worst),
-                rank: causes.iter().find(|c| &c.service == n).map(|c| c.rank),
-            })
-            .collect(),
-        edges: graph
-            .edge_indices()
-            .filter_map(|e| {
-                let (a, b) = graph.edge_endpoints(e)?;
-                let (kind, weight) = graph[e];
-                Some(GraphEdge {
-                    from: graph[a].clone(),
-                    to: graph[b].clone(),
-                    kind,
-                    weight,
-                })
-            })
-            .collect(),
-    };
-    Ranking {
-        causes,
-        graph: graph_out,
-        confidence,
-    }
+    scored
 }
 
 /// Personalised PageRank walking against the causal edges (symptom -> possible cause), with
 /// transitions weighted by the target's evidence so the walker prefers anomalous callees.
 fn personalised_pagerank(
-    graph: &DiGraph<String, (EdgeKind, f64)>,
+    graph: &Graph,
     nodes: &[String],
     evidence: &dyn Fn(&str) -> f64,
     damping: f64,
@@ -535,7 +628,7 @@ fn personalised_pagerank(
     if n == 0 {
         return Vec::new();
     }
-    let mut personal: Vec<f64> = nodes.iter().map(|s| evidence(s) + 1e-3).collect();
+    let mut personal: Vec<f64> = nodes.iter().map(|s| evidence(s) + SILENT_RESTART).collect();
     let total: f64 = personal.iter().sum();
     personal.iter_mut().for_each(|p| *p /= total);
 
@@ -545,7 +638,7 @@ fn personalised_pagerank(
         .map(|u| {
             let targets: Vec<(usize, f64)> = graph
                 .neighbors_directed(u, Direction::Incoming)
-                .map(|v| (v.index(), evidence(&graph[v]) + 0.05))
+                .map(|v| (v.index(), evidence(&graph[v]) + SILENT_STEP))
                 .collect();
             let sum: f64 = targets.iter().map(|t| t.1).sum();
             targets.into_iter().map(|(v, w)| (v, w / sum)).collect()
@@ -580,7 +673,7 @@ fn personalised_pagerank(
 
 /// From `cause` along causal edges to the most anomalous symptom at each step.
 fn symptom_chain(
-    graph: &DiGraph<String, (EdgeKind, f64)>,
+    graph: &Graph,
     index: &HashMap<String, NodeIndex>,
     cause: &str,
     evidence: &dyn Fn(&str) -> f64,
@@ -616,17 +709,18 @@ fn dedup_by_signal(anomalies: &mut Vec<Anomaly>) {
 }
 
 /// High when the first candidate has strong evidence and a clear lead over the second.
-fn confidence(scored: &[(String, f64, f64, f64)]) -> f64 {
+fn confidence(scored: &[Scored]) -> f64 {
     let Some(first) = scored.first() else {
         return 0.0;
     };
-    let second = scored.get(1).map_or(0.0, |s| s.1);
-    let lead = if first.1 > 0.0 {
-        (first.1 - second) / first.1
+    let second = scored.get(1).map_or(0.0, |s| s.score);
+    let lead = if first.score > 0.0 {
+        (first.score - second) / first.score
     } else {
         0.0
     };
-    (0.35 + 0.65 * lead).clamp(0.0, 1.0) * first.2.max(0.3)
+    (CONFIDENCE_BASE + CONFIDENCE_LEAD * lead).clamp(0.0, 1.0)
+        * first.evidence.max(CONFIDENCE_EVIDENCE_FLOOR)
 }
 
 fn explain(
