@@ -344,7 +344,7 @@ impl<'a> Toolbox<'a> {
                 let mut signals: Vec<&str> = Vec::new();
                 for a in &c.evidence {
                     if !signals.contains(&a.signal.as_str()) && signals.len() < 3 {
-                        signals.push(&a.signal);
+                        signals.push(a.signal.as_str());
                     }
                 }
                 json!({
@@ -395,7 +395,7 @@ impl<'a> Toolbox<'a> {
                     "id": e.id,
                     "t_s": self.rel_secs(a.time),
                     "source": a.source,
-                    "signal": cut(&a.signal, 120),
+                    "signal": cut(a.signal.as_str(), 120),
                     "severity": a.severity,
                     "score": round(a.score),
                     "description": cut(&a.description, 200),
@@ -484,7 +484,7 @@ impl<'a> Toolbox<'a> {
                     .map(|e| {
                         json!({
                             "id": e.id,
-                            "signal": cut(&e.anomaly.signal, 120),
+                            "signal": cut(e.anomaly.signal.as_str(), 120),
                             "description": cut(&e.anomaly.description, MAX_LINE_CHARS),
                         })
                     })
@@ -555,7 +555,7 @@ impl<'a> Toolbox<'a> {
                 .map(|e| {
                     json!({
                         "id": e.id,
-                        "signal": cut(&e.anomaly.signal, 120),
+                        "signal": cut(e.anomaly.signal.as_str(), 120),
                         "observed": e.anomaly.observed.map(round),
                         "expected": e.anomaly.expected.map(round),
                     })
@@ -583,7 +583,7 @@ impl<'a> Toolbox<'a> {
                     "id": e.id,
                     "service": e.anomaly.service,
                     "t_s": self.rel_secs(e.anomaly.time),
-                    "signal": cut(&e.anomaly.signal, 120),
+                    "signal": cut(e.anomaly.signal.as_str(), 120),
                     "description": cut(&e.anomaly.description, 200),
                 })
             })

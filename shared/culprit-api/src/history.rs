@@ -74,7 +74,7 @@ impl FeedbackRecord {
             .flat_map(|c| &c.evidence)
             .filter(|a| Some(a.service.as_str()) == named)
             .filter(|a| seen.insert(a.signal.clone()))
-            .map(|a| a.signal.clone())
+            .map(|a| a.signal.to_string())
             .collect();
         let services: BTreeSet<String> = alert
             .affected_services

@@ -373,7 +373,7 @@ pub(crate) async fn similar_to(
             .root_causes
             .iter()
             .flat_map(|c| &c.evidence)
-            .map(|a| a.signal.clone()),
+            .map(|a| a.signal.to_string()),
     );
     terms.sort();
     terms.dedup();

@@ -1,4 +1,4 @@
-use crate::{Severity, SourceKind, UnixNanos};
+use crate::{Severity, Signal, SourceKind, UnixNanos};
 use serde::{Deserialize, Serialize};
 
 /// One detector finding: a signal of one service that left its baseline during a window.
@@ -16,9 +16,10 @@ pub struct Anomaly {
     pub environment: String,
     /// Pod or host, when the signal is per instance.
     pub instance: Option<String>,
-    /// What moved, in a stable machine form: `span.latency:GET /cart`, `log.new_template:E17`,
-    /// `metric:CpuUsageRate(%)`, `change:deployment`.
-    pub signal: String,
+    /// What moved: its family, typed, and on the wire a stable machine form such as
+    /// `span.latency:GET /cart`, `log.new_template:E17`, `metric:CpuUsageRate(%)`,
+    /// `change:deployment:chg-1`.
+    pub signal: Signal,
     /// A sentence a person can read.
     pub description: String,
     pub severity: Severity,

@@ -10,6 +10,7 @@ mod anomaly;
 mod event;
 pub mod hash;
 mod severity;
+mod signal;
 
 pub use alert::{
     CausalGraph, EdgeKind, GraphEdge, GraphNode, IncidentStatus, LlmReview, LlmReviewStatus,
@@ -21,6 +22,7 @@ pub use event::{
     SourceKind, SpanEvent,
 };
 pub use severity::Severity;
+pub use signal::{Signal, SignalFamily};
 
 /// Nanoseconds since the Unix epoch, UTC. All windows in culprit run on event time in this unit.
 pub type UnixNanos = i64;

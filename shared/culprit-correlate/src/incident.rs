@@ -12,8 +12,8 @@
 use crate::rank::{is_corroborating, rank, RankConfig, Ranking};
 use crate::topology::Topology;
 use culprit_core::{
-    Anomaly, DependencyEdge, IncidentStatus, RcaAlert, Severity, SourceKind, UnixNanos,
-    NANOS_PER_SEC,
+    Anomaly, DependencyEdge, IncidentStatus, RcaAlert, Severity, Signal, SignalFamily, SourceKind,
+    UnixNanos, NANOS_PER_SEC,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -36,7 +36,7 @@ pub struct CorrelateConfig {
     /// Signal families that claim never-seen behaviour (a new error line, a new exception type).
     /// Such a finding on a service that already showed it in n earlier incidents contradicts its
     /// own claim: its evidence counts 1 / (1 + n). Empty turns this off.
-    pub novelty_signals: Vec<String>,
+    pub novelty_signals: Vec<SignalFamily>,
     /// Step between an incident's published revisions (1 when unset). The binary sets 2 when the
     /// LLM agent is on, so the agent's review of revision `r` can be published as `r + 1` without
     /// colliding with the correlator's next revision; not read from configuration files.
@@ -45,9 +45,8 @@ pub struct CorrelateConfig {
 }
 
 impl CorrelateConfig {
-    fn is_novelty(&self, signal: &str) -> bool {
-        let family = crate::rank::signal_family(signal);
-        self.novelty_signals.contains(&family)
+    fn is_novelty(&self, signal: &Signal) -> bool {
+        self.novelty_signals.contains(&signal.family())
     }
 }
 
@@ -61,9 +60,9 @@ impl Default for CorrelateConfig {
             change_lookback_secs: 3600,
             rank: RankConfig::default(),
             novelty_signals: vec![
-                "log_new_template".to_string(),
-                "log_new_remote_error".to_string(),
-                "span_new_error".to_string(),
+                SignalFamily::LogNewTemplate,
+                SignalFamily::LogNewRemoteError,
+                SignalFamily::SpanNewError,
             ],
             revision_stride: 1,
         }
@@ -90,7 +89,7 @@ struct EnvironmentState {
     changes: VecDeque<Anomaly>,
     open: Option<Incident>,
     /// (service, signal) -> resolved incidents it appeared in, for novelty signals.
-    novelty_seen: HashMap<(String, String), u32>,
+    novelty_seen: HashMap<(String, Signal), u32>,
 }
 
 /// Turns anomalies into incidents and incidents into RCA alerts.
@@ -249,7 +248,7 @@ impl Correlator {
                 alerts.extend(self.publish(&env, IncidentStatus::Resolved, true));
                 if let Some(state) = self.environments.get_mut(&env) {
                     if let Some(incident) = state.open.take() {
-                        let seen: HashSet<(String, String)> = incident
+                        let seen: HashSet<(String, Signal)> = incident
                             .anomalies
                             .iter()
                             .filter(|a| self.config.is_novelty(&a.signal))
@@ -311,7 +310,7 @@ impl Correlator {
 /// Applied as an anomaly joins an incident; the counts change only when an incident resolves.
 fn weigh_novelty(
     config: &CorrelateConfig,
-    seen: &HashMap<(String, String), u32>,
+    seen: &HashMap<(String, Signal), u32>,
     anomaly: &mut Anomaly,
 ) {
     if !config.is_novelty(&anomaly.signal) {
@@ -326,14 +325,14 @@ fn weigh_novelty(
 /// weighted like the ranking weighs its signal family (a family that ranks as a tie-breaker does
 /// not open incidents on its own either).
 fn candidate_evidence(candidates: &VecDeque<Anomaly>, rank: &RankConfig) -> f64 {
-    let mut best: HashMap<(&str, &str), f64> = HashMap::new();
+    let mut best: HashMap<(&str, &Signal), f64> = HashMap::new();
     for a in candidates
         .iter()
         .filter(|a| !is_corroborating(&a.signal, rank))
     {
         let weight = rank
             .signal_weights
-            .get(&crate::rank::signal_family(&a.signal))
+            .get(&a.signal.family())
             .copied()
             .unwrap_or(1.0)
             .min(1.0);

@@ -14,8 +14,8 @@
 
 use crate::topology::Topology;
 use culprit_core::{
-    Anomaly, CausalGraph, EdgeKind, GraphEdge, GraphNode, RootCause, Severity, SourceKind,
-    UnixNanos,
+    Anomaly, CausalGraph, EdgeKind, GraphEdge, GraphNode, RootCause, Severity, Signal,
+    SignalFamily, SourceKind, UnixNanos,
 };
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
@@ -31,17 +31,16 @@ pub struct RankConfig {
     pub damping: f64,
     /// How much each source's evidence counts.
     pub source_weights: BTreeMap<SourceKind, f64>,
-    /// How much a signal family (the signal up to its first `:`, dots written as `_` so the key
-    /// survives TOML and environment overrides: `span_latency`) counts, on top of its source's
-    /// weight. Symptoms that propagate to every caller (latency, error-line bursts) are weighted
+    /// How much a signal family (keyed by its configuration name, `span_latency`; an unknown
+    /// name is an error) counts, on top of its source's weight. Symptoms that propagate to every caller (latency, error-line bursts) are weighted
     /// below signals of changed behaviour (a new error, a line that stopped), which stay where
     /// the fault is. Families not listed count 1.
-    pub signal_weights: BTreeMap<String, f64>,
+    pub signal_weights: BTreeMap<SignalFamily, f64>,
     /// Signal families that are symptoms a caller shows when its callee misbehaves (it waits,
     /// times out, fails). When an anomalous callee's trouble began at most `explain_lead_secs`
     /// before the caller's and at most `explain_slack_secs` after it, these signals of the
     /// caller are multiplied by `explained_factor`: the callee explains them.
-    pub propagating_signals: Vec<String>,
+    pub propagating_signals: Vec<SignalFamily>,
     /// Metrics whose name contains one of these are symptoms too (rate, errors, duration:
     /// the RED metrics), unlike utilisation and saturation metrics, which stay local.
     pub propagating_metric_words: Vec<String>,
@@ -59,12 +58,12 @@ pub struct RankConfig {
     /// corroborating) began within the same bounds of the caller's (`explain_lead_secs` before
     /// to `explain_slack_secs` after), these signals of the caller are multiplied by
     /// `explained_factor`.
-    pub consequential_signals: Vec<String>,
+    pub consequential_signals: Vec<SignalFamily>,
     /// Signal families that only corroborate: they add to a service that has other evidence,
     /// but never open or extend an incident, never make a service a candidate on their own and
     /// never date a service's first trouble. k-NN distances flag harmless novelty as readily as
     /// faults (docs/EVALUATION.md), so by default they are such a signal.
-    pub corroborating_signals: Vec<String>,
+    pub corroborating_signals: Vec<SignalFamily>,
     /// Evidence a change adds to the service it touched when the incident follows right after
     /// and that service's own behaviour changed after it (see `change_unconfirmed_factor`).
     pub change_weight: f64,
@@ -97,31 +96,32 @@ impl Default for RankConfig {
                 (SourceKind::Changes, 1.0),
             ]),
             signal_weights: BTreeMap::from([
-                ("span_latency".to_string(), 0.5),
-                ("log_errors".to_string(), 0.7),
-                ("log_warnings".to_string(), 0.5),
-                ("log_missing_in_span".to_string(), 1.5),
+                (SignalFamily::SpanLatency, 0.5),
+                (SignalFamily::LogErrors, 0.7),
+                (SignalFamily::LogWarnings, 0.5),
+                (SignalFamily::LogMissingInSpan, 1.5),
                 // An error the service raised itself, never seen before (a relayed failure is
                 // `log_new_remote_error`): observed, where a stopped line is inferred.
-                ("log_new_template".to_string(), 2.0),
+                (SignalFamily::LogNewTemplate, 2.0),
                 // Waits on call edges placed on the endpoint the slow edges share: once placed,
                 // the service's own changed behaviour (its network, its pool), no longer a
                 // symptom that travels, so it weighs as an own new error does.
-                ("span_edge_latency".to_string(), 2.0),
+                (SignalFamily::SpanEdgeLatency, 2.0),
                 // k-NN distances flag whatever is unusual, faults and harmless novelty alike; on
                 // the labelled data they help only as a tie-breaker (docs/EVALUATION.md).
-                ("knn_distance".to_string(), 0.1),
+                (SignalFamily::KnnDistance, 0.1),
             ]),
-            propagating_signals: [
-                "span_latency",
-                "span_errors",
-                "log_errors",
-                "log_warnings",
-                "span_new_error",
-                "log_new_remote_error",
-            ]
-            .map(String::from)
-            .to_vec(),
+            // Not listed, so weighed 1: the span families of a rollout's comparison (own
+            // behaviour under the same traffic), `span_new_call`, and `log_missing_template`, a
+            // usual line that stopped without span context to tell whose change stopped it.
+            propagating_signals: vec![
+                SignalFamily::SpanLatency,
+                SignalFamily::SpanErrors,
+                SignalFamily::LogErrors,
+                SignalFamily::LogWarnings,
+                SignalFamily::SpanNewError,
+                SignalFamily::LogNewRemoteError,
+            ],
             propagating_metric_words: ["latency", "duration", "error", "success", "response_time"]
                 .map(String::from)
                 .to_vec(),
@@ -129,8 +129,8 @@ impl Default for RankConfig {
             explained_factor: 0.2,
             explain_slack_secs: 30.0,
             explain_lead_secs: 120.0,
-            consequential_signals: vec!["log_missing_in_span".to_string()],
-            corroborating_signals: vec!["knn_distance".to_string()],
+            consequential_signals: vec![SignalFamily::LogMissingInSpan],
+            corroborating_signals: vec![SignalFamily::KnnDistance],
             change_weight: 0.6,
             change_unconfirmed_factor: 0.3,
             change_effect_slack_secs: 60.0,
@@ -164,7 +164,7 @@ fn strength(a: &Anomaly) -> f64 {
 fn weighted_strength(a: &Anomaly, config: &RankConfig) -> f64 {
     let mut weight = config
         .signal_weights
-        .get(&signal_family(&a.signal))
+        .get(&a.signal.family())
         .copied()
         .unwrap_or(1.0);
     if a.source == SourceKind::Metrics && is_propagating(&a.signal, config) {
@@ -173,15 +173,10 @@ fn weighted_strength(a: &Anomaly, config: &RankConfig) -> f64 {
     strength(a) * weight
 }
 
-/// The configuration key of a signal's family: `span.latency:GET /x` -> `span_latency`.
-pub(crate) fn signal_family(signal: &str) -> String {
-    signal.split(':').next().unwrap_or(signal).replace('.', "_")
-}
-
 #[derive(Debug, Default, Clone)]
 struct ServiceEvidence {
     /// Strongest anomaly per signal, so a signal firing in every window counts once.
-    by_signal: BTreeMap<(SourceKind, String), f64>,
+    by_signal: BTreeMap<(SourceKind, Signal), f64>,
     first_seen: Option<UnixNanos>,
     /// First changed behaviour: a signal that neither propagates nor only corroborates.
     first_changed: Option<UnixNanos>,
@@ -228,29 +223,24 @@ impl ServiceEvidence {
 }
 
 /// Whether a signal only corroborates other evidence ([`RankConfig::corroborating_signals`]).
-pub(crate) fn is_corroborating(signal: &str, config: &RankConfig) -> bool {
-    !config.corroborating_signals.is_empty()
-        && config
-            .corroborating_signals
-            .contains(&signal_family(signal))
+pub(crate) fn is_corroborating(signal: &Signal, config: &RankConfig) -> bool {
+    config.corroborating_signals.contains(&signal.family())
 }
 
 /// Whether a signal is a change in behaviour that a callee's changed behaviour can cause
 /// ([`RankConfig::consequential_signals`]).
-fn is_consequential(signal: &str, config: &RankConfig) -> bool {
-    config
-        .consequential_signals
-        .contains(&signal_family(signal))
+fn is_consequential(signal: &Signal, config: &RankConfig) -> bool {
+    config.consequential_signals.contains(&signal.family())
 }
 
 /// Whether a signal is a symptom that travels from callee to caller.
-fn is_propagating(signal: &str, config: &RankConfig) -> bool {
-    let family = signal_family(signal);
+fn is_propagating(signal: &Signal, config: &RankConfig) -> bool {
+    let family = signal.family();
     if config.propagating_signals.contains(&family) {
         return true;
     }
-    family == "metric" && {
-        let name = signal.to_ascii_lowercase();
+    family == SignalFamily::Metric && {
+        let name = signal.as_str().to_ascii_lowercase();
         config
             .propagating_metric_words
             .iter()
@@ -442,7 +432,7 @@ fn discount_explained(
         let change_explained = ev
             .first_changed
             .is_some_and(|own| callee_began_near(name, &first_changed, own));
-        let explained = |signal: &str| {
+        let explained = |signal: &Signal| {
             (symptoms_explained && is_propagating(signal, config))
                 || (change_explained && is_consequential(signal, config))
         };
@@ -1296,11 +1286,11 @@ mod tests {
         let r = rank("prod", &anomalies, &[], &shop(), &RankConfig::default());
         assert_eq!(r.causes[0].service, "db", "{:?}", r.services());
         assert!(is_propagating(
-            "metric:http.server.latency_p99_ms",
+            &"metric:http.server.latency_p99_ms".into(),
             &RankConfig::default()
         ));
         assert!(!is_propagating(
-            "metric:cpu.utilization",
+            &"metric:cpu.utilization".into(),
             &RankConfig::default()
         ));
     }

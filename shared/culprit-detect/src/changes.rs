@@ -2,7 +2,7 @@
 //! is. Whether it explains anything is the correlator's question.
 
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
-use culprit_core::{Event, EventBody, Severity, SourceKind, UnixNanos};
+use culprit_core::{Event, EventBody, Severity, SignalFamily, SourceKind, UnixNanos};
 
 pub struct ChangeDetector {
     _config: DetectConfig,
@@ -28,7 +28,7 @@ impl Detector for ChangeDetector {
         let draft = AnomalyDraft::of_event(
             event,
             SourceKind::Changes,
-            format!("change:{}:{}", change.kind.as_str(), change.id),
+            SignalFamily::Change.on(format_args!("{}:{}", change.kind.as_str(), change.id)),
         );
         let actor = change
             .actor

@@ -23,7 +23,7 @@
 use crate::baseline::Baseline;
 use crate::stats::poisson_surprise;
 use crate::{AnomalyDraft, DetectConfig, Findings, Phase};
-use culprit_core::{SourceKind, UnixNanos};
+use culprit_core::{SignalFamily, SourceKind, UnixNanos};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -285,7 +285,7 @@ impl EdgeLatency {
                 environment: &environment,
                 instance: None,
                 time: start,
-                signal: "span.edge_latency".to_string(),
+                signal: SignalFamily::SpanEdgeLatency.signal(),
             };
             out.anomalies.push(draft.finish(
                 severity,

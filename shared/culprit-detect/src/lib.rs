@@ -31,7 +31,7 @@ pub mod trace_logs;
 pub mod versions;
 pub mod window;
 
-use culprit_core::{Anomaly, DependencyEdge, Event, Severity, SourceKind, UnixNanos};
+use culprit_core::{Anomaly, DependencyEdge, Event, Severity, Signal, SourceKind, UnixNanos};
 use serde::{Deserialize, Serialize};
 
 pub use baseline::{BaselineConfig, SeverityLevels};
@@ -330,12 +330,12 @@ pub(crate) struct AnomalyDraft<'a> {
     pub environment: &'a str,
     pub instance: Option<&'a str>,
     pub time: UnixNanos,
-    pub signal: String,
+    pub signal: Signal,
 }
 
 impl<'a> AnomalyDraft<'a> {
     /// A draft about one event, placed on the resource that sent it.
-    pub fn of_event(event: &'a Event, source: SourceKind, signal: String) -> AnomalyDraft<'a> {
+    pub fn of_event(event: &'a Event, source: SourceKind, signal: Signal) -> AnomalyDraft<'a> {
         AnomalyDraft {
             source,
             service: &event.resource.service,
@@ -361,7 +361,7 @@ impl<'a> AnomalyDraft<'a> {
                     self.service,
                     self.environment,
                     self.instance.unwrap_or(""),
-                    &self.signal,
+                    self.signal.as_str(),
                 ],
                 self.time,
             ),

@@ -14,7 +14,7 @@ use crate::stats::poisson_surprise;
 use crate::template_mix::TemplateMix;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
-use culprit_core::{Event, EventBody, LogLevel, Severity, SourceKind, UnixNanos};
+use culprit_core::{Event, EventBody, LogLevel, Severity, SignalFamily, SourceKind, UnixNanos};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
 use std::collections::HashMap;
 
@@ -83,7 +83,7 @@ impl LogDetector {
         key: &ServiceKey,
         start: UnixNanos,
         count: u32,
-        signal: &str,
+        signal: SignalFamily,
         what: &str,
         phase: Phase,
         out: &mut Findings,
@@ -107,7 +107,7 @@ impl LogDetector {
                         environment: &key.0,
                         instance: None,
                         time: start,
-                        signal: signal.to_string(),
+                        signal: signal.signal(),
                     };
                     out.anomalies.push(draft.finish(
                         severity,
@@ -266,11 +266,11 @@ impl Detector for LogDetector {
                 let template = miner.template(matched.id).unwrap_or_default();
                 let (signal, what) = match &remote {
                     Some(reason) => (
-                        format!("log.new_remote_error:{}", matched.id),
+                        SignalFamily::LogNewRemoteError.on(matched.id),
                         format!("failed call ({reason})"),
                     ),
                     None => (
-                        format!("log.new_template:{}", matched.id),
+                        SignalFamily::LogNewTemplate.on(matched.id),
                         level_word(level).to_string(),
                     ),
                 };
@@ -365,7 +365,7 @@ impl LogDetector {
                     &key,
                     start,
                     window.errors,
-                    "log.errors",
+                    SignalFamily::LogErrors,
                     "error",
                     phase,
                     out,
@@ -377,7 +377,7 @@ impl LogDetector {
                     &key,
                     start,
                     window.warnings,
-                    "log.warnings",
+                    SignalFamily::LogWarnings,
                     "warning",
                     phase,
                     out,
@@ -426,7 +426,7 @@ impl LogDetector {
                 environment: &key.0,
                 instance: None,
                 time: start,
-                signal: format!("log.missing_template:{}", m.template),
+                signal: SignalFamily::LogMissingTemplate.on(m.template),
             };
             out.anomalies.push(draft.finish(
                 severity,
@@ -613,7 +613,7 @@ mod tests {
         let new: Vec<_> = found
             .anomalies
             .iter()
-            .filter(|a| a.signal.starts_with("log.new_template"))
+            .filter(|a| a.signal.as_str().starts_with("log.new_template"))
             .collect();
         assert_eq!(new.len(), 1, "{new:?}");
         // raised by the service itself: its own changed behaviour
@@ -654,13 +654,9 @@ mod tests {
         found
             .anomalies
             .iter()
-            .filter(|a| a.signal.starts_with("log.new_"))
-            .map(|a| (signal_family(&a.signal).to_string(), a.severity))
+            .filter(|a| a.signal.as_str().starts_with("log.new_"))
+            .map(|a| (a.signal.family().name().to_string(), a.severity))
             .collect()
-    }
-
-    fn signal_family(signal: &str) -> &str {
-        signal.split(':').next().unwrap_or(signal)
     }
 
     #[derive(Clone, Copy)]
@@ -723,9 +719,9 @@ mod tests {
         found
             .anomalies
             .iter()
-            .filter(|a| a.signal.starts_with("log.new_"))
+            .filter(|a| a.signal.as_str().starts_with("log.new_"))
             .map(|a| {
-                let family = signal_family(&a.signal).to_string();
+                let family = a.signal.family().name().to_string();
                 (family, a.severity, a.description.clone())
             })
             .collect()

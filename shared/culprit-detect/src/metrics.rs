@@ -3,7 +3,9 @@
 
 use crate::baseline::{Baseline, Direction, Profile};
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
-use culprit_core::{Event, EventBody, Severity, SourceKind, UnixNanos, NANOS_PER_SEC};
+use culprit_core::{
+    Event, EventBody, Severity, SignalFamily, SourceKind, UnixNanos, NANOS_PER_SEC,
+};
 use std::collections::{HashMap, VecDeque};
 
 /// (environment, service, instance, metric name, data point attributes)
@@ -94,9 +96,9 @@ impl Detector for MetricDetector {
                 .join(",")
         };
         let signal = if attributes.is_empty() {
-            format!("metric:{}", point.name)
+            SignalFamily::Metric.on(&point.name)
         } else {
-            format!("metric:{}{{{attributes}}}", point.name)
+            SignalFamily::Metric.on(format_args!("{}{{{attributes}}}", point.name))
         };
         let key: SeriesKey = (
             event.resource.environment.clone(),

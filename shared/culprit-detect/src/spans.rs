@@ -20,7 +20,9 @@ use crate::novelty::Novelty;
 use crate::stats::{binomial_surprise, poisson_surprise};
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
-use culprit_core::{DependencyEdge, Event, EventBody, Severity, SourceKind, SpanEvent, UnixNanos};
+use culprit_core::{
+    DependencyEdge, Event, EventBody, Severity, SignalFamily, SourceKind, SpanEvent, UnixNanos,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -372,7 +374,8 @@ impl SpanDetector {
             .map(|c| c.first)
             .filter(|_| severity <= self.config.min_severity)
         {
-            let signal = format!("span.new_call:{} -> {}", parent.operation, child.operation);
+            let signal = SignalFamily::SpanNewCall
+                .on(format_args!("{} -> {}", parent.operation, child.operation));
             let draft = AnomalyDraft {
                 source: SourceKind::Traces,
                 service: &child.service,
@@ -481,7 +484,7 @@ impl SpanDetector {
                 environment,
                 instance: None,
                 time,
-                signal: format!("span.new_error:{error_type}"),
+                signal: SignalFamily::SpanNewError.on(error_type),
             };
             out.anomalies.push(draft.finish(
                 Severity::Sev2,
@@ -575,7 +578,7 @@ impl SpanDetector {
                     environment: &environment,
                     instance: None,
                     time: start,
-                    signal: "span.latency".to_string(),
+                    signal: SignalFamily::SpanLatency.signal(),
                 };
                 out.anomalies.push(draft.finish(
                     severity,
@@ -620,7 +623,7 @@ impl SpanDetector {
                         environment: &environment,
                         instance: None,
                         time: start,
-                        signal: "span.errors".to_string(),
+                        signal: SignalFamily::SpanErrors.signal(),
                     };
                     out.anomalies.push(draft.finish(
                         severity,
@@ -712,7 +715,7 @@ impl Detector for SpanDetector {
                 source: SourceKind::Traces,
                 environment: environment.to_string(),
                 service: service.to_string(),
-                signal: format!("span.latency:{operation} (ms)"),
+                signal: format!("{} (ms)", SignalFamily::SpanLatency.on(operation)),
                 baseline: baseline.summary(
                     crate::baseline::Direction::Up,
                     &self.config.severity_levels,

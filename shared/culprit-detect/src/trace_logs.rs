@@ -13,7 +13,9 @@ use crate::logs::{line_level, mining_line, truncate};
 use crate::stats::binomial_lower_surprise;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase, SurpriseLevels};
-use culprit_core::{Event, EventBody, Severity, SourceKind, UnixNanos, NANOS_PER_SEC};
+use culprit_core::{
+    Event, EventBody, Severity, SignalFamily, SourceKind, UnixNanos, NANOS_PER_SEC,
+};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
 use std::collections::{HashMap, VecDeque};
 
@@ -227,7 +229,7 @@ impl TraceLogDetector {
                     environment: &op.0,
                     instance: None,
                     time: start,
-                    signal: format!("log.missing_in_span:{}", op.2),
+                    signal: SignalFamily::LogMissingInSpan.on(&op.2),
                 };
                 out.anomalies.push(draft.finish(
                     line.severity,

@@ -19,7 +19,7 @@
 use crate::stats::binomial_surprise;
 use crate::window::Windows;
 use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
-use culprit_core::{Event, EventBody, SourceKind, UnixNanos, NANOS_PER_SEC};
+use culprit_core::{Event, EventBody, SignalFamily, SourceKind, UnixNanos, NANOS_PER_SEC};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// How far back the versions are compared: long enough for a few hundred calls of a quiet
@@ -197,7 +197,7 @@ fn judge(
     let old_names = old_versions.join(", ");
     let levels = &config.surprise_levels;
     let mut report =
-        |signal: &str, surprise: f64, observed: f64, expected: f64, description: String| {
+        |family: SignalFamily, surprise: f64, observed: f64, expected: f64, description: String| {
             let Some(severity) = levels
                 .severity(surprise)
                 .filter(|s| *s <= config.min_severity)
@@ -210,7 +210,7 @@ fn judge(
                 environment: &service.0,
                 instance: None,
                 time: start,
-                signal: format!("{signal}:{newest}"),
+                signal: family.on(newest),
             };
             out.anomalies.push(draft.finish(
                 severity,
@@ -227,7 +227,7 @@ fn judge(
     if new_rate >= MIN_ERROR_RATIO * old_rate + 0.01 {
         let surprise = binomial_surprise(u64::from(new.errors), u64::from(new.count), old_rate);
         report(
-            "span.version_errors",
+            SignalFamily::SpanVersionErrors,
             surprise,
             new_rate,
             old_rate,
@@ -250,7 +250,7 @@ fn judge(
         if share >= MIN_SLOW_RATIO * expected_share {
             let surprise = binomial_surprise(u64::from(slow), u64::from(new.count), expected_share);
             report(
-                "span.version_latency",
+                SignalFamily::SpanVersionLatency,
                 surprise,
                 share,
                 expected_share,
@@ -368,7 +368,7 @@ mod tests {
         let mut found: Vec<(String, Severity)> = out
             .anomalies
             .iter()
-            .map(|a| (a.signal.clone(), a.severity))
+            .map(|a| (a.signal.to_string(), a.severity))
             .collect();
         found.sort();
         found.dedup_by(|a, b| a.0 == b.0);

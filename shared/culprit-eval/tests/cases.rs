@@ -87,7 +87,7 @@ fn a_sockshop_subset_is_scored_by_the_contract_and_stress_on_the_root_cause_is_d
         );
         assert!(
             r.anomaly_log.iter().any(|a| a.service == r.root_cause
-                && a.signal.starts_with(resource)
+                && a.signal.as_str().starts_with(resource)
                 && (window.0..=window.1).contains(&a.time)),
             "{}: no {resource}* anomaly on {} in the fault window",
             r.case_id,

@@ -252,9 +252,12 @@ impl KnnDetector {
                     .filter(|s| *s <= self.detect.min_severity)
                 {
                     anomalous = true;
-                    let signal = format!("knn.distance:{}", self.source);
+                    let signal = culprit_core::SignalFamily::KnnDistance.on(self.source);
                     out.anomalies.push(culprit_core::Anomaly {
-                        id: anomaly_id(&[self.source.as_str(), &key.1, &key.0, &signal], start),
+                        id: anomaly_id(
+                            &[self.source.as_str(), &key.1, &key.0, signal.as_str()],
+                            start,
+                        ),
                         time: start,
                         source: self.source,
                         service: key.1.clone(),

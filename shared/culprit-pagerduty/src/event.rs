@@ -121,7 +121,7 @@ pub(crate) fn trigger_payload(alert: &RcaAlert, source: &str) -> Payload {
         timestamp: Some(timestamp),
         component: top.map(|c| c.service.clone()),
         group: alert.environment.clone(),
-        class: top_evidence.map(|a| a.signal.clone()),
+        class: top_evidence.map(|a| a.signal.to_string()),
         custom_details: json!({
             "incident_id": alert.incident_id,
             "revision": alert.revision,

@@ -22,7 +22,7 @@ pub use bus::{Bus, BusMessage, InProcessBus};
 pub use culprit_knn::KnnConfig;
 pub use stage::{CorrelateStage, DetectStage};
 
-use culprit_core::{DependencyEdge, Event, RcaAlert, SourceKind, UnixNanos};
+use culprit_core::{DependencyEdge, Event, RcaAlert, SignalFamily, SourceKind, UnixNanos};
 use culprit_correlate::CorrelateConfig;
 use culprit_detect::{DetectConfig, Phase};
 use serde::{Deserialize, Serialize};
@@ -79,11 +79,11 @@ impl PipelineConfig {
             correlate
                 .rank
                 .signal_weights
-                .insert("knn_distance".to_string(), 1.0);
+                .insert(SignalFamily::KnnDistance, 1.0);
             correlate
                 .rank
                 .corroborating_signals
-                .retain(|s| s != "knn_distance");
+                .retain(|s| *s != SignalFamily::KnnDistance);
         }
         correlate
     }

@@ -362,7 +362,7 @@ fn cause_detail(out: &mut String, cause: &RootCause) {
                  <td class=\"num\">{}</td><td class=\"time\">{}</td></tr>",
                 badge(Some(a.severity)),
                 a.source,
-                esc(&a.signal),
+                esc(a.signal.as_str()),
                 esc(&a.description),
                 num(a.observed),
                 num(a.expected),

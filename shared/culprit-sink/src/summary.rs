@@ -144,7 +144,7 @@ fn top_cause(out: &mut String, cause: &RootCause) {
     let shown = &cause.evidence[..cause.evidence.len().min(TOP_EVIDENCE)];
     let signals: Vec<String> = shown
         .iter()
-        .map(|a| truncate(&printable(&a.signal), 48))
+        .map(|a| truncate(&printable(a.signal.as_str()), 48))
         .collect();
     let width = signals.iter().map(|s| s.chars().count()).max().unwrap_or(0);
     out.push_str("  evidence:\n");

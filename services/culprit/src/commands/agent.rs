@@ -142,8 +142,8 @@ pub async fn past_incidents(
         .collect();
     for c in &alert.root_causes {
         for a in &c.evidence {
-            if !terms.contains(&a.signal) {
-                terms.push(a.signal.clone());
+            if !terms.iter().any(|t| a.signal == t.as_str()) {
+                terms.push(a.signal.to_string());
             }
         }
     }

@@ -201,7 +201,7 @@ impl Report {
                 a.severity,
                 a.source,
                 a.service,
-                a.signal.chars().take(50).collect::<String>(),
+                a.signal.as_str().chars().take(50).collect::<String>(),
                 a.score,
                 a.description.chars().take(120).collect::<String>()
             );

@@ -255,7 +255,7 @@ fn changes(out: &mut String, alert: &RcaAlert) {
             "<tr><td class=\"time\">{}</td><td>{}</td><td class=\"chain\">{}</td><td>{}</td></tr>",
             time_el(a.time),
             esc(&a.service),
-            esc(&a.signal),
+            esc(a.signal.as_str()),
             esc(&a.description)
         );
     }
