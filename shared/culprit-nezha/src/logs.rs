@@ -2,11 +2,13 @@
 
 use crate::csvio::{cell, hex_id, open_csv, parse_int, parse_rfc3339_nanos};
 use crate::error::Result;
-use crate::otlp::{pod_resource, scope, string_value};
+use crate::otlp::{pod_resource, scope};
 use crate::ReadOutcome;
 use culprit_core::LogLevel;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use culprit_otlp::build;
+use culprit_otlp::proto::collector::logs::v1::ExportLogsServiceRequest;
+use culprit_otlp::proto::logs::v1::LogRecord;
+use culprit_otlp::proto::resource::v1::Resource;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -33,7 +35,8 @@ pub fn read_logs(path: &Path) -> Result<ReadOutcome<ExportLogsServiceRequest>> {
     let c_span = f.find("SpanID");
     let log_is_last = c_log + 1 == f.headers.len();
 
-    let mut groups: Vec<ResourceLogs> = Vec::new();
+    // One resource per pod (and container), in order of first appearance.
+    let mut groups: Vec<(Resource, Vec<LogRecord>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut key = String::new();
     let mut rows = 0;
@@ -53,7 +56,6 @@ pub fn read_logs(path: &Path) -> Result<ReadOutcome<ExportLogsServiceRequest>> {
             continue;
         }
         let (node, container) = (opt(c_node), opt(c_container));
-        let mut record = log_record(&raw, opt(c_trace), opt(c_span));
         // Some rows carry a garbage TimeUnixNano (a negative overflow) but a good Docker `time`
         // (ns) and `Timestamp` (ms): fall back in that order rather than lose them.
         let time = cell(&rec, c_time);
@@ -61,8 +63,8 @@ pub fn read_logs(path: &Path) -> Result<ReadOutcome<ExportLogsServiceRequest>> {
             record_time(&raw)
                 .or_else(|| c_timestamp.and_then(|i| parse_rfc3339_nanos(cell(&rec, i))))
         };
-        match parse_int(time).filter(|t| *t > 0).or_else(fallback) {
-            Some(t) if t > 0 => record.time_unix_nano = t as u64,
+        let record = match parse_int(time).filter(|t| *t > 0).or_else(fallback) {
+            Some(t) if t > 0 => log_record(t as u64, &raw, opt(c_trace), opt(c_span)),
             _ => {
                 skipped.push(
                     f.row_error(&rec, format!("bad TimeUnixNano '{time}'"))
@@ -70,7 +72,7 @@ pub fn read_logs(path: &Path) -> Result<ReadOutcome<ExportLogsServiceRequest>> {
                 );
                 continue;
             }
-        }
+        };
 
         key.clear();
         for part in [pod, node, container] {
@@ -80,30 +82,23 @@ pub fn read_logs(path: &Path) -> Result<ReadOutcome<ExportLogsServiceRequest>> {
         let at = match index.get(key.as_str()) {
             Some(&at) => at,
             None => {
-                groups.push(ResourceLogs {
-                    resource: Some(pod_resource(pod, node, container)),
-                    scope_logs: vec![ScopeLogs {
-                        scope: scope(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                });
+                groups.push((pod_resource(pod, node, container), Vec::new()));
                 index.insert(key.clone(), groups.len() - 1);
                 groups.len() - 1
             }
         };
-        groups[at].scope_logs[0].log_records.push(record);
+        groups[at].1.push(record);
     }
-    for g in &mut groups {
-        // The files are written newest first; consumers replay in event-time order.
-        g.scope_logs[0]
-            .log_records
-            .sort_by_key(|r| r.time_unix_nano);
-    }
+    let resource_logs = groups
+        .into_iter()
+        .map(|(resource, mut records)| {
+            // The files are written newest first; consumers replay in event-time order.
+            records.sort_by_key(|r| r.time_unix_nano);
+            build::resource_logs(resource, scope(), records)
+        })
+        .collect();
     Ok(ReadOutcome {
-        request: ExportLogsServiceRequest {
-            resource_logs: groups,
-        },
+        request: build::logs_request(resource_logs),
         rows,
         skipped,
         empty_cells: 0,
@@ -130,7 +125,7 @@ fn record_time(raw: &str) -> Option<i64> {
     parse_rfc3339_nanos(&line.time?)
 }
 
-fn log_record(raw: &str, trace: &str, span: &str) -> LogRecord {
+fn log_record(time_unix_nano: u64, raw: &str, trace: &str, span: &str) -> LogRecord {
     // Body: the inner Docker `.log` text; a cell that is not valid Docker JSON is kept verbatim.
     let (body, level_source): (Cow<'_, str>, &str) = match serde_json::from_str::<DockerLine>(raw) {
         Ok(d) => {
@@ -155,14 +150,12 @@ fn log_record(raw: &str, trace: &str, span: &str) -> LogRecord {
         Some((word, level)) => (word.to_string(), level.severity_number()),
         None => (String::new(), 0),
     };
-    LogRecord {
-        severity_number,
-        severity_text,
-        body: Some(string_value(body.into_owned())),
-        trace_id: hex_id(trace, 16).unwrap_or_default(),
-        span_id: hex_id(span, 8).unwrap_or_default(),
-        ..Default::default()
-    }
+    build::log_record(time_unix_nano, severity_number, severity_text, body)
+        .trace(
+            hex_id(trace, 16).unwrap_or_default(),
+            hex_id(span, 8).unwrap_or_default(),
+        )
+        .build()
 }
 
 /// The level word of a log line and its level: the first token after any leading date/time tokens
@@ -179,7 +172,7 @@ pub fn parse_level(line: &str) -> Option<(&str, LogLevel)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use culprit_otlp::proto::common::v1::any_value::Value;
     use std::io::Write;
 
     fn body(r: &LogRecord) -> &str {

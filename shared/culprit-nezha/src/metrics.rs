@@ -4,14 +4,12 @@
 
 use crate::csvio::{cell, open_csv, parse_int, CsvFile};
 use crate::error::{NezhaError, Result};
-use crate::otlp::{kv, pod_resource, scope, service_resource};
+use crate::otlp::{pod_resource, scope, service_resource};
 use crate::ReadOutcome;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use culprit_otlp::build::{self, str_attr, Number};
+use culprit_otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use culprit_otlp::proto::metrics::v1::NumberDataPoint;
+use culprit_otlp::proto::resource::v1::Resource;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -127,21 +125,17 @@ impl MetricStore {
             .max(lo);
         let mut by_resource: BTreeMap<u32, BTreeMap<u32, Vec<NumberDataPoint>>> = BTreeMap::new();
         for p in &self.points[lo..hi] {
-            let attributes: Vec<KeyValue> = match self.edges.get(p.edge as usize) {
+            let attributes = match self.edges.get(p.edge as usize) {
                 Some((caller, callee)) => {
                     vec![
-                        kv("peer.caller", caller.as_str()),
-                        kv("peer.callee", callee.as_str()),
+                        str_attr("peer.caller", caller.as_str()),
+                        str_attr("peer.callee", callee.as_str()),
                     ]
                 }
                 None => Vec::new(),
             };
-            let point = NumberDataPoint {
-                attributes,
-                time_unix_nano: (p.time_s.max(0) as u64).saturating_mul(1_000_000_000),
-                value: Some(number_data_point::Value::AsDouble(p.value)),
-                ..Default::default()
-            };
+            let time_unix_nano = (p.time_s.max(0) as u64).saturating_mul(1_000_000_000);
+            let point = build::point(time_unix_nano, Number::Double(p.value), attributes);
             by_resource
                 .entry(p.resource)
                 .or_default()
@@ -151,24 +145,15 @@ impl MetricStore {
         }
         let resource_metrics = by_resource
             .into_iter()
-            .map(|(r, metrics)| ResourceMetrics {
-                resource: Some(self.resources[r as usize].clone()),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: scope(),
-                    metrics: metrics
-                        .into_iter()
-                        .map(|(n, data_points)| Metric {
-                            name: self.names[n as usize].clone(),
-                            data: Some(metric::Data::Gauge(Gauge { data_points })),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
+            .map(|(r, metrics)| {
+                let metrics = metrics
+                    .into_iter()
+                    .map(|(n, points)| build::gauge(self.names[n as usize].clone(), "", points))
+                    .collect();
+                build::resource_metrics(self.resources[r as usize].clone(), scope(), metrics)
             })
             .collect();
-        ExportMetricsServiceRequest { resource_metrics }
+        build::metrics_request(resource_metrics)
     }
 
     /// [`MetricStore::window`] with the window's row and empty-cell counts, and the load's skipped
@@ -380,7 +365,8 @@ pub fn dependency_edges(date_dir_metric: &Path) -> Result<Vec<(String, String)>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use culprit_otlp::proto::common::v1::{any_value::Value, KeyValue};
+    use culprit_otlp::proto::metrics::v1::metric;
 
     fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
         attrs

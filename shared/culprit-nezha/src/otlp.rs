@@ -1,7 +1,8 @@
-//! Small builders for the OTLP protobuf types.
+//! The importer's resources and scope, built with `culprit_otlp::build`.
 
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use culprit_otlp::build;
+use culprit_otlp::proto::common::v1::InstrumentationScope;
+use culprit_otlp::proto::resource::v1::Resource;
 
 /// The instrumentation scope stamped on everything this crate produces, so a consumer can tell
 /// replayed dataset telemetry from live telemetry.
@@ -19,50 +20,25 @@ pub fn service_of_pod(pod: &str) -> &str {
     }
 }
 
-pub(crate) fn string_value(value: impl Into<String>) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(value.into())),
-    }
-}
-
-pub(crate) fn kv(key: &str, value: impl Into<String>) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(string_value(value)),
-    }
-}
-
-pub(crate) fn scope() -> Option<InstrumentationScope> {
-    Some(InstrumentationScope {
-        name: SCOPE_NAME.to_string(),
-        ..Default::default()
-    })
+pub(crate) fn scope() -> InstrumentationScope {
+    build::scope(SCOPE_NAME, "")
 }
 
 /// Resource of one pod; empty `node`/`container` are left out.
 pub(crate) fn pod_resource(pod: &str, node: &str, container: &str) -> Resource {
-    let mut attributes = vec![
-        kv("service.name", service_of_pod(pod)),
-        kv("k8s.pod.name", pod),
-    ];
+    let mut attributes = vec![("k8s.pod.name", pod)];
     if !node.is_empty() {
-        attributes.push(kv("k8s.node.name", node));
+        attributes.push(("k8s.node.name", node));
     }
     if !container.is_empty() {
-        attributes.push(kv("k8s.container.name", container));
+        attributes.push(("k8s.container.name", container));
     }
-    Resource {
-        attributes,
-        ..Default::default()
-    }
+    build::resource(service_of_pod(pod), &attributes)
 }
 
 /// Resource of a whole service (entry-point SLIs, call-edge latencies), with no pod.
 pub(crate) fn service_resource(service: &str) -> Resource {
-    Resource {
-        attributes: vec![kv("service.name", service)],
-        ..Default::default()
-    }
+    build::resource(service, &[])
 }
 
 #[cfg(test)]

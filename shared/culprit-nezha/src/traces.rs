@@ -4,8 +4,10 @@ use crate::csvio::{cell, hex_id, open_csv, parse_int};
 use crate::error::Result;
 use crate::otlp::{pod_resource, scope};
 use crate::ReadOutcome;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+use culprit_otlp::build;
+use culprit_otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
+use culprit_otlp::proto::resource::v1::Resource;
+use culprit_otlp::proto::trace::v1::Span;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -21,7 +23,8 @@ pub fn read_spans(path: &Path) -> Result<ReadOutcome<ExportTraceServiceRequest>>
     let c_start = f.column("StartTimeUnixNano")?;
     let c_end = f.column("EndTimeUnixNano")?;
 
-    let mut groups: Vec<ResourceSpans> = Vec::new();
+    // One resource per pod, in order of first appearance.
+    let mut groups: Vec<(Resource, Vec<Span>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut rows = 0;
     let mut skipped = Vec::new();
@@ -62,42 +65,29 @@ pub fn read_spans(path: &Path) -> Result<ReadOutcome<ExportTraceServiceRequest>>
             bad("empty PodName".to_string());
             continue;
         }
-        let span = Span {
-            trace_id,
-            span_id,
-            parent_span_id,
-            name: cell(&rec, c_name).to_string(),
-            kind: SpanKind::Unspecified as i32,
-            start_time_unix_nano: start_ns as u64,
-            end_time_unix_nano: end_ns as u64,
-            ..Default::default()
-        };
+        let name = cell(&rec, c_name);
+        let span = build::span(trace_id, span_id, name, start_ns as u64, end_ns as u64)
+            .parent(parent_span_id)
+            .build();
         let at = match index.get(pod) {
             Some(&at) => at,
             None => {
-                groups.push(ResourceSpans {
-                    resource: Some(pod_resource(pod, "", "")),
-                    scope_spans: vec![ScopeSpans {
-                        scope: scope(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                });
+                groups.push((pod_resource(pod, "", ""), Vec::new()));
                 index.insert(pod.to_string(), groups.len() - 1);
                 groups.len() - 1
             }
         };
-        groups[at].scope_spans[0].spans.push(span);
+        groups[at].1.push(span);
     }
-    for g in &mut groups {
-        g.scope_spans[0]
-            .spans
-            .sort_by_key(|s| s.start_time_unix_nano);
-    }
+    let resource_spans = groups
+        .into_iter()
+        .map(|(resource, mut spans)| {
+            spans.sort_by_key(|s| s.start_time_unix_nano);
+            build::resource_spans(resource, scope(), spans)
+        })
+        .collect();
     Ok(ReadOutcome {
-        request: ExportTraceServiceRequest {
-            resource_spans: groups,
-        },
+        request: build::trace_request(resource_spans),
         rows,
         skipped,
         empty_cells: 0,

@@ -5,11 +5,11 @@ use culprit_nezha::{
     dependency_edges, import, read_logs, read_metrics, read_spans, Dataset, Kind, MetricOptions,
     MetricStore,
 };
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use culprit_otlp::proto::collector::logs::v1::ExportLogsServiceRequest;
+use culprit_otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use culprit_otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
+use culprit_otlp::proto::common::v1::{any_value::Value, KeyValue};
+use culprit_otlp::proto::metrics::v1::metric::Data;
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -39,7 +39,7 @@ fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
         })
 }
 
-fn body_text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> &str {
+fn body_text(v: &Option<culprit_otlp::proto::common::v1::AnyValue>) -> &str {
     match v.as_ref().and_then(|b| b.value.as_ref()) {
         Some(Value::StringValue(s)) => s,
         _ => "",
@@ -217,9 +217,9 @@ fn metric_window_holds_one_row_per_pod_minute_and_skips_nan() {
                 points += 1;
                 let t = (p.time_unix_nano / 1_000_000_000) as i64;
                 assert!(t >= from && t < to);
-                if let Some(
-                    opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(v),
-                ) = p.value
+                if let Some(culprit_otlp::proto::metrics::v1::number_data_point::Value::AsDouble(
+                    v,
+                )) = p.value
                 {
                     nan += v.is_nan() as usize;
                 }

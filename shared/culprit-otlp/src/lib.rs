@@ -1,6 +1,8 @@
 //! Turns wire bytes into [`culprit_core::Event`]s: OTLP traces, logs and metrics (OTLP/JSON or
-//! protobuf) and change events (CDEvents / CloudEvents or culprit's native JSON form). Nothing
-//! else: no I/O beyond [`files`], no detection, no buffering.
+//! protobuf) and change events (CDEvents / CloudEvents or culprit's native JSON form); and builds
+//! OTLP ([`build`]) for the crates that produce it (the simulator, the Nezha importer), so this is
+//! the only crate that knows the OTLP types. Nothing else: no I/O beyond [`files`], no detection,
+//! no buffering.
 //!
 //! # OTLP
 //!
@@ -44,6 +46,7 @@
 //! files, and `.gz` of either.
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod changes;
 mod convert;
 mod error;

@@ -2,8 +2,8 @@
 //! timings, volume and each service's server-span latency and error ratio, normal vs fault.
 //!
 //! `cargo run --release -p culprit-sim --example sim_summary [seed]`
+use culprit_otlp::proto::common::v1::any_value::Value;
 use culprit_sim::{simulate, write_dir, Scenario, SimConfig, SERVICES};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use std::time::Instant;
 
 fn main() -> std::io::Result<()> {

@@ -31,11 +31,10 @@ pub use write::{
     LABEL_FILE, LOGS_FILE, METRICS_FILE, TRACES_FILE,
 };
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use culprit_otlp::build;
+use culprit_otlp::proto::collector::logs::v1::ExportLogsServiceRequest;
+use culprit_otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use culprit_otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use scenario::{FaultWindow, NANOS};
@@ -158,51 +157,35 @@ pub fn simulate(scenario: Scenario, config: &SimConfig) -> SimRun {
     let mut traces = Vec::new();
     for (b, per_pod) in traffic.spans.into_iter().enumerate() {
         let batch_start = start_ns + b as i64 * batch_ns;
-        let resource_spans: Vec<ResourceSpans> = pods
+        let resource_spans: Vec<_> = pods
             .iter()
             .zip(per_pod)
             .filter(|(_, spans)| !spans.is_empty())
-            .map(|(pod, spans)| ResourceSpans {
-                resource: Some(otlp::resource(
-                    pod.svc.name(),
-                    versions.at(pod.svc, batch_start),
-                    &pod.name,
-                )),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(otlp::scope()),
-                    spans,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
+            .map(|(pod, spans)| {
+                let version = versions.at(pod.svc, batch_start);
+                let resource = otlp::resource(pod.svc.name(), version, &pod.name);
+                build::resource_spans(resource, otlp::scope(), spans)
             })
             .collect();
         if !resource_spans.is_empty() {
-            traces.push(ExportTraceServiceRequest { resource_spans });
+            traces.push(build::trace_request(resource_spans));
         }
     }
     let mut logs = Vec::new();
     for (b, per_pod) in traffic.logs.into_iter().enumerate() {
         let batch_start = start_ns + b as i64 * batch_ns;
-        let resource_logs: Vec<ResourceLogs> = pods
+        let resource_logs: Vec<_> = pods
             .iter()
             .zip(per_pod)
             .filter(|(_, records)| !records.is_empty())
-            .map(|(pod, log_records)| ResourceLogs {
-                resource: Some(otlp::resource(
-                    pod.svc.name(),
-                    versions.at(pod.svc, batch_start),
-                    &pod.name,
-                )),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(otlp::scope()),
-                    log_records,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
+            .map(|(pod, records)| {
+                let version = versions.at(pod.svc, batch_start);
+                let resource = otlp::resource(pod.svc.name(), version, &pod.name);
+                build::resource_logs(resource, otlp::scope(), records)
             })
             .collect();
         if !resource_logs.is_empty() {
-            logs.push(ExportLogsServiceRequest { resource_logs });
+            logs.push(build::logs_request(resource_logs));
         }
     }
 

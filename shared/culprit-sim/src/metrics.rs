@@ -6,10 +6,9 @@ use crate::otlp::{resource, scope};
 use crate::scenario::{FaultWindow, Scenario, NANOS};
 use crate::topology::Svc;
 use crate::traffic::{Pod, PodWindow, METRIC_INTERVAL_S};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-};
+use culprit_otlp::build::{self, Number};
+use culprit_otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use culprit_otlp::proto::metrics::v1::{Metric, NumberDataPoint};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -71,50 +70,31 @@ pub(crate) fn simulate_metrics(
             let svc = pod.svc;
             let rate = f64::from(s.requests) / METRIC_INTERVAL_S as f64;
             let out = &mut points[batch][i];
-            let mut put = |g: usize, v: number_data_point::Value| {
-                out[g].push(NumberDataPoint {
-                    time_unix_nano: t as u64,
-                    value: Some(v),
-                    ..Default::default()
-                });
+            let mut put = |g: usize, v: Number| {
+                out[g].push(build::point(t as u64, v, Vec::new()));
             };
 
             let (idle, per_rps) = svc.cpu_profile();
             let cpu = idle + per_rps * rate + 0.012 * normal();
             let cpu = cpu + cpu_symptom(p.scenario, svc, state_t, &p.window, cpu);
-            put(
-                CPU,
-                number_data_point::Value::AsDouble(round(cpu.clamp(0.005, 1.0), 4)),
-            );
+            put(CPU, Number::Double(round(cpu.clamp(0.005, 1.0), 4)));
 
             let (base, limit) = svc.memory_profile();
             // Allocation churn gives a gentle sawtooth around the steady size.
             let churn = 0.03 * ((w as f64 * 0.7 + i as f64).sin());
             let mib = base * (1.0 + churn) + 2.0 * normal();
             let mib = mib + (limit - mib) * p.scenario.memory_pressure(svc, state_t, &p.window);
-            put(
-                MEMORY,
-                number_data_point::Value::AsInt((mib.min(limit) * 1_048_576.0) as i64),
-            );
+            put(MEMORY, Number::Int((mib.min(limit) * 1_048_576.0) as i64));
 
-            put(
-                REQUEST_RATE,
-                number_data_point::Value::AsDouble(round(rate, 3)),
-            );
+            put(REQUEST_RATE, Number::Double(round(rate, 3)));
             let error_rate = if s.requests == 0 {
                 0.0
             } else {
                 f64::from(s.errors) / f64::from(s.requests)
             };
-            put(
-                ERROR_RATE,
-                number_data_point::Value::AsDouble(round(error_rate, 4)),
-            );
+            put(ERROR_RATE, Number::Double(round(error_rate, 4)));
             if let Some(p99) = p99(&s.durations_ms) {
-                put(
-                    LATENCY_P99,
-                    number_data_point::Value::AsDouble(round(f64::from(p99), 2)),
-                );
+                put(LATENCY_P99, Number::Double(round(f64::from(p99), 2)));
             }
 
             // Only postgres-db's caller holds a connection pool.
@@ -125,8 +105,8 @@ pub(crate) fn simulate_metrics(
                     in_use += (POOL_SIZE as f64 - in_use) * r;
                 }
                 let in_use = (in_use.round() as i64).clamp(0, POOL_SIZE);
-                put(POOL_IN_USE, number_data_point::Value::AsInt(in_use));
-                put(POOL_MAX, number_data_point::Value::AsInt(POOL_SIZE));
+                put(POOL_IN_USE, Number::Int(in_use));
+                put(POOL_MAX, Number::Int(POOL_SIZE));
             }
         }
     }
@@ -140,29 +120,17 @@ pub(crate) fn simulate_metrics(
                 .into_iter()
                 .enumerate()
                 .filter(|(_, pts)| !pts.is_empty())
-                .map(|(g, data_points)| Metric {
-                    name: GAUGES[g].0.to_string(),
-                    unit: GAUGES[g].1.to_string(),
-                    data: Some(metric::Data::Gauge(Gauge { data_points })),
-                    ..Default::default()
-                })
+                .map(|(g, points)| build::gauge(GAUGES[g].0, GAUGES[g].1, points))
                 .collect();
             if metrics.is_empty() {
                 continue;
             }
             let version = p.versions.at(pod.svc, batch_start);
-            resource_metrics.push(ResourceMetrics {
-                resource: Some(resource(pod.svc.name(), version, &pod.name)),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(scope()),
-                    metrics,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            });
+            let resource = resource(pod.svc.name(), version, &pod.name);
+            resource_metrics.push(build::resource_metrics(resource, scope(), metrics));
         }
         if !resource_metrics.is_empty() {
-            requests.push(ExportMetricsServiceRequest { resource_metrics });
+            requests.push(build::metrics_request(resource_metrics));
         }
     }
     requests

@@ -1,11 +1,11 @@
 //! Request-level simulation: every request becomes one trace (CLIENT/SERVER span pairs across
 //! services) plus the log lines the services write while serving it.
 
-use crate::otlp::{kv_int, kv_str, string_value};
 use crate::scenario::{FaultWindow, OwnFault, Scenario, NANOS};
 use crate::topology::{services_on_path, Call, OpId, Protocol, Svc, ENTRY_MIX, OPS};
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use opentelemetry_proto::tonic::trace::v1::{span, status, Span, Status};
+use culprit_otlp::build::{self, int_attr, str_attr, SpanBuilder, SpanKind};
+use culprit_otlp::proto::logs::v1::LogRecord;
+use culprit_otlp::proto::trace::v1::Span;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -383,33 +383,22 @@ impl Gen {
 
         let mut attributes = Vec::with_capacity(1);
         match op.protocol {
-            Protocol::Http => attributes.push(kv_int(
+            Protocol::Http => attributes.push(int_attr(
                 "http.response.status_code",
                 failure.as_ref().map_or(200, |f| f.status_code),
             )),
-            Protocol::Redis => attributes.push(kv_str("db.system", "redis")),
-            Protocol::Postgres => attributes.push(kv_str("db.system", "postgresql")),
+            Protocol::Redis => attributes.push(str_attr("db.system", "redis")),
+            Protocol::Postgres => attributes.push(str_attr("db.system", "postgresql")),
         }
-        let (status, events) = match &failure {
-            Some(f) => (error_status(&f.message), vec![exception_event(end, f)]),
-            None => (None, Vec::new()),
+        let span = build::span(tr.trace_id, span_id, op.name, start as u64, end as u64)
+            .parent(parent.map(|p| p.to_vec()).unwrap_or_default())
+            .kind(SpanKind::Server)
+            .attributes(attributes);
+        let span = match &failure {
+            Some(f) => raised(span.error(f.message.clone()), end, f),
+            None => span,
         };
-        self.push_span(
-            pod,
-            Span {
-                trace_id: tr.trace_id.to_vec(),
-                span_id: span_id.to_vec(),
-                parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-                name: op.name.to_string(),
-                kind: span::SpanKind::Server as i32,
-                start_time_unix_nano: start as u64,
-                end_time_unix_nano: end as u64,
-                attributes,
-                events,
-                status,
-                ..Default::default()
-            },
-        );
+        self.push_span(pod, span.build());
         self.record(pod, start, duration_ms, failure.is_some());
 
         match &failure {
@@ -502,34 +491,24 @@ impl Gen {
                 });
                 (response, f, false)
             };
-            let mut attributes = vec![kv_str("peer.service", callee)];
+            let mut attributes = vec![str_attr("peer.service", callee)];
             if attempt > 1 {
-                attributes.push(kv_int("http.request.resend_count", i64::from(attempt - 1)));
+                attributes.push(int_attr(
+                    "http.request.resend_count",
+                    i64::from(attempt - 1),
+                ));
             }
-            let (status, events) = match &failure {
-                Some(f) if timed_out => (error_status(&f.message), vec![exception_event(end, f)]),
-                Some(f) => (
-                    error_status(&format!("{callee} returned {}", f.status_code)),
-                    Vec::new(),
-                ),
-                None => (None, Vec::new()),
+            let (begin, finish) = (attempt_start as u64, end as u64);
+            let span = build::span(tr.trace_id, client_id, OPS[c.op].name, begin, finish)
+                .parent(caller_span)
+                .kind(SpanKind::Client)
+                .attributes(attributes);
+            let span = match &failure {
+                Some(f) if timed_out => raised(span.error(f.message.clone()), end, f),
+                Some(f) => span.error(format!("{callee} returned {}", f.status_code)),
+                None => span,
             };
-            self.push_span(
-                caller_pod,
-                Span {
-                    trace_id: tr.trace_id.to_vec(),
-                    span_id: client_id.to_vec(),
-                    parent_span_id: caller_span.to_vec(),
-                    name: OPS[c.op].name.to_string(),
-                    kind: span::SpanKind::Client as i32,
-                    start_time_unix_nano: attempt_start as u64,
-                    end_time_unix_nano: end as u64,
-                    attributes,
-                    events,
-                    status,
-                    ..Default::default()
-                },
-            );
+            self.push_span(caller_pod, span.build());
             t = end;
             match failure {
                 None => {
@@ -646,40 +625,16 @@ impl Gen {
             Level::Warn => (13, "WARN"),
             Level::Error => (17, "ERROR"),
         };
-        self.logs[self.batch][pod].push(LogRecord {
-            time_unix_nano: t as u64,
-            severity_number: number,
-            severity_text: text.to_string(),
-            body: Some(string_value(body)),
-            trace_id: tr.trace_id.to_vec(),
-            span_id: span_id.to_vec(),
-            flags: 1,
-            ..Default::default()
-        });
+        let record = build::log_record(t as u64, number, text, body)
+            .trace(tr.trace_id, span_id)
+            .sampled();
+        self.logs[self.batch][pod].push(record.build());
     }
 }
 
-fn error_status(message: &str) -> Option<Status> {
-    Some(Status {
-        message: message.to_string(),
-        code: status::StatusCode::Error as i32,
-    })
-}
-
-fn exception_event(t: i64, f: &Failure) -> span::Event {
-    let mut attributes = vec![
-        kv_str("exception.type", f.exc_type),
-        kv_str("exception.message", f.message.clone()),
-    ];
-    if let Some(stack) = f.stacktrace {
-        attributes.push(kv_str("exception.stacktrace", stack));
-    }
-    span::Event {
-        time_unix_nano: t as u64,
-        name: "exception".to_string(),
-        attributes,
-        dropped_attributes_count: 0,
-    }
+/// The span records the exception `f` it raised at `t`.
+fn raised(span: SpanBuilder, t: i64, f: &Failure) -> SpanBuilder {
+    span.exception(t as u64, f.exc_type, f.message.clone(), f.stacktrace)
 }
 
 /// What a service says it was doing when it failed; the failure message follows.

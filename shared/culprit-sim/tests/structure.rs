@@ -3,13 +3,13 @@
 mod common;
 
 use common::*;
+use culprit_otlp::proto::collector::logs::v1::ExportLogsServiceRequest;
+use culprit_otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use culprit_otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 use culprit_sim::{
     read_jsonl, simulate, write_dataset, write_dir, Label, Scenario, SimConfig, DEPENDENCIES,
     SERVICES,
 };
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use std::collections::{BTreeSet, HashMap};
 
 fn small(seed: u64) -> SimConfig {

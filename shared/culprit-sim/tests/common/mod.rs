@@ -1,12 +1,12 @@
 //! Read-side helpers: flatten a run's OTLP requests into per-service records.
 #![allow(dead_code)]
 
+use culprit_otlp::proto::common::v1::{any_value, KeyValue};
+use culprit_otlp::proto::logs::v1::LogRecord;
+use culprit_otlp::proto::metrics::v1::{metric, number_data_point};
+use culprit_otlp::proto::resource::v1::Resource;
+use culprit_otlp::proto::trace::v1::{span, status, Span};
 use culprit_sim::{simulate, Scenario, SimConfig, SimRun};
-use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 
 pub const NANOS: i64 = 1_000_000_000;
 
