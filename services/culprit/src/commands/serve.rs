@@ -338,7 +338,7 @@ impl Exporter {
                 .and_then(|l| l.decode_errors.iter().find(|(r, _)| r == reason))
                 .map_or(0, |(_, n)| *n);
             if *n > before {
-                metrics.decode_errors(input, *reason, n - before);
+                metrics.decode_errors(input, reason, n - before);
             }
         }
         for (source, severity, n) in &now.anomalies {
