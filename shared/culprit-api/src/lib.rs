@@ -44,7 +44,7 @@ pub use history::{
     MemoryHistoryStore, RecalculationRecord,
 };
 pub use incidents::{IncidentFilter, IncidentStore};
-pub use metrics::{Metrics, METRIC_PREFIX};
+pub use metrics::{LatencyRecorder, Metrics, ANOMALIES_INPUT, METRIC_PREFIX};
 pub use routes::{router, METRICS_CONTENT_TYPE};
 pub use state::{ApiState, BoxFuture, CheckResult, ReadinessCheck};
 

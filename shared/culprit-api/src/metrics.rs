@@ -7,10 +7,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Prefix of every metric name: `culprit_events_total`, ...
 pub const METRIC_PREFIX: &str = "culprit";
+
+/// The `source` label of the correlator's input (the anomalies topic) on `decode_errors` and
+/// `dlq`; the embedders' inputs are their sources.
+pub const ANOMALIES_INPUT: &str = "anomalies";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
@@ -20,7 +25,7 @@ struct SourceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecodeErrorLabels {
     source: &'static str,
-    reason: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,8 +46,8 @@ struct LagLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StageLabels {
-    stage: &'static str,
+struct ServiceLabels {
+    service: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,8 +66,9 @@ struct TriggerLabels {
 }
 
 fn latency_histogram() -> Histogram {
-    // 0.5 ms .. ~16 s: from one decoded batch to a full ranking.
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+    // 1 ms .. ~9 min in doublings: a batch commits within `commit_interval_ms` of a message's
+    // arrival, and a backlog adds its wait on top.
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
 /// Records the service metrics. Cloning is cheap and every clone records into the same series;
@@ -78,7 +84,19 @@ pub struct Metrics {
     auth_failures: Family<AuthLabels, Counter>,
     recalculations: Family<TriggerLabels, Counter>,
     consumer_lag: Family<LagLabels, Gauge>,
-    processing_latency: Family<StageLabels, Histogram, fn() -> Histogram>,
+    consumer_lag_seconds: Family<LagLabels, Gauge<f64, AtomicU64>>,
+    processing_latency: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+}
+
+/// Records into one series of `culprit_processing_latency_seconds` (see
+/// [`Metrics::processing_latency`]); cheap to clone, no allocation per observation.
+#[derive(Clone, Debug)]
+pub struct LatencyRecorder(Histogram);
+
+impl LatencyRecorder {
+    pub fn observe(&self, elapsed: Duration) {
+        self.0.observe(elapsed.as_secs_f64());
+    }
 }
 
 impl Metrics {
@@ -94,6 +112,7 @@ impl Metrics {
             auth_failures: Family::default(),
             recalculations: Family::default(),
             consumer_lag: Family::default(),
+            consumer_lag_seconds: Family::default(),
             processing_latency: Family::new_with_constructor(latency_histogram),
         };
         // prometheus-client appends `_total` to counters and the unit to the histogram.
@@ -104,17 +123,17 @@ impl Metrics {
         );
         registry.register(
             "decode_errors",
-            "Records that could not be decoded, by source and reason",
+            "Input records that could not be decoded (and went to the dead-letter topic), by input (traces, logs, metrics, changes; anomalies for the correlator) and reason code",
             m.decode_errors.clone(),
         );
         registry.register(
             "dlq",
-            "Records sent to the dead-letter queue, by source",
+            "Input records sent to the dead-letter topic, by input (traces, logs, metrics, changes; anomalies for the correlator)",
             m.dlq.clone(),
         );
         registry.register(
             "anomalies",
-            "Anomalies emitted, by source and severity",
+            "Anomalies the detectors emitted and the embedders published, by source and severity",
             m.anomalies.clone(),
         );
         registry.register(
@@ -139,12 +158,18 @@ impl Metrics {
         );
         registry.register(
             "consumer_lag",
-            "Kafka consumer lag in records, by topic and partition",
+            "Records between the consumer group's committed offset and the high watermark, by topic and partition, as librdkafka's statistics last reported them (every 5 s; none before the group's first commit)",
             m.consumer_lag.clone(),
         );
         registry.register_with_unit(
+            "consumer_lag",
+            "Wall-clock time from the Kafka timestamp of a partition's latest handled message to its handling (producer clock against this host's), by topic and partition",
+            Unit::Seconds,
+            m.consumer_lag_seconds.clone(),
+        );
+        registry.register_with_unit(
             "processing_latency",
-            "Processing time per pipeline stage",
+            "Wall-clock time from a message's Kafka timestamp until its outputs were acknowledged and its offset committed, by service (embedder-traces, ..., correlator)",
             Unit::Seconds,
             m.processing_latency.clone(),
         );
@@ -160,32 +185,32 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// One record of `source` that failed to decode; keep `reason` to a small fixed set.
-    pub fn decode_error(&self, source: SourceKind, reason: &str) {
+    /// `n` input records of `input` (a source, or [`ANOMALIES_INPUT`] for the correlator) that
+    /// failed to decode with the decoder's reason code `reason` (a small fixed set).
+    pub fn decode_errors(&self, input: &'static str, reason: &'static str, n: u64) {
         let labels = DecodeErrorLabels {
-            source: source.as_str(),
-            reason: reason.to_string(),
+            source: input,
+            reason,
         };
-        self.decode_errors.get_or_create(&labels).inc();
+        self.decode_errors.get_or_create(&labels).inc_by(n);
     }
 
-    /// One record of `source` sent to the dead-letter queue.
-    pub fn dlq(&self, source: SourceKind) {
+    /// `n` input records of `input` (a source, or [`ANOMALIES_INPUT`]) sent to the dead-letter
+    /// topic.
+    pub fn dlq(&self, input: &'static str, n: u64) {
         self.dlq
-            .get_or_create(&SourceLabels {
-                source: source.as_str(),
-            })
-            .inc();
+            .get_or_create(&SourceLabels { source: input })
+            .inc_by(n);
     }
 
-    /// One anomaly emitted.
-    pub fn anomaly(&self, source: SourceKind, severity: Severity) {
+    /// `n` anomalies of `source` and `severity` emitted.
+    pub fn anomalies(&self, source: SourceKind, severity: Severity, n: u64) {
         self.anomalies
             .get_or_create(&AnomalyLabels {
                 source: source.as_str(),
                 severity: severity_label(severity),
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// One incident alert published.
@@ -197,21 +222,44 @@ impl Metrics {
             .inc();
     }
 
-    /// The consumer's current lag on one partition.
-    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+    /// The consumer's offset lag on one partition: records between its committed offset and
+    /// the partition's high watermark.
+    pub fn consumer_lag(&self, topic: &str, partition: i32, records: i64) {
         self.consumer_lag
-            .get_or_create(&LagLabels {
-                topic: topic.to_string(),
-                partition,
-            })
-            .set(lag);
+            .get_or_create(&lag_labels(topic, partition))
+            .set(records);
     }
 
-    /// How long one unit of work took in `stage` (`decode`, `detect`, `correlate`, ...).
-    pub fn latency(&self, stage: &'static str, elapsed: Duration) {
-        self.processing_latency
-            .get_or_create(&StageLabels { stage })
-            .observe(elapsed.as_secs_f64());
+    /// The consumer's time lag on one partition: from the Kafka timestamp of its latest handled
+    /// message to that message's handling.
+    pub fn consumer_lag_seconds(&self, topic: &str, partition: i32, lag: Duration) {
+        self.consumer_lag_seconds
+            .get_or_create(&lag_labels(topic, partition))
+            .set(lag.as_secs_f64());
+    }
+
+    /// Drops the offset lag of a partition this process no longer reports one for.
+    pub fn forget_consumer_lag(&self, topic: &str, partition: i32) {
+        self.consumer_lag.remove(&lag_labels(topic, partition));
+    }
+
+    /// Drops the time lag of a partition this process no longer reports one for.
+    pub fn forget_consumer_lag_seconds(&self, topic: &str, partition: i32) {
+        self.consumer_lag_seconds
+            .remove(&lag_labels(topic, partition));
+    }
+
+    /// The processing latency series of `service` (`embedder-traces`, ..., `correlator`): each
+    /// observation is one message, from its Kafka timestamp until its outputs were acknowledged
+    /// and its offset committed.
+    pub fn processing_latency(&self, service: &str) -> LatencyRecorder {
+        LatencyRecorder(
+            self.processing_latency
+                .get_or_create(&ServiceLabels {
+                    service: service.to_string(),
+                })
+                .clone(),
+        )
     }
 
     /// One feedback post; `rank` is where culprit ranked the named service, `other` whether the
@@ -239,6 +287,13 @@ impl Metrics {
         self.recalculations
             .get_or_create(&TriggerLabels { trigger })
             .inc();
+    }
+}
+
+fn lag_labels(topic: &str, partition: i32) -> LagLabels {
+    LagLabels {
+        topic: topic.to_string(),
+        partition,
     }
 }
 

@@ -278,7 +278,8 @@ impl ApiState {
         results
     }
 
-    pub(crate) fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
+    /// Every registered metric in OpenMetrics text, as `GET /metrics` answers.
+    pub fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(
             &mut out,

@@ -67,12 +67,19 @@ async fn metrics_expose_recorded_samples_in_openmetrics_text() {
     let server = Server::start(state()).await;
     let m = server.state.metrics().clone();
     m.events(SourceKind::Traces, 42);
-    m.decode_error(SourceKind::Logs, "bad_protobuf");
-    m.dlq(SourceKind::Logs);
-    m.anomaly(SourceKind::Metrics, Severity::Sev1);
+    m.decode_errors("logs", "malformed_protobuf", 1);
+    m.decode_errors(culprit_api::ANOMALIES_INPUT, "malformed_bus_message", 2);
+    m.dlq("logs", 1);
+    m.anomalies(SourceKind::Metrics, Severity::Sev1, 3);
     m.incident(IncidentStatus::Open);
     m.consumer_lag("otlp_spans", 3, 1500);
-    m.latency("detect", Duration::from_millis(3));
+    m.consumer_lag_seconds("otlp_spans", 3, Duration::from_millis(2500));
+    m.consumer_lag("otlp_logs", 0, 7);
+    m.consumer_lag_seconds("otlp_logs", 0, Duration::from_secs(1));
+    m.forget_consumer_lag("otlp_logs", 0);
+    m.forget_consumer_lag_seconds("otlp_logs", 0);
+    m.processing_latency("embedder-traces")
+        .observe(Duration::from_millis(3));
 
     let r = server.get("/metrics").await;
     assert_eq!(r.status(), 200);
@@ -81,14 +88,18 @@ async fn metrics_expose_recorded_samples_in_openmetrics_text() {
     for line in [
         "# TYPE culprit_events counter",
         r#"culprit_events_total{source="traces"} 42"#,
-        r#"culprit_decode_errors_total{source="logs",reason="bad_protobuf"} 1"#,
+        r#"culprit_decode_errors_total{source="logs",reason="malformed_protobuf"} 1"#,
+        r#"culprit_decode_errors_total{source="anomalies",reason="malformed_bus_message"} 2"#,
         r#"culprit_dlq_total{source="logs"} 1"#,
-        r#"culprit_anomalies_total{source="metrics",severity="SEV1"} 1"#,
+        r#"culprit_anomalies_total{source="metrics",severity="SEV1"} 3"#,
         r#"culprit_incidents_total{status="open"} 1"#,
+        "# TYPE culprit_consumer_lag gauge",
         r#"culprit_consumer_lag{topic="otlp_spans",partition="3"} 1500"#,
+        "# TYPE culprit_consumer_lag_seconds gauge",
+        r#"culprit_consumer_lag_seconds{topic="otlp_spans",partition="3"} 2.5"#,
         "# TYPE culprit_processing_latency_seconds histogram",
-        r#"culprit_processing_latency_seconds_count{stage="detect"} 1"#,
-        r#"culprit_processing_latency_seconds_bucket{le="0.004",stage="detect"} 1"#,
+        r#"culprit_processing_latency_seconds_count{service="embedder-traces"} 1"#,
+        r#"culprit_processing_latency_seconds_bucket{le="0.004",service="embedder-traces"} 1"#,
         "# EOF",
     ] {
         assert!(
@@ -96,6 +107,10 @@ async fn metrics_expose_recorded_samples_in_openmetrics_text() {
             "missing {line:?} in\n{text}"
         );
     }
+    assert!(
+        !text.contains(r#"topic="otlp_logs""#),
+        "a forgotten partition's lag is gone:\n{text}"
+    );
 }
 
 #[tokio::test]

@@ -37,6 +37,12 @@ pub struct CorrelateConfig {
     /// Such a finding on a service that already showed it in n earlier incidents contradicts its
     /// own claim: its evidence counts 1 / (1 + n). Empty turns this off.
     pub novelty_signals: Vec<SignalFamily>,
+    /// Incidents whose latest alert the correlator keeps for [`Correlator::incidents`] (the
+    /// embedded mode's and the replay's result); the oldest go first. At least 1.
+    pub history_max_incidents: usize,
+    /// Event time after which a resolved incident leaves that list (measured from its last
+    /// anomaly to the newest watermark). Open incidents stay whatever their age.
+    pub history_max_age_secs: u32,
     /// Step between an incident's published revisions (1 when unset). The binary sets 2 when the
     /// LLM agent is on, so the agent's review of revision `r` can be published as `r + 1` without
     /// colliding with the correlator's next revision; not read from configuration files.
@@ -64,6 +70,8 @@ impl Default for CorrelateConfig {
                 SignalFamily::LogNewRemoteError,
                 SignalFamily::SpanNewError,
             ],
+            history_max_incidents: 10_000,
+            history_max_age_secs: 7 * 24 * 3600,
             revision_stride: 1,
         }
     }
@@ -98,9 +106,12 @@ pub struct Correlator {
     config: CorrelateConfig,
     topology: Topology,
     environments: BTreeMap<String, EnvironmentState>,
-    /// Every incident ever published, by id, with its last alert (for the HTTP API and eval).
+    /// The incidents published within the history bounds (`history_max_incidents`,
+    /// `history_max_age_secs`), oldest first, each with its last alert (for replay and eval).
     history: Vec<RcaAlert>,
     history_index: HashMap<String, usize>,
+    /// The newest watermark seen (event time), for the history's age bound.
+    watermark: UnixNanos,
 }
 
 impl Correlator {
@@ -111,6 +122,7 @@ impl Correlator {
             environments: BTreeMap::new(),
             history: Vec::new(),
             history_index: HashMap::new(),
+            watermark: i64::MIN,
         }
     }
 
@@ -122,7 +134,8 @@ impl Correlator {
         self.topology.add(edge);
     }
 
-    /// The latest alert of every incident so far, oldest incident first.
+    /// The latest alert of every incident so far, oldest incident first; at most
+    /// `history_max_incidents` of them, and no resolved one older than `history_max_age_secs`.
     pub fn incidents(&self) -> &[RcaAlert] {
         &self.history
     }
@@ -226,14 +239,24 @@ impl Correlator {
             published_top: Vec::new(),
             dirty: true,
         });
-        self.publish(&environment, IncidentStatus::Open, true)
+        let alerts = self
+            .publish(&environment, IncidentStatus::Open, true)
             .into_iter()
-            .collect()
+            .collect();
+        self.prune_history();
+        alerts
     }
 
     /// Event time has reached `watermark`: republish incidents whose ranking changed and resolve
     /// the ones that went quiet.
     pub fn advance(&mut self, watermark: UnixNanos) -> Vec<RcaAlert> {
+        self.watermark = self.watermark.max(watermark);
+        let alerts = self.resolve(watermark);
+        self.prune_history();
+        alerts
+    }
+
+    fn resolve(&mut self, watermark: UnixNanos) -> Vec<RcaAlert> {
         let quiet = i64::from(self.config.quiet_gap_secs) * NANOS_PER_SEC;
         let max_len = i64::from(self.config.max_incident_secs) * NANOS_PER_SEC;
         let environments: Vec<String> = self.environments.keys().cloned().collect();
@@ -266,9 +289,41 @@ impl Correlator {
         alerts
     }
 
-    /// Resolves every open incident (end of a replay, shutdown).
+    /// Resolves every open incident (end of a replay, shutdown). The history keeps them: the
+    /// end of a stream is no watermark to age it by.
     pub fn flush(&mut self) -> Vec<RcaAlert> {
-        self.advance(i64::MAX / 4)
+        let alerts = self.resolve(i64::MAX / 4);
+        self.prune_history();
+        alerts
+    }
+
+    /// Drops the oldest incidents beyond `history_max_incidents`, and resolved ones whose last
+    /// anomaly lies more than `history_max_age_secs` before the newest watermark, from the front
+    /// of the history (publication order: an old incident behind a younger open one waits).
+    fn prune_history(&mut self) {
+        let max = self.config.history_max_incidents.max(1);
+        let horizon = self
+            .watermark
+            .saturating_sub(i64::from(self.config.history_max_age_secs) * NANOS_PER_SEC);
+        let mut drop = 0;
+        for alert in &self.history {
+            let too_many = self.history.len() - drop > max;
+            let too_old = alert.status == IncidentStatus::Resolved && alert.updated_at < horizon;
+            if !(too_many || too_old) {
+                break;
+            }
+            drop += 1;
+        }
+        if drop == 0 {
+            return;
+        }
+        self.history.drain(..drop);
+        self.history_index = self
+            .history
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.incident_id.clone(), i))
+            .collect();
     }
 
     /// Ranks the open incident of `env` and returns an alert when `force` is set or its top
@@ -501,6 +556,72 @@ mod tests {
         c.add(anomaly("cart", "span.errors", Severity::Sev1, 2000));
         let again = c.add(anomaly("cart", "log.errors", Severity::Sev1, 2001));
         assert_ne!(again[0].incident_id, id);
+    }
+
+    /// One incident of two SEV1s on `service` at `secs`, resolved by a watermark 200 s later.
+    fn incident_at(c: &mut Correlator, service: &str, secs: i64) -> String {
+        c.add(anomaly(service, "span.errors", Severity::Sev1, secs));
+        let opened = c.add(anomaly(service, "log.errors", Severity::Sev1, secs + 1));
+        let resolved = c.advance((secs + 200) * NANOS_PER_SEC);
+        assert_eq!(resolved[0].status, IncidentStatus::Resolved);
+        opened[0].incident_id.clone()
+    }
+
+    fn ids(c: &Correlator) -> Vec<String> {
+        c.incidents()
+            .iter()
+            .map(|a| a.incident_id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_history_keeps_the_newest_incidents_up_to_its_count() {
+        let mut c = Correlator::new(CorrelateConfig {
+            history_max_incidents: 2,
+            ..CorrelateConfig::default()
+        });
+        let a = incident_at(&mut c, "cart", 1_000);
+        let b = incident_at(&mut c, "db", 2_000);
+        assert_eq!(ids(&c), [a, b.clone()]);
+        let d = incident_at(&mut c, "web", 3_000);
+        assert_eq!(ids(&c), [b.clone(), d.clone()], "the oldest went");
+        // Its later revisions replace an incident in place.
+        c.add(anomaly("web", "span.errors", Severity::Sev1, 4_000));
+        let e = c.add(anomaly("web", "log.errors", Severity::Sev1, 4_001))[0]
+            .incident_id
+            .clone();
+        assert_eq!(ids(&c), [d.clone(), e.clone()]);
+        c.flush();
+        assert_eq!(ids(&c), [d, e.clone()]);
+        assert_eq!(c.incidents()[1].status, IncidentStatus::Resolved);
+        assert_eq!(c.history_index.len(), 2);
+        assert_eq!(c.history_index[&e], 1);
+    }
+
+    #[test]
+    fn resolved_incidents_leave_the_history_once_older_than_its_age_in_event_time() {
+        let mut c = Correlator::new(CorrelateConfig {
+            history_max_age_secs: 3_600,
+            ..CorrelateConfig::default()
+        });
+        let a = incident_at(&mut c, "cart", 1_000);
+        let b = incident_at(&mut c, "db", 4_000);
+        c.advance(4_500 * NANOS_PER_SEC);
+        assert_eq!(ids(&c), [a, b.clone()], "both within the hour");
+        // An open incident is kept however old it is; it opens at 5 000 s.
+        c.add(anomaly("web", "span.errors", Severity::Sev1, 5_000));
+        let open = c.add(anomaly("web", "log.errors", Severity::Sev1, 5_001))[0]
+            .incident_id
+            .clone();
+        c.advance(5_100 * NANOS_PER_SEC);
+        assert_eq!(
+            ids(&c),
+            [b.clone(), open.clone()],
+            "cart's last anomaly (1 001 s) is over an hour before 5 100 s"
+        );
+        // The end of a stream resolves without ageing anything.
+        c.flush();
+        assert_eq!(ids(&c), [b, open]);
     }
 
     #[test]

@@ -11,9 +11,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -151,6 +152,9 @@ pub(crate) fn subscribed_consumer(
     Ok((consumer, partitions))
 }
 
+/// How often librdkafka reports a consumer's statistics (and with them its offset lag).
+pub(crate) const STATISTICS_INTERVAL_MS: &str = "5000";
+
 pub(crate) fn consumer_config(
     config: &KafkaConfig,
     group: &str,
@@ -170,7 +174,10 @@ pub(crate) fn consumer_config(
             "heartbeat.interval.ms",
             config.heartbeat_interval_ms.to_string(),
         )
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Statistics carry each partition's committed offset and high watermark: the offset lag
+        // of `Stats` (`kafka.extra` may change the interval; "0" turns them off).
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     set_properties(&mut c, config)?;
     Ok(c)
 }
@@ -254,7 +261,30 @@ pub(crate) struct RewindContext {
     pub stats: Arc<Stats>,
 }
 
-impl ClientContext for RewindContext {}
+impl ClientContext for RewindContext {
+    /// librdkafka's statistics: keeps the offset lag of every partition it fetches for this
+    /// instance (high watermark minus committed offset, both as the broker last reported them).
+    fn stats(&self, statistics: Statistics) {
+        self.stats.set_offset_lag(offset_lags(&statistics));
+    }
+}
+
+/// Records between the committed offset and the high watermark (the last stable offset under
+/// `isolation.level=read_committed`) of every partition this consumer fetches, as librdkafka
+/// computed them; partitions without a committed offset yet, or not assigned here, are left out.
+pub(crate) fn offset_lags(statistics: &Statistics) -> BTreeMap<PartitionKey, i64> {
+    let mut lags = BTreeMap::new();
+    for (topic, t) in &statistics.topics {
+        for (&partition, p) in &t.partitions {
+            // Partition -1 is librdkafka's internal "unassigned" queue.
+            if partition < 0 || !p.desired || p.consumer_lag < 0 {
+                continue;
+            }
+            lags.insert((topic.clone(), partition), p.consumer_lag);
+        }
+    }
+    lags
+}
 
 impl ConsumerContext for RewindContext {
     fn rebalance(
@@ -284,12 +314,14 @@ impl ConsumerContext for RewindContext {
                     tracing::error!("unassigning partitions failed: {e}");
                 }
                 self.stats.assigned_partitions.store(0, Relaxed);
+                self.stats.clear_lags();
                 tracing::info!("partitions revoked");
             }
             other => {
                 tracing::error!("rebalance error: {}", RDKafkaErrorCode::from(other));
                 let _ = consumer.unassign();
                 self.stats.assigned_partitions.store(0, Relaxed);
+                self.stats.clear_lags();
             }
         }
     }
@@ -425,5 +457,73 @@ fn delivery_error<E>(
         Ok(Ok(_)) => None,
         Ok(Err((e, _))) => Some(e),
         Err(_) => Some(KafkaError::Canceled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::statistics::{Partition, Topic};
+
+    fn partition(id: i32, desired: bool, consumer_lag: i64) -> Partition {
+        Partition {
+            partition: id,
+            desired,
+            hi_offset: 100,
+            committed_offset: 100 - consumer_lag,
+            consumer_lag,
+            ..Partition::default()
+        }
+    }
+
+    #[test]
+    fn librdkafka_statistics_become_the_offset_lag_of_the_assigned_partitions() {
+        let mut statistics = Statistics::default();
+        statistics.topics.insert(
+            "otlp_spans".to_string(),
+            Topic {
+                topic: "otlp_spans".to_string(),
+                partitions: HashMap::from([
+                    (0, partition(0, true, 40)),
+                    (1, partition(1, true, -1)),  // nothing committed yet
+                    (2, partition(2, false, 5)),  // not assigned here
+                    (-1, partition(-1, true, 3)), // librdkafka's internal partition
+                ]),
+                ..Topic::default()
+            },
+        );
+        let stats = Arc::new(Stats::new());
+        let context = RewindContext {
+            rewind: Rewind::None,
+            state: Arc::default(),
+            stats: stats.clone(),
+        };
+        context.stats(statistics);
+        let lags = stats.snapshot().partitions;
+        assert_eq!(lags.len(), 1, "{lags:?}");
+        assert_eq!(
+            (lags[0].topic.as_str(), lags[0].partition, lags[0].offsets),
+            ("otlp_spans", 0, Some(40))
+        );
+
+        // A later report replaces the earlier one.
+        context.stats(Statistics::default());
+        assert!(stats.snapshot().partitions.is_empty());
+    }
+
+    #[test]
+    fn consumers_ask_librdkafka_for_statistics_and_an_operator_may_change_the_interval() {
+        let config = KafkaConfig::default();
+        let c = consumer_config(&config, "g", "c").unwrap();
+        assert_eq!(
+            c.get("statistics.interval.ms"),
+            Some(STATISTICS_INTERVAL_MS)
+        );
+        let mut config = KafkaConfig::default();
+        config
+            .extra
+            .insert("statistics.interval.ms".to_string(), "0".to_string());
+        let c = consumer_config(&config, "g", "c").unwrap();
+        assert_eq!(c.get("statistics.interval.ms"), Some("0"));
     }
 }

@@ -107,6 +107,9 @@ pub async fn run_correlator(
     worker::run(worker, shutdown).await
 }
 
+/// Reason code of an anomalies-topic record that is not a `BusMessage`.
+const MALFORMED_BUS_MESSAGE: &str = "malformed_bus_message";
+
 struct CorrelateHandler {
     stage: CorrelateStage,
     clock: SourceClock,
@@ -162,10 +165,11 @@ impl Handler for CorrelateHandler {
             Ok(m) => m,
             Err(e) => {
                 if !replay {
+                    self.stats.add_decode_error(MALFORMED_BUS_MESSAGE);
                     self.stats.dlq_messages.fetch_add(1, Relaxed);
                     out.push(msg.dead_letter(
                         &self.dlq_topic,
-                        "malformed_bus_message",
+                        MALFORMED_BUS_MESSAGE,
                         &e.to_string(),
                         self.dlq_max_payload,
                     ));
@@ -296,5 +300,40 @@ mod tests {
         let mut clock = SourceClock::new(300);
         clock.observe("changes", 10 * S);
         assert_eq!(clock.take_advance(), Some(10 * S));
+    }
+}
+
+#[cfg(test)]
+mod handler_tests {
+    use super::*;
+
+    #[test]
+    fn a_record_that_is_no_bus_message_counts_as_a_decode_error_and_a_dead_letter() {
+        let stats = Arc::new(Stats::new());
+        let mut h = CorrelateHandler {
+            stage: CorrelateStage::new(Default::default()),
+            clock: SourceClock::new(300),
+            alerts_topic: "culprit.alerts".to_string(),
+            dlq_topic: "culprit.dlq".to_string(),
+            dlq_max_payload: 1 << 20,
+            publisher: Arc::new(crate::NoopPublisher),
+            pending: VecDeque::new(),
+            stats: stats.clone(),
+        };
+        let msg = Incoming {
+            topic: "culprit.anomalies",
+            partition: 2,
+            offset: 11,
+            key: None,
+            payload: b"{\"kind\": \"no such kind\"}",
+            headers: Vec::new(),
+            timestamp_ms: None,
+        };
+        let mut out = Vec::new();
+        h.handle(&msg, false, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, "culprit.dlq");
+        assert_eq!(stats.decode_errors(MALFORMED_BUS_MESSAGE), 1);
+        assert_eq!(stats.dlq_messages.load(Relaxed), 1);
     }
 }

@@ -221,6 +221,7 @@ impl Handler for EmbedHandler {
                         offset = msg.offset,
                         "dead letter: {error}"
                     );
+                    self.stats.add_decode_error(error.reason_code());
                     self.stats.dlq_messages.fetch_add(1, Relaxed);
                     out.push(self.dead_letter(msg, &error));
                 }
@@ -247,6 +248,7 @@ impl Handler for EmbedHandler {
                 BusMessage::Anomaly(a) => {
                     out.push(self.record(&a.environment, message)?);
                     self.stats.anomalies_published.fetch_add(1, Relaxed);
+                    self.stats.add_anomaly(a.source, a.severity);
                 }
                 BusMessage::Edge(e) => {
                     out.push(self.record(&e.environment, message)?);
@@ -274,5 +276,88 @@ impl Handler for EmbedHandler {
             self.pending.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use culprit_core::Severity;
+
+    fn handler(source: SourceKind, stats: Arc<Stats>) -> EmbedHandler {
+        EmbedHandler {
+            source,
+            encoding: Encoding::Protobuf,
+            limits: DecodeLimits::default(),
+            stage: DetectStage::new(&Default::default()),
+            warmup: 0,
+            learn_until: None,
+            newest: i64::MIN,
+            environments: BTreeSet::new(),
+            anomalies_topic: "culprit.anomalies".to_string(),
+            dlq_topic: "culprit.dlq".to_string(),
+            dlq_max_payload: 1 << 20,
+            sink: Arc::new(crate::NoopSink),
+            pending: Vec::new(),
+            stats,
+        }
+    }
+
+    fn incoming(topic: &'static str, payload: &'static [u8]) -> Incoming<'static> {
+        Incoming {
+            topic,
+            partition: 0,
+            offset: 7,
+            key: None,
+            payload,
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_counts_as_a_decode_error_with_its_reason_and_a_dead_letter() {
+        let stats = Arc::new(Stats::new());
+        let mut h = handler(SourceKind::Traces, stats.clone());
+        let mut out = Vec::new();
+        h.handle(
+            &incoming("otlp_spans", b"\xff\xff not protobuf"),
+            false,
+            &mut out,
+        )
+        .unwrap();
+        h.handle(&incoming("otlp_spans", b""), false, &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 2, "both dead-lettered");
+        assert_eq!(stats.decode_errors("malformed_protobuf"), 1);
+        assert_eq!(stats.decode_errors("empty"), 1);
+        assert_eq!(stats.dlq_messages.load(Relaxed), 2);
+        let snapshot = stats.snapshot();
+        assert_eq!(
+            snapshot.decode_errors,
+            vec![("empty", 1), ("malformed_protobuf", 1)]
+        );
+
+        // Re-read messages rebuild state only: nothing counted twice.
+        h.handle(&incoming("otlp_spans", b"\xff"), true, &mut out)
+            .unwrap();
+        assert_eq!(stats.decode_errors("malformed_protobuf"), 1);
+    }
+
+    #[test]
+    fn every_published_anomaly_is_counted_by_source_and_severity() {
+        let stats = Arc::new(Stats::new());
+        let mut h = handler(SourceKind::Changes, stats.clone());
+        let mut out = Vec::new();
+        let change = br#"{"id": "d-1", "type": "deployment", "service": "cart", "time": "2026-01-01T00:00:00Z"}"#;
+        h.handle(&incoming("culprit.changes", change), false, &mut out)
+            .unwrap();
+        assert_eq!(stats.anomalies(SourceKind::Changes, Severity::Sev3), 1);
+        assert_eq!(
+            stats.snapshot().anomalies,
+            vec![(SourceKind::Changes, Severity::Sev3, 1)]
+        );
+        assert_eq!(stats.anomalies_published.load(Relaxed), 1);
+        assert_eq!(stats.decode_errors("malformed_json"), 0);
     }
 }

@@ -55,7 +55,9 @@ pub use embedder::{run_embedder, EmbedderOptions, SOURCE_HEADER};
 pub use error::ServiceError;
 pub use hooks::{event_key, AlertPublisher, EventSink, NoopPublisher, NoopSink};
 pub use rdkafka;
-pub use stats::{LatencyHistogram, Stats, StatsSnapshot, LATENCY_BUCKETS_MS};
+pub use stats::{
+    LatencyHistogram, LatencyObserver, PartitionLag, Stats, StatsSnapshot, LATENCY_BUCKETS_MS,
+};
 
 /// A future that completes on Ctrl-C or, on Unix, SIGTERM: the usual `shutdown` argument.
 pub async fn shutdown_signal() {

@@ -3,15 +3,34 @@
 //! One [`Stats`] per service instance, shared behind an `Arc`: the worker increments, readers
 //! call [`Stats::snapshot`] whenever they like.
 
-use culprit_core::SourceKind;
+use culprit_core::{Severity, SourceKind};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Upper bounds (milliseconds, inclusive) of the latency histogram buckets; a last, unbounded
 /// bucket follows them.
 pub const LATENCY_BUCKETS_MS: [u64; 16] = [
     1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000,
 ];
+
+/// Called with each message's processing latency as [`Stats`] records it (the binary feeds its
+/// Prometheus histogram from here).
+pub type LatencyObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct Observer(Option<LatencyObserver>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+/// A topic and partition.
+type Partition = (String, i32);
 
 /// Counters of one embedder or correlator.
 #[derive(Debug, Default)]
@@ -25,6 +44,10 @@ pub struct Stats {
     events: [AtomicU64; 4],
     /// Input messages sent to the dead-letter topic.
     pub dlq_messages: AtomicU64,
+    /// Input messages that did not decode, by reason code (each of them is also dead-lettered).
+    decode_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Anomalies published, by source and severity.
+    anomalies: [[AtomicU64; 5]; 4],
     /// Anomalies, dependency edges and watermarks published on the anomalies topic.
     pub anomalies_published: AtomicU64,
     pub edges_published: AtomicU64,
@@ -42,13 +65,72 @@ pub struct Stats {
     pub assigned_partitions: AtomicU64,
     /// Wall-clock time from the Kafka timestamp of the latest handled message to its handling.
     pub last_lag_ms: AtomicU64,
+    /// Per assigned partition: records between the committed offset and the high watermark, as
+    /// librdkafka last reported them (its statistics, every `statistics.interval.ms`).
+    offset_lag: Mutex<BTreeMap<Partition, i64>>,
+    /// Per assigned partition: wall-clock time from the Kafka timestamp of its latest handled
+    /// message to that message's handling, in milliseconds.
+    time_lag_ms: Mutex<BTreeMap<String, BTreeMap<i32, u64>>>,
     latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     latency_sum_ms: AtomicU64,
+    latency_observer: Observer,
 }
 
 impl Stats {
     pub fn new() -> Stats {
         Stats::default()
+    }
+
+    /// Stats that also hand every recorded latency to `observer`.
+    pub fn with_latency_observer(observer: LatencyObserver) -> Stats {
+        Stats {
+            latency_observer: Observer(Some(observer)),
+            ..Stats::default()
+        }
+    }
+
+    /// One input message that did not decode, with the decoder's reason code.
+    pub(crate) fn add_decode_error(&self, reason: &'static str) {
+        *lock(&self.decode_errors).entry(reason).or_default() += 1;
+    }
+
+    /// Input messages that did not decode with `reason` so far.
+    pub fn decode_errors(&self, reason: &str) -> u64 {
+        lock(&self.decode_errors).get(reason).copied().unwrap_or(0)
+    }
+
+    /// One anomaly published.
+    pub(crate) fn add_anomaly(&self, source: SourceKind, severity: Severity) {
+        self.anomalies[source_index(source)][severity_index(severity)].fetch_add(1, Relaxed);
+    }
+
+    /// Anomalies of `source` and `severity` published so far.
+    pub fn anomalies(&self, source: SourceKind, severity: Severity) -> u64 {
+        self.anomalies[source_index(source)][severity_index(severity)].load(Relaxed)
+    }
+
+    /// The offset lag of every partition librdkafka reports one for; replaces the last report.
+    pub(crate) fn set_offset_lag(&self, lags: BTreeMap<Partition, i64>) {
+        *lock(&self.offset_lag) = lags;
+    }
+
+    /// The time lag of one partition, from its latest handled message.
+    pub(crate) fn set_time_lag_ms(&self, topic: &str, partition: i32, ms: u64) {
+        let mut lags = lock(&self.time_lag_ms);
+        match lags.get_mut(topic) {
+            Some(partitions) => {
+                partitions.insert(partition, ms);
+            }
+            None => {
+                lags.insert(topic.to_string(), BTreeMap::from([(partition, ms)]));
+            }
+        }
+    }
+
+    /// The partitions were revoked: their lags no longer belong to this instance.
+    pub(crate) fn clear_lags(&self) {
+        lock(&self.offset_lag).clear();
+        lock(&self.time_lag_ms).clear();
     }
 
     /// Decoded events of `source` handled (not counting re-read ones).
@@ -69,6 +151,9 @@ impl Stats {
             .unwrap_or(LATENCY_BUCKETS_MS.len());
         self.latency[bucket].fetch_add(1, Relaxed);
         self.latency_sum_ms.fetch_add(ms, Relaxed);
+        if let Some(observe) = &self.latency_observer.0 {
+            observe(Duration::from_millis(ms));
+        }
     }
 
     /// A consistent-enough copy of every counter.
@@ -86,6 +171,16 @@ impl Stats {
                 .map(|&s| (s, self.events(s)))
                 .collect(),
             dlq_messages: self.dlq_messages.load(Relaxed),
+            decode_errors: lock(&self.decode_errors)
+                .iter()
+                .map(|(r, n)| (*r, *n))
+                .collect(),
+            anomalies: SourceKind::ALL
+                .iter()
+                .flat_map(|&s| Severity::ALL.iter().map(move |&v| (s, v)))
+                .map(|(s, v)| (s, v, self.anomalies(s, v)))
+                .filter(|(_, _, n)| *n > 0)
+                .collect(),
             anomalies_published: self.anomalies_published.load(Relaxed),
             edges_published: self.edges_published.load(Relaxed),
             watermarks_published: self.watermarks_published.load(Relaxed),
@@ -96,6 +191,7 @@ impl Stats {
             paused: self.paused.load(Relaxed) != 0,
             assigned_partitions: self.assigned_partitions.load(Relaxed),
             last_lag_ms: self.last_lag_ms.load(Relaxed),
+            partitions: self.partition_lags(),
             latency: LatencyHistogram {
                 bounds_ms: LATENCY_BUCKETS_MS.to_vec(),
                 counts,
@@ -103,6 +199,40 @@ impl Stats {
             },
         }
     }
+}
+
+impl Stats {
+    fn partition_lags(&self) -> Vec<PartitionLag> {
+        fn at<'a>(
+            lags: &'a mut BTreeMap<Partition, PartitionLag>,
+            key: &Partition,
+        ) -> &'a mut PartitionLag {
+            lags.entry(key.clone()).or_insert_with(|| PartitionLag {
+                topic: key.0.clone(),
+                partition: key.1,
+                offsets: None,
+                time_ms: None,
+            })
+        }
+        let mut lags = BTreeMap::new();
+        for (key, lag) in lock(&self.offset_lag).iter() {
+            at(&mut lags, key).offsets = Some(*lag);
+        }
+        for (topic, partitions) in lock(&self.time_lag_ms).iter() {
+            for (partition, ms) in partitions {
+                at(&mut lags, &(topic.clone(), *partition)).time_ms = Some(*ms);
+            }
+        }
+        lags.into_values().collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn severity_index(severity: Severity) -> usize {
+    usize::from(severity.level() - 1)
 }
 
 fn source_index(source: SourceKind) -> usize {
@@ -122,6 +252,10 @@ pub struct StatsSnapshot {
     pub decoded_messages: u64,
     pub events: Vec<(SourceKind, u64)>,
     pub dlq_messages: u64,
+    /// Input messages that did not decode, by reason code.
+    pub decode_errors: Vec<(&'static str, u64)>,
+    /// Anomalies published, by source and severity (only the non-zero ones).
+    pub anomalies: Vec<(SourceKind, Severity, u64)>,
     pub anomalies_published: u64,
     pub edges_published: u64,
     pub watermarks_published: u64,
@@ -132,7 +266,22 @@ pub struct StatsSnapshot {
     pub paused: bool,
     pub assigned_partitions: u64,
     pub last_lag_ms: u64,
+    /// Lag of every partition this instance knows one for.
+    pub partitions: Vec<PartitionLag>,
     pub latency: LatencyHistogram,
+}
+
+/// How far this instance is behind on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// Records between the committed offset and the high watermark, when librdkafka reported
+    /// both (statistics every `statistics.interval.ms`; none before the first commit).
+    pub offsets: Option<i64>,
+    /// Wall-clock time from the Kafka timestamp of the partition's latest handled message to its
+    /// handling (producer clock vs. this host's clock).
+    pub time_ms: Option<u64>,
 }
 
 /// Message latency in fixed buckets, Prometheus style (`counts` are per bucket, not cumulative;

@@ -307,9 +307,9 @@ impl<H: Handler> Core<H> {
         self.stats.messages.fetch_add(1, Relaxed);
         if let Some(ts) = msg.timestamp_ms {
             self.batch.timestamps_ms.push(ts);
-            self.stats
-                .last_lag_ms
-                .store(now_ms().saturating_sub(ts).max(0) as u64, Relaxed);
+            let lag = now_ms().saturating_sub(ts).max(0) as u64;
+            self.stats.last_lag_ms.store(lag, Relaxed);
+            self.stats.set_time_lag_ms(msg.topic, msg.partition, lag);
         }
         Ok(())
     }
@@ -464,4 +464,93 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Discard;
+
+    impl Handler for Discard {
+        fn handle(
+            &mut self,
+            _msg: &Incoming<'_>,
+            _replay: bool,
+            _out: &mut Vec<Outgoing>,
+        ) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        async fn before_commit(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn message(partition: i32, offset: i64, timestamp_ms: i64) -> Incoming<'static> {
+        Incoming {
+            topic: "otlp_logs",
+            partition,
+            offset,
+            key: None,
+            payload: b"",
+            headers: Vec::new(),
+            timestamp_ms: Some(timestamp_ms),
+        }
+    }
+
+    /// Messages handled and committed (against a broker that is not there: the commit is
+    /// asynchronous) record their time lag per partition, and their latency once committed.
+    #[tokio::test]
+    async fn handled_messages_record_their_partition_time_lag_and_their_latency_at_commit() {
+        let config = KafkaConfig {
+            brokers: "127.0.0.1:9".to_string(),
+            ..KafkaConfig::default()
+        };
+        let observed = Arc::new(AtomicUsize::new(0));
+        let seen = observed.clone();
+        let stats = Arc::new(Stats::with_latency_observer(Arc::new(move |d| {
+            assert!(d >= Duration::from_secs(60), "{d:?}");
+            seen.fetch_add(1, Relaxed);
+        })));
+        let (consumer, partitions) = crate::client::subscribed_consumer(
+            &config,
+            "g",
+            "c",
+            "otlp_logs",
+            crate::Rewind::None,
+            stats.clone(),
+        )
+        .unwrap();
+        let mut core = Core {
+            producer: crate::client::producer(&config, "c").unwrap(),
+            config,
+            partitions,
+            stats: stats.clone(),
+            handler: Discard,
+            batch: Batch::default(),
+            committed: HashMap::new(),
+            held: VecDeque::new(),
+            paused: false,
+            stop_requested: None,
+        };
+        let minute_ago = now_ms() - 60_000;
+        core.process(&message(0, 0, minute_ago)).unwrap();
+        core.process(&message(3, 0, minute_ago - 60_000)).unwrap();
+        let lags = stats.snapshot().partitions;
+        let time_lags: Vec<(i32, bool)> = lags
+            .iter()
+            .map(|p| (p.partition, p.time_ms.is_some_and(|ms| ms >= 60_000)))
+            .collect();
+        assert_eq!(time_lags, vec![(0, true), (3, true)]);
+        assert!(lags[1].time_ms > lags[0].time_ms);
+        assert_eq!(observed.load(Relaxed), 0, "nothing committed yet");
+
+        let shutdown = std::future::pending::<()>().fuse();
+        futures_util::pin_mut!(shutdown);
+        core.flush(&consumer, &mut shutdown, false).await.unwrap();
+        assert_eq!(observed.load(Relaxed), 2);
+        assert_eq!(stats.snapshot().latency.count(), 2);
+    }
 }

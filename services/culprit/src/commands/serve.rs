@@ -11,7 +11,7 @@
 use crate::config::CulpritConfig;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use culprit_api::{ApiState, Tokens};
+use culprit_api::{ApiState, Metrics, Tokens, ANOMALIES_INPUT};
 use culprit_core::{RcaAlert, SourceKind};
 use culprit_kafka::{
     run_correlator, run_embedder, AlertPublisher, CorrelatorOptions, EmbedderOptions, Stats,
@@ -42,6 +42,24 @@ pub struct ServeArgs {
 enum Role {
     Embedder(SourceKind),
     Correlator,
+}
+
+impl Role {
+    /// The `service` label of its processing latency.
+    fn service(self) -> String {
+        match self {
+            Role::Embedder(source) => format!("embedder-{source}"),
+            Role::Correlator => "correlator".to_string(),
+        }
+    }
+
+    /// The `source` label of its decode errors and dead letters: what it consumes.
+    fn input(self) -> &'static str {
+        match self {
+            Role::Embedder(source) => source.as_str(),
+            Role::Correlator => ANOMALIES_INPUT,
+        }
+    }
 }
 
 pub fn embedder(args: EmbedderArgs, config: &CulpritConfig) -> Result<()> {
@@ -152,7 +170,10 @@ async fn run_services(roles: Vec<Role>, config: CulpritConfig) -> Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     for role in roles {
-        let stats = Arc::new(Stats::new());
+        let latency = api.metrics().processing_latency(&role.service());
+        let stats = Arc::new(Stats::with_latency_observer(Arc::new(move |d| {
+            latency.observe(d)
+        })));
         tokio::spawn(export_stats(
             role,
             stats.clone(),
@@ -267,39 +288,93 @@ impl Delivery {
     }
 }
 
-/// Copies a worker's counters into the Prometheus metrics every second.
+/// Copies a worker's counters into the Prometheus metrics every second (its processing latency
+/// goes straight to the histogram, through the observer its `Stats` were made with).
 async fn export_stats(
     role: Role,
     stats: Arc<Stats>,
     api: ApiState,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut last: Option<StatsSnapshot> = None;
+    let mut exporter = Exporter::new(role);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let now = stats.snapshot();
-        let metrics = api.metrics();
+        exporter.export(stats.snapshot(), api.metrics());
+    }
+}
+
+/// Turns successive snapshots of one worker's `Stats` into increments and gauges.
+struct Exporter {
+    role: Role,
+    last: Option<StatsSnapshot>,
+}
+
+impl Exporter {
+    fn new(role: Role) -> Exporter {
+        Exporter { role, last: None }
+    }
+
+    fn export(&mut self, now: StatsSnapshot, metrics: &Metrics) {
+        let last = self.last.as_ref();
         for (source, n) in &now.events {
             let before = last
-                .as_ref()
                 .and_then(|l| l.events.iter().find(|(s, _)| s == source))
                 .map_or(0, |(_, n)| *n);
             if *n > before {
                 metrics.events(*source, n - before);
             }
         }
-        if let Role::Embedder(source) = role {
-            let before = last.as_ref().map_or(0, |l| l.dlq_messages);
-            for _ in before..now.dlq_messages {
-                metrics.dlq(source);
-            }
-            metrics.consumer_lag(&format!("{source}"), -1, now.last_lag_ms as i64);
+        let input = self.role.input();
+        let before = last.map_or(0, |l| l.dlq_messages);
+        if now.dlq_messages > before {
+            metrics.dlq(input, now.dlq_messages - before);
         }
-        last = Some(now);
+        for (reason, n) in &now.decode_errors {
+            let before = last
+                .and_then(|l| l.decode_errors.iter().find(|(r, _)| r == reason))
+                .map_or(0, |(_, n)| *n);
+            if *n > before {
+                metrics.decode_errors(input, reason, n - before);
+            }
+        }
+        for (source, severity, n) in &now.anomalies {
+            let before = last
+                .and_then(|l| {
+                    l.anomalies
+                        .iter()
+                        .find(|(s, v, _)| s == source && v == severity)
+                })
+                .map_or(0, |(_, _, n)| *n);
+            if *n > before {
+                metrics.anomalies(*source, *severity, n - before);
+            }
+        }
+        for p in &now.partitions {
+            if let Some(records) = p.offsets {
+                metrics.consumer_lag(&p.topic, p.partition, records);
+            }
+            if let Some(ms) = p.time_ms {
+                metrics.consumer_lag_seconds(&p.topic, p.partition, Duration::from_millis(ms));
+            }
+        }
+        // Partitions gone since the last export (revoked, or no longer reported) lose their lag.
+        for gone in last.iter().flat_map(|l| &l.partitions) {
+            let now = now
+                .partitions
+                .iter()
+                .find(|p| p.topic == gone.topic && p.partition == gone.partition);
+            if gone.offsets.is_some() && now.is_none_or(|p| p.offsets.is_none()) {
+                metrics.forget_consumer_lag(&gone.topic, gone.partition);
+            }
+            if gone.time_ms.is_some() && now.is_none_or(|p| p.time_ms.is_none()) {
+                metrics.forget_consumer_lag_seconds(&gone.topic, gone.partition);
+            }
+        }
+        self.last = Some(now);
     }
 }
 
@@ -316,4 +391,108 @@ async fn broker_reachable(kafka: &culprit_kafka::KafkaConfig) -> Result<(), Stri
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use culprit_api::ApiConfig;
+    use culprit_core::Severity;
+    use culprit_kafka::PartitionLag;
+
+    fn state() -> ApiState {
+        ApiState::new(ApiConfig::default(), Tokens::none()).unwrap()
+    }
+
+    fn lines(api: &ApiState) -> Vec<String> {
+        api.encode_metrics()
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn lag(partition: i32, offsets: Option<i64>, time_ms: Option<u64>) -> PartitionLag {
+        PartitionLag {
+            topic: "otlp_logs".to_string(),
+            partition,
+            offsets,
+            time_ms,
+        }
+    }
+
+    #[test]
+    fn snapshots_become_increments_and_gauges_labelled_by_what_each_service_consumes() {
+        let api = state();
+        let mut embedder = Exporter::new(Role::Embedder(SourceKind::Logs));
+        let mut correlator = Exporter::new(Role::Correlator);
+        let mut s = Stats::new().snapshot();
+        s.events = vec![(SourceKind::Logs, 10)];
+        s.dlq_messages = 3;
+        s.decode_errors = vec![("malformed_protobuf", 2), ("empty", 1)];
+        s.anomalies = vec![(SourceKind::Logs, Severity::Sev2, 4)];
+        s.partitions = vec![lag(0, Some(120), Some(1500)), lag(1, None, Some(20))];
+        embedder.export(s.clone(), api.metrics());
+        // The next snapshot adds only what happened since.
+        s.events = vec![(SourceKind::Logs, 15)];
+        s.dlq_messages = 4;
+        s.decode_errors = vec![("malformed_protobuf", 3), ("empty", 1)];
+        s.anomalies = vec![(SourceKind::Logs, Severity::Sev2, 6)];
+        embedder.export(s.clone(), api.metrics());
+
+        let mut c = Stats::new().snapshot();
+        c.dlq_messages = 1;
+        c.decode_errors = vec![("malformed_bus_message", 1)];
+        correlator.export(c, api.metrics());
+
+        let text = lines(&api);
+        for want in [
+            r#"culprit_events_total{source="logs"} 15"#,
+            r#"culprit_dlq_total{source="logs"} 4"#,
+            r#"culprit_decode_errors_total{source="logs",reason="malformed_protobuf"} 3"#,
+            r#"culprit_decode_errors_total{source="logs",reason="empty"} 1"#,
+            r#"culprit_anomalies_total{source="logs",severity="SEV2"} 6"#,
+            r#"culprit_dlq_total{source="anomalies"} 1"#,
+            r#"culprit_decode_errors_total{source="anomalies",reason="malformed_bus_message"} 1"#,
+            r#"culprit_consumer_lag{topic="otlp_logs",partition="0"} 120"#,
+            r#"culprit_consumer_lag_seconds{topic="otlp_logs",partition="0"} 1.5"#,
+            r#"culprit_consumer_lag_seconds{topic="otlp_logs",partition="1"} 0.02"#,
+        ] {
+            assert!(text.iter().any(|l| l == want), "missing {want}: {text:#?}");
+        }
+        assert!(
+            !text.iter().any(|l| l.contains(r#"partition="-1""#)),
+            "{text:#?}"
+        );
+
+        // Partition 0 revoked, partition 1 committed for the first time.
+        s.partitions = vec![lag(1, Some(9), Some(30))];
+        embedder.export(s, api.metrics());
+        let text = lines(&api);
+        assert!(
+            !text.iter().any(|l| l.contains(r#"partition="0""#)),
+            "{text:#?}"
+        );
+        assert!(text
+            .iter()
+            .any(|l| l == r#"culprit_consumer_lag{topic="otlp_logs",partition="1"} 9"#));
+    }
+
+    #[test]
+    fn each_committed_message_is_one_processing_latency_observation_of_its_service() {
+        let api = state();
+        let recorder = api
+            .metrics()
+            .processing_latency(&Role::Embedder(SourceKind::Traces).service());
+        let stats = Stats::with_latency_observer(Arc::new(move |d| recorder.observe(d)));
+        stats.record_latency_ms(3);
+        stats.record_latency_ms(700);
+        let text = lines(&api);
+        for want in [
+            r#"culprit_processing_latency_seconds_count{service="embedder-traces"} 2"#,
+            r#"culprit_processing_latency_seconds_bucket{le="0.004",service="embedder-traces"} 1"#,
+        ] {
+            assert!(text.iter().any(|l| l == want), "missing {want}: {text:#?}");
+        }
+    }
 }
