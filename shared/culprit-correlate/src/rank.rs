@@ -799,6 +799,19 @@ mod tests {
         }
     }
 
+    /// A deploy of `service` at `at`.
+    fn deploy(service: &str, at: i64) -> Anomaly {
+        let mut c = anomaly(
+            service,
+            SourceKind::Changes,
+            &format!("change:deployment:{service}"),
+            Severity::Sev3,
+            at,
+        );
+        c.description = format!("deployment: deploy {service}");
+        c
+    }
+
     fn shop() -> Topology {
         let mut t = Topology::default();
         for (a, b) in [
@@ -1109,17 +1122,6 @@ mod tests {
                 6 * SEC,
             ),
         ];
-        let deploy = |service: &str, at: i64| {
-            let mut c = anomaly(
-                service,
-                SourceKind::Changes,
-                &format!("change:deployment:{service}"),
-                Severity::Sev3,
-                at,
-            );
-            c.description = format!("deployment: deploy {service}");
-            c
-        };
         let changes = vec![
             deploy("payment", -240 * SEC),
             deploy("checkout", -20 * SEC),
@@ -1185,17 +1187,6 @@ mod tests {
                 5 * SEC,
             ),
         ];
-        let deploy = |service: &str, at: i64| {
-            let mut c = anomaly(
-                service,
-                SourceKind::Changes,
-                &format!("change:deployment:{service}"),
-                Severity::Sev3,
-                at,
-            );
-            c.description = format!("deployment: deploy {service}");
-            c
-        };
         let changes = [deploy("inventory", -60 * SEC), deploy("db", -30 * SEC)];
         let config = RankConfig::default();
         let without = rank("prod", &symptoms, &changes, &shop(), &config);
