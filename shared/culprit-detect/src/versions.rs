@@ -88,7 +88,7 @@ fn millis_of_bin(bin: i32) -> f64 {
 /// What one service's versions did, window by window, over the horizon.
 #[derive(Debug, Default)]
 struct Rollout {
-    /// When each version was first seen.
+    /// The start of the first window each version served in.
     first_seen: HashMap<String, UnixNanos>,
     /// Closed windows still inside the horizon: (start, version, calls).
     recent: VecDeque<(UnixNanos, String, Calls)>,
@@ -114,6 +114,8 @@ impl VersionDetector {
             let mut touched: Vec<ServiceKey> = Vec::new();
             for ((service, version), calls) in versions {
                 let rollout = self.rollouts.entry(service.clone()).or_default();
+                // Windows close in time order, so the first one a version served in dates it.
+                rollout.first_seen.entry(version.clone()).or_insert(start);
                 rollout.recent.push_back((start, version, calls));
                 if !touched.contains(&service) {
                     touched.push(service);
@@ -281,12 +283,6 @@ impl Detector for VersionDetector {
             event.resource.environment.clone(),
             event.resource.service.clone(),
         );
-        let rollout = self.rollouts.entry(service.clone()).or_default();
-        if !rollout.first_seen.contains_key(version) {
-            rollout.first_seen.insert(version.clone(), event.time);
-        }
-        let first = rollout.first_seen.get_mut(version).expect("just inserted");
-        *first = (*first).min(event.time);
         let calls = self
             .windows
             .at(event.time)
