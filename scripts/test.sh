@@ -72,6 +72,9 @@ if [ -s "$NOCMAKE/calls" ]; then
   echo "the build ran cmake:"; cat "$NOCMAKE/calls"; exit 1
 fi
 
+step "architecture invariants (dependency graph, binary size)"
+bash scripts/invariants.sh
+
 step "tests"
 # Every test binary runs even after a failure, so one run shows them all. The status is cargo's:
 # read PIPESTATUS in the same command, before anything else (an `|| true`) replaces it.

@@ -13,9 +13,10 @@ use culprit_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use culprit_kafka::rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use culprit_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use culprit_kafka::rdkafka::{Offset, TopicPartitionList};
-use culprit_kafka::{event_key, AlertPublisher, EventSink, KafkaConfig};
+use culprit_kafka::{event_key, EventSink, KafkaConfig};
 use culprit_otlp::{Encoding, Signal};
 use culprit_sim::{Scenario, SimConfig, SimRun};
+use culprit_sink::{AlertSink, SinkError};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -306,8 +307,12 @@ pub struct CollectingPublisher {
 }
 
 #[async_trait]
-impl AlertPublisher for CollectingPublisher {
-    async fn publish(&self, alert: &RcaAlert) -> Result<()> {
+impl AlertSink for CollectingPublisher {
+    fn name(&self) -> &str {
+        "collecting"
+    }
+
+    async fn emit(&self, alert: &RcaAlert) -> std::result::Result<(), SinkError> {
         self.alerts.lock().unwrap().push(alert.clone());
         Ok(())
     }

@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 mod commands;
-mod config;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -82,7 +81,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let config = config::load(cli.config.as_deref())?;
+    let config = culprit_service::load(cli.config.as_deref())?;
     match cli.command {
         Command::Demo(args) => commands::demo::run(args, &config),
         Command::Simulate(args) => commands::simulate::run(args),

@@ -292,3 +292,17 @@ impl ApiState {
         Ok(out)
     }
 }
+
+/// The incident list as an alert sink: what `/incidents` and the dashboard show. Never fails:
+/// an older revision than the one kept is simply not kept.
+#[async_trait::async_trait]
+impl culprit_sink::AlertSink for ApiState {
+    fn name(&self) -> &str {
+        "api"
+    }
+
+    async fn emit(&self, alert: &RcaAlert) -> Result<(), culprit_sink::SinkError> {
+        self.publish(alert.clone()).await;
+        Ok(())
+    }
+}

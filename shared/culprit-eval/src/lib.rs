@@ -11,12 +11,14 @@
 pub mod cases;
 pub mod nezha;
 mod parallel;
+mod report;
 pub mod score;
 
 pub use cases::{eval_cases, CaseSet, CasesOptions, LabelledCase, DEFAULT_GUARD_S};
 pub use nezha::{
     eval_nezha, eval_nezha_continuous, reference_self_check, METRIC_HISTORY_S, METRIC_ROW_SLACK_S,
 };
+pub use report::Report;
 pub use score::{
     rank_of, score_case, score_reviewed_case, scoring_incident, CaseLabel, CaseResult, DateScores,
     ReviewHook, ReviewInput, RunFacts, Scores, Summary, FAULT_WINDOW_S,

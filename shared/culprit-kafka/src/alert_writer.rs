@@ -9,6 +9,7 @@ use crate::client::producer;
 use crate::config::KafkaConfig;
 use crate::error::ServiceError;
 use culprit_core::RcaAlert;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 
@@ -26,18 +27,37 @@ impl AlertWriter {
             topic: config.topics.alerts.clone(),
         })
     }
+}
 
-    /// Sends `alert` and waits for the broker's acknowledgement (librdkafka retries within
-    /// `message.timeout.ms`).
-    pub async fn publish(&self, alert: &RcaAlert) -> Result<(), String> {
-        let payload = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
+/// The alerts topic as a sink, for alerts produced outside the correlator's consume loop. A
+/// payload the broker refuses for its size is rejected for good; anything else may pass later.
+#[async_trait::async_trait]
+impl culprit_sink::AlertSink for AlertWriter {
+    fn name(&self) -> &str {
+        &self.topic
+    }
+
+    async fn emit(&self, alert: &RcaAlert) -> Result<(), culprit_sink::SinkError> {
+        let payload =
+            serde_json::to_vec(alert).map_err(|source| culprit_sink::SinkError::Serialize {
+                incident_id: alert.incident_id.clone(),
+                source,
+            })?;
         let record = FutureRecord::to(&self.topic)
             .key(&alert.incident_id)
             .payload(&payload);
-        self.producer
-            .send(record, Duration::from_secs(0))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e.to_string())
+        match self.producer.send(record, Duration::from_secs(0)).await {
+            Ok(_) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                Err(culprit_sink::SinkError::Rejected {
+                    sink: self.topic.clone(),
+                    reason: format!("{} bytes is over the broker's message size", payload.len()),
+                })
+            }
+            Err((e, _)) => Err(culprit_sink::SinkError::Unavailable {
+                sink: self.topic.clone(),
+                source: Box::new(e),
+            }),
+        }
     }
 }

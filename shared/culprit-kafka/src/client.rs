@@ -52,6 +52,20 @@ pub fn base_client_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// Whether the brokers answer a metadata request within three seconds: the services' readiness.
+pub async fn brokers_reachable(config: &KafkaConfig) -> Result<(), String> {
+    let config = base_client_config(config);
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        consumer
+            .fetch_metadata(None, std::time::Duration::from_secs(3))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// Sets `extra` verbatim and `extra_files` from their files, after culprit's own properties so
 /// that an operator's setting wins.
 fn set_properties(c: &mut ClientConfig, config: &KafkaConfig) -> Result<(), ServiceError> {

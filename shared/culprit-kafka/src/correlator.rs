@@ -1,5 +1,5 @@
 //! The correlator service: `culprit.anomalies` -> [`CorrelateStage`] -> `culprit.alerts` and an
-//! [`AlertPublisher`].
+//! alert sink (`culprit_sink::AlertSink`).
 //!
 //! Instances share the consumer group `culprit-correlator`; anomalies are keyed by environment,
 //! so one instance owns each environment. Every alert the stage returns (an incident opening, a
@@ -38,12 +38,12 @@ use crate::client::{producer, subscribed_consumer, Outgoing};
 use crate::config::KafkaConfig;
 use crate::embedder::SOURCE_HEADER;
 use crate::error::ServiceError;
-use crate::hooks::AlertPublisher;
 use crate::stats::Stats;
 use crate::worker::{self, Handler, Incoming, Worker};
 use anyhow::Context as _;
 use culprit_core::{RcaAlert, SourceKind, UnixNanos, NANOS_PER_SEC};
 use culprit_pipeline::{BusMessage, CorrelateStage};
+use culprit_sink::AlertSink;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -52,8 +52,10 @@ use std::sync::Arc;
 /// What a correlator needs besides its configuration and stage.
 #[derive(Clone)]
 pub struct CorrelatorOptions {
-    /// Receives every published alert (PagerDuty); [`crate::NoopPublisher`] by default.
-    pub publisher: Arc<dyn AlertPublisher>,
+    /// Receives every published alert (the API's incident list, PagerDuty), under
+    /// [`culprit_sink::deliver`]'s policy: a rejected alert is given up, a transient failure
+    /// pauses the correlator and is retried. Nothing by default.
+    pub publisher: Arc<dyn AlertSink>,
     /// Counters of this instance.
     pub stats: Arc<Stats>,
 }
@@ -61,7 +63,7 @@ pub struct CorrelatorOptions {
 impl Default for CorrelatorOptions {
     fn default() -> Self {
         CorrelatorOptions {
-            publisher: Arc::new(crate::NoopPublisher),
+            publisher: Arc::new(culprit_sink::FanOut::default()),
             stats: Arc::new(Stats::new()),
         }
     }
@@ -116,7 +118,7 @@ struct CorrelateHandler {
     alerts_topic: String,
     dlq_topic: String,
     dlq_max_payload: usize,
-    publisher: Arc<dyn AlertPublisher>,
+    publisher: Arc<dyn AlertSink>,
     /// Alerts of the current batch not yet handed to the publisher, oldest first.
     pending: VecDeque<RcaAlert>,
     stats: Arc<Stats>,
@@ -195,7 +197,7 @@ impl Handler for CorrelateHandler {
 
     async fn before_commit(&mut self) -> anyhow::Result<()> {
         while let Some(alert) = self.pending.front() {
-            self.publisher.publish(alert).await?;
+            culprit_sink::deliver(self.publisher.as_ref(), alert).await?;
             self.pending.pop_front();
         }
         Ok(())
@@ -316,7 +318,7 @@ mod handler_tests {
             alerts_topic: "culprit.alerts".to_string(),
             dlq_topic: "culprit.dlq".to_string(),
             dlq_max_payload: 1 << 20,
-            publisher: Arc::new(crate::NoopPublisher),
+            publisher: Arc::new(culprit_sink::FanOut::default()),
             pending: VecDeque::new(),
             stats: stats.clone(),
         };

@@ -1,5 +1,6 @@
 //! The pluggable ends of the services: where decoded events are stored (the vector store) and
-//! where alerts go besides the alerts topic (PagerDuty).
+//! where alerts go besides the alerts topic (any `culprit_sink::AlertSink`: the API's incident
+//! list, PagerDuty).
 //!
 //! Both hooks are called before the offsets of the messages they concern are committed, and are
 //! retried with backoff while they fail, so they see every message at least once. After a crash
@@ -7,7 +8,7 @@
 //! keyed by [`event_key`], an alert sink deduplicating on `(incident_id, revision)`.
 
 use async_trait::async_trait;
-use culprit_core::{Event, EventBody, RcaAlert};
+use culprit_core::{Event, EventBody};
 
 /// Receives every decoded event of an embedder, in batches.
 #[async_trait]
@@ -24,25 +25,6 @@ pub struct NoopSink;
 #[async_trait]
 impl EventSink for NoopSink {
     async fn write(&self, _events: &[Event]) -> anyhow::Result<()> {
-        Ok(())
-    }
-}
-
-/// Receives every alert the correlator publishes (each revision of each incident).
-#[async_trait]
-pub trait AlertPublisher: Send + Sync {
-    /// Delivers one alert. An error makes the correlator pause and retry (from the first alert
-    /// not yet delivered) with exponential backoff.
-    async fn publish(&self, alert: &RcaAlert) -> anyhow::Result<()>;
-}
-
-/// The default alert hook: the alerts topic is the only output.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoopPublisher;
-
-#[async_trait]
-impl AlertPublisher for NoopPublisher {
-    async fn publish(&self, _alert: &RcaAlert) -> anyhow::Result<()> {
         Ok(())
     }
 }

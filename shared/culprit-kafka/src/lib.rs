@@ -5,7 +5,7 @@
 //! otlp_spans / otlp_logs / otlp_metrics / culprit.changes
 //!     -> run_embedder (one per source; decode, DetectStage, EventSink)  -> culprit.dlq (bad input)
 //!     -> culprit.anomalies (JSON BusMessages keyed by environment)
-//!     -> run_correlator (CorrelateStage, AlertPublisher)
+//!     -> run_correlator (CorrelateStage, AlertSink)
 //!     -> culprit.alerts (JSON RcaAlerts keyed by incident_id)
 //! ```
 //!
@@ -13,7 +13,7 @@
 //!
 //! At least once, end to end. Each service commits its input offsets in batches, and only after
 //! everything the batch produced was acknowledged by the broker (`acks=all`) and its hook
-//! ([`EventSink`] / [`AlertPublisher`]) succeeded; failures pause the consumer and are retried
+//! ([`EventSink`] / `culprit_sink::AlertSink`) succeeded; failures pause the consumer and are retried
 //! with exponential backoff, never skipped. A crash redelivers at most the uncommitted batches,
 //! so consumers of the outputs must tolerate duplicates: anomalies have stable ids, alerts a
 //! stable `(incident_id, revision)`, events a stable [`event_key`]. The full protocol is in the
@@ -48,12 +48,12 @@ mod stats;
 mod worker;
 
 pub use alert_writer::AlertWriter;
-pub use client::{base_client_config, client_config, ensure_topics};
+pub use client::{base_client_config, brokers_reachable, client_config, ensure_topics};
 pub use config::{EncodingsConfig, KafkaConfig, Rewind, TopicsConfig};
 pub use correlator::{run_correlator, CorrelatorOptions};
 pub use embedder::{run_embedder, EmbedderOptions, SOURCE_HEADER};
 pub use error::ServiceError;
-pub use hooks::{event_key, AlertPublisher, EventSink, NoopPublisher, NoopSink};
+pub use hooks::{event_key, EventSink, NoopSink};
 pub use rdkafka;
 pub use stats::{
     LatencyHistogram, LatencyObserver, PartitionLag, Stats, StatsSnapshot, LATENCY_BUCKETS_MS,

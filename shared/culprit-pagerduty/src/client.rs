@@ -1,6 +1,7 @@
 use crate::event::{incident_link, trigger_payload, Accepted, Event, EventAction, CLIENT};
-use crate::{AlertPublisher, PagerDutyConfig, PagerDutyError};
+use crate::{PagerDutyConfig, PagerDutyError};
 use culprit_core::{IncidentStatus, RcaAlert};
+use culprit_sink::{AlertSink, SinkError};
 use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -353,16 +354,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 #[async_trait::async_trait]
-impl AlertPublisher for PagerDutyClient {
-    async fn publish(&self, alert: &RcaAlert) -> anyhow::Result<()> {
-        let outcome = self.handle(alert).await?;
-        tracing::debug!(
-            incident_id = alert.incident_id,
-            revision = alert.revision,
-            ?outcome,
-            "PagerDuty"
-        );
-        Ok(())
+impl AlertSink for PagerDutyClient {
+    fn name(&self) -> &str {
+        "pagerduty"
+    }
+
+    async fn emit(&self, alert: &RcaAlert) -> Result<(), SinkError> {
+        match self.handle(alert).await {
+            Ok(outcome) => {
+                tracing::debug!(
+                    incident_id = alert.incident_id,
+                    revision = alert.revision,
+                    ?outcome,
+                    "PagerDuty"
+                );
+                Ok(())
+            }
+            Err(e @ PagerDutyError::Rejected { .. }) => Err(SinkError::Rejected {
+                sink: "pagerduty".into(),
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(SinkError::Unavailable {
+                sink: "pagerduty".into(),
+                source: Box::new(e),
+            }),
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! [`PagerDutyClient::handle`] turns the stream of [`RcaAlert`] revisions of an incident into at
 //! most one `trigger` (dedup key = incident id) and one `resolve`: later revisions do not page
 //! again unless `update_on_revision` is set and the top root cause changed. Incidents less severe
-//! than `min_severity` never page. Sends retry 429, 5xx and connection errors with jittered
+//! than `min_severity` never page. As a [`culprit_sink::AlertSink`], a rejected event is
+//! [`culprit_sink::SinkError::Rejected`] (given up) and a send that ran out of retries is
+//! `Unavailable` (retried by the caller). Sends retry 429, 5xx and connection errors with jittered
 //! exponential backoff, honouring `Retry-After`; other 4xx answers are errors at once.
 //!
 //! The routing key is a secret and never appears in the configuration file: it comes from
@@ -22,14 +24,7 @@ pub use config::{
 };
 pub use event::{truncate_summary, MAX_SUMMARY_BYTES};
 
-use culprit_core::RcaAlert;
 use std::path::PathBuf;
-
-/// Something the correlator hands every published alert to (PagerDuty, a Kafka topic, ...).
-#[async_trait::async_trait]
-pub trait AlertPublisher: Send + Sync {
-    async fn publish(&self, alert: &RcaAlert) -> anyhow::Result<()>;
-}
 
 /// Why PagerDuty could not be configured or did not take an event.
 #[derive(Debug, thiserror::Error)]

@@ -3,9 +3,8 @@
 mod support;
 
 use culprit_core::{IncidentStatus, Severity};
-use culprit_pagerduty::{
-    AlertPublisher, Outcome, PagerDutyClient, PagerDutyConfig, PagerDutyError, SkipReason,
-};
+use culprit_pagerduty::{Outcome, PagerDutyClient, PagerDutyConfig, PagerDutyError, SkipReason};
+use culprit_sink::AlertSink;
 use std::time::{Duration, Instant};
 use support::{alert, reply, FakePagerDuty, Reply, ROUTING_KEY};
 
@@ -428,29 +427,30 @@ async fn a_long_multibyte_summary_is_cut_to_the_limit_on_a_char_boundary() {
 }
 
 #[tokio::test]
-async fn the_publisher_trait_pages_like_handle() {
+async fn as_an_alert_sink_it_pages_like_handle_and_a_rejection_is_not_retried() {
     let fake = FakePagerDuty::start().await;
-    let publisher: Box<dyn AlertPublisher> = Box::new(client(config(&fake)));
-    publisher
-        .publish(&alert(
+    let sink: Box<dyn AlertSink> = Box::new(client(config(&fake)));
+    for revision in [0, 1] {
+        sink.emit(&alert(
             "inc-pub",
-            0,
+            revision,
             IncidentStatus::Open,
             Severity::Sev1,
             "redis",
         ))
         .await
         .unwrap();
-    publisher
-        .publish(&alert(
-            "inc-pub",
-            1,
-            IncidentStatus::Open,
-            Severity::Sev1,
-            "redis",
-        ))
-        .await
-        .unwrap();
+    }
     fake.assert_all_valid();
     assert_eq!(fake.actions(), ["trigger"]);
+
+    // A bad request would be rejected again: given up, not retried.
+    let open = |id: &str| alert(id, 0, IncidentStatus::Open, Severity::Sev1, "redis");
+    fake.script([reply(400)]);
+    let err = sink.emit(&open("inc-bad")).await.unwrap_err();
+    assert!(!err.is_retriable(), "{err}");
+    // A PagerDuty that stays down is worth retrying later.
+    fake.script([reply(500), reply(500), reply(500), reply(500)]);
+    let err = sink.emit(&open("inc-down")).await.unwrap_err();
+    assert!(err.is_retriable(), "{err}");
 }

@@ -20,7 +20,7 @@ mod text;
 
 pub use dot::to_dot;
 pub use html::{to_html, to_html_body, HTML_STYLE};
-pub use sinks::{AlertSink, FanOut, GraphFilesSink, JsonLinesSink, SummarySink};
+pub use sinks::{deliver, AlertSink, FanOut, GraphFilesSink, JsonLinesSink, SummarySink};
 pub use summary::render_summary;
 
 use std::path::PathBuf;
@@ -48,4 +48,31 @@ pub enum SinkError {
     },
     #[error("incident id {0:?} cannot be used as a file name")]
     BadIncidentId(String),
+    /// The destination refused this alert and would refuse it again (a malformed event, a
+    /// revoked key): retrying it would hold back every later alert.
+    #[error("sink {sink} rejected the alert: {reason}")]
+    Rejected { sink: String, reason: String },
+    /// The destination could not be reached or failed for now; the same alert may succeed later.
+    #[error("sink {sink} is unavailable")]
+    Unavailable {
+        sink: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl SinkError {
+    /// Whether the same alert may succeed if sent again: I/O and unreachable destinations may
+    /// recover; a rejection, an alert that cannot be serialised or an id that cannot name a
+    /// file will not.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SinkError::Write { .. } | SinkError::Create { .. } | SinkError::Unavailable { .. } => {
+                true
+            }
+            SinkError::Serialize { .. }
+            | SinkError::BadIncidentId(_)
+            | SinkError::Rejected { .. } => false,
+        }
+    }
 }

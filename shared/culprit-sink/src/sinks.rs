@@ -1,33 +1,70 @@
-//! Where alerts go: JSON lines, terminal summaries, per-incident graph files, or all of them.
+//! Where alerts go: JSON lines, terminal summaries, per-incident graph files, or all of them;
+//! and the one policy every caller applies to a sink's failure ([`deliver`]).
 
 use crate::{render_summary, to_dot, to_html, SinkError};
+use async_trait::async_trait;
 use culprit_core::RcaAlert;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A destination for RCA alerts. An incident is emitted again on every new revision.
-pub trait AlertSink: Send {
+/// A destination for RCA alerts: a file, a terminal, the API's incident list, PagerDuty, the
+/// alerts topic. An incident is emitted again on every new revision, and after a restart an
+/// alert may be emitted twice: destinations deduplicate on `(incident_id, revision)` or accept
+/// the repeat.
+///
+/// The same sinks serve the embedded run and the Kafka services.
+#[async_trait]
+pub trait AlertSink: Send + Sync {
     /// A short name for logs and errors, such as `jsonl:/var/log/culprit/alerts.jsonl`.
     fn name(&self) -> &str;
-    fn emit(&mut self, alert: &RcaAlert) -> Result<(), SinkError>;
+    /// Delivers one alert. [`SinkError::is_retriable`] tells the caller whether to pause and
+    /// try again or to give this alert up ([`deliver`] does that).
+    async fn emit(&self, alert: &RcaAlert) -> Result<(), SinkError>;
     /// Pushes out anything buffered; called at shutdown.
-    fn flush(&mut self) -> Result<(), SinkError> {
+    async fn flush(&self) -> Result<(), SinkError> {
         Ok(())
     }
+}
+
+/// Emits `alert` to `sink` under the one error policy: an alert the destination rejected (it
+/// would be rejected again: a malformed event, a revoked key) is logged and given up, since
+/// retrying it would hold back every later alert; a transient failure is returned, for the
+/// caller to pause and retry. Returns `Ok(false)` when the alert was given up.
+pub async fn deliver(sink: &dyn AlertSink, alert: &RcaAlert) -> Result<bool, SinkError> {
+    match sink.emit(alert).await {
+        Ok(()) => Ok(true),
+        Err(e) if !e.is_retriable() => {
+            tracing::error!(
+                sink = sink.name(),
+                incident = %alert.incident_id,
+                revision = alert.revision,
+                "alert given up: {e}"
+            );
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Locks a sink's writer; a writer poisoned by a panic elsewhere is still a writer.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Writes each alert as one compact JSON line: the `schemas/rca-alert.json` document.
 pub struct JsonLinesSink {
     name: String,
-    writer: Box<dyn Write + Send>,
+    writer: Mutex<Box<dyn Write + Send>>,
 }
 
 impl JsonLinesSink {
     pub fn new(name: impl Into<String>, writer: Box<dyn Write + Send>) -> Self {
         Self {
             name: name.into(),
-            writer,
+            writer: Mutex::new(writer),
         }
     }
 
@@ -53,14 +90,22 @@ impl JsonLinesSink {
             Box::new(file),
         ))
     }
+
+    fn write_error(&self, source: io::Error) -> SinkError {
+        SinkError::Write {
+            sink: self.name.clone(),
+            source,
+        }
+    }
 }
 
+#[async_trait]
 impl AlertSink for JsonLinesSink {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn emit(&mut self, alert: &RcaAlert) -> Result<(), SinkError> {
+    async fn emit(&self, alert: &RcaAlert) -> Result<(), SinkError> {
         let mut line = serde_json::to_vec(alert).map_err(|source| SinkError::Serialize {
             incident_id: alert.incident_id.clone(),
             source,
@@ -68,34 +113,29 @@ impl AlertSink for JsonLinesSink {
         line.push(b'\n');
         // One write per line: with O_APPEND concurrent writers cannot interleave inside a line,
         // and a reader tailing the file sees the alert at once.
-        self.writer
+        let mut writer = lock(&self.writer);
+        writer
             .write_all(&line)
-            .and_then(|()| self.writer.flush())
-            .map_err(|source| SinkError::Write {
-                sink: self.name.clone(),
-                source,
-            })
+            .and_then(|()| writer.flush())
+            .map_err(|e| self.write_error(e))
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().map_err(|source| SinkError::Write {
-            sink: self.name.clone(),
-            source,
-        })
+    async fn flush(&self) -> Result<(), SinkError> {
+        lock(&self.writer).flush().map_err(|e| self.write_error(e))
     }
 }
 
 /// Writes [`render_summary`] of each alert, followed by a blank line.
 pub struct SummarySink {
     name: String,
-    writer: Box<dyn Write + Send>,
+    writer: Mutex<Box<dyn Write + Send>>,
 }
 
 impl SummarySink {
     pub fn new(name: impl Into<String>, writer: Box<dyn Write + Send>) -> Self {
         Self {
             name: name.into(),
-            writer,
+            writer: Mutex::new(writer),
         }
     }
 
@@ -107,30 +147,33 @@ impl SummarySink {
     pub fn stderr() -> Self {
         Self::new("summary:stderr", Box::new(io::stderr()))
     }
+
+    fn write_error(&self, source: io::Error) -> SinkError {
+        SinkError::Write {
+            sink: self.name.clone(),
+            source,
+        }
+    }
 }
 
+#[async_trait]
 impl AlertSink for SummarySink {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn emit(&mut self, alert: &RcaAlert) -> Result<(), SinkError> {
+    async fn emit(&self, alert: &RcaAlert) -> Result<(), SinkError> {
         let mut text = render_summary(alert);
         text.push('\n');
-        self.writer
+        let mut writer = lock(&self.writer);
+        writer
             .write_all(text.as_bytes())
-            .and_then(|()| self.writer.flush())
-            .map_err(|source| SinkError::Write {
-                sink: self.name.clone(),
-                source,
-            })
+            .and_then(|()| writer.flush())
+            .map_err(|e| self.write_error(e))
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().map_err(|source| SinkError::Write {
-            sink: self.name.clone(),
-            source,
-        })
+    async fn flush(&self) -> Result<(), SinkError> {
+        lock(&self.writer).flush().map_err(|e| self.write_error(e))
     }
 }
 
@@ -139,7 +182,7 @@ impl AlertSink for SummarySink {
 pub struct GraphFilesSink {
     pub dir: PathBuf,
     name: String,
-    last_paths: Option<(PathBuf, PathBuf)>,
+    last_paths: Mutex<Option<(PathBuf, PathBuf)>>,
 }
 
 impl GraphFilesSink {
@@ -149,22 +192,23 @@ impl GraphFilesSink {
         Self {
             dir,
             name,
-            last_paths: None,
+            last_paths: Mutex::new(None),
         }
     }
 
     /// The `.dot` and `.html` files written for the latest alert, for the CLI to point at.
     pub fn last_paths(&self) -> Option<(PathBuf, PathBuf)> {
-        self.last_paths.clone()
+        lock(&self.last_paths).clone()
     }
 }
 
+#[async_trait]
 impl AlertSink for GraphFilesSink {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn emit(&mut self, alert: &RcaAlert) -> Result<(), SinkError> {
+    async fn emit(&self, alert: &RcaAlert) -> Result<(), SinkError> {
         let stem = file_stem(&alert.incident_id)?;
         fs::create_dir_all(&self.dir).map_err(|source| SinkError::Create {
             path: self.dir.clone(),
@@ -174,41 +218,73 @@ impl AlertSink for GraphFilesSink {
         let html = self.dir.join(format!("{stem}.html"));
         replace_file(&dot, to_dot(alert).as_bytes())?;
         replace_file(&html, to_html(alert).as_bytes())?;
-        self.last_paths = Some((dot, html));
+        *lock(&self.last_paths) = Some((dot, html));
         Ok(())
     }
 }
 
-/// Sends every alert to each sink in turn. A failing sink does not starve the others: all are
-/// tried, and the first error is returned afterwards.
-pub struct FanOut(pub Vec<Box<dyn AlertSink>>);
+/// Sends every alert to each sink in turn, each under [`deliver`]'s policy: a failing sink
+/// does not starve the others, a rejected alert is counted and given up, and the first
+/// transient failure is returned afterwards (the caller retries the alert everywhere, which is
+/// why sinks must take a repeat).
+#[derive(Default)]
+pub struct FanOut {
+    sinks: Vec<Arc<dyn AlertSink>>,
+    given_up: AtomicU64,
+}
 
 impl FanOut {
-    fn each(
-        &mut self,
-        mut op: impl FnMut(&mut dyn AlertSink) -> Result<(), SinkError>,
-    ) -> Result<(), SinkError> {
-        let mut first = None;
-        for sink in &mut self.0 {
-            if let Err(e) = op(sink.as_mut()) {
-                first.get_or_insert(e);
-            }
+    pub fn new(sinks: Vec<Arc<dyn AlertSink>>) -> FanOut {
+        FanOut {
+            sinks,
+            given_up: AtomicU64::new(0),
         }
-        first.map_or(Ok(()), Err)
+    }
+
+    pub fn push(&mut self, sink: Arc<dyn AlertSink>) {
+        self.sinks.push(sink);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// Alerts a sink rejected and that were given up, since the start.
+    pub fn given_up(&self) -> u64 {
+        self.given_up.load(Ordering::Relaxed)
     }
 }
 
+#[async_trait]
 impl AlertSink for FanOut {
     fn name(&self) -> &str {
         "fan-out"
     }
 
-    fn emit(&mut self, alert: &RcaAlert) -> Result<(), SinkError> {
-        self.each(|sink| sink.emit(alert))
+    async fn emit(&self, alert: &RcaAlert) -> Result<(), SinkError> {
+        let mut first = None;
+        for sink in &self.sinks {
+            match deliver(sink.as_ref(), alert).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.given_up.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.each(|sink| sink.flush())
+    async fn flush(&self) -> Result<(), SinkError> {
+        let mut first = None;
+        for sink in &self.sinks {
+            if let Err(e) = sink.flush().await {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 }
 

@@ -2,6 +2,7 @@ mod common;
 
 use culprit_core::RcaAlert;
 use culprit_sink::{AlertSink, FanOut, GraphFilesSink, JsonLinesSink, SinkError, SummarySink};
+use pollster::block_on;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
@@ -30,11 +31,12 @@ impl Write for Shared {
 
 struct Broken;
 
+#[async_trait::async_trait]
 impl AlertSink for Broken {
     fn name(&self) -> &str {
         "broken"
     }
-    fn emit(&mut self, _: &RcaAlert) -> Result<(), SinkError> {
+    async fn emit(&self, _: &RcaAlert) -> Result<(), SinkError> {
         Err(SinkError::Write {
             sink: "broken".into(),
             source: io::Error::other("disk full"),
@@ -42,17 +44,33 @@ impl AlertSink for Broken {
     }
 }
 
+/// A destination that refuses every alert for good, as PagerDuty does a malformed event.
+struct Refusing;
+
+#[async_trait::async_trait]
+impl AlertSink for Refusing {
+    fn name(&self) -> &str {
+        "refusing"
+    }
+    async fn emit(&self, _: &RcaAlert) -> Result<(), SinkError> {
+        Err(SinkError::Rejected {
+            sink: "refusing".into(),
+            reason: "400 invalid event".into(),
+        })
+    }
+}
+
 #[test]
 fn json_lines_round_trip_to_the_same_alert() -> Result<(), Box<dyn std::error::Error>> {
     let buf = Shared::default();
-    let mut sink = JsonLinesSink::new("jsonl:test", Box::new(buf.clone()));
+    let sink = JsonLinesSink::new("jsonl:test", Box::new(buf.clone()));
     let first = common::alert();
     let mut second = common::alert();
     second.revision = 4;
     second.status = culprit_core::IncidentStatus::Resolved;
-    sink.emit(&first)?;
-    sink.emit(&second)?;
-    sink.flush()?;
+    block_on(sink.emit(&first))?;
+    block_on(sink.emit(&second))?;
+    block_on(sink.flush())?;
 
     let text = buf.text();
     assert!(text.ends_with('\n'));
@@ -68,10 +86,10 @@ fn json_lines_file_creates_directories_and_appends() -> Result<(), Box<dyn std::
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("nested/out/alerts.jsonl");
     let alert = common::alert();
-    JsonLinesSink::file(&path)?.emit(&alert)?;
-    let mut reopened = JsonLinesSink::file(&path)?;
+    block_on(JsonLinesSink::file(&path)?.emit(&alert))?;
+    let reopened = JsonLinesSink::file(&path)?;
     assert!(reopened.name().ends_with("alerts.jsonl"));
-    reopened.emit(&alert)?;
+    block_on(reopened.emit(&alert))?;
 
     let text = std::fs::read_to_string(&path)?;
     assert_eq!(
@@ -89,7 +107,7 @@ fn json_lines_file_creates_directories_and_appends() -> Result<(), Box<dyn std::
 fn summary_sink_writes_the_rendered_summary() -> Result<(), SinkError> {
     let buf = Shared::default();
     let alert = common::alert();
-    SummarySink::new("summary:test", Box::new(buf.clone())).emit(&alert)?;
+    block_on(SummarySink::new("summary:test", Box::new(buf.clone())).emit(&alert))?;
     assert_eq!(
         buf.text(),
         format!("{}\n", culprit_sink::render_summary(&alert))
@@ -100,10 +118,10 @@ fn summary_sink_writes_the_rendered_summary() -> Result<(), SinkError> {
 #[test]
 fn graph_files_sink_writes_dot_and_html_per_incident() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let mut sink = GraphFilesSink::new(dir.path().join("graphs"));
+    let sink = GraphFilesSink::new(dir.path().join("graphs"));
     assert_eq!(sink.last_paths(), None);
     let mut alert = common::alert();
-    sink.emit(&alert)?;
+    block_on(sink.emit(&alert))?;
 
     let (dot, html) = sink.last_paths().ok_or("no paths remembered")?;
     assert_eq!(
@@ -122,7 +140,7 @@ fn graph_files_sink_writes_dot_and_html_per_incident() -> Result<(), Box<dyn std
 
     // A new revision replaces the files in place and leaves no temporary files behind.
     alert.revision = 4;
-    sink.emit(&alert)?;
+    block_on(sink.emit(&alert))?;
     assert_eq!(sink.last_paths(), Some((dot, html.clone())));
     assert!(std::fs::read_to_string(&html)?.contains("revision 4"));
     assert_eq!(std::fs::read_dir(dir.path().join("graphs"))?.count(), 2);
@@ -133,16 +151,16 @@ fn graph_files_sink_writes_dot_and_html_per_incident() -> Result<(), Box<dyn std
 fn graph_files_sink_keeps_hostile_ids_inside_its_directory(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let mut sink = GraphFilesSink::new(dir.path());
+    let sink = GraphFilesSink::new(dir.path());
     let mut alert = common::alert();
     alert.incident_id = "../../escape".into();
-    sink.emit(&alert)?;
+    block_on(sink.emit(&alert))?;
     let (dot, _) = sink.last_paths().ok_or("no paths remembered")?;
     assert_eq!(dot.parent(), Some(dir.path()));
 
     alert.incident_id = "..".into();
     assert!(matches!(
-        sink.emit(&alert),
+        block_on(sink.emit(&alert)),
         Err(SinkError::BadIncidentId(_))
     ));
     Ok(())
@@ -151,12 +169,12 @@ fn graph_files_sink_keeps_hostile_ids_inside_its_directory(
 #[test]
 fn fan_out_continues_past_a_failing_sink_and_reports_it() {
     let (before, after) = (Shared::default(), Shared::default());
-    let mut fan = FanOut(vec![
-        Box::new(JsonLinesSink::new("before", Box::new(before.clone()))),
-        Box::new(Broken),
-        Box::new(JsonLinesSink::new("after", Box::new(after.clone()))),
+    let fan = FanOut::new(vec![
+        Arc::new(JsonLinesSink::new("before", Box::new(before.clone()))),
+        Arc::new(Broken),
+        Arc::new(JsonLinesSink::new("after", Box::new(after.clone()))),
     ]);
-    let result = fan.emit(&common::alert());
+    let result = block_on(fan.emit(&common::alert()));
 
     assert!(
         matches!(&result, Err(SinkError::Write { sink, .. }) if sink == "broken"),
@@ -168,5 +186,23 @@ fn fan_out_continues_past_a_failing_sink_and_reports_it() {
         1,
         "the sink after the failing one still got the alert"
     );
-    assert!(fan.flush().is_ok());
+    assert!(block_on(fan.flush()).is_ok());
+}
+
+#[test]
+fn a_rejected_alert_is_given_up_and_counted_while_the_other_sinks_still_get_it() {
+    let after = Shared::default();
+    let fan = FanOut::new(vec![
+        Arc::new(Refusing),
+        Arc::new(JsonLinesSink::new("after", Box::new(after.clone()))),
+    ]);
+    // Retrying would be rejected again and hold back every later alert: not an error to retry.
+    assert!(block_on(fan.emit(&common::alert())).is_ok());
+    assert_eq!(fan.given_up(), 1);
+    assert_eq!(after.text().lines().count(), 1);
+    // A transient failure is still returned, for the caller to retry.
+    let fan = FanOut::new(vec![Arc::new(Refusing), Arc::new(Broken)]);
+    let result = block_on(fan.emit(&common::alert()));
+    assert!(matches!(&result, Err(e) if e.is_retriable()), "{result:?}");
+    assert_eq!(fan.given_up(), 1);
 }

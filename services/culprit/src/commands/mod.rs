@@ -1,7 +1,6 @@
-//! One module per subcommand.
+//! One module per subcommand: its arguments, and the call into the library crates.
 
 pub mod agent;
-pub mod baseline_view;
 pub mod bench;
 pub mod demo;
 pub mod eval;
@@ -9,5 +8,4 @@ pub mod import;
 pub mod replay;
 pub mod serve;
 pub mod simulate;
-pub mod store_sink;
 pub mod train;

@@ -1,12 +1,8 @@
 //! `culprit replay <FILES|DIRS>`: the embedded pipeline over recorded telemetry.
 
-use crate::config::CulpritConfig;
-use anyhow::{Context, Result};
-use culprit_core::{Anomaly, Event, RcaAlert};
-use culprit_pipeline::{Pipeline, PipelineConfig, PipelineStats};
-use culprit_sink::{AlertSink, FanOut, GraphFilesSink, JsonLinesSink, SummarySink};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use anyhow::Result;
+use culprit_service::{embedded::Replay, CulpritConfig};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,165 +24,19 @@ pub struct Args {
 }
 
 pub fn run(args: Args, config: &CulpritConfig) -> Result<()> {
-    let mut events = Vec::new();
-    for path in &args.paths {
-        let read = if path.is_dir() {
-            culprit_otlp::files::read_dir(path)
-        } else {
-            culprit_otlp::files::read_path(path)
-        };
-        events.extend(read.with_context(|| format!("reading {}", path.display()))?);
-    }
-    anyhow::ensure!(!events.is_empty(), "no events found in {:?}", args.paths);
-    let mut pipeline_config = config.pipeline.clone();
-    if let Some(w) = args.warmup {
-        pipeline_config.warmup_secs = w;
-    }
-    let out = args.out.unwrap_or_else(|| config.output.dir.clone());
-    let mut sinks = Outputs::new(&out, config.output.stdout_json)?;
-    let llm = args.llm || config.llm.enabled;
-    let mut report = run_sorted(&mut events, &pipeline_config, &mut sinks, true, llm)?;
-    if llm {
-        report.incidents = super::agent::review_replay(
-            config,
-            &out,
-            &report.incidents,
-            &report.anomalies,
-            &events,
-            &mut sinks,
-        )?;
-        sinks.flush()?;
-    }
-    sinks.finish(&report)?;
-    Ok(())
-}
-
-/// What a run of the embedded pipeline produced.
-pub struct RunReport {
-    pub stats: PipelineStats,
-    /// The final alert of every incident.
-    pub incidents: Vec<RcaAlert>,
-    /// Every anomaly of the run, when it was asked to record them (for the LLM agent).
-    pub anomalies: Vec<Anomaly>,
-}
-
-/// Sorts `events` by event time and streams them through a fresh pipeline, sending each alert to
-/// `sinks`.
-pub fn run_events(
-    mut events: Vec<Event>,
-    config: &PipelineConfig,
-    sinks: &mut dyn AlertSink,
-    progress: bool,
-) -> Result<RunReport> {
-    run_sorted(&mut events, config, sinks, progress, false)
-}
-
-/// [`run_events`] on borrowed events (sorted in place), optionally recording every anomaly.
-fn run_sorted(
-    events: &mut [Event],
-    config: &PipelineConfig,
-    sinks: &mut dyn AlertSink,
-    progress: bool,
-    record: bool,
-) -> Result<RunReport> {
-    events.sort_by_key(|e| e.time);
-    let bar = if progress && events.len() > 100_000 {
-        ProgressBar::new(events.len() as u64).with_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec}")
-                .expect("static template"),
-        )
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut pipeline = Pipeline::new(config.clone());
-    if record {
-        pipeline.record_anomalies();
-    }
-    for (i, event) in events.iter().enumerate() {
-        for alert in pipeline.push(event) {
-            sinks.emit(&alert)?;
-        }
-        if i % 4096 == 0 {
-            bar.set_position(i as u64);
-        }
-    }
-    for alert in pipeline.finish() {
-        sinks.emit(&alert)?;
-    }
-    sinks.flush()?;
-    bar.finish_and_clear();
-    Ok(RunReport {
-        stats: pipeline.stats().clone(),
-        incidents: pipeline.incidents().to_vec(),
-        anomalies: pipeline.recorded_anomalies().to_vec(),
-    })
-}
-
-/// The embedded mode's outputs: alerts.jsonl and graph pictures in a folder, optionally JSON on
-/// stdout; the terminal summary is printed once per incident at the end, not per revision.
-pub struct Outputs {
-    fan_out: FanOut,
-    dir: PathBuf,
-}
-
-impl Outputs {
-    pub fn new(dir: &Path, stdout_json: bool) -> Result<Outputs> {
-        // Each run writes its own alerts: a file appended across runs would mix their incidents.
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let alerts = dir.join("alerts.jsonl");
-        let file = std::fs::File::create(&alerts)
-            .with_context(|| format!("creating {}", alerts.display()))?;
-        let mut sinks: Vec<Box<dyn AlertSink>> = vec![
-            Box::new(JsonLinesSink::new(
-                "alerts.jsonl",
-                Box::new(std::io::BufWriter::new(file)),
-            )),
-            Box::new(GraphFilesSink::new(dir)),
-        ];
-        if stdout_json {
-            sinks.push(Box::new(JsonLinesSink::stdout()));
-        }
-        Ok(Outputs {
-            fan_out: FanOut(sinks),
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// Prints each incident's final summary and where its files are.
-    pub fn finish(&mut self, report: &RunReport) -> Result<()> {
-        let mut summary = SummarySink::stderr();
-        for incident in &report.incidents {
-            summary.emit(incident)?;
-            eprintln!(
-                "  picture: {}\n  graph:   {}\n",
-                self.dir
-                    .join(format!("{}.html", incident.incident_id))
-                    .display(),
-                self.dir
-                    .join(format!("{}.dot", incident.incident_id))
-                    .display()
-            );
-        }
-        let events: u64 = report.stats.events.values().sum();
-        eprintln!(
-            "{} events, {} anomalies, {} incidents; alerts in {}",
-            events,
-            report.stats.anomalies,
-            report.incidents.len(),
-            self.dir.join("alerts.jsonl").display()
-        );
-        Ok(())
-    }
-}
-
-impl AlertSink for Outputs {
-    fn name(&self) -> &str {
-        "outputs"
-    }
-    fn emit(&mut self, alert: &RcaAlert) -> Result<(), culprit_sink::SinkError> {
-        self.fan_out.emit(alert)
-    }
-    fn flush(&mut self) -> Result<(), culprit_sink::SinkError> {
-        self.fan_out.flush()
-    }
+    let Args {
+        paths,
+        warmup,
+        out,
+        llm,
+    } = args;
+    culprit_service::embedded::replay(
+        Replay {
+            paths,
+            warmup,
+            out,
+            llm,
+        },
+        config,
+    )
 }

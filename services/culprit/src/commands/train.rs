@@ -1,10 +1,9 @@
 //! `culprit train --source S --input <files|dir> --out <model dir>`: a per-source embedding model
 //! trained self-supervised on (normal) telemetry, for the k-NN detector.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use culprit_core::SourceKind;
-use culprit_embed::{featurize_all, train, FeatureState, TrainConfig, TrainProgress};
-use indicatif::{ProgressBar, ProgressStyle};
+use culprit_service::train::Train;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -25,53 +24,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    anyhow::ensure!(
-        args.source != SourceKind::Changes,
-        "change events are too few to train on; train traces, logs or metrics"
-    );
-    let mut events = Vec::new();
-    for path in &args.input {
-        let read = if path.is_dir() {
-            culprit_otlp::files::read_dir(path)
-        } else {
-            culprit_otlp::files::read_path(path)
-        };
-        events.extend(read.with_context(|| format!("reading {}", path.display()))?);
-    }
-    events.retain(|e| e.source() == args.source);
-    events.sort_by_key(|e| e.time);
-    anyhow::ensure!(
-        events.len() >= 2,
-        "no {} events in {:?}",
-        args.source,
-        args.input
-    );
-    let rows = featurize_all(events.iter(), args.source, &mut FeatureState::default());
-    let config = TrainConfig {
+    culprit_service::train::train_model(Train {
+        source: args.source,
+        input: args.input,
+        out: args.out,
         epochs: args.epochs,
         seed: args.seed,
-        ..TrainConfig::default()
-    };
-    let bar = ProgressBar::new(args.epochs as u64).with_style(
-        ProgressStyle::with_template("{bar:40} epoch {pos}/{len} {msg}").expect("static template"),
-    );
-    let model = train(args.source, &rows, &config, |p: TrainProgress| {
-        bar.set_position(p.epoch as u64);
-        bar.set_message(format!("loss {:.4}, {:.0} rows/s", p.loss, p.rows_per_sec));
-    })?;
-    bar.finish_and_clear();
-    let dir = args.out.join(args.source.as_str());
-    model
-        .save(&dir)
-        .with_context(|| format!("saving to {}", dir.display()))?;
-    let figures = &model.meta().training;
-    println!(
-        "trained the {} model on {} rows in {:.1} s: final loss {:.4}; saved to {}",
-        args.source,
-        rows.len(),
-        figures.seconds,
-        figures.final_loss,
-        dir.display()
-    );
-    Ok(())
+    })
 }
