@@ -156,3 +156,45 @@ fn replaying_a_malformed_file_fails_with_the_file_and_line() {
     );
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+#[test]
+fn simulate_start_places_the_run_on_the_given_timeline_and_rejects_a_malformed_time() {
+    let tmp = std::env::temp_dir().join(format!("culprit-sim-start-{}", std::process::id()));
+    let dir = tmp.join("later");
+    let out = common::culprit(&[
+        "simulate",
+        "--scenario",
+        "new-exception",
+        "--start",
+        "2026-03-01T10:00:00Z",
+        "--normal-minutes",
+        "2",
+        "--fault-minutes",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let label: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("label.json")).unwrap()).unwrap();
+    // 2026-03-01T10:00:00Z plus the two healthy minutes.
+    assert_eq!(
+        label["fault_start_unix_s"].as_i64(),
+        Some(1_772_359_200 + 120)
+    );
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_culprit"))
+        .args([
+            "simulate",
+            "--scenario",
+            "new-exception",
+            "--start",
+            "yesterday",
+        ])
+        .args(["--out", tmp.join("bad").to_str().unwrap()])
+        .output()
+        .expect("culprit runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
+    std::fs::remove_dir_all(&tmp).ok();
+}

@@ -19,6 +19,10 @@ pub struct Args {
     pub out: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// When the healthy traffic begins (RFC 3339, e.g. 2026-03-01T10:00:00Z): runs started
+    /// apart put several incidents on one timeline.
+    #[arg(long, value_parser = parse_start)]
+    pub start: Option<i64>,
     /// Minutes of healthy traffic before the fault.
     #[arg(long, default_value_t = 30)]
     pub normal_minutes: u32,
@@ -32,6 +36,10 @@ pub fn run(args: Args) -> Result<()> {
         normal_minutes: args.normal_minutes,
         fault_minutes: args.fault_minutes,
         ..SimConfig::default()
+    };
+    let config = SimConfig {
+        start_unix_s: args.start.unwrap_or(config.start_unix_s),
+        ..config
     };
     let Some(scenario) = args.scenario else {
         let written = write_dataset(&args.out, &config, &Scenario::ALL)
@@ -65,4 +73,11 @@ pub fn run(args: Args) -> Result<()> {
     println!("replay it with: culprit replay {}", args.out.display());
     println!("score it with:  culprit eval cases {}", args.out.display());
     Ok(())
+}
+
+/// An RFC 3339 time as Unix seconds.
+fn parse_start(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp())
+        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-03-01T10:00:00Z)"))
 }
