@@ -10,6 +10,7 @@ use culprit_otlp::build::{self, str_attr, Number};
 use culprit_otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use culprit_otlp::proto::metrics::v1::NumberDataPoint;
 use culprit_otlp::proto::resource::v1::Resource;
+use culprit_otlp::MAX_METRIC_NAME_BYTES;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,9 @@ impl Default for MetricOptions {
 const KEY_COLUMNS: [&str; 4] = ["time", "timestamp", "podname", "servicename"];
 
 const NO_EDGE: u32 = u32::MAX;
+
+/// The last second whose nanoseconds fit an i64 (2262-04-11).
+const MAX_UNIX_S: i64 = i64::MAX / 1_000_000_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Point {
@@ -204,7 +208,8 @@ impl MetricStore {
         let mut rec = csv::ByteRecord::new();
         while f.next(&mut rec)? {
             let time = cell(&rec, c_time);
-            let Some(time_s) = parse_int(time) else {
+            // OTLP times are nanoseconds since 1970 that fit an i64 (until 2262).
+            let Some(time_s) = parse_int(time).filter(|t| (0..=MAX_UNIX_S).contains(t)) else {
                 self.skipped.push(
                     f.row_error(&rec, format!("bad TimeStamp '{time}'"))
                         .to_string(),
@@ -267,6 +272,17 @@ impl MetricStore {
         for index in 0..f.headers.len() {
             let header = f.header(index);
             if header.is_empty() || KEY_COLUMNS.iter().any(|k| header.eq_ignore_ascii_case(k)) {
+                continue;
+            }
+            // Every point of a column carries its header (as the metric name, or as caller and
+            // callee): a header past OTLP's name limit would be refused downstream, and copied
+            // once per row until then.
+            if header.len() > MAX_METRIC_NAME_BYTES {
+                self.skipped.push(format!(
+                    "{}: column of a {}-byte name (at most {MAX_METRIC_NAME_BYTES}); ignored",
+                    f.path.display(),
+                    header.len()
+                ));
                 continue;
             }
             match table {

@@ -60,6 +60,13 @@ pub fn read_spans(path: &Path) -> Result<ReadOutcome<ExportTraceServiceRequest>>
             bad(format!("bad start/end '{start}'/'{end}'"));
             continue;
         };
+        // OTLP has no negative durations: the decoder would refuse the whole minute.
+        if end_ns < start_ns {
+            bad(format!(
+                "EndTimeUnixNano {end_ns} is before StartTimeUnixNano {start_ns}"
+            ));
+            continue;
+        }
         let pod = cell(&rec, c_pod);
         if pod.is_empty() {
             bad("empty PodName".to_string());

@@ -19,6 +19,14 @@ const TRACE_ID_BYTES: usize = 16;
 const SPAN_ID_BYTES: usize = 8;
 const PERCENTILES: [(f64, &str); 3] = [(0.50, "p50"), (0.90, "p90"), (0.99, "p99")];
 
+/// OpenTelemetry allows instrument names of at most 255 characters. Every point's event carries
+/// its metric's name, so without a bound memory grows with name length x points.
+pub const MAX_METRIC_NAME_BYTES: usize = 255;
+
+/// Quantiles read per summary point. Each becomes an event carrying the point's attributes, so
+/// without a bound memory grows with attributes x quantiles; real summaries carry a handful.
+pub const MAX_SUMMARY_QUANTILES: usize = 64;
+
 /// One event per span, at the span's start time.
 pub fn traces_to_events(req: &ExportTraceServiceRequest) -> Result<Vec<Event>, DecodeError> {
     let total = req
@@ -220,6 +228,16 @@ fn convert_metric(
 ) -> Result<(), DecodeError> {
     use metric::Data;
     let name = &m.name;
+    if name.len() > MAX_METRIC_NAME_BYTES {
+        return Err(DecodeError::invalid(
+            base(),
+            "name",
+            format!(
+                "metric name of {} bytes is longer than the {MAX_METRIC_NAME_BYTES} OpenTelemetry allows",
+                name.len()
+            ),
+        ));
+    }
     match &m.data {
         Some(Data::Gauge(g)) => number_points(name, &g.data_points, "gauge", base, sink),
         Some(Data::Sum(s)) => number_points(name, &s.data_points, "sum", base, sink),
@@ -251,6 +269,16 @@ fn convert_metric(
                     continue;
                 }
                 let record = || format!("{}.summary.dataPoints[{i}]", base());
+                if dp.quantile_values.len() > MAX_SUMMARY_QUANTILES {
+                    return Err(DecodeError::invalid(
+                        record(),
+                        "quantileValues",
+                        format!(
+                            "{} quantiles, more than the {MAX_SUMMARY_QUANTILES} read per point",
+                            dp.quantile_values.len()
+                        ),
+                    ));
+                }
                 let time = point_time(dp.time_unix_nano, dp.start_time_unix_nano, &record)?;
                 let attrs = attributes_map(&dp.attributes);
                 sink.push(time, format!("{name}.count"), dp.count as f64, &attrs);

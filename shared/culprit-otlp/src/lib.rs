@@ -13,7 +13,9 @@
 //! serde derives drop Collector-written histograms, summaries and string-encoded `asInt` values
 //! and write exemplars and NaNs in shapes the Collector does not (see `otlp_json`).
 //! [`traces_to_events`], [`logs_to_events`] and [`metrics_to_events`] map requests that are
-//! already in memory, so files, Kafka and synthetic datasets share one conversion.
+//! already in memory, so files, Kafka and synthetic datasets share one conversion. Memory stays
+//! proportional to the payload: a metric name is at most [`MAX_METRIC_NAME_BYTES`] and a summary
+//! point has at most [`MAX_SUMMARY_QUANTILES`] quantiles, since every point's events copy both.
 //!
 //! # Change events
 //!
@@ -51,10 +53,15 @@ pub mod changes;
 mod convert;
 mod error;
 pub mod files;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod json_writer;
 mod otlp_json;
 
-pub use convert::{logs_to_events, metrics_to_events, traces_to_events};
+pub use convert::{
+    logs_to_events, metrics_to_events, traces_to_events, MAX_METRIC_NAME_BYTES,
+    MAX_SUMMARY_QUANTILES,
+};
 pub use error::DecodeError;
 pub use json_writer::ToOtlpJson;
 pub use opentelemetry_proto::tonic as proto;

@@ -1,0 +1,158 @@
+//! Decoding time must grow no faster than the input: the same kind of input at growing sizes,
+//! compared by time per byte, each size within the budget before the next (bigger) one is tried,
+//! so a quadratic decoder fails on a small input instead of exhausting the machine.
+
+use super::{capture_panic, AllocMeter, Budget, Check};
+use std::fmt;
+use std::time::Duration;
+
+/// Time per byte may grow by this much from the smallest size to the largest: linear decoders
+/// stay within a few times (caches, fresh pages, a loaded machine), quadratic ones grow with the
+/// size ratio (64 for 4 KiB -> 256 KiB or 16 KiB -> 1 MiB).
+const MAX_GROWTH: f64 = 8.0;
+
+/// Decodes per size; the fastest counts, as the least disturbed by other work on the machine.
+const REPEATS: usize = 5;
+
+/// Below this the largest decode is too quick for its time per byte to mean anything.
+const MEASURABLE: Duration = Duration::from_millis(5);
+
+#[derive(Debug, Clone)]
+pub struct Scaling {
+    pub name: String,
+    /// (input bytes, fastest of the repeated decodes, peak bytes held) per size.
+    pub points: Vec<(usize, Duration, usize)>,
+}
+
+impl Scaling {
+    fn ns_per_byte(&(len, elapsed, _): &(usize, Duration, usize)) -> f64 {
+        elapsed.as_nanos() as f64 / len.max(1) as f64
+    }
+}
+
+impl fmt::Display for Scaling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SCALING {:<28}", self.name)?;
+        for p in &self.points {
+            write!(
+                f,
+                " {:>5} KiB {:>6.0} ns/B {:>5.0} B/B;",
+                p.0 / 1024,
+                Scaling::ns_per_byte(p),
+                p.2 as f64 / p.0.max(1) as f64
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes `make(size)` for each of `sizes` (ascending) and checks that the decoder neither
+/// panics nor breaks its check, stays within `budget` at every size, and that its time per byte
+/// at the largest size is at most [`MAX_GROWTH`] times that at the smallest.
+pub fn scaling(
+    name: &str,
+    make: &dyn Fn(usize) -> Vec<u8>,
+    check: &Check<'_>,
+    sizes: &[usize],
+    budget: &Budget,
+    meter: Option<&dyn AllocMeter>,
+) -> Result<Scaling, String> {
+    let mut out = Scaling {
+        name: name.to_string(),
+        points: Vec::new(),
+    };
+    for &size in sizes {
+        let input = make(size);
+        let len = input.len();
+        let mut fastest = Duration::MAX;
+        let mut peak = 0;
+        for _ in 0..REPEATS {
+            if let Some(m) = meter {
+                m.start();
+            }
+            let started = std::time::Instant::now();
+            let result = capture_panic(|| check(&input));
+            let elapsed = started.elapsed();
+            peak = peak.max(meter.map_or(0, |m| m.peak()));
+            match result {
+                Err(panic) => return Err(format!("{name}: {len}-byte input panicked: {panic}")),
+                Ok(Err(violation)) => return Err(format!("{name}: {len}-byte input: {violation}")),
+                Ok(Ok(_)) => {}
+            }
+            fastest = fastest.min(elapsed);
+        }
+        if meter.is_some() && peak > budget.alloc_limit(len) {
+            return Err(format!(
+                "{name}: a {len}-byte input held {peak} bytes at once (budget {})",
+                budget.alloc_limit(len)
+            ));
+        }
+        if fastest > budget.time_limit(len) {
+            return Err(format!(
+                "{name}: a {len}-byte input took {fastest:?} (budget {:?})",
+                budget.time_limit(len)
+            ));
+        }
+        out.points.push((len, fastest, peak));
+    }
+    if let (Some(first), Some(last)) = (out.points.first(), out.points.last()) {
+        let growth = Scaling::ns_per_byte(last) / Scaling::ns_per_byte(first).max(1e-3);
+        if last.1 >= MEASURABLE && last.0 > first.0 && growth > MAX_GROWTH {
+            return Err(format!(
+                "{name}: time per byte grew {growth:.1}x from {} to {} bytes ({out})",
+                first.0, last.0
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzzing::Verdict;
+
+    const SIZES: [usize; 3] = [4 << 10, 16 << 10, 64 << 10];
+
+    #[test]
+    fn a_linear_decoder_passes_and_a_quadratic_one_fails() {
+        let budget = Budget::default();
+        let make = |n: usize| vec![b'x'; n];
+        let linear = |b: &[u8]| {
+            let sum: u64 = b.iter().map(|&x| u64::from(x)).sum();
+            std::hint::black_box(sum);
+            Ok(Verdict::Accepted)
+        };
+        let ok = scaling("linear", &make, &linear, &SIZES, &budget, None);
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!(ok.map(|s| s.points.len()).unwrap_or(0), 3);
+
+        let quadratic = |b: &[u8]| {
+            let mut pairs = 0u64;
+            for (i, x) in b.iter().enumerate() {
+                for y in &b[..i] {
+                    pairs += u64::from(x == y);
+                }
+            }
+            std::hint::black_box(pairs);
+            Ok(Verdict::Accepted)
+        };
+        let err = scaling("quadratic", &make, &quadratic, &SIZES, &budget, None)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("grew"), "{err}");
+    }
+
+    #[test]
+    fn a_panic_at_some_size_is_an_error() {
+        let make = |n: usize| vec![0u8; n];
+        let check = |b: &[u8]| {
+            assert!(b.len() < 10_000, "too big");
+            Ok(Verdict::Rejected)
+        };
+        let err = scaling("p", &make, &check, &SIZES, &Budget::default(), None)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("panicked") && err.contains("too big"), "{err}");
+    }
+}
