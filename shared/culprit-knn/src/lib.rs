@@ -13,10 +13,11 @@
 //! # The store
 //!
 //! The reference lives in a store handed to the detector ([`KnnDetector::with_store`]); by
-//! default a private in-memory [`EmbeddedStore`] ([`KnnDetector::new`]). Reference points are
-//! marked as such ([`PointEntry::reference`]) and searched with [`reference_filter`] (source,
-//! service, environment, normal only, reference only), so a search never scans the other events
-//! a shared store holds. A service the detector meets for the first time adopts the reference
+//! default a private in-memory [`EmbeddedStore`] ([`KnnDetector::new`]). An admitted event joins
+//! it as a marked copy of its point ([`PointEntry::reference`], id [`PointId::reference_copy`]),
+//! so rewriting the event's own point never takes it out again, and searches use
+//! [`reference_filter`] (source, service, environment, normal only, reference only), so they
+//! never scan the other events a shared store holds. A service the detector meets for the first time adopts the reference
 //! points the store already holds for it (a restart against a persisted store): they count
 //! towards the cap, and the detector keeps sampling distances until it has `min_reference` of
 //! them, since what "normal distance" is was not persisted. The detector writes the points it
@@ -24,7 +25,7 @@
 //!
 //! With an outbox ([`PointOutbox`]) every event's point is kept until its window closes and then
 //! left there with the window's verdict: `normal` when the window was judged normal, `score` the
-//! window's anomaly score (0 when normal), reference points marked. Ids derive from the event's
+//! window's anomaly score (0 when normal), followed by the reference copies admitted. Ids derive from the event's
 //! identity ([`PointId::of_event`]), so a redelivered event replaces its point. The caller writes
 //! them (`culprit_pipeline::DetectStage::write_points`, with the Kafka worker's retry). Without an
 //! outbox only the sampled reference candidates are built.
@@ -287,22 +288,22 @@ impl KnnDetector {
                     joins = true;
                 }
             }
-            let entry = PointEntry {
-                point,
-                reference: joins,
-            };
-            match (joins, keep_all) {
-                (true, true) => {
-                    admitted.push(entry.clone());
-                    finished.push(entry);
-                }
-                (true, false) => admitted.push(entry),
-                (false, true) => finished.push(entry),
-                (false, false) => {}
+            if joins {
+                let copy = Point {
+                    id: point.id.reference_copy(),
+                    ..point.clone()
+                };
+                admitted.push(PointEntry::reference(copy));
+            }
+            if keep_all {
+                finished.push(PointEntry::event(point));
             }
         }
         if !admitted.is_empty() {
             reference.memo.clear();
+            if keep_all {
+                finished.extend(admitted.iter().cloned());
+            }
             self.store.write_reference(time, admitted);
         }
         if let Some(outbox) = &self.outbox {
@@ -681,9 +682,10 @@ mod tests {
             .map(|a| a.time)
             .collect();
         assert!(!anomalous.is_empty(), "the slow traffic is found");
-        let points = outbox.take();
-        assert_eq!(points.len(), 210 * 10, "one point per event");
+        let entries = outbox.take();
         assert!(outbox.is_empty());
+        let (references, points): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.reference);
+        assert_eq!(points.len(), 210 * 10, "one point per event");
         let window = DetectConfig::default().window_nanos();
         for entry in &points {
             let p = &entry.point;
@@ -691,7 +693,7 @@ mod tests {
             let judged_anomalous = anomalous.contains(&start);
             assert_eq!(p.normal, !judged_anomalous, "verdict of {}", p.id);
             if judged_anomalous {
-                assert!(p.score > 0.0 && !entry.reference);
+                assert!(p.score > 0.0);
             } else {
                 assert_eq!(p.score, 0.0);
             }
@@ -701,9 +703,18 @@ mod tests {
         assert!(points
             .iter()
             .any(|e| e.point.id == PointId::of_event(&first)));
-        // The reference points handed out are the ones the detector searches.
-        let marked = points.iter().filter(|e| e.reference).count() as u64;
+        // The reference copies handed out are the ones the detector searches, each a copy of a
+        // point of a normal window.
+        let marked = references.len() as u64;
         assert!(marked >= 30);
+        for copy in &references {
+            let event = points
+                .iter()
+                .find(|e| e.point.id.reference_copy() == copy.point.id)
+                .expect("a reference point copies an event's point");
+            assert!(event.point.normal && copy.point.normal);
+            assert_eq!(event.point.vector, copy.point.vector);
+        }
         assert_eq!(reference_count(&*store), marked);
         assert_eq!(
             pollster::block_on(store.count(&Filter::all())).unwrap(),

@@ -26,6 +26,15 @@ impl PointId {
     }
 }
 
+impl PointId {
+    /// The id of the reference copy of this point: a detector admits an event to its reference
+    /// sample as a separate point, so writing the event's own point again (a redelivery, a
+    /// replay after a restart) never takes a point out of the reference.
+    pub fn reference_copy(self) -> PointId {
+        PointId::from_identity(&["reference", &self.to_string()], 0)
+    }
+}
+
 impl fmt::Display for PointId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
