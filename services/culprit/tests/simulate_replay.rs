@@ -198,3 +198,76 @@ fn simulate_start_places_the_run_on_the_given_timeline_and_rejects_a_malformed_t
     assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+#[test]
+fn replay_with_the_embedded_store_keeps_the_knn_reference_and_every_events_point_with_its_verdict()
+{
+    use culprit_store::{EmbeddedStore, Filter, SyncStore};
+    let tmp = std::env::temp_dir().join(format!("culprit-store-replay-{}", std::process::id()));
+    let input = tmp.join("in");
+    let store_path = tmp.join("store.bin");
+    culprit(&[
+        "simulate",
+        "--scenario",
+        "new-exception",
+        "--out",
+        input.to_str().unwrap(),
+    ]);
+    let label: Value =
+        serde_json::from_str(&std::fs::read_to_string(input.join("label.json")).unwrap()).unwrap();
+    let envs = [
+        ("CULPRIT__STORE__BACKEND", "embedded".to_string()),
+        ("CULPRIT__STORE__PATH", store_path.display().to_string()),
+        ("CULPRIT__STORE__RETENTION_HOURS", "0".to_string()),
+    ];
+    let mut first_events = None;
+    for run in ["first", "second"] {
+        let output = tmp.join(run);
+        common::culprit_with(
+            &[
+                "replay",
+                input.to_str().unwrap(),
+                "--warmup",
+                "1200",
+                "--out",
+                output.to_str().unwrap(),
+            ],
+            &envs,
+        );
+        let alert = final_alert(
+            &output.join("alerts.jsonl"),
+            label["fault_start_unix_s"].as_i64().unwrap(),
+        );
+        assert_eq!(
+            alert["root_causes"][0]["service"], label["root_cause_service"],
+            "{run} run with the store"
+        );
+        let store = SyncStore::new(std::sync::Arc::new(
+            EmbeddedStore::open(&store_path).expect("the replay wrote its store"),
+        ));
+        let reference = store.count(&Filter::all().reference_only()).unwrap();
+        let events = store
+            .count(&Filter {
+                reference: Some(false),
+                ..Filter::all()
+            })
+            .unwrap();
+        let normal = store
+            .count(&Filter {
+                reference: Some(false),
+                ..Filter::all().normal_only()
+            })
+            .unwrap();
+        assert!(reference > 0, "{run}: no reference points were stored");
+        assert!(
+            normal < events,
+            "{run}: every one of {events} event points is marked normal, though the fault's windows were judged anomalous"
+        );
+        // The second run re-reads the same events: their points replace the first run's.
+        match first_events {
+            None => first_events = Some(events),
+            Some(first) => assert_eq!(events, first, "a replayed event added a second point"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

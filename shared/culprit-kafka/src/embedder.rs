@@ -2,8 +2,12 @@
 //!
 //! Instances of one source share the consumer group `culprit-embedder-<source>` and split its
 //! partitions; each runs its own [`DetectStage`]. Delivery is at least once: offsets are
-//! committed in batches, only after the batch's anomalies were acknowledged by the broker and its
-//! events accepted by the [`EventSink`] (see the worker module for the whole protocol).
+//! committed in batches, only after the batch's anomalies were acknowledged by the broker, its
+//! events accepted by the [`EventSink`] and the points of the windows it closed written to the
+//! stage's vector store ([`DetectStage::with_store`], [`DetectStage::write_points`]; see the
+//! worker module for the whole protocol). A point is finished when its window closes, so the
+//! points of windows still open at a crash are written only if the next owner re-reads their
+//! events (`embedder_rewind`).
 //!
 //! Per message:
 //!
@@ -267,7 +271,7 @@ impl Handler for EmbedHandler {
     }
 
     fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.stage.pending_points()
     }
 
     async fn before_commit(&mut self) -> anyhow::Result<()> {
@@ -275,6 +279,10 @@ impl Handler for EmbedHandler {
             self.sink.write(&self.pending).await?;
             self.pending.clear();
         }
+        self.stage
+            .write_points()
+            .await
+            .context("writing points to the vector store")?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@
 //! keyed by [`event_key`], an alert sink deduplicating on `(incident_id, revision)`.
 
 use async_trait::async_trait;
-use culprit_core::{Event, EventBody};
+use culprit_core::Event;
 
 /// Receives every decoded event of an embedder, in batches.
 #[async_trait]
@@ -29,92 +29,5 @@ impl EventSink for NoopSink {
     }
 }
 
-/// A stable identity of an event, equal for the same record decoded twice (redelivery, replay):
-/// `span:<trace_id>:<span_id>` and `change:<id>` for records that carry ids, otherwise
-/// `log:` / `metric:` and a 64-bit FNV-1a hash of the record's time, resource and content.
-/// Suitable as the primary key of an idempotent store.
-pub fn event_key(event: &Event) -> String {
-    match &event.body {
-        EventBody::Span(s) => format!("span:{}:{}", s.trace_id, s.span_id),
-        EventBody::Change(c) => format!("change:{}", c.id),
-        EventBody::Log(l) => {
-            let mut h = Fnv::new();
-            h.resource(event);
-            h.str(&l.body);
-            h.str(l.trace_id.as_deref().unwrap_or(""));
-            h.str(l.span_id.as_deref().unwrap_or(""));
-            h.str(l.level.map(|v| format!("{v:?}")).as_deref().unwrap_or(""));
-            for (k, v) in &l.attributes {
-                h.str(k);
-                h.str(v);
-            }
-            format!("log:{}:{:016x}", event.time, h.0.value())
-        }
-        EventBody::Metric(m) => {
-            let mut h = Fnv::new();
-            h.resource(event);
-            h.str(&m.name);
-            for (k, v) in &m.attributes {
-                h.str(k);
-                h.str(v);
-            }
-            // The value is not part of the identity: a point is one series at one time.
-            format!("metric:{}:{:016x}", event.time, h.0.value())
-        }
-    }
-}
-
-struct Fnv(culprit_core::hash::Fnv1a);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(culprit_core::hash::Fnv1a::new())
-    }
-
-    fn str(&mut self, s: &str) {
-        self.0.write_field(s.as_bytes());
-    }
-
-    fn resource(&mut self, event: &Event) {
-        self.str(&event.resource.service);
-        self.str(&event.resource.environment);
-        self.str(event.resource.instance.as_deref().unwrap_or(""));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use culprit_core::{LogEvent, Resource};
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-
-    fn log(body: &str, time: i64) -> Event {
-        Event {
-            time,
-            resource: Arc::new(Resource::new("cart").with_instance("cart-1")),
-            body: EventBody::Log(LogEvent {
-                level: None,
-                body: body.to_string(),
-                trace_id: None,
-                span_id: None,
-                attributes: BTreeMap::new(),
-            }),
-        }
-    }
-
-    #[test]
-    fn event_keys_are_equal_for_equal_records_and_differ_otherwise() {
-        assert_eq!(event_key(&log("a", 1)), event_key(&log("a", 1)));
-        assert_ne!(event_key(&log("a", 1)), event_key(&log("b", 1)));
-        assert_ne!(event_key(&log("a", 1)), event_key(&log("a", 2)));
-        // Field boundaries count: "ab"+"" is not "a"+"b".
-        let mut x = log("ab", 1);
-        let mut y = log("a", 1);
-        if let (EventBody::Log(lx), EventBody::Log(ly)) = (&mut x.body, &mut y.body) {
-            lx.trace_id = Some(String::new());
-            ly.trace_id = Some("b".to_string());
-        }
-        assert_ne!(event_key(&x), event_key(&y));
-    }
-}
+/// A stable identity of an event (moved to `culprit-store`, which derives point ids from it).
+pub use culprit_store::event_key;

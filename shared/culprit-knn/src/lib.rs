@@ -1,94 +1,84 @@
 //! k-NN anomaly scoring: every event is featurized and embedded (`culprit-embed`), and judged by
-//! its distance to the nearest *normal* embeddings of the same source and service, kept in a
-//! vector store (`culprit-store`'s embedded store).
+//! its distance to the nearest *normal* embeddings of the same source and service, searched in a
+//! vector store (`culprit-store`) through the [`VectorStore`] trait.
 //!
 //! Per service, the distances of newly admitted normal points to their own neighbours form a
 //! baseline of "how far a normal event lies"; an event beyond its p99 is far. Like the span
 //! detector, a window is judged by how many far events it holds against the number expected
 //! (Poisson), so one odd event is not an incident, and only windows judged normal add their
 //! points to the reference. Memory stays bounded: each service keeps at most
-//! `reference_per_service` reference points, admitted ever more sparsely as it fills (1,000 by default: each judged event is compared with all of them).
+//! `reference_per_service` reference points, admitted ever more sparsely as it fills (1,000 by
+//! default: each judged event is compared with all of them).
+//!
+//! # The store
+//!
+//! The reference lives in a store handed to the detector ([`KnnDetector::with_store`]); by
+//! default a private in-memory [`EmbeddedStore`] ([`KnnDetector::new`]). An admitted event joins
+//! it as a marked copy of its point ([`PointEntry::reference`], id [`PointId::reference_copy`]),
+//! so rewriting the event's own point never takes it out again, and searches use
+//! [`reference_filter`] (source, service, environment, normal only, reference only), so they
+//! never scan the other events a shared store holds. A service the detector meets for the first time adopts the reference
+//! points the store already holds for it (a restart against a persisted store): they count
+//! towards the cap, and the detector keeps sampling distances until it has `min_reference` of
+//! them, since what "normal distance" is was not persisted. The detector writes the points it
+//! admits itself, so its next search sees them; a store failure never stops it (see `access`).
+//!
+//! With an outbox ([`PointOutbox`]) every event's point is kept until its window closes and then
+//! left there with the window's verdict: `normal` when the window was judged normal, `score` the
+//! window's anomaly score (0 when normal), followed by the reference copies admitted. Ids derive from the event's
+//! identity ([`PointId::of_event`]), so a redelivered event replaces its point. The caller writes
+//! them (`culprit_pipeline::DetectStage::write_points`, with the Kafka worker's retry). Without an
+//! outbox only the sampled reference candidates are built.
 //!
 //! The detector plugs into the pipeline beside the statistical ones through
 //! [`culprit_detect::Detector`]; which of them run is the pipeline's `detector` mode.
 #![forbid(unsafe_code)]
 
+mod access;
+mod config;
+mod outbox;
+
+pub use access::{is_far, knn_distance, mean_distance, reference_filter, BACKOFF};
+pub use config::{embedder_for, KnnConfig};
+pub use outbox::PointOutbox;
+
+use access::StoreAccess;
 use culprit_core::{Event, SourceKind, UnixNanos};
 use culprit_detect::baseline::{hour_buckets, Baseline, BaselineConfig};
 use culprit_detect::stats::poisson_surprise;
 use culprit_detect::window::Windows;
 use culprit_detect::{anomaly_id, DetectConfig, Detector, Findings, Phase};
-use culprit_embed::{
-    featurize, CachedEmbedder, Embedder, FeatureState, HashingEmbedder, LeanModel,
-};
-use culprit_store::{EmbeddedStore, Filter, Point, PointId, VectorStore, DIM};
-use serde::{Deserialize, Serialize};
+use culprit_embed::{featurize, Embedder, FeatureState};
+use culprit_store::{EmbeddedStore, Filter, Point, PointEntry, PointId, VectorStore, DIM};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::sync::Arc;
 
-/// Settings of the k-NN detectors.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KnnConfig {
-    /// Neighbours an event's distance is averaged over.
-    pub k: usize,
-    /// Reference points kept per (source, service).
-    pub reference_per_service: usize,
-    /// Reference points a service needs before its events are judged.
-    pub min_reference: usize,
-    /// Quantile of the normal distance distribution beyond which an event is far.
-    pub quantile: f64,
-    /// Folder with one trained model per source (`<dir>/<source>/model.json`), from
-    /// `culprit train`; sources without one use the deterministic hashing embedding.
-    pub model_dir: Option<PathBuf>,
-    /// Embeddings cached per source (identical feature rows repeat a lot).
-    pub cache_rows: usize,
-}
-
-impl Default for KnnConfig {
-    fn default() -> Self {
-        KnnConfig {
-            k: 5,
-            reference_per_service: 1000,
-            min_reference: 30,
-            quantile: 0.99,
-            model_dir: None,
-            cache_rows: 65_536,
-        }
-    }
-}
-
-/// The embedder for `source`: the trained model in `config.model_dir` when there is one, else the
-/// hashing embedding; cached either way.
-pub fn embedder_for(source: SourceKind, config: &KnnConfig) -> Box<dyn Embedder> {
-    if let Some(dir) = &config.model_dir {
-        let path = dir.join(source.as_str());
-        if path.join("model.json").is_file() {
-            match LeanModel::load(&path) {
-                Ok(model) => return Box::new(CachedEmbedder::new(model, config.cache_rows)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "cannot load the model, using the hashing embedding: {e}")
-                }
-            }
-        }
-    }
-    Box::new(CachedEmbedder::new(
-        HashingEmbedder::new(source),
-        config.cache_rows,
-    ))
+/// One event's point while its window is open.
+#[derive(Debug)]
+struct WindowPoint {
+    point: Point,
+    /// Whether the point may join the reference if its window is judged normal.
+    candidate: bool,
+    /// Its k-NN distance, NaN when unknown or not needed.
+    distance: f32,
 }
 
 #[derive(Debug, Default)]
 struct ServiceWindow {
     events: u64,
     far: u64,
-    /// (point, distance) of every event, admitted to the reference if the window is normal.
-    points: Vec<(Point, f32)>,
+    /// The points of the window: every event's with an outbox, else the candidates'.
+    points: Vec<WindowPoint>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ServiceReference {
+    /// Selects this service's reference in the store.
+    filter: Filter,
+    /// Reference points in the store (adopted ones included).
     stored: usize,
+    /// The reference held points before this detector admitted any (a restart).
+    adopted: bool,
     /// Events observed, to pick admission candidates without building a point for every event.
     observed: u64,
     /// Distances of admitted normal points to their neighbours at admission.
@@ -103,6 +93,18 @@ struct ServiceReference {
 }
 
 impl ServiceReference {
+    fn new(filter: Filter, stored: usize) -> ServiceReference {
+        ServiceReference {
+            filter,
+            stored,
+            adopted: stored > 0,
+            observed: 0,
+            distances: Baseline::default(),
+            memo: HashMap::new(),
+            threshold: None,
+        }
+    }
+
     /// Distance beyond which an event is far, or None while the reference is too small.
     fn threshold(&mut self, time: UnixNanos, config: &KnnConfig) -> Option<f64> {
         if self.stored < config.min_reference {
@@ -121,6 +123,12 @@ impl ServiceReference {
         self.threshold = Some((at, threshold));
         threshold
     }
+
+    /// An adopted reference whose normal distances are still being learned: it samples
+    /// candidates for their distances although it is full.
+    fn learning_distances(&self, config: &KnnConfig) -> bool {
+        self.adopted && self.distances.seen() < config.min_reference as u64
+    }
 }
 
 /// Memoised distances kept per service before the memo starts over.
@@ -133,16 +141,33 @@ pub struct KnnDetector {
     detect: DetectConfig,
     features: FeatureState,
     embedder: Box<dyn Embedder>,
-    /// Reference points per environment: a search then touches one (source, service) partition
-    /// with no per-point environment comparison.
-    stores: HashMap<String, EmbeddedStore>,
+    store: StoreAccess,
+    outbox: Option<PointOutbox>,
     services: HashMap<(String, String), ServiceReference>,
     windows: Windows<HashMap<(String, String), ServiceWindow>>,
-    sequence: u64,
 }
 
 impl KnnDetector {
+    /// A detector with a private in-memory reference store.
     pub fn new(source: SourceKind, config: KnnConfig, detect: DetectConfig) -> KnnDetector {
+        KnnDetector::with_store(
+            source,
+            config,
+            detect,
+            Arc::new(EmbeddedStore::in_memory()),
+            None,
+        )
+    }
+
+    /// A detector whose reference lives in `store` (shared with other detectors and writers),
+    /// leaving every event's finished point in `outbox` when there is one.
+    pub fn with_store(
+        source: SourceKind,
+        config: KnnConfig,
+        detect: DetectConfig,
+        store: Arc<dyn VectorStore>,
+        outbox: Option<PointOutbox>,
+    ) -> KnnDetector {
         let windows = Windows::new(detect.window_nanos(), detect.lateness_nanos());
         KnnDetector {
             source,
@@ -150,16 +175,20 @@ impl KnnDetector {
             config,
             detect,
             features: FeatureState::default(),
-            stores: HashMap::new(),
+            store: StoreAccess::new(store),
+            outbox,
             services: HashMap::new(),
             windows,
-            sequence: 0,
         }
     }
 
-    /// k-NN detectors of the sources that have numeric behaviour to embed.
+    /// The sources that have numeric behaviour to embed.
+    pub const SOURCES: [SourceKind; 3] =
+        [SourceKind::Traces, SourceKind::Logs, SourceKind::Metrics];
+
+    /// k-NN detectors of [`Self::SOURCES`], each with a private in-memory store.
     pub fn all(config: &KnnConfig, detect: &DetectConfig) -> Vec<Box<dyn Detector>> {
-        [SourceKind::Traces, SourceKind::Logs, SourceKind::Metrics]
+        Self::SOURCES
             .into_iter()
             .map(|s| {
                 Box::new(KnnDetector::new(s, config.clone(), detect.clone())) as Box<dyn Detector>
@@ -167,33 +196,50 @@ impl KnnDetector {
             .collect()
     }
 
-    /// Mean distance to the k nearest reference points of the service, if it has enough.
-    fn distance(&self, vector: &[f32], environment: &str, service: &str) -> Option<f32> {
-        let store = self.stores.get(environment)?;
-        let filter = Filter {
-            source: Some(self.source),
-            service: Some(service.to_string()),
-            ..Filter::default()
-        };
-        let neighbours = pollster::block_on(store.search(vector, &filter, self.config.k)).ok()?;
-        if neighbours.is_empty() {
-            return None;
-        }
-        Some(neighbours.iter().map(|n| n.distance).sum::<f32>() / neighbours.len() as f32)
+    /// k-NN detectors of [`Self::SOURCES`] sharing `store` and `outbox`.
+    pub fn all_with_store(
+        config: &KnnConfig,
+        detect: &DetectConfig,
+        store: Arc<dyn VectorStore>,
+        outbox: Option<PointOutbox>,
+    ) -> Vec<Box<dyn Detector>> {
+        Self::SOURCES
+            .into_iter()
+            .map(|s| {
+                Box::new(KnnDetector::with_store(
+                    s,
+                    config.clone(),
+                    detect.clone(),
+                    store.clone(),
+                    outbox.clone(),
+                )) as Box<dyn Detector>
+            })
+            .collect()
     }
 
-    /// [`Self::distance`], answered from the service's memo when the same embedding was scored
+    /// The service's k-NN distance, answered from its memo when the same embedding was scored
     /// against the same reference before.
-    fn memoised_distance(&mut self, vector: &[f32], key: &(String, String)) -> Option<f32> {
+    fn memoised_distance(
+        &mut self,
+        vector: &[f32],
+        key: &(String, String),
+        now: UnixNanos,
+    ) -> Option<f32> {
+        let k = self.config.k;
+        let reference = self.services.get_mut(key)?;
         // A fixed-size key: no allocation per event. Other widths are the store's to reject.
-        let Ok(bits) = <[f32; DIM]>::try_from(vector).map(|v| v.map(f32::to_bits)) else {
-            return self.distance(vector, &key.0, &key.1);
-        };
-        if let Some(&known) = self.services.get(key).and_then(|r| r.memo.get(&bits)) {
+        let bits = <[f32; DIM]>::try_from(vector)
+            .ok()
+            .map(|v| v.map(f32::to_bits));
+        if let Some(&known) = bits.as_ref().and_then(|b| reference.memo.get(b)) {
             return known;
         }
-        let distance = self.distance(vector, &key.0, &key.1);
-        if let Some(reference) = self.services.get_mut(key) {
+        let distance = self
+            .store
+            .distance(now, vector, &reference.filter, k)
+            .ok()?;
+        // Only an answer from a store that holds the whole reference may be reused.
+        if let (Some(bits), true) = (bits, self.store.settled()) {
             if reference.memo.len() >= MEMO_ENTRIES {
                 reference.memo.clear();
             }
@@ -202,32 +248,66 @@ impl KnnDetector {
         distance
     }
 
-    /// Admits normal points to the reference, ever more sparsely once a service is full, and
-    /// learns how far a normal point lies from its neighbours.
-    fn admit(&mut self, key: &(String, String), points: Vec<(Point, f32)>, time: UnixNanos) {
+    /// Finishes a closed window's points: a normal window teaches how far normal points lie and
+    /// admits candidates to the reference, ever more sparsely once a service is full; every
+    /// point gets the window's verdict and goes to the outbox.
+    fn finish_points(
+        &mut self,
+        key: &(String, String),
+        points: Vec<WindowPoint>,
+        verdict: Option<f32>,
+        time: UnixNanos,
+    ) {
         let cap = self.config.reference_per_service.max(1);
-        let reference = self.services.entry(key.clone()).or_default();
+        let Some(reference) = self.services.get_mut(key) else {
+            return;
+        };
+        let normal = verdict.is_none();
+        let keep_all = self.outbox.is_some();
         let mut admitted = Vec::new();
-        for (point, distance) in points {
-            if distance.is_finite() {
-                reference
-                    .distances
-                    .observe(time, f64::from(distance), &BaselineConfig::default());
+        let mut finished = Vec::with_capacity(if keep_all { points.len() } else { 0 });
+        for WindowPoint {
+            mut point,
+            candidate,
+            distance,
+        } in points
+        {
+            point.normal = normal;
+            point.score = verdict.unwrap_or(0.0);
+            let mut joins = false;
+            if normal && candidate {
+                if distance.is_finite() {
+                    reference.distances.observe(
+                        time,
+                        f64::from(distance),
+                        &BaselineConfig::default(),
+                    );
+                }
+                if reference.stored < cap {
+                    reference.stored += 1;
+                    joins = true;
+                }
             }
-            if reference.stored < cap {
-                reference.stored += 1;
-                admitted.push(point);
+            if joins {
+                let copy = Point {
+                    id: point.id.reference_copy(),
+                    ..point.clone()
+                };
+                admitted.push(PointEntry::reference(copy));
+            }
+            if keep_all {
+                finished.push(PointEntry::event(point));
             }
         }
         if !admitted.is_empty() {
             reference.memo.clear();
-            let store = self
-                .stores
-                .entry(key.0.clone())
-                .or_insert_with(EmbeddedStore::in_memory);
-            if let Err(e) = pollster::block_on(store.upsert(admitted)) {
-                tracing::warn!("reference store rejected points: {e}");
+            if keep_all {
+                finished.extend(admitted.iter().cloned());
             }
+            self.store.write_reference(time, admitted);
+        }
+        if let Some(outbox) = &self.outbox {
+            outbox.extend(finished);
         }
     }
 
@@ -240,7 +320,8 @@ impl KnnDetector {
     ) {
         for (key, window) in services {
             let reference = self.services.get(&key);
-            let mut anomalous = false;
+            // The window's anomaly score when it was judged anomalous.
+            let mut verdict = None;
             if phase == Phase::Detecting && window.far >= 3 {
                 let samples = reference.map_or(0, |r| r.stored);
                 let p0 = (1.0 - self.config.quantile).max(2.0 / (samples as f64 + 1.0));
@@ -251,7 +332,8 @@ impl KnnDetector {
                     .severity(surprise)
                     .filter(|s| *s <= self.detect.min_severity)
                 {
-                    anomalous = true;
+                    let score = levels.score(surprise);
+                    verdict = Some(score as f32);
                     let signal = culprit_core::SignalFamily::KnnDistance.on(self.source);
                     out.anomalies.push(culprit_core::Anomaly {
                         id: anomaly_id(
@@ -269,15 +351,13 @@ impl KnnDetector {
                             window.far, window.events, self.source, expected
                         ),
                         severity,
-                        score: levels.score(surprise),
+                        score,
                         observed: Some(window.far as f64),
                         expected: Some(expected),
                     });
                 }
             }
-            if !anomalous {
-                self.admit(&key, window.points, start);
-            }
+            self.finish_points(&key, window.points, verdict, start);
         }
     }
 }
@@ -306,49 +386,57 @@ impl Detector for KnnDetector {
             event.resource.service.clone(),
         );
         let cap = self.config.reference_per_service.max(1) as u64;
-        let reference = self.services.entry(key.clone()).or_default();
+        let (source, store) = (self.source, &mut self.store);
+        let reference = self.services.entry(key.clone()).or_insert_with(|| {
+            // First sight of the service: adopt what the store already holds for it.
+            let filter = reference_filter(source, &key.0, &key.1);
+            let stored = store.count(event.time, &filter);
+            ServiceReference::new(filter, stored as usize)
+        });
         reference.observed += 1;
         // Only every stride-th event can still join a full reference: build points for those.
         let stride = (reference.observed / cap).max(1);
-        let candidate = reference.stored < cap as usize && reference.observed % stride == 0;
+        let candidate = reference.observed % stride == 0
+            && ((reference.stored as u64) < cap || reference.learning_distances(&self.config));
         let threshold = reference.threshold(event.time, &self.config);
         let judged = phase == Phase::Detecting && threshold.is_some();
         let distance = if judged || candidate {
-            self.memoised_distance(vector, &key)
+            self.memoised_distance(vector, &key, event.time)
         } else {
             None
         };
-        let point = candidate.then(|| {
-            self.sequence += 1;
-            Point {
-                id: PointId::from_identity(
-                    &[self.source.as_str(), &key.0, &key.1],
-                    event.time ^ self.sequence as i64,
-                ),
-                vector: vector.to_vec(),
-                source: self.source,
-                service: key.1.clone(),
-                environment: key.0.clone(),
-                timestamp: event.time,
-                score: 0.0,
-                normal: true,
-            }
+        let point = (candidate || self.outbox.is_some()).then(|| Point {
+            id: PointId::of_event(event),
+            vector: vector.to_vec(),
+            source: self.source,
+            service: key.1.clone(),
+            environment: key.0.clone(),
+            timestamp: event.time,
+            score: 0.0,
+            normal: true,
         });
         let window = self.windows.at(event.time).entry(key).or_default();
         window.events += 1;
         if let (Some(d), Some(t), true) = (distance, threshold, judged) {
-            if f64::from(d) > t {
+            if is_far(d, t) {
                 window.far += 1;
             }
         }
         if let Some(point) = point {
-            window.points.push((point, distance.unwrap_or(f32::NAN)));
+            window.points.push(WindowPoint {
+                point,
+                candidate,
+                distance: distance.unwrap_or(f32::NAN),
+            });
         }
     }
 
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
         for (start, services) in self.windows.close_until(watermark) {
             self.close(start, services, phase, out);
+        }
+        if !self.store.settled() {
+            self.store.retry(watermark);
         }
     }
 
@@ -358,7 +446,6 @@ impl Detector for KnnDetector {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,24 +540,22 @@ mod tests {
             .row(0)
             .to_vec();
         let key = ("default".to_string(), "cart".to_string());
-        let before = d.memoised_distance(&vector, &key);
+        let before = d.memoised_distance(&vector, &key, 0);
         assert!(before.is_some());
-        assert_eq!(d.memoised_distance(&vector, &key), before);
+        assert_eq!(d.memoised_distance(&vector, &key, 0), before);
         // Slower traffic joins the reference: the probe now has closer neighbours.
         traffic(&mut d, 20, 60, 8.0, Phase::Learning, &mut out);
         d.flush(Phase::Learning, &mut out);
-        let after = d.memoised_distance(&vector, &key);
-        assert_eq!(after, d.distance(&vector, &key.0, &key.1));
+        let after = d.memoised_distance(&vector, &key, 0);
+        let filter = d.services[&key].filter.clone();
+        assert_eq!(Ok(after), d.store.distance(0, &vector, &filter, 5));
         assert!(after.unwrap() < before.unwrap(), "{after:?} vs {before:?}");
     }
 
     #[test]
     fn the_cached_threshold_follows_new_normal_distances() {
         let config = KnnConfig::default();
-        let mut reference = ServiceReference {
-            stored: config.min_reference,
-            ..ServiceReference::default()
-        };
+        let mut reference = ServiceReference::new(Filter::default(), config.min_reference);
         let t = 1_700_000_000 * NANOS_PER_SEC;
         for i in 0..100 {
             reference.distances.observe(
@@ -499,11 +584,278 @@ mod tests {
             reference_per_service: 50,
             ..KnnConfig::default()
         };
-        let mut d = KnnDetector::new(SourceKind::Traces, config, DetectConfig::default());
+        let store = Arc::new(EmbeddedStore::in_memory());
+        let mut d = KnnDetector::with_store(
+            SourceKind::Traces,
+            config,
+            DetectConfig::default(),
+            store.clone(),
+            None,
+        );
         let mut out = Findings::default();
         traffic(&mut d, 0, 120, 1.0, Phase::Learning, &mut out);
         d.flush(Phase::Learning, &mut out);
-        let stored = pollster::block_on(d.stores["default"].count(&Filter::default())).unwrap();
+        let stored = pollster::block_on(store.count(&Filter::default())).unwrap();
         assert_eq!(stored, 50);
+    }
+
+    /// A store that fails every call while `down` is set.
+    struct FlakyStore {
+        inner: EmbeddedStore,
+        down: std::sync::atomic::AtomicBool,
+        calls: std::sync::atomic::AtomicU64,
+    }
+
+    impl FlakyStore {
+        fn check(&self) -> Result<(), culprit_store::StoreError> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(culprit_store::StoreError::Backend {
+                    backend: "test",
+                    op: "any",
+                    message: "down".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl VectorStore for FlakyStore {
+        async fn upsert_entries(
+            &self,
+            entries: Vec<PointEntry>,
+        ) -> Result<(), culprit_store::StoreError> {
+            self.check()?;
+            self.inner.upsert_entries(entries).await
+        }
+        async fn search(
+            &self,
+            query: &[f32],
+            filter: &Filter,
+            k: usize,
+        ) -> Result<Vec<culprit_store::Neighbour>, culprit_store::StoreError> {
+            self.check()?;
+            self.inner.search(query, filter, k).await
+        }
+        async fn delete_matching(&self, filter: &Filter) -> Result<u64, culprit_store::StoreError> {
+            self.check()?;
+            self.inner.delete_matching(filter).await
+        }
+        async fn count(&self, filter: &Filter) -> Result<u64, culprit_store::StoreError> {
+            self.check()?;
+            self.inner.count(filter).await
+        }
+        async fn flush(&self) -> Result<(), culprit_store::StoreError> {
+            self.check()
+        }
+        async fn health(&self) -> Result<(), culprit_store::StoreError> {
+            self.check()
+        }
+    }
+
+    fn reference_count(store: &dyn VectorStore) -> u64 {
+        pollster::block_on(store.count(&Filter::all().reference_only())).unwrap()
+    }
+
+    #[test]
+    fn every_event_leaves_one_point_with_its_windows_verdict_and_reference_points_are_marked() {
+        let store = Arc::new(EmbeddedStore::in_memory());
+        let outbox = PointOutbox::new();
+        let mut d = KnnDetector::with_store(
+            SourceKind::Traces,
+            KnnConfig::default(),
+            DetectConfig::default(),
+            store.clone(),
+            Some(outbox.clone()),
+        );
+        let mut out = Findings::default();
+        traffic(&mut d, 0, 120, 1.0, Phase::Learning, &mut out);
+        traffic(&mut d, 120, 60, 1.0, Phase::Detecting, &mut out);
+        traffic(&mut d, 180, 30, 50.0, Phase::Detecting, &mut out);
+        d.flush(Phase::Detecting, &mut out);
+        let anomalous: Vec<i64> = out
+            .anomalies
+            .iter()
+            .filter(|a| a.signal == "knn.distance:traces")
+            .map(|a| a.time)
+            .collect();
+        assert!(!anomalous.is_empty(), "the slow traffic is found");
+        let entries = outbox.take();
+        assert!(outbox.is_empty());
+        let (references, points): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.reference);
+        assert_eq!(points.len(), 210 * 10, "one point per event");
+        let window = DetectConfig::default().window_nanos();
+        for entry in &points {
+            let p = &entry.point;
+            let start = p.timestamp.div_euclid(window) * window;
+            let judged_anomalous = anomalous.contains(&start);
+            assert_eq!(p.normal, !judged_anomalous, "verdict of {}", p.id);
+            if judged_anomalous {
+                assert!(p.score > 0.0);
+            } else {
+                assert_eq!(p.score, 0.0);
+            }
+        }
+        // Ids are the events' own: the first span of the run.
+        let first = span(0, 0, "cart", "GET /cart", 20.0);
+        assert!(points
+            .iter()
+            .any(|e| e.point.id == PointId::of_event(&first)));
+        // The reference copies handed out are the ones the detector searches, each a copy of a
+        // point of a normal window.
+        let marked = references.len() as u64;
+        assert!(marked >= 30);
+        for copy in &references {
+            let event = points
+                .iter()
+                .find(|e| e.point.id.reference_copy() == copy.point.id)
+                .expect("a reference point copies an event's point");
+            assert!(event.point.normal && copy.point.normal);
+            assert_eq!(event.point.vector, copy.point.vector);
+        }
+        assert_eq!(reference_count(&*store), marked);
+        assert_eq!(
+            pollster::block_on(store.count(&Filter::all())).unwrap(),
+            marked,
+            "the detector writes its reference only; the rest is the caller's to write"
+        );
+    }
+
+    #[test]
+    fn a_search_ignores_event_points_that_are_not_in_the_reference() {
+        let store = Arc::new(EmbeddedStore::in_memory());
+        let mut d = KnnDetector::with_store(
+            SourceKind::Traces,
+            KnnConfig::default(),
+            DetectConfig::default(),
+            store.clone(),
+            None,
+        );
+        let mut out = Findings::default();
+        traffic(&mut d, 0, 60, 1.0, Phase::Learning, &mut out);
+        d.flush(Phase::Learning, &mut out);
+        let probe = span(1_000 * NANOS_PER_SEC, 99, "cart", "GET /cart", 400.0);
+        let row = featurize(&probe, &mut d.features);
+        let vector = d
+            .embedder
+            .embed(std::slice::from_ref(&row))
+            .unwrap()
+            .row(0)
+            .to_vec();
+        let key = ("default".to_string(), "cart".to_string());
+        let before = d.memoised_distance(&vector, &key, 0).unwrap();
+        assert!(before > 0.0);
+        // The probe's own point, written as an event point, must not become its neighbour.
+        let mut point = Point {
+            id: PointId(7),
+            vector: vector.clone(),
+            source: SourceKind::Traces,
+            service: "cart".into(),
+            environment: "default".into(),
+            timestamp: 0,
+            score: 0.0,
+            normal: true,
+        };
+        pollster::block_on(store.upsert(vec![point.clone()])).unwrap();
+        let filter = d.services[&key].filter.clone();
+        assert_eq!(d.store.distance(0, &vector, &filter, 5), Ok(Some(before)));
+        point.id = PointId(8);
+        pollster::block_on(store.upsert_entries(vec![PointEntry::reference(point)])).unwrap();
+        let with_it = d.store.distance(0, &vector, &filter, 5).unwrap().unwrap();
+        assert!(with_it < before, "{with_it} vs {before}");
+    }
+
+    #[test]
+    fn a_restarted_detector_adopts_the_stored_reference_and_learns_its_distances_again() {
+        let config = KnnConfig {
+            reference_per_service: 200,
+            ..KnnConfig::default()
+        };
+        let store = Arc::new(EmbeddedStore::in_memory());
+        let detector = || {
+            KnnDetector::with_store(
+                SourceKind::Traces,
+                config.clone(),
+                DetectConfig::default(),
+                store.clone(),
+                None,
+            )
+        };
+        let mut first = detector();
+        let mut out = Findings::default();
+        traffic(&mut first, 0, 180, 1.0, Phase::Learning, &mut out);
+        first.flush(Phase::Learning, &mut out);
+        assert_eq!(reference_count(&*store), 200);
+        drop(first);
+
+        let mut second = detector();
+        traffic(&mut second, 200, 120, 1.0, Phase::Learning, &mut out);
+        assert_eq!(
+            reference_count(&*store),
+            200,
+            "the cap holds across restarts"
+        );
+        let key = ("default".to_string(), "cart".to_string());
+        assert!(second.services[&key].distances.seen() >= 30);
+        let mut normal = Findings::default();
+        traffic(&mut second, 320, 60, 1.0, Phase::Detecting, &mut normal);
+        assert!(normal.anomalies.is_empty(), "{:?}", normal.anomalies);
+        let mut slow = Findings::default();
+        traffic(&mut second, 380, 30, 50.0, Phase::Detecting, &mut slow);
+        assert!(
+            slow.anomalies
+                .iter()
+                .any(|a| a.signal == "knn.distance:traces"),
+            "{:?}",
+            slow.anomalies
+        );
+    }
+
+    #[test]
+    fn a_failing_store_costs_distances_not_a_crash_and_its_reference_is_written_once_it_returns() {
+        let store = Arc::new(FlakyStore {
+            inner: EmbeddedStore::in_memory(),
+            down: std::sync::atomic::AtomicBool::new(true),
+            calls: std::sync::atomic::AtomicU64::new(0),
+        });
+        // Room in the reference after the outage, so its distances are learned then.
+        let config = KnnConfig {
+            reference_per_service: 5000,
+            ..KnnConfig::default()
+        };
+        let mut d = KnnDetector::with_store(
+            SourceKind::Traces,
+            config,
+            DetectConfig::default(),
+            store.clone(),
+            None,
+        );
+        let mut out = Findings::default();
+        traffic(&mut d, 0, 120, 1.0, Phase::Learning, &mut out);
+        let calls = store.calls.load(std::sync::atomic::Ordering::Relaxed);
+        // 1,200 events over 120 s: the backoff keeps the store calls to a handful.
+        assert!(calls <= 120 / 30 + 2, "{calls} calls");
+        assert!(!d.store.settled(), "admitted points wait for the store");
+        let key = ("default".to_string(), "cart".to_string());
+        let stored = d.services[&key].stored as u64;
+        assert!(stored > 0);
+        store
+            .down
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        traffic(&mut d, 120, 40, 1.0, Phase::Learning, &mut out);
+        assert!(d.store.settled());
+        assert_eq!(
+            reference_count(&store.inner),
+            d.services[&key].stored as u64
+        );
+        let mut slow = Findings::default();
+        traffic(&mut d, 160, 60, 1.0, Phase::Detecting, &mut slow);
+        traffic(&mut d, 220, 30, 50.0, Phase::Detecting, &mut slow);
+        assert!(slow
+            .anomalies
+            .iter()
+            .any(|a| a.signal == "knn.distance:traces"));
     }
 }

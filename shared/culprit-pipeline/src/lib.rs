@@ -19,7 +19,8 @@ mod stage;
 
 pub use baselines::{BaselineBoard, ForgetRequest};
 pub use bus::{Bus, BusMessage, InProcessBus};
-pub use culprit_knn::KnnConfig;
+pub use culprit_knn::{KnnConfig, PointOutbox};
+pub use culprit_store::{PointEntry, StoreConfig, VectorStore};
 pub use stage::{CorrelateStage, DetectStage};
 
 use culprit_core::{DependencyEdge, Event, RcaAlert, SignalFamily, SourceKind, UnixNanos};
@@ -107,18 +108,65 @@ pub struct Pipeline {
     stats: PipelineStats,
     /// Every anomaly passed to the correlator, when asked for (diagnostics, eval explanations).
     recorded: Option<Vec<culprit_core::Anomaly>>,
+    /// The store the detect stage writes its points to, called synchronously.
+    store: Option<culprit_store::SyncStore>,
+    /// Failed point writes, for rate-limited warnings.
+    write_failures: u64,
 }
 
 impl Pipeline {
     pub fn new(config: PipelineConfig) -> Pipeline {
+        Pipeline::with_stage(DetectStage::from_config(&config), &config, None)
+    }
+
+    /// A pipeline whose k-NN detectors search their reference in `store` and write every
+    /// event's point to it as windows close ([`DetectStage::with_store`]). A failed write is
+    /// retried with the next one; [`Pipeline::finish`] tries once more and flushes the store.
+    pub fn with_store(
+        config: PipelineConfig,
+        store: std::sync::Arc<dyn VectorStore>,
+        retention_nanos: Option<i64>,
+    ) -> Pipeline {
+        let stage = DetectStage::with_store(&config, store.clone(), retention_nanos);
+        Pipeline::with_stage(stage, &config, Some(culprit_store::SyncStore::new(store)))
+    }
+
+    fn with_stage(
+        detect: DetectStage,
+        config: &PipelineConfig,
+        store: Option<culprit_store::SyncStore>,
+    ) -> Pipeline {
         Pipeline {
-            detect: DetectStage::from_config(&config),
+            detect,
             bus: InProcessBus::default(),
             correlate: CorrelateStage::new(config.effective_correlate()),
             warmup: i64::from(config.warmup_secs) * culprit_core::NANOS_PER_SEC,
             learn_until: None,
             stats: PipelineStats::default(),
             recorded: None,
+            store,
+            write_failures: 0,
+        }
+    }
+
+    /// Writes the points of the windows closed so far, when the pipeline has a store.
+    fn write_points(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if self.detect.pending_points() == 0 {
+            return;
+        }
+        if let Err(e) = store.wait(self.detect.write_points()) {
+            self.write_failures += 1;
+            // The first failure and then every hundredth: a store that is down fails every write.
+            if self.write_failures % 100 == 1 {
+                tracing::warn!(
+                    failures = self.write_failures,
+                    waiting = self.detect.pending_points(),
+                    "writing points to the vector store failed; retrying with the next batch: {e}"
+                );
+            }
         }
     }
 
@@ -129,6 +177,7 @@ impl Pipeline {
             self.detect.observe(event, Phase::Learning, &mut self.bus);
         }
         self.detect.flush(Phase::Learning, &mut self.bus);
+        self.write_points();
         self.pump();
     }
 
@@ -147,7 +196,11 @@ impl Pipeline {
             Phase::Detecting
         };
         self.detect.observe(event, phase, &mut self.bus);
-        if self.detect.tick(event.time, phase, &mut self.bus) || !self.bus.is_empty() {
+        if self.detect.tick(event.time, phase, &mut self.bus) {
+            self.write_points();
+            return self.pump();
+        }
+        if !self.bus.is_empty() {
             return self.pump();
         }
         Vec::new()
@@ -156,6 +209,12 @@ impl Pipeline {
     /// The stream has ended: closes every window and resolves every incident.
     pub fn finish(&mut self) -> Vec<RcaAlert> {
         self.detect.flush(Phase::Detecting, &mut self.bus);
+        self.write_points();
+        if let Some(store) = &self.store {
+            if let Err(e) = store.flush() {
+                tracing::warn!("flushing the vector store failed: {e}");
+            }
+        }
         let mut alerts = self.pump();
         let flushed = self.correlate.flush();
         self.stats.alerts += flushed.len() as u64;

@@ -4,7 +4,9 @@ use crate::baselines::BaselineBoard;
 use crate::bus::{Bus, BusMessage};
 use culprit_core::{DependencyEdge, Event, RcaAlert, UnixNanos, NANOS_PER_SEC};
 use culprit_correlate::{CorrelateConfig, Correlator};
-use culprit_detect::{DetectConfig, Detectors, Findings, Phase};
+use culprit_detect::{DetectConfig, Detector, Detectors, Findings, Phase};
+use culprit_knn::{KnnDetector, PointOutbox};
+use culprit_store::{PointEntry, PointWriter, StoreError, VectorStore};
 use std::sync::Arc;
 
 /// Runs the detectors over events and publishes their findings.
@@ -16,25 +18,66 @@ pub struct DetectStage {
     advanced_to: UnixNanos,
     /// Where this stage shows its baselines and takes forget requests, under its name.
     board: Option<(Arc<BaselineBoard>, String)>,
+    /// The finished points of the k-NN detectors and where they are written, with a store.
+    points: Option<(PointOutbox, PointWriter)>,
 }
 
 impl DetectStage {
     pub fn new(config: &DetectConfig) -> DetectStage {
+        DetectStage::with_detectors(Detectors::statistical(config))
+    }
+
+    fn with_detectors(detectors: Detectors) -> DetectStage {
         DetectStage {
-            detectors: Detectors::statistical(config),
+            detectors,
             findings: Findings::default(),
             newest: i64::MIN,
             advanced_to: i64::MIN,
             board: None,
+            points: None,
         }
     }
 
-    /// The detectors `config.detector` asks for.
+    /// The detectors `config.detector` asks for; each k-NN detector keeps its reference in a
+    /// private in-memory store and no point leaves it.
     pub fn from_config(config: &crate::PipelineConfig) -> DetectStage {
+        let knn = || KnnDetector::all(&config.knn, &config.detect);
+        DetectStage::with_detectors(Self::detectors(config, knn))
+    }
+
+    /// The detectors `config.detector` asks for, the k-NN ones keeping their reference in
+    /// `store` and handing out every event's finished point (its window's verdict, the
+    /// reference marker) for [`Self::write_points`] to write to `store`; event points older
+    /// than `retention_nanos` behind the newest are deleted (reference points are kept).
+    ///
+    /// Embedding is the k-NN detectors' job: with `detector = "stats"` nothing is embedded, so
+    /// nothing is written.
+    pub fn with_store(
+        config: &crate::PipelineConfig,
+        store: Arc<dyn VectorStore>,
+        retention_nanos: Option<i64>,
+    ) -> DetectStage {
+        let outbox = PointOutbox::new();
+        let knn = || {
+            KnnDetector::all_with_store(
+                &config.knn,
+                &config.detect,
+                store.clone(),
+                Some(outbox.clone()),
+            )
+        };
+        let mut stage = DetectStage::with_detectors(Self::detectors(config, knn));
+        stage.points = Some((outbox, PointWriter::new(store, retention_nanos)));
+        stage
+    }
+
+    fn detectors(
+        config: &crate::PipelineConfig,
+        knn: impl Fn() -> Vec<Box<dyn Detector>>,
+    ) -> Detectors {
         use culprit_detect::changes::ChangeDetector;
         let detect = &config.detect;
-        let knn = || culprit_knn::KnnDetector::all(&config.knn, detect);
-        let detectors = match config.detector {
+        match config.detector {
             crate::DetectorMode::Stats => Detectors::statistical(detect),
             crate::DetectorMode::Knn => {
                 let mut d = knn();
@@ -48,14 +91,39 @@ impl DetectStage {
                 }
                 all
             }
-        };
-        DetectStage {
-            detectors,
-            findings: Findings::default(),
-            newest: i64::MIN,
-            advanced_to: i64::MIN,
-            board: None,
         }
+    }
+
+    /// The finished points of windows closed so far that were not written yet, taken out of the
+    /// stage (for a caller that writes them itself; [`Self::write_points`] does it otherwise).
+    /// Empty for a stage made without a store.
+    pub fn take_points(&mut self) -> Vec<PointEntry> {
+        match &mut self.points {
+            Some((outbox, writer)) => {
+                let mut taken = writer.take_waiting();
+                taken.extend(outbox.take());
+                taken
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Points waiting to be written.
+    pub fn pending_points(&self) -> usize {
+        self.points
+            .as_ref()
+            .map_or(0, |(outbox, writer)| outbox.len() + writer.waiting())
+    }
+
+    /// Writes the finished points to the stage's store (and runs retention); on error they stay
+    /// for the next call, which the caller makes (the Kafka worker pauses and retries before
+    /// committing). Returns how many were written; 0 for a stage made without a store.
+    pub async fn write_points(&mut self) -> Result<usize, StoreError> {
+        let Some((outbox, writer)) = &mut self.points else {
+            return Ok(0);
+        };
+        writer.push(outbox.take());
+        writer.write().await
     }
 
     /// Shows this stage's baselines on `board` under `name` and applies the requests posted there

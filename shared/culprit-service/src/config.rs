@@ -24,7 +24,7 @@ pub struct CulpritConfig {
     pub pagerduty_enabled: bool,
     pub pagerduty: culprit_pagerduty::PagerDutyConfig,
     /// Where the embedder services keep every event's embedding.
-    pub store: crate::store::StoreConfig,
+    pub store: culprit_store::StoreConfig,
     /// The optional LLM review of low-confidence rankings (off by default; the API key comes
     /// from the environment variable `llm.api_key_env` names or `llm.api_key_file`).
     pub llm: culprit_agent::LlmConfig,

@@ -38,7 +38,20 @@ pub fn replay(args: Replay, config: &CulpritConfig) -> Result<()> {
     let out = args.out.unwrap_or_else(|| config.output.dir.clone());
     let sinks = Outputs::new(&out, config)?;
     let llm = args.llm || config.llm.enabled;
-    let mut report = run_sorted(&mut events, &pipeline_config, &sinks, true, llm)?;
+    // A configured store holds the k-NN reference and every event's point, as in the services.
+    // Its runtime drives a remote store's calls and lives as long as the run.
+    let runtime = tokio::runtime::Runtime::new().context("starting the store's runtime")?;
+    let pipeline = match runtime
+        .block_on(config.store.open())
+        .with_context(|| format!("opening the {:?} vector store", config.store.backend))?
+    {
+        Some(store) => {
+            let _in_runtime = runtime.enter();
+            Pipeline::with_store(pipeline_config, store, config.store.retention_nanos())
+        }
+        None => Pipeline::new(pipeline_config),
+    };
+    let mut report = run_sorted(&mut events, pipeline, &sinks, true, llm)?;
     if llm {
         report.incidents = crate::agent::review_replay(
             config,
@@ -86,13 +99,19 @@ pub fn run_events(
     sinks: &Outputs,
     progress: bool,
 ) -> Result<RunReport> {
-    run_sorted(&mut events, config, sinks, progress, false)
+    run_sorted(
+        &mut events,
+        Pipeline::new(config.clone()),
+        sinks,
+        progress,
+        false,
+    )
 }
 
 /// [`run_events`] on borrowed events (sorted in place), optionally recording every anomaly.
 fn run_sorted(
     events: &mut [Event],
-    config: &PipelineConfig,
+    mut pipeline: Pipeline,
     sinks: &Outputs,
     progress: bool,
     record: bool,
@@ -106,7 +125,6 @@ fn run_sorted(
     } else {
         ProgressBar::hidden()
     };
-    let mut pipeline = Pipeline::new(config.clone());
     if record {
         pipeline.record_anomalies();
     }

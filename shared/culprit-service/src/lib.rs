@@ -16,7 +16,6 @@ pub mod config;
 pub mod demo;
 pub mod embedded;
 pub mod services;
-pub mod store;
 pub mod train;
 
 pub use config::{load, CulpritConfig, OutputConfig};

@@ -103,7 +103,11 @@ pub async fn run(
         Box::pin(async move { culprit_kafka::brokers_reachable(&kafka).await })
     });
     let publisher = alert_sinks(config, &api)?;
-    let store = crate::store::open_store(&config.store).await?;
+    let store = config
+        .store
+        .open()
+        .await
+        .with_context(|| format!("opening the {:?} vector store", config.store.backend))?;
     if let Some(store) = &store {
         let store = store.clone();
         api.add_readiness_check("store", move || {
@@ -139,21 +143,22 @@ pub async fn run(
         let shutdown = stopped(stop_rx.clone());
         match role {
             Role::Embedder(source) => {
-                let mut stage = DetectStage::from_config(&config.pipeline);
+                // With a store, the k-NN detectors search their reference in it and the
+                // embedder writes every event's point there before committing its offsets.
+                let mut stage = match &store {
+                    Some(store) => DetectStage::with_store(
+                        &config.pipeline,
+                        store.clone(),
+                        config.store.retention_nanos(),
+                    ),
+                    None => DetectStage::from_config(&config.pipeline),
+                };
                 stage.attach_board(board.clone(), source.as_str());
-                let mut options = EmbedderOptions {
+                let options = EmbedderOptions {
                     warmup_secs: config.pipeline.warmup_secs,
                     stats,
                     ..Default::default()
                 };
-                if let Some(store) = &store {
-                    options.sink = Arc::new(crate::store::StoreSink::new(
-                        source,
-                        store.clone(),
-                        &config.pipeline.knn,
-                        &config.store,
-                    ));
-                }
                 tasks.spawn(async move {
                     run_embedder(&kafka, source, stage, options, shutdown)
                         .await

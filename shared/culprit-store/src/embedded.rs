@@ -1,10 +1,11 @@
-//! The in-process store: exact k-NN by a flat scan over per-(source, service) partitions.
+//! The in-process store: exact k-NN by a flat scan over per-(source, service, reference)
+//! partitions.
 
 use crate::persist;
-use crate::types::{dot, normalised_query, validate_point};
-use crate::{Filter, Neighbour, Point, PointId, StoreError, VectorStore, DIM};
+use crate::types::{dot, hour_of_week, normalised_query, validate_point};
+use crate::{Filter, Neighbour, Point, PointEntry, PointId, StoreError, VectorStore, DIM};
 use async_trait::async_trait;
-use culprit_core::{SourceKind, UnixNanos};
+use culprit_core::SourceKind;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,9 +14,10 @@ use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Exact, in-process [`VectorStore`], optionally persisted to one file.
 ///
-/// Points are partitioned by (source, service) and each partition keeps its columns contiguous
-/// (vectors as one `Vec<f32>` of `rows * DIM`, pre-normalised so cosine similarity is a dot
-/// product), so a per-service query scans only that service's rows. Readers share an `RwLock`;
+/// Points are partitioned by (source, service, reference marker) and each partition keeps its
+/// columns contiguous (vectors as one `Vec<f32>` of `rows * DIM`, pre-normalised so cosine
+/// similarity is a dot product), so a per-service query scans only that service's rows, and a
+/// query for reference points only the service's reference sample. Readers share an `RwLock`;
 /// the trait's async methods do their (short, CPU-bound) work without awaiting.
 pub struct EmbeddedStore {
     path: Option<PathBuf>,
@@ -27,8 +29,8 @@ pub struct EmbeddedStore {
 #[derive(Default)]
 pub(crate) struct Inner {
     pub(crate) partitions: Vec<Partition>,
-    /// source -> service -> index into `partitions`.
-    by_key: HashMap<SourceKind, HashMap<String, u32>>,
+    /// (source, reference) -> service -> index into `partitions`.
+    by_key: HashMap<(SourceKind, bool), HashMap<String, u32>>,
     /// id -> (partition, row).
     locations: HashMap<u64, (u32, u32)>,
     /// Interned environment names; partitions store indexes into this.
@@ -38,11 +40,13 @@ pub(crate) struct Inner {
     dirty: AtomicBool,
 }
 
-/// The rows of one (source, service), column by column.
+/// The rows of one (source, service, reference), column by column.
 #[derive(Debug, Default)]
 pub(crate) struct Partition {
     pub(crate) source: Option<SourceKind>,
     pub(crate) service: String,
+    /// Whether the rows are reference points.
+    pub(crate) reference: bool,
     pub(crate) ids: Vec<u64>,
     pub(crate) timestamps: Vec<i64>,
     pub(crate) scores: Vec<f32>,
@@ -52,10 +56,11 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    pub(crate) fn new(source: SourceKind, service: String) -> Partition {
+    pub(crate) fn new(source: SourceKind, service: String, reference: bool) -> Partition {
         Partition {
             source: Some(source),
             service,
+            reference,
             ..Partition::default()
         }
     }
@@ -139,7 +144,7 @@ impl Inner {
         }
         for (pi, part) in partitions.iter().enumerate() {
             let source = part.source.ok_or("partition without a source")?;
-            let slot = inner.by_key.entry(source).or_default();
+            let slot = inner.by_key.entry((source, part.reference)).or_default();
             if slot.insert(part.service.clone(), pi as u32).is_some() {
                 return Err(format!("partition {source}/{} listed twice", part.service));
             }
@@ -167,29 +172,35 @@ impl Inner {
         id
     }
 
-    fn partition_id(&mut self, source: SourceKind, service: &str) -> u32 {
-        if let Some(&id) = self.by_key.get(&source).and_then(|m| m.get(service)) {
+    fn partition_id(&mut self, source: SourceKind, service: &str, reference: bool) -> u32 {
+        if let Some(&id) = self
+            .by_key
+            .get(&(source, reference))
+            .and_then(|m| m.get(service))
+        {
             return id;
         }
         let id = self.partitions.len() as u32;
         self.partitions
-            .push(Partition::new(source, service.to_string()));
+            .push(Partition::new(source, service.to_string(), reference));
         self.by_key
-            .entry(source)
+            .entry((source, reference))
             .or_default()
             .insert(service.to_string(), id);
         id
     }
 
-    fn upsert(&mut self, point: &Point) {
+    fn upsert(&mut self, entry: &PointEntry) {
+        let point = &entry.point;
         let env = self.env_id(&point.environment);
-        let target = self.partition_id(point.source, &point.service);
+        let target = self.partition_id(point.source, &point.service, entry.reference);
         match self.locations.get(&point.id.0).copied() {
             Some((part, row)) if part == target => {
                 self.partitions[part as usize].overwrite(row as usize, point, env);
             }
             Some((part, row)) => {
-                // The id moved to another (source, service): take it out of the old partition.
+                // The id moved to another (source, service, reference): take it out of the old
+                // partition.
                 if let Some(moved) = self.partitions[part as usize].swap_remove(row as usize) {
                     self.locations.insert(moved, (part, row));
                 }
@@ -203,12 +214,21 @@ impl Inner {
         }
     }
 
-    fn delete_older_than(&mut self, cutoff: UnixNanos) -> u64 {
+    fn delete_matching(&mut self, filter: &Filter) -> u64 {
+        let Some(rows) = self.row_filter(filter) else {
+            return 0;
+        };
+        let doomed: Vec<usize> = self
+            .candidate_ids(filter)
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
         let mut removed = 0u64;
-        for (pi, part) in self.partitions.iter_mut().enumerate() {
+        for pi in doomed {
+            let part = &mut self.partitions[pi];
             let mut kept = 0;
             for row in 0..part.len() {
-                if part.timestamps[row] >= cutoff {
+                if !rows.matches(part, row) {
                     if kept != row {
                         part.copy_row(row, kept);
                         self.locations
@@ -225,22 +245,39 @@ impl Inner {
         removed
     }
 
-    /// The partitions a filter can match, so per-service queries skip every other service.
+    /// The partitions a filter can match, so per-service queries skip every other service and
+    /// reference queries every event point.
     fn candidates<'a>(&'a self, filter: &Filter) -> Vec<&'a Partition> {
+        self.candidate_ids(filter)
+            .into_iter()
+            .map(|i| &self.partitions[i as usize])
+            .collect()
+    }
+
+    fn candidate_ids(&self, filter: &Filter) -> Vec<u32> {
         let sources: &[SourceKind] = match &filter.source {
             Some(s) => std::slice::from_ref(s),
             None => &SourceKind::ALL,
         };
+        let markers: &[bool] = match &filter.reference {
+            Some(r) => std::slice::from_ref(r),
+            None => &[false, true],
+        };
         match &filter.service {
             Some(service) => sources
                 .iter()
-                .filter_map(|s| self.by_key.get(s)?.get(service.as_str()))
-                .map(|&i| &self.partitions[i as usize])
+                .flat_map(|&s| markers.iter().map(move |&r| (s, r)))
+                .filter_map(|key| self.by_key.get(&key)?.get(service.as_str()).copied())
                 .collect(),
             None => self
                 .partitions
                 .iter()
-                .filter(|p| filter.source.is_none() || p.source == filter.source)
+                .enumerate()
+                .filter(|(_, p)| {
+                    filter.source.is_none_or(|s| p.source == Some(s))
+                        && filter.reference.is_none_or(|r| p.reference == r)
+                })
+                .map(|(i, _)| i as u32)
                 .collect(),
         }
     }
@@ -256,6 +293,7 @@ impl Inner {
             from: filter.time_from.unwrap_or(i64::MIN),
             to: filter.time_to,
             normal_only: filter.normal_only,
+            hour_of_week: filter.hour_of_week,
         })
     }
 
@@ -316,6 +354,7 @@ struct RowFilter {
     from: i64,
     to: Option<i64>,
     normal_only: bool,
+    hour_of_week: Option<u8>,
 }
 
 impl RowFilter {
@@ -326,6 +365,7 @@ impl RowFilter {
             && self.to.is_none_or(|to| ts < to)
             && (!self.normal_only || part.normal[row])
             && self.env.is_none_or(|e| part.env[row] == e)
+            && self.hour_of_week.is_none_or(|h| hour_of_week(ts) == h)
     }
 }
 
@@ -440,17 +480,17 @@ impl EmbeddedStore {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn upsert_now(&self, mut points: Vec<Point>) -> Result<(), StoreError> {
+    fn upsert_now(&self, mut entries: Vec<PointEntry>) -> Result<(), StoreError> {
         // Validate the whole batch first so a bad point leaves the store untouched.
-        for p in &mut points {
-            validate_point(p)?;
+        for e in &mut entries {
+            validate_point(&mut e.point)?;
         }
-        if points.is_empty() {
+        if entries.is_empty() {
             return Ok(());
         }
         let mut inner = self.write();
-        for p in &points {
-            inner.upsert(p);
+        for e in &entries {
+            inner.upsert(e);
         }
         inner.mark_dirty();
         Ok(())
@@ -478,8 +518,8 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl VectorStore for EmbeddedStore {
-    async fn upsert(&self, points: Vec<Point>) -> Result<(), StoreError> {
-        self.upsert_now(points)
+    async fn upsert_entries(&self, entries: Vec<PointEntry>) -> Result<(), StoreError> {
+        self.upsert_now(entries)
     }
 
     async fn search(
@@ -492,9 +532,9 @@ impl VectorStore for EmbeddedStore {
         Ok(self.read().search(&query, filter, k))
     }
 
-    async fn delete_older_than(&self, timestamp: UnixNanos) -> Result<u64, StoreError> {
+    async fn delete_matching(&self, filter: &Filter) -> Result<u64, StoreError> {
         let mut inner = self.write();
-        let removed = inner.delete_older_than(timestamp);
+        let removed = inner.delete_matching(filter);
         if removed > 0 {
             inner.mark_dirty();
         }
@@ -533,6 +573,10 @@ mod tests {
         }
     }
 
+    fn entries(points: Vec<Point>) -> Vec<PointEntry> {
+        points.into_iter().map(PointEntry::event).collect()
+    }
+
     /// Every stored id must point at the row that holds it.
     fn assert_index_consistent(store: &EmbeddedStore) {
         let inner = store.read();
@@ -549,17 +593,20 @@ mod tests {
         let first: Vec<Point> = (0..40)
             .map(|i| point(i, ["a", "b"][i as usize % 2], i as i64, i as usize))
             .collect();
-        store.upsert_now(first).unwrap();
+        store.upsert_now(entries(first)).unwrap();
         // Move every third point to service "c": swap_remove reshuffles rows in a and b.
         let moved: Vec<Point> = (0..40)
             .step_by(3)
             .map(|i| point(i, "c", i as i64, i as usize))
             .collect();
-        store.upsert_now(moved).unwrap();
+        store.upsert_now(entries(moved)).unwrap();
         assert_index_consistent(&store);
         assert_eq!(store.len(), 40);
 
-        let inner_removed = store.write().delete_older_than(25);
+        let inner_removed = store.write().delete_matching(&Filter {
+            time_to: Some(25),
+            ..Filter::default()
+        });
         assert_eq!(inner_removed, 25);
         assert_index_consistent(&store);
 
@@ -581,7 +628,7 @@ mod tests {
     fn duplicate_ids_within_one_batch_keep_the_last() {
         let store = EmbeddedStore::in_memory();
         store
-            .upsert_now(vec![point(1, "a", 1, 0), point(1, "b", 2, 1)])
+            .upsert_now(entries(vec![point(1, "a", 1, 0), point(1, "b", 2, 1)]))
             .unwrap();
         assert_eq!(store.len(), 1);
         let q = normalised_query(&point(0, "", 0, 1).vector).unwrap();

@@ -9,6 +9,15 @@
 //!   partitioned scan, in memory or persisted to one file.
 //! - `QdrantStore` (cargo feature `qdrant`, on by default): a Qdrant collection over gRPC.
 //!
+//! A point is either an event's embedding or, marked as a reference point ([`PointEntry`]), part
+//! of the capped sample a k-NN detector scores events against: searches for neighbours filter on
+//! that marker ([`Filter::reference_only`]), so they never scan every stored event. Every point
+//! can also be selected by the [`hour_of_week`] of its event time.
+//!
+//! [`SyncStore`] calls a store from synchronous code (the detectors), [`PointWriter`] writes
+//! finished points in batches with retention, [`StoreConfig`] opens the configured backend, and
+//! [`event_key`] / [`PointId::of_event`] give an event's point its id.
+//!
 //! Both validate points the same way (exactly [`DIM`] finite components, not all zero, score in
 //! [0, 1]), normalise vectors to unit length, and report cosine distance (`1 - similarity`).
 //! Upserts are idempotent by [`PointId`]; time ranges are half-open (`from <= t < to`).
@@ -42,19 +51,29 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod blocking;
+mod config;
 mod embedded;
 mod error;
+mod event;
 mod persist;
 #[cfg(feature = "qdrant")]
 mod qdrant;
 mod types;
+mod writer;
 
+pub use blocking::SyncStore;
+pub use config::{StoreBackend, StoreConfig};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
+pub use event::event_key;
 pub use persist::FORMAT_VERSION;
 #[cfg(feature = "qdrant")]
 pub use qdrant::{QdrantConfig, QdrantStore};
-pub use types::{normalised_query, validate_point, Filter, Neighbour, Point, PointId};
+pub use types::{
+    hour_of_week, normalised_query, validate_point, Filter, Neighbour, Point, PointEntry, PointId,
+};
+pub use writer::PointWriter;
 
 use async_trait::async_trait;
 use culprit_core::UnixNanos;
@@ -67,9 +86,16 @@ pub const DIM: usize = 64;
 /// Async because remote backends do network I/O; the embedded store never awaits.
 #[async_trait]
 pub trait VectorStore: Send + Sync {
-    /// Inserts or replaces points by id. The whole batch is validated first: one bad point
-    /// rejects the batch with an error naming it.
-    async fn upsert(&self, points: Vec<Point>) -> Result<(), StoreError>;
+    /// Inserts or replaces points by id, as event points (not reference points). The whole
+    /// batch is validated first: one bad point rejects the batch with an error naming it.
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), StoreError> {
+        self.upsert_entries(points.into_iter().map(PointEntry::event).collect())
+            .await
+    }
+
+    /// Inserts or replaces points by id, each marked as a reference point or not; a later entry
+    /// with the same id replaces the point, marker included. Validated like [`Self::upsert`].
+    async fn upsert_entries(&self, entries: Vec<PointEntry>) -> Result<(), StoreError>;
 
     /// The `k` points nearest to `query` (cosine distance) among those `filter` admits, nearest
     /// first.
@@ -81,7 +107,16 @@ pub trait VectorStore: Send + Sync {
     ) -> Result<Vec<Neighbour>, StoreError>;
 
     /// Removes every point with `timestamp < timestamp`; returns how many were removed.
-    async fn delete_older_than(&self, timestamp: UnixNanos) -> Result<u64, StoreError>;
+    async fn delete_older_than(&self, timestamp: UnixNanos) -> Result<u64, StoreError> {
+        self.delete_matching(&Filter {
+            time_to: Some(timestamp),
+            ..Filter::default()
+        })
+        .await
+    }
+
+    /// Removes every point `filter` admits; returns how many were removed.
+    async fn delete_matching(&self, filter: &Filter) -> Result<u64, StoreError>;
 
     /// How many points `filter` admits.
     async fn count(&self, filter: &Filter) -> Result<u64, StoreError>;

@@ -7,7 +7,8 @@
 //! envs     u32 count, then per environment: u32 length + UTF-8 bytes
 //! parts    u32 count, then per partition:
 //!            source u8 (0 traces, 1 logs, 2 metrics, 3 changes), service (u32 length + UTF-8),
-//!            rows u64, then columns: ids [u64], timestamps [i64], scores [f32],
+//!            reference u8 (1: reference points; absent in version 1, where every point is an
+//!            event point), rows u64, then columns: ids [u64], timestamps [i64], scores [f32],
 //!            normal [u8], env [u32], vectors [f32; rows * dim]
 //! crc32    u32      of every byte before it
 //! ```
@@ -20,7 +21,9 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CULPSTOR";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The version before reference partitions, still read.
+const FORMAT_VERSION_1: u32 = 1;
 
 fn source_code(s: SourceKind) -> u8 {
     match s {
@@ -86,6 +89,7 @@ fn write_body(w: &mut impl Write, inner: &Inner) -> io::Result<()> {
     for p in parts {
         w.write_all(&[p.source.map(source_code).unwrap_or(u8::MAX)])?;
         write_str(w, &p.service)?;
+        w.write_all(&[u8::from(p.reference)])?;
         w.write_all(&(p.len() as u64).to_le_bytes())?;
         write_column(w, p.ids.iter().map(|v| v.to_le_bytes()))?;
         write_column(w, p.timestamps.iter().map(|v| v.to_le_bytes()))?;
@@ -275,7 +279,7 @@ fn read_body<R: Read>(r: &mut Reader<R>) -> Result<Inner, ReadError> {
         return bad("not a culprit store file (bad magic)");
     }
     let version = r.u32()?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
         return Err(ReadError::Version(version));
     }
     let dim = r.u32()?;
@@ -295,6 +299,18 @@ fn read_body<R: Read>(r: &mut Reader<R>) -> Result<Inner, ReadError> {
             return bad(format!("unknown source code {code}"));
         };
         let service = r.string()?;
+        let reference = match version {
+            FORMAT_VERSION_1 => false,
+            _ => match r.array::<1>()?[0] {
+                0 => false,
+                1 => true,
+                other => {
+                    return bad(format!(
+                        "partition {source}/{service}: reference flag {other}"
+                    ))
+                }
+            },
+        };
         let rows = r.u64()?;
         let ids = r.column(rows, u64::from_le_bytes)?;
         let timestamps = r.column(rows, i64::from_le_bytes)?;
@@ -325,7 +341,7 @@ fn read_body<R: Read>(r: &mut Reader<R>) -> Result<Inner, ReadError> {
             scores,
             env,
             vectors,
-            ..Partition::new(source, service)
+            ..Partition::new(source, service, reference)
         });
     }
     Inner::from_parts(partitions, environments).or_else(bad)

@@ -1,14 +1,15 @@
 //! [`VectorStore`] over a Qdrant collection (gRPC, `qdrant-client`).
 //!
 //! Payload per point: `source_type`, `service`, `environment` (keyword), `timestamp` (integer,
-//! unix nanos), `normal` (bool), `score` (float). Qdrant's filter API carries range bounds as
+//! unix nanos), `hour_of_week` (integer, 0..168 from Monday 00:00 UTC), `normal` and `reference`
+//! (bool), `score` (float). Points written before `reference` and `hour_of_week` existed lack
+//! them: they count as event points and match no hour-of-week filter. Qdrant's filter API carries range bounds as
 //! f64, so time bounds are exact only for multiples of 256 ns at today's epoch (whole seconds
 //! are); a point within 256 ns of a bound may fall on either side.
 
-use crate::types::{normalised_query, validate_point};
-use crate::{Filter, Neighbour, Point, PointId, StoreError, VectorStore, DIM};
+use crate::types::{hour_of_week, normalised_query, validate_point};
+use crate::{Filter, Neighbour, PointEntry, PointId, StoreError, VectorStore, DIM};
 use async_trait::async_trait;
-use culprit_core::UnixNanos;
 use qdrant_client::qdrant::{
     point_id::PointIdOptions, value::Kind, vectors_config, Condition, CountPointsBuilder,
     CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeleteCollectionBuilder,
@@ -24,12 +25,14 @@ use std::time::Duration;
 const UPSERT_CHUNK: usize = 256;
 
 /// Payload fields and the index each gets at bootstrap.
-const INDEXES: [(&str, FieldType); 5] = [
+const INDEXES: [(&str, FieldType); 7] = [
     ("source_type", FieldType::Keyword),
     ("service", FieldType::Keyword),
     ("environment", FieldType::Keyword),
     ("timestamp", FieldType::Integer),
+    ("hour_of_week", FieldType::Integer),
     ("normal", FieldType::Bool),
+    ("reference", FieldType::Bool),
 ];
 
 /// Where and how to reach Qdrant.
@@ -195,13 +198,16 @@ impl QdrantStore {
     }
 }
 
-fn to_point_struct(p: Point) -> PointStruct {
+fn to_point_struct(entry: PointEntry) -> PointStruct {
+    let p = entry.point;
     let mut payload = Payload::new();
     payload.insert("source_type", p.source.as_str());
     payload.insert("service", p.service);
     payload.insert("environment", p.environment);
     payload.insert("timestamp", p.timestamp);
+    payload.insert("hour_of_week", i64::from(hour_of_week(p.timestamp)));
     payload.insert("normal", p.normal);
+    payload.insert("reference", entry.reference);
     payload.insert("score", f64::from(p.score));
     PointStruct::new(p.id.0, p.vector, payload)
 }
@@ -229,6 +235,21 @@ fn to_qdrant_filter(f: &Filter) -> QFilter {
     }
     if f.normal_only {
         must.push(Condition::matches("normal", true));
+    }
+    if let Some(h) = f.hour_of_week {
+        must.push(Condition::matches("hour_of_week", i64::from(h)));
+    }
+    match f.reference {
+        Some(true) => must.push(Condition::matches("reference", true)),
+        // Not `reference == false`: points written before the marker existed lack the field.
+        Some(false) => {
+            return QFilter {
+                must,
+                must_not: vec![Condition::matches("reference", true)],
+                ..QFilter::default()
+            }
+        }
+        None => {}
     }
     QFilter::must(must)
 }
@@ -261,9 +282,9 @@ fn to_neighbour(p: ScoredPoint) -> Result<Neighbour, StoreError> {
 
 #[async_trait]
 impl VectorStore for QdrantStore {
-    async fn upsert(&self, mut points: Vec<Point>) -> Result<(), StoreError> {
-        for p in &mut points {
-            validate_point(p)?;
+    async fn upsert_entries(&self, mut points: Vec<PointEntry>) -> Result<(), StoreError> {
+        for e in &mut points {
+            validate_point(&mut e.point)?;
         }
         let mut points = points.into_iter().peekable();
         while points.peek().is_some() {
@@ -307,21 +328,17 @@ impl VectorStore for QdrantStore {
         response.result.into_iter().map(to_neighbour).collect()
     }
 
-    async fn delete_older_than(&self, timestamp: UnixNanos) -> Result<u64, StoreError> {
-        let filter = Filter {
-            time_to: Some(timestamp),
-            ..Filter::default()
-        };
+    async fn delete_matching(&self, filter: &Filter) -> Result<u64, StoreError> {
         // Qdrant's delete does not report how many points it removed, so count first; a point
         // written in between may make the figure slightly off, never the deletion.
-        let doomed = self.count(&filter).await?;
+        let doomed = self.count(filter).await?;
         if doomed == 0 {
             return Ok(0);
         }
         self.client
             .delete_points(
                 DeletePointsBuilder::new(&self.collection)
-                    .points(to_qdrant_filter(&filter))
+                    .points(to_qdrant_filter(filter))
                     .wait(true),
             )
             .await

@@ -26,6 +26,15 @@ impl PointId {
     }
 }
 
+impl PointId {
+    /// The id of the reference copy of this point: a detector admits an event to its reference
+    /// sample as a separate point, so writing the event's own point again (a redelivery, a
+    /// replay after a restart) never takes a point out of the reference.
+    pub fn reference_copy(self) -> PointId {
+        PointId::from_identity(&["reference", &self.to_string()], 0)
+    }
+}
+
 impl fmt::Display for PointId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -63,6 +72,40 @@ pub struct Point {
     pub normal: bool,
 }
 
+/// A point as it is written: the event's embedding and whether it belongs to the reference
+/// sample, the capped set of normal points a k-NN detector scores other events against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointEntry {
+    pub point: Point,
+    pub reference: bool,
+}
+
+impl PointEntry {
+    /// An event's point, not part of any reference sample.
+    pub fn event(point: Point) -> PointEntry {
+        PointEntry {
+            point,
+            reference: false,
+        }
+    }
+
+    /// A point of the reference sample.
+    pub fn reference(point: Point) -> PointEntry {
+        PointEntry {
+            point,
+            reference: true,
+        }
+    }
+}
+
+/// Hour of the week of an event time, UTC, Monday 00:00 as 0 (0..168): the bucket
+/// [`Filter::hour_of_week`] selects. Derived from the timestamp, so every point has one.
+pub fn hour_of_week(time: UnixNanos) -> u8 {
+    let hours = time.div_euclid(3600 * culprit_core::NANOS_PER_SEC);
+    // 1970-01-01 was a Thursday: shift so that Monday starts the week.
+    (hours + 3 * 24).rem_euclid(168) as u8
+}
+
 /// Which points a query or count considers. The default matches every point.
 ///
 /// The time range is half-open: `time_from <= timestamp < time_to`.
@@ -74,6 +117,10 @@ pub struct Filter {
     pub time_from: Option<UnixNanos>,
     pub time_to: Option<UnixNanos>,
     pub normal_only: bool,
+    /// `Some(true)`: reference points only; `Some(false)`: every other point; `None`: both.
+    pub reference: Option<bool>,
+    /// Only points whose [`hour_of_week`] is this.
+    pub hour_of_week: Option<u8>,
 }
 
 impl Filter {
@@ -109,6 +156,31 @@ impl Filter {
         self
     }
 
+    /// Keeps reference points only (a detector's capped sample, not every stored event).
+    pub fn reference_only(mut self) -> Filter {
+        self.reference = Some(true);
+        self
+    }
+
+    /// Keeps points whose event time falls in this [`hour_of_week`].
+    pub fn hour_of_week(mut self, hour: u8) -> Filter {
+        self.hour_of_week = Some(hour);
+        self
+    }
+
+    /// Whether a written entry passes the filter.
+    pub fn matches_entry(&self, entry: &PointEntry) -> bool {
+        let p = &entry.point;
+        self.matches(
+            p.source,
+            &p.service,
+            &p.environment,
+            p.timestamp,
+            p.normal,
+            entry.reference,
+        )
+    }
+
     /// Whether a point with these tags passes the filter.
     pub fn matches(
         &self,
@@ -117,6 +189,7 @@ impl Filter {
         environment: &str,
         timestamp: UnixNanos,
         normal: bool,
+        reference: bool,
     ) -> bool {
         self.source.is_none_or(|s| s == source)
             && self.service.as_deref().is_none_or(|s| s == service)
@@ -124,6 +197,10 @@ impl Filter {
             && self.time_from.is_none_or(|t| timestamp >= t)
             && self.time_to.is_none_or(|t| timestamp < t)
             && (!self.normal_only || normal)
+            && self.reference.is_none_or(|r| r == reference)
+            && self
+                .hour_of_week
+                .is_none_or(|h| h == hour_of_week(timestamp))
     }
 }
 

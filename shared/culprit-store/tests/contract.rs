@@ -6,7 +6,8 @@
 
 use culprit_core::SourceKind;
 use culprit_store::{
-    EmbeddedStore, Filter, Neighbour, Point, PointId, StoreError, VectorStore, DIM,
+    hour_of_week, EmbeddedStore, Filter, Neighbour, Point, PointEntry, PointId, StoreError,
+    VectorStore, DIM,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -25,8 +26,8 @@ fn random_vector(rng: &mut ChaCha8Rng) -> Vec<f32> {
 
 fn random_point(rng: &mut ChaCha8Rng, i: u64) -> Point {
     let service = SERVICES[rng.random_range(0..SERVICES.len())];
-    // Whole seconds: Qdrant's f64 range bounds are exact on these.
-    let timestamp = BASE + rng.random_range(0..1000) * SEC;
+    // Whole seconds: Qdrant's f64 range bounds are exact on these. Three hours of the week.
+    let timestamp = BASE + rng.random_range(0..1000) * SEC + rng.random_range(0..3) * 3600 * SEC;
     Point {
         id: PointId::from_identity(&[service, "event", &i.to_string()], timestamp),
         vector: random_vector(rng),
@@ -44,23 +45,42 @@ fn unit(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x) / n).collect()
 }
 
+/// Every fourth point of a batch as a reference point.
+fn mark_references(points: &[Point]) -> Vec<PointEntry> {
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PointEntry {
+            point: p.clone(),
+            reference: i % 4 == 0,
+        })
+        .collect()
+}
+
 /// What every store must hold: the last upsert of each id.
 #[derive(Default)]
 struct Model {
-    points: HashMap<PointId, Point>,
+    points: HashMap<PointId, PointEntry>,
 }
 
 impl Model {
     fn upsert(&mut self, points: &[Point]) {
         for p in points {
-            self.points.insert(p.id, p.clone());
+            self.points.insert(p.id, PointEntry::event(p.clone()));
+        }
+    }
+
+    fn upsert_entries(&mut self, entries: &[PointEntry]) {
+        for e in entries {
+            self.points.insert(e.point.id, e.clone());
         }
     }
 
     fn admitted<'a>(&'a self, f: &'a Filter) -> impl Iterator<Item = &'a Point> + 'a {
         self.points
             .values()
-            .filter(move |p| f.matches(p.source, &p.service, &p.environment, p.timestamp, p.normal))
+            .filter(move |e| f.matches_entry(e))
+            .map(|e| &e.point)
     }
 
     fn search(&self, query: &[f32], f: &Filter, k: usize) -> Vec<(PointId, f32)> {
@@ -101,13 +121,14 @@ fn assert_top_k(
             "{ctx}: rank {i} distance {} vs {want_d}",
             n.distance
         );
-        let p = model
+        let entry = model
             .points
             .get(&n.id)
             .unwrap_or_else(|| panic!("{ctx}: unknown id {}", n.id));
+        let p = &entry.point;
         assert!(seen.insert(n.id), "{ctx}: id {} returned twice", n.id);
         assert!(
-            filter.matches(p.source, &p.service, &p.environment, p.timestamp, p.normal),
+            filter.matches_entry(entry),
             "{ctx}: id {} violates {filter:?}",
             n.id
         );
@@ -155,6 +176,23 @@ fn filters() -> Vec<Filter> {
         },
         Filter::all().service("no-such-service"),
         Filter::all().environment("no-such-env"),
+        Filter::all().reference_only(),
+        Filter {
+            reference: Some(false),
+            ..Filter::default()
+        },
+        // What a k-NN detector asks for: one service's normal reference points.
+        Filter::all()
+            .source(SourceKind::Traces)
+            .service("cart")
+            .environment("prod")
+            .normal_only()
+            .reference_only(),
+        Filter::all().hour_of_week(hour_of_week(BASE + 3600 * SEC)),
+        Filter::all()
+            .service("ads")
+            .reference_only()
+            .hour_of_week(hour_of_week(BASE)),
     ]
 }
 
@@ -184,19 +222,36 @@ async fn contract_suite(store: &impl VectorStore) {
         "store must start empty"
     );
 
-    // Bulk load, bigger than one Qdrant upsert chunk.
+    // Bulk load, bigger than one Qdrant upsert chunk, a quarter as reference points.
     let points: Vec<Point> = (0..700).map(|i| random_point(&mut rng, i)).collect();
-    store.upsert(points.clone()).await.unwrap();
-    model.upsert(&points);
+    let entries = mark_references(&points);
+    store.upsert_entries(entries.clone()).await.unwrap();
+    model.upsert_entries(&entries);
     assert_eq!(store.count(&Filter::all()).await.unwrap(), 700);
+    assert_eq!(
+        store.count(&Filter::all().reference_only()).await.unwrap(),
+        175
+    );
     check_queries(store, &model, &mut rng, "after load").await;
 
     // Idempotent upsert: replaying a batch changes nothing.
-    store.upsert(points[..300].to_vec()).await.unwrap();
+    store.upsert_entries(entries[..300].to_vec()).await.unwrap();
     assert_eq!(
         store.count(&Filter::all()).await.unwrap(),
         700,
         "re-upsert must not duplicate"
+    );
+    assert_eq!(
+        store.count(&Filter::all().reference_only()).await.unwrap(),
+        175
+    );
+
+    // A later write replaces the marker too: these reference points become event points.
+    store.upsert(points[..100].to_vec()).await.unwrap();
+    model.upsert(&points[..100]);
+    assert_eq!(
+        store.count(&Filter::all().reference_only()).await.unwrap(),
+        150
     );
 
     // Re-upserting an id replaces it, including moving it to another service and source.
@@ -307,7 +362,7 @@ async fn contract_suite(store: &impl VectorStore) {
         store.delete_older_than(cutoff).await.unwrap(),
         expected_removed
     );
-    model.points.retain(|_, p| p.timestamp >= cutoff);
+    model.points.retain(|_, e| e.point.timestamp >= cutoff);
     assert_eq!(
         store.count(&Filter::all()).await.unwrap(),
         model.points.len() as u64
@@ -318,6 +373,26 @@ async fn contract_suite(store: &impl VectorStore) {
         "retention is idempotent"
     );
     check_queries(store, &model, &mut rng, "after retention").await;
+
+    // Retention that spares the reference sample: only event points go.
+    let spare = Filter {
+        time_to: Some(BASE + 3600 * SEC),
+        reference: Some(false),
+        ..Filter::default()
+    };
+    let expected_removed = model.count(&spare);
+    let references = model.count(&Filter::all().reference_only());
+    assert!(expected_removed > 0 && references > 0);
+    assert_eq!(
+        store.delete_matching(&spare).await.unwrap(),
+        expected_removed
+    );
+    model.points.retain(|_, e| !spare.matches_entry(e));
+    assert_eq!(
+        store.count(&Filter::all().reference_only()).await.unwrap(),
+        references
+    );
+    check_queries(store, &model, &mut rng, "after sparing retention").await;
 
     store.flush().await.unwrap();
     store.health().await.unwrap();

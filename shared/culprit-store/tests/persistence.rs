@@ -2,7 +2,7 @@
 
 use culprit_core::SourceKind;
 use culprit_store::{
-    EmbeddedStore, Filter, Point, PointId, StoreError, VectorStore, DIM, FORMAT_VERSION,
+    EmbeddedStore, Filter, Point, PointEntry, PointId, StoreError, VectorStore, DIM, FORMAT_VERSION,
 };
 use std::path::Path;
 
@@ -150,4 +150,78 @@ async fn files_from_a_newer_format_are_refused_by_version() {
         Err(other) => panic!("expected a version error, got {other}"),
         Ok(_) => panic!("a newer format was accepted"),
     }
+}
+
+#[tokio::test]
+async fn reference_markers_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.store");
+    let store = EmbeddedStore::open(&path).unwrap();
+    let entries: Vec<PointEntry> = (0..20)
+        .map(|i| PointEntry {
+            point: point(i, "a"),
+            reference: i % 5 == 0,
+        })
+        .collect();
+    store.upsert_entries(entries).await.unwrap();
+    store.flush().await.unwrap();
+    let reopened = EmbeddedStore::open(&path).unwrap();
+    let reference = Filter::all().reference_only();
+    assert_eq!(reopened.count(&reference).await.unwrap(), 4);
+    let probe = point(5, "a");
+    let hit = &reopened.search(&probe.vector, &reference, 1).await.unwrap()[0];
+    assert_eq!(hit.id, PointId(5));
+}
+
+/// A version-1 file (before reference partitions) as that version wrote it: one environment,
+/// one partition of one point.
+fn version_1_file(point: &Point) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(b"CULPSTOR");
+    body.extend_from_slice(&1u32.to_le_bytes());
+    body.extend_from_slice(&(DIM as u32).to_le_bytes());
+    body.extend_from_slice(&1u32.to_le_bytes());
+    body.extend_from_slice(&(point.environment.len() as u32).to_le_bytes());
+    body.extend_from_slice(point.environment.as_bytes());
+    body.extend_from_slice(&1u32.to_le_bytes());
+    body.push(1); // logs
+    body.extend_from_slice(&(point.service.len() as u32).to_le_bytes());
+    body.extend_from_slice(point.service.as_bytes());
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(&point.id.0.to_le_bytes());
+    body.extend_from_slice(&point.timestamp.to_le_bytes());
+    body.extend_from_slice(&point.score.to_le_bytes());
+    body.push(u8::from(point.normal));
+    body.extend_from_slice(&0u32.to_le_bytes());
+    let norm = point.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    for x in &point.vector {
+        body.extend_from_slice(&(x / norm).to_le_bytes());
+    }
+    let crc = crc32fast::hash(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    body
+}
+
+#[tokio::test]
+async fn a_version_1_file_opens_with_every_point_an_event_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.store");
+    let p = point(2, "a");
+    assert_eq!(p.source, SourceKind::Logs);
+    std::fs::write(&path, version_1_file(&p)).unwrap();
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(store.count(&Filter::all()).await.unwrap(), 1);
+    assert_eq!(
+        store.count(&Filter::all().reference_only()).await.unwrap(),
+        0
+    );
+    let hit = &store
+        .search(&p.vector, &Filter::all().service("a"), 1)
+        .await
+        .unwrap()[0];
+    assert_eq!((hit.id, hit.timestamp), (p.id, p.timestamp));
+    // Written back in the current format, and still readable.
+    store.upsert(vec![point(4, "a")]).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(EmbeddedStore::open(&path).unwrap().len(), 2);
 }
