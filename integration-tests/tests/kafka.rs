@@ -827,3 +827,101 @@ async fn restarted_correlator_rebuilds_open_incidents_without_republishing_alert
     assert_eq!(alerts[0].status, culprit_core::IncidentStatus::Resolved);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_valid_change_event_is_processed_with_its_finding_cut_to_size_and_the_changes_after_it_too(
+) -> Result<()> {
+    let Some(brokers) = broker_or_skip() else {
+        return Ok(());
+    };
+    let env = TestEnv::new(&brokers, "huge-change").await?;
+    let huge_summary = "rolled out ".repeat(500_000); // 5.5 MB of valid text
+    let base = 1_700_000_000i64;
+    let changes: Vec<Vec<u8>> = (0..6)
+        .map(|i| {
+            let summary = if i == 2 {
+                huge_summary.clone()
+            } else {
+                format!("deploy cart v1.{i}")
+            };
+            serde_json::to_vec(&serde_json::json!({
+                "id": format!("chg-{i}"),
+                "time": chrono::DateTime::from_timestamp(base + i * 60, 0)
+                    .expect("a valid time")
+                    .to_rfc3339(),
+                "type": "deployment",
+                "service": format!("svc-{i}"),
+                "environment": "prod",
+                "summary": summary,
+                "attributes": {"version": format!("1.{i}")},
+            }))
+            .unwrap()
+        })
+        .collect();
+    // Only the test's own producer may send a message this large; the services keep the
+    // client default (about 1 MB), which the unbounded finding used to exceed for good.
+    let mut producing = env.config.clone();
+    producing
+        .extra
+        .insert("message.max.bytes".into(), "8000000".into());
+    let producer = TestEnv { config: producing };
+    let records: Vec<Record> = changes.into_iter().map(Record::new).collect();
+    producer
+        .produce(&env.config.topics.changes, &records)
+        .await?;
+
+    let stats = Arc::new(Stats::new());
+    let mut services = Services::new();
+    services.embedder(
+        &env.config,
+        SourceKind::Changes,
+        options(0, Arc::new(culprit_kafka::NoopSink), stats.clone()),
+    );
+    let topic = env.config.topics.anomalies.clone();
+    let reader = TestEnv {
+        config: env.config.clone(),
+    };
+    let findings = |records: &[Received]| -> Vec<culprit_core::Anomaly> {
+        records
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<culprit_pipeline::BusMessage>(&r.payload).ok())
+            .filter_map(|m| match m {
+                culprit_pipeline::BusMessage::Anomaly(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    };
+    let received = tokio::task::spawn_blocking(move || {
+        reader.read_until(&topic, Duration::from_secs(90), |r| findings(r).len() >= 6)
+    })
+    .await??;
+    services.stop().await?;
+
+    let anomalies = findings(&received);
+    let mut services_seen: Vec<&str> = anomalies.iter().map(|a| a.service.as_str()).collect();
+    services_seen.sort();
+    services_seen.dedup();
+    assert_eq!(
+        services_seen,
+        ["svc-0", "svc-1", "svc-2", "svc-3", "svc-4", "svc-5"],
+        "every change event, before and after the huge one, gave its finding"
+    );
+    let huge = anomalies
+        .iter()
+        .find(|a| a.service == "svc-2")
+        .expect("the huge change's finding");
+    assert!(huge.description.len() <= culprit_core::Anomaly::MAX_DESCRIPTION_BYTES);
+    assert!(
+        huge.description.ends_with(" bytes cut]"),
+        "the cut is marked: {}",
+        &huge.description[huge.description.len().saturating_sub(60)..]
+    );
+    let largest = received.iter().map(|r| r.payload.len()).max().unwrap_or(0);
+    assert!(
+        largest < 64 * 1024,
+        "a finding of {largest} bytes was published"
+    );
+    assert_eq!(stats.snapshot().decoded_messages, 6);
+    assert_eq!(stats.snapshot().produce_refused, 0);
+    Ok(())
+}

@@ -16,7 +16,7 @@ pub use alert::{
     CausalGraph, EdgeKind, GraphEdge, GraphNode, IncidentStatus, LlmReview, LlmReviewStatus,
     LlmVerdict, RankChange, RcaAlert, RootCause, VerdictKind,
 };
-pub use anomaly::{Anomaly, DependencyEdge};
+pub use anomaly::{bound_text, Anomaly, DependencyEdge};
 pub use event::{
     ChangeEvent, ChangeKind, Event, EventBody, LogEvent, LogLevel, MetricPoint, Resource,
     SourceKind, SpanEvent,

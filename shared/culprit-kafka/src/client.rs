@@ -398,6 +398,57 @@ pub(crate) struct Outgoing {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl Outgoing {
+    /// A record for the dead-letter topic: `payload` with `headers`, plus why (`culprit.reason`, a
+    /// stable code; `culprit.error`, the message). A payload over `max_payload` bytes is dropped
+    /// and its size recorded instead (`culprit.payload_dropped`), so the dead letter itself cannot
+    /// be refused as too large.
+    pub(crate) fn dead_letter(
+        dlq_topic: &str,
+        key: Option<String>,
+        payload: &[u8],
+        mut headers: Vec<(String, Vec<u8>)>,
+        (reason, error): (&str, &str),
+        max_payload: usize,
+    ) -> Outgoing {
+        headers.push(("culprit.reason".into(), reason.as_bytes().to_vec()));
+        headers.push(("culprit.error".into(), error.as_bytes().to_vec()));
+        let payload = if payload.len() > max_payload {
+            headers.push((
+                "culprit.payload_dropped".into(),
+                payload.len().to_string().into_bytes(),
+            ));
+            Vec::new()
+        } else {
+            payload.to_vec()
+        };
+        Outgoing {
+            topic: dlq_topic.to_string(),
+            key,
+            payload,
+            headers,
+        }
+    }
+}
+
+/// Whether the broker (or the client, before sending) refuses a record in a way no retry can
+/// change: it is too large or malformed. Everything else (timeouts, leader changes, a broker
+/// that is down, authorisation an operator may still grant) is worth retrying.
+pub(crate) fn is_refused_for_good(error: &KafkaError) -> bool {
+    let code = match error {
+        KafkaError::MessageProduction(code) => *code,
+        _ => return false,
+    };
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidRecord
+    )
+}
+
 /// Produces every record and waits for all deliveries; returns the records that failed.
 pub(crate) async fn produce_all(
     producer: &FutureProducer,
@@ -539,5 +590,58 @@ mod tests {
             .insert("statistics.interval.ms".to_string(), "0".to_string());
         let c = consumer_config(&config, "g", "c").unwrap();
         assert_eq!(c.get("statistics.interval.ms"), Some("0"));
+    }
+
+    #[test]
+    fn only_records_too_large_or_malformed_are_refused_for_good() {
+        use RDKafkaErrorCode as C;
+        for code in [
+            C::MessageSizeTooLarge,
+            C::InvalidMessageSize,
+            C::InvalidRecord,
+        ] {
+            assert!(
+                is_refused_for_good(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            C::QueueFull,
+            C::RequestTimedOut,
+            C::NotLeaderForPartition,
+            C::BrokerTransportFailure,
+        ] {
+            assert!(
+                !is_refused_for_good(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
+        assert!(!is_refused_for_good(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn a_dead_letter_says_why_and_drops_a_payload_over_its_bound() {
+        let letter = Outgoing::dead_letter(
+            "dlq",
+            Some("k".into()),
+            &[1u8; 100],
+            vec![("origin".into(), b"x".to_vec())],
+            ("produce_refused", "too large"),
+            10,
+        );
+        assert_eq!(letter.topic, "dlq");
+        assert!(letter.payload.is_empty());
+        let header = |k: &str| {
+            letter
+                .headers
+                .iter()
+                .find(|(h, _)| h == k)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header("culprit.reason").as_deref(), Some("produce_refused"));
+        assert_eq!(header("culprit.payload_dropped").as_deref(), Some("100"));
+        assert_eq!(header("origin").as_deref(), Some("x"));
+        let kept = Outgoing::dead_letter("dlq", None, b"abc", vec![], ("r", "e"), 10);
+        assert_eq!(kept.payload, b"abc");
     }
 }

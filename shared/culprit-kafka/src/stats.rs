@@ -44,6 +44,9 @@ pub struct Stats {
     events: [AtomicU64; 4],
     /// Input messages sent to the dead-letter topic.
     pub dlq_messages: AtomicU64,
+    /// Records the broker refused for good (too large, invalid); each is dead-lettered instead
+    /// (and counted in `dlq_messages`) unless it was itself a dead letter.
+    pub produce_refused: AtomicU64,
     /// Input messages that did not decode, by reason code (each of them is also dead-lettered).
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Anomalies published, by source and severity.
@@ -171,6 +174,7 @@ impl Stats {
                 .map(|&s| (s, self.events(s)))
                 .collect(),
             dlq_messages: self.dlq_messages.load(Relaxed),
+            produce_refused: self.produce_refused.load(Relaxed),
             decode_errors: lock(&self.decode_errors)
                 .iter()
                 .map(|(r, n)| (*r, *n))
@@ -252,6 +256,7 @@ pub struct StatsSnapshot {
     pub decoded_messages: u64,
     pub events: Vec<(SourceKind, u64)>,
     pub dlq_messages: u64,
+    pub produce_refused: u64,
     /// Input messages that did not decode, by reason code.
     pub decode_errors: Vec<(&'static str, u64)>,
     /// Anomalies published, by source and severity (only the non-zero ones).

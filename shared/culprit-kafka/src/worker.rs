@@ -42,6 +42,7 @@ use crate::error::ServiceError;
 use crate::stats::Stats;
 use futures_util::future::{Fuse, FusedFuture, FutureExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -80,8 +81,6 @@ impl<'a> Incoming<'a> {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect();
-        headers.push(("culprit.reason".into(), reason.as_bytes().to_vec()));
-        headers.push(("culprit.error".into(), error.as_bytes().to_vec()));
         headers.push((
             "culprit.source_topic".into(),
             self.topic.as_bytes().to_vec(),
@@ -94,21 +93,14 @@ impl<'a> Incoming<'a> {
             "culprit.offset".into(),
             self.offset.to_string().into_bytes(),
         ));
-        let payload = if self.payload.len() > max_payload {
-            headers.push((
-                "culprit.payload_dropped".into(),
-                self.payload.len().to_string().into_bytes(),
-            ));
-            Vec::new()
-        } else {
-            self.payload.to_vec()
-        };
-        crate::client::Outgoing {
-            topic: dlq_topic.to_string(),
-            key: self.key.map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload,
+        crate::client::Outgoing::dead_letter(
+            dlq_topic,
+            self.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            self.payload,
             headers,
-        }
+            (reason, error),
+            max_payload,
+        )
     }
 
     fn of<M: Message>(m: &'a M) -> Incoming<'a> {
@@ -330,6 +322,7 @@ impl<H: Handler> Core<H> {
         let mut records = std::mem::take(&mut self.batch.outbox);
         while !records.is_empty() {
             let failed = produce_all(&self.producer, records).await;
+            let failed = self.dead_letter_refused(failed);
             if let Some((r, e)) = failed.first() {
                 tracing::warn!(topic = %r.topic, failed = failed.len(), "produce failed, retrying: {e}");
                 records = failed.into_iter().map(|(r, _)| r).collect();
@@ -363,6 +356,53 @@ impl<H: Handler> Core<H> {
         }
         self.batch = Batch::default();
         Ok(())
+    }
+
+    /// Records the broker refuses for good (too large, invalid) would be retried forever and stall
+    /// the partition: each is replaced by a dead letter naming its topic and the error, which the
+    /// retry loop then produces. A refused dead letter is logged and dropped, as nothing else
+    /// could take it. Retriable failures are returned unchanged.
+    fn dead_letter_refused(
+        &self,
+        failed: Vec<(Outgoing, KafkaError)>,
+    ) -> Vec<(Outgoing, KafkaError)> {
+        let mut retry = Vec::with_capacity(failed.len());
+        for (record, error) in failed {
+            if !crate::client::is_refused_for_good(&error) {
+                retry.push((record, error));
+                continue;
+            }
+            self.stats.produce_refused.fetch_add(1, Relaxed);
+            if record.topic == self.config.topics.dlq {
+                tracing::error!(
+                    bytes = record.payload.len(),
+                    "the dead-letter topic refuses a record for good ({error}); dropped"
+                );
+                continue;
+            }
+            tracing::error!(
+                topic = %record.topic,
+                bytes = record.payload.len(),
+                "the broker refuses a record for good ({error}); sent to {} with reason produce_refused",
+                self.config.topics.dlq
+            );
+            self.stats.dlq_messages.fetch_add(1, Relaxed);
+            let mut headers = record.headers;
+            headers.push((
+                "culprit.target_topic".into(),
+                record.topic.as_bytes().to_vec(),
+            ));
+            let letter = Outgoing::dead_letter(
+                &self.config.topics.dlq,
+                record.key,
+                &record.payload,
+                headers,
+                ("produce_refused", &error.to_string()),
+                self.config.dlq_max_payload_bytes,
+            );
+            retry.push((letter, error));
+        }
+        retry
     }
 
     fn commit(&mut self, consumer: &StreamConsumer<RewindContext>, last: bool) {
@@ -552,5 +592,76 @@ mod tests {
         core.flush(&consumer, &mut shutdown, false).await.unwrap();
         assert_eq!(observed.load(Relaxed), 2);
         assert_eq!(stats.snapshot().latency.count(), 2);
+    }
+
+    /// A record refused for good becomes a dead letter naming its topic and the error; a refused
+    /// dead letter is dropped; a retriable failure is kept for the retry loop as it was.
+    #[tokio::test]
+    async fn records_the_broker_refuses_for_good_are_dead_lettered_and_the_rest_retried() {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let config = KafkaConfig {
+            brokers: "127.0.0.1:9".to_string(),
+            ..KafkaConfig::default()
+        };
+        let stats = Arc::new(Stats::new());
+        let (_consumer, partitions) = crate::client::subscribed_consumer(
+            &config,
+            "g",
+            "c",
+            "otlp_logs",
+            crate::Rewind::None,
+            stats.clone(),
+        )
+        .unwrap();
+        let core = Core {
+            producer: crate::client::producer(&config, "c").unwrap(),
+            config: config.clone(),
+            partitions,
+            stats: stats.clone(),
+            handler: Discard,
+            batch: Batch::default(),
+            committed: HashMap::new(),
+            held: VecDeque::new(),
+            paused: false,
+            stop_requested: None,
+        };
+        let record = |topic: &str| Outgoing {
+            topic: topic.to_string(),
+            key: Some("prod".into()),
+            payload: vec![b'x'; 2_000_000],
+            headers: Vec::new(),
+        };
+        let too_large = || KafkaError::MessageProduction(C::MessageSizeTooLarge);
+        let retry = core.dead_letter_refused(vec![
+            (record(&config.topics.anomalies), too_large()),
+            (record(&config.topics.dlq), too_large()),
+            (
+                record(&config.topics.anomalies),
+                KafkaError::MessageProduction(C::RequestTimedOut),
+            ),
+        ]);
+        assert_eq!(retry.len(), 2, "the refused dead letter is dropped");
+        let (letter, _) = &retry[0];
+        assert_eq!(letter.topic, config.topics.dlq);
+        assert!(
+            letter.payload.is_empty(),
+            "its payload is over the DLQ bound"
+        );
+        let header = |k: &str| {
+            letter
+                .headers
+                .iter()
+                .find(|(h, _)| h == k)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header("culprit.reason").as_deref(), Some("produce_refused"));
+        assert_eq!(
+            header("culprit.target_topic").as_deref(),
+            Some(config.topics.anomalies.as_str())
+        );
+        assert_eq!(retry[1].0.topic, config.topics.anomalies);
+        assert_eq!(retry[1].0.payload.len(), 2_000_000, "retried unchanged");
+        let s = stats.snapshot();
+        assert_eq!((s.produce_refused, s.dlq_messages), (2, 1));
     }
 }

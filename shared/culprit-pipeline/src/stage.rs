@@ -203,7 +203,8 @@ impl DetectStage {
         for edge in self.findings.edges.drain(..) {
             bus.publish(BusMessage::Edge(edge));
         }
-        for anomaly in self.findings.anomalies.drain(..) {
+        for mut anomaly in self.findings.anomalies.drain(..) {
+            anomaly.bound();
             bus.publish(BusMessage::Anomaly(anomaly));
         }
     }
