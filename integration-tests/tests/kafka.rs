@@ -925,3 +925,113 @@ async fn a_huge_valid_change_event_is_processed_with_its_finding_cut_to_size_and
     assert_eq!(stats.snapshot().produce_refused, 0);
     Ok(())
 }
+
+/// A broker of this test's own (the shared one must not restart under the other tests), started
+/// and stopped with the project's script; in-memory, so a restart loses every topic and offset.
+struct OwnBroker {
+    env: Vec<(&'static str, String)>,
+    address: String,
+}
+
+impl OwnBroker {
+    fn start() -> Result<OwnBroker> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let state = std::env::temp_dir().join(format!("culprit-own-broker-{port}"));
+        let broker = OwnBroker {
+            env: vec![
+                ("CULPRIT_KAFKA_PORT", port.to_string()),
+                ("CULPRIT_KAFKA_STATE", state.display().to_string()),
+            ],
+            address: format!("127.0.0.1:{port}"),
+        };
+        broker.script("start")?;
+        Ok(broker)
+    }
+
+    fn script(&self, command: &str) -> Result<()> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka-test-env.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(command)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kafka-test-env.sh {command} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.script("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_broker_restarts_and_loses_its_topics_the_embedder_processes_the_new_messages(
+) -> Result<()> {
+    if broker_or_skip().is_none() {
+        return Ok(());
+    }
+    let broker = OwnBroker::start()?;
+    let env = TestEnv::new(&broker.address, "broker-restart").await?;
+    let run = culprit_sim::simulate(
+        Scenario::NewException,
+        &SimConfig {
+            normal_minutes: 2,
+            fault_minutes: 1,
+            batch_seconds: 5,
+            ..SimConfig::default()
+        },
+    );
+    let mut env_config = env.config.clone();
+    env_config.encodings.logs = Encoding::Json;
+    let records: Vec<Record> = run
+        .logs
+        .iter()
+        .take(30)
+        .map(|r| Record {
+            // One key, one partition: the restarted topic's offsets stay below the old ones.
+            key: Some(culprit_sim::ENVIRONMENT.to_string()),
+            ..Record::new(culprit_otlp::to_json(r))
+        })
+        .collect();
+    let (before, after) = records.split_at(20);
+    env.produce(&env.config.topics.logs, before).await?;
+
+    let stats = Arc::new(Stats::new());
+    let mut services = Services::new();
+    services.embedder(
+        &env_config,
+        SourceKind::Logs,
+        options(0, Arc::new(culprit_kafka::NoopSink), stats.clone()),
+    );
+    let handled = |n: u64| {
+        let stats = stats.clone();
+        move || stats.snapshot().messages >= n && stats.snapshot().commits > 0
+    };
+    assert!(
+        wait_for(Duration::from_secs(90), handled(20)).await,
+        "the first 20 messages were not handled and committed"
+    );
+
+    broker.script("stop")?;
+    broker.script("start")?;
+    culprit_kafka::ensure_topics(&env.config, &env.config.all_topics(), PARTITIONS).await?;
+    env.produce(&env.config.topics.logs, after).await?;
+    let all = wait_for(Duration::from_secs(120), handled(30)).await;
+    services.stop().await?;
+    let s = stats.snapshot();
+    assert!(
+        all,
+        "{} of the 10 messages produced after the restart were handled",
+        s.messages.saturating_sub(20)
+    );
+    assert!(s.offset_resets >= 1);
+    Ok(())
+}

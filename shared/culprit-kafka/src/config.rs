@@ -58,6 +58,9 @@ pub struct KafkaConfig {
     /// A source whose watermark is this many seconds of event time behind the newest source's no
     /// longer holds back the correlator's clock (a stalled or removed embedder).
     pub watermark_max_lag_secs: u32,
+    /// A worker with records waiting on its partitions that handled none for this many seconds
+    /// is reported not ready (`/readyz`), with the reason; 0 turns the check off.
+    pub stall_secs: u64,
     /// librdkafka properties passed verbatim to every client, after culprit's own, e.g.
     /// `security.protocol = "SASL_SSL"`, `sasl.mechanisms = "PLAIN"`, `ssl.ca.location = "..."`.
     pub extra: BTreeMap<String, String>,
@@ -90,6 +93,7 @@ impl Default for KafkaConfig {
             embedder_rewind: Rewind::None,
             correlator_rewind: Rewind::Messages(10_000),
             watermark_max_lag_secs: 300,
+            stall_secs: 120,
             extra: BTreeMap::new(),
             extra_files: BTreeMap::new(),
         }

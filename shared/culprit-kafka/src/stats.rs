@@ -47,6 +47,10 @@ pub struct Stats {
     /// Records the broker refused for good (too large, invalid); each is dead-lettered instead
     /// (and counted in `dlq_messages`) unless it was itself a dead letter.
     pub produce_refused: AtomicU64,
+    /// Times a partition's offsets went backwards (topic recreated, offsets reset).
+    pub offset_resets: AtomicU64,
+    /// Wall-clock milliseconds when the worker last handled (or re-read) a message; 0: never.
+    pub last_progress_ms: AtomicU64,
     /// Input messages that did not decode, by reason code (each of them is also dead-lettered).
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Anomalies published, by source and severity.
@@ -113,6 +117,24 @@ impl Stats {
     }
 
     /// The offset lag of every partition librdkafka reports one for; replaces the last report.
+    /// Why this worker is stuck, if it is: records wait on its partitions (offset lag as the
+    /// broker last reported it) and it has handled no message for `window_ms`, or never since
+    /// `started_ms`. A consumer that reconnected but no longer fetches looks healthy otherwise.
+    pub fn stalled(&self, now_ms: u64, started_ms: u64, window_ms: u64) -> Option<String> {
+        let waiting: i64 = lock(&self.offset_lag).values().filter(|&&l| l > 0).sum();
+        if waiting == 0 {
+            return None;
+        }
+        let since = self.last_progress_ms.load(Relaxed).max(started_ms);
+        let idle = now_ms.saturating_sub(since);
+        (idle >= window_ms).then(|| {
+            format!(
+                "no message handled for {} s while {waiting} records wait on its partitions",
+                idle / 1000
+            )
+        })
+    }
+
     pub(crate) fn set_offset_lag(&self, lags: BTreeMap<Partition, i64>) {
         *lock(&self.offset_lag) = lags;
     }
@@ -175,6 +197,7 @@ impl Stats {
                 .collect(),
             dlq_messages: self.dlq_messages.load(Relaxed),
             produce_refused: self.produce_refused.load(Relaxed),
+            offset_resets: self.offset_resets.load(Relaxed),
             decode_errors: lock(&self.decode_errors)
                 .iter()
                 .map(|(r, n)| (*r, *n))
@@ -257,6 +280,7 @@ pub struct StatsSnapshot {
     pub events: Vec<(SourceKind, u64)>,
     pub dlq_messages: u64,
     pub produce_refused: u64,
+    pub offset_resets: u64,
     /// Input messages that did not decode, by reason code.
     pub decode_errors: Vec<(&'static str, u64)>,
     /// Anomalies published, by source and severity (only the non-zero ones).
@@ -349,5 +373,30 @@ mod tests {
         stats.add_events(SourceKind::Logs, 2);
         assert_eq!(stats.events(SourceKind::Logs), 7);
         assert_eq!(stats.events(SourceKind::Traces), 0);
+    }
+
+    #[test]
+    fn a_worker_is_stalled_only_when_records_wait_and_it_handled_none_for_the_window() {
+        let stats = Stats::new();
+        assert_eq!(stats.stalled(100_000, 0, 60_000), None, "nothing waits");
+        stats.set_offset_lag(BTreeMap::from([(("t".to_string(), 0), 169)]));
+        assert_eq!(
+            stats.stalled(50_000, 0, 60_000),
+            None,
+            "not idle long enough"
+        );
+        let why = stats
+            .stalled(100_000, 0, 60_000)
+            .expect("stalled since start");
+        assert!(why.contains("169 records wait"), "{why}");
+        stats.last_progress_ms.store(90_000, Relaxed);
+        assert_eq!(
+            stats.stalled(100_000, 0, 60_000),
+            None,
+            "it handled one lately"
+        );
+        assert!(stats.stalled(150_000, 0, 60_000).is_some());
+        stats.set_offset_lag(BTreeMap::from([(("t".to_string(), 0), 0)]));
+        assert_eq!(stats.stalled(150_000, 0, 60_000), None, "caught up");
     }
 }

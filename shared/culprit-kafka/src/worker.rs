@@ -21,7 +21,9 @@
 //!
 //! Within one instance a redelivered message (offset below the next expected one of its
 //! partition) is skipped, so a rebalance that hands a partition back to its previous owner does
-//! not duplicate work.
+//! not duplicate work. A message below an offset the instance already *committed* is no
+//! redelivery: the partition's offsets went backwards (topic recreated, group offsets reset). It
+//! is logged, counted (`offset_resets`) and processed, and the partition starts afresh.
 //!
 //! # Rewind
 //!
@@ -271,6 +273,13 @@ type Shutdown<'a, S> = Pin<&'a mut Fuse<S>>;
 impl<H: Handler> Core<H> {
     fn process(&mut self, msg: &Incoming<'_>) -> Result<(), ServiceError> {
         let key = (msg.topic.to_string(), msg.partition);
+        if self
+            .committed
+            .get(&key)
+            .is_some_and(|&done| msg.offset < done)
+        {
+            self.offsets_went_back(&key, msg.offset);
+        }
         let replay = {
             let mut p = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
             if p.next.get(&key).is_some_and(|&next| msg.offset < next) {
@@ -290,6 +299,7 @@ impl<H: Handler> Core<H> {
             let mut discard = Vec::new();
             self.handler.handle(msg, true, &mut discard)?;
             self.stats.replayed_messages.fetch_add(1, Relaxed);
+            self.stats.last_progress_ms.store(now_ms() as u64, Relaxed);
             return Ok(());
         }
         self.handler.handle(msg, false, &mut self.batch.outbox)?;
@@ -297,6 +307,7 @@ impl<H: Handler> Core<H> {
         self.batch.messages += 1;
         self.batch.opened.get_or_insert_with(Instant::now);
         self.stats.messages.fetch_add(1, Relaxed);
+        self.stats.last_progress_ms.store(now_ms() as u64, Relaxed);
         if let Some(ts) = msg.timestamp_ms {
             self.batch.timestamps_ms.push(ts);
             let lag = now_ms().saturating_sub(ts).max(0) as u64;
@@ -304,6 +315,25 @@ impl<H: Handler> Core<H> {
             self.stats.set_time_lag_ms(msg.topic, msg.partition, lag);
         }
         Ok(())
+    }
+
+    /// A message below an offset this instance committed cannot be a redelivery (consumers
+    /// resume at the committed offset): the partition was recreated, truncated or its group
+    /// offsets were reset, and its offsets start again lower. Without this the message would be
+    /// skipped as already handled, and so would everything after it, silently.
+    fn offsets_went_back(&mut self, key: &PartitionKey, offset: i64) {
+        let done = self.committed.remove(key).unwrap_or_default();
+        let mut p = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        p.next.remove(key);
+        p.boundary.remove(key);
+        self.stats.offset_resets.fetch_add(1, Relaxed);
+        tracing::warn!(
+            topic = %key.0,
+            partition = key.1,
+            offset,
+            committed = done,
+            "offsets went backwards (the topic was recreated or truncated, or the group's offsets were reset): processing from here"
+        );
     }
 
     fn batch_full(&self) -> bool {
@@ -540,20 +570,13 @@ mod tests {
         }
     }
 
-    /// Messages handled and committed (against a broker that is not there: the commit is
-    /// asynchronous) record their time lag per partition, and their latency once committed.
-    #[tokio::test]
-    async fn handled_messages_record_their_partition_time_lag_and_their_latency_at_commit() {
+    /// A worker core and its consumer against a broker that is not there (commits are
+    /// asynchronous, so they do not wait for it).
+    fn offline_core(stats: Arc<Stats>) -> (Core<Discard>, StreamConsumer<RewindContext>) {
         let config = KafkaConfig {
             brokers: "127.0.0.1:9".to_string(),
             ..KafkaConfig::default()
         };
-        let observed = Arc::new(AtomicUsize::new(0));
-        let seen = observed.clone();
-        let stats = Arc::new(Stats::with_latency_observer(Arc::new(move |d| {
-            assert!(d >= Duration::from_secs(60), "{d:?}");
-            seen.fetch_add(1, Relaxed);
-        })));
         let (consumer, partitions) = crate::client::subscribed_consumer(
             &config,
             "g",
@@ -563,11 +586,11 @@ mod tests {
             stats.clone(),
         )
         .unwrap();
-        let mut core = Core {
+        let core = Core {
             producer: crate::client::producer(&config, "c").unwrap(),
             config,
             partitions,
-            stats: stats.clone(),
+            stats,
             handler: Discard,
             batch: Batch::default(),
             committed: HashMap::new(),
@@ -575,6 +598,20 @@ mod tests {
             paused: false,
             stop_requested: None,
         };
+        (core, consumer)
+    }
+
+    /// Messages handled and committed (against a broker that is not there: the commit is
+    /// asynchronous) record their time lag per partition, and their latency once committed.
+    #[tokio::test]
+    async fn handled_messages_record_their_partition_time_lag_and_their_latency_at_commit() {
+        let observed = Arc::new(AtomicUsize::new(0));
+        let seen = observed.clone();
+        let stats = Arc::new(Stats::with_latency_observer(Arc::new(move |d| {
+            assert!(d >= Duration::from_secs(60), "{d:?}");
+            seen.fetch_add(1, Relaxed);
+        })));
+        let (mut core, consumer) = offline_core(stats.clone());
         let minute_ago = now_ms() - 60_000;
         core.process(&message(0, 0, minute_ago)).unwrap();
         core.process(&message(3, 0, minute_ago - 60_000)).unwrap();
@@ -599,32 +636,9 @@ mod tests {
     #[tokio::test]
     async fn records_the_broker_refuses_for_good_are_dead_lettered_and_the_rest_retried() {
         use rdkafka::types::RDKafkaErrorCode as C;
-        let config = KafkaConfig {
-            brokers: "127.0.0.1:9".to_string(),
-            ..KafkaConfig::default()
-        };
         let stats = Arc::new(Stats::new());
-        let (_consumer, partitions) = crate::client::subscribed_consumer(
-            &config,
-            "g",
-            "c",
-            "otlp_logs",
-            crate::Rewind::None,
-            stats.clone(),
-        )
-        .unwrap();
-        let core = Core {
-            producer: crate::client::producer(&config, "c").unwrap(),
-            config: config.clone(),
-            partitions,
-            stats: stats.clone(),
-            handler: Discard,
-            batch: Batch::default(),
-            committed: HashMap::new(),
-            held: VecDeque::new(),
-            paused: false,
-            stop_requested: None,
-        };
+        let (core, _consumer) = offline_core(stats.clone());
+        let config = core.config.clone();
         let record = |topic: &str| Outgoing {
             topic: topic.to_string(),
             key: Some("prod".into()),
@@ -663,5 +677,43 @@ mod tests {
         assert_eq!(retry[1].0.payload.len(), 2_000_000, "retried unchanged");
         let s = stats.snapshot();
         assert_eq!((s.produce_refused, s.dlq_messages), (2, 1));
+    }
+
+    /// A redelivery of uncommitted work is skipped; a message below what this instance already
+    /// committed means the partition's offsets went backwards, and it is processed.
+    #[tokio::test]
+    async fn offsets_that_go_back_below_the_committed_one_are_processed_and_counted() {
+        let stats = Arc::new(Stats::new());
+        let (mut core, consumer) = offline_core(stats.clone());
+        let now = now_ms();
+        for offset in 0..6 {
+            core.process(&message(0, offset, now)).unwrap();
+        }
+        let shutdown = std::future::pending::<()>().fuse();
+        futures_util::pin_mut!(shutdown);
+        core.flush(&consumer, &mut shutdown, false).await.unwrap();
+        core.process(&message(0, 6, now)).unwrap();
+        core.process(&message(0, 7, now)).unwrap();
+        let handled = |s: &Stats| s.snapshot().messages;
+        assert_eq!(handled(&stats), 8);
+
+        core.process(&message(0, 6, now)).unwrap();
+        assert_eq!(handled(&stats), 8, "an uncommitted redelivery is skipped");
+        assert_eq!(stats.snapshot().offset_resets, 0);
+
+        core.process(&message(0, 0, now)).unwrap();
+        core.process(&message(0, 1, now)).unwrap();
+        assert_eq!(
+            handled(&stats),
+            10,
+            "the recreated partition's messages are handled"
+        );
+        assert_eq!(stats.snapshot().offset_resets, 1);
+        core.process(&message(0, 1, now)).unwrap();
+        assert_eq!(
+            handled(&stats),
+            10,
+            "and redeliveries after it are skipped again"
+        );
     }
 }

@@ -139,6 +139,14 @@ pub async fn run(
             api.clone(),
             stop_rx.clone(),
         ));
+        if config.kafka.stall_secs > 0 {
+            let (stats, window_ms) = (stats.clone(), config.kafka.stall_secs * 1000);
+            let started_ms = wall_clock_ms();
+            api.add_readiness_check(&role.service(), move || {
+                let stalled = stats.stalled(wall_clock_ms(), started_ms, window_ms);
+                Box::pin(async move { stalled.map_or(Ok(()), Err) })
+            });
+        }
         let kafka = config.kafka.clone();
         let shutdown = stopped(stop_rx.clone());
         match role {
@@ -230,6 +238,12 @@ fn alert_sinks(config: &CulpritConfig, api: &ApiState) -> Result<Arc<dyn AlertSi
         delivery,
         Arc::new(crate::agent::ReviewOffer(reviewer)),
     ])))
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Copies a worker's counters into the Prometheus metrics every second (its processing latency
