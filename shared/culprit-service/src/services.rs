@@ -142,7 +142,7 @@ pub async fn run(
         if config.kafka.stall_secs > 0 {
             let (stats, window_ms) = (stats.clone(), config.kafka.stall_secs * 1000);
             let started_ms = wall_clock_ms();
-            api.add_readiness_check(&role.service(), move || {
+            api.add_readiness_check(role.service(), move || {
                 let stalled = stats.stalled(wall_clock_ms(), started_ms, window_ms);
                 Box::pin(async move { stalled.map_or(Ok(()), Err) })
             });
