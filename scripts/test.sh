@@ -72,6 +72,10 @@ if [ -s "$NOCMAKE/calls" ]; then
   echo "the build ran cmake:"; cat "$NOCMAKE/calls"; exit 1
 fi
 
+step "format and lints (rustfmt, clippy -D warnings)"
+cargo fmt --all --check
+nocmake cargo clippy --workspace --all-targets --locked -- -D warnings
+
 step "architecture invariants (dependency graph, binary size)"
 bash scripts/invariants.sh
 

@@ -13,6 +13,7 @@
 //! `kind`) still load.
 
 use crate::feedback::Cause;
+use crate::profile::IncidentProfile;
 use crate::{ApiError, RecalcRange};
 use culprit_core::{RcaAlert, SourceKind, UnixNanos};
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,10 @@ pub struct FeedbackRecord {
     pub services: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The incident's evidence profile when the feedback was given (absent in records written
+    /// before profiles existed, which are matched by their services and signals instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<IncidentProfile>,
 }
 
 impl FeedbackRecord {
@@ -95,15 +100,30 @@ impl FeedbackRecord {
             evidence_signals,
             services: services.into_iter().collect(),
             note,
+            profile: Some(IncidentProfile::of(alert)),
             cause,
         }
     }
 
-    /// How much this past incident resembles one touching `terms` (services or signals) in
-    /// `environment`: Jaccard overlap, plus a bonus when its confirmed cause is among the
-    /// terms, halved for another environment. 0 means unrelated.
-    pub fn similarity(&self, environment: &str, terms: &[String]) -> f64 {
-        let query: BTreeSet<&str> = terms.iter().map(String::as_str).collect();
+    /// How much this past incident resembles the one `query` describes, in [0, 1.5]: the cosine
+    /// of the two evidence profiles when both have one (below [`MIN_PROFILE_SIMILARITY`] counts as
+    /// unrelated), otherwise the Jaccard overlap of services and signals plus a bonus when the
+    /// confirmed cause is among them; halved for another environment. 0 means unrelated.
+    pub fn similarity(&self, query: &SimilarQuery) -> f64 {
+        let env_factor = if self.environment == query.environment {
+            1.0
+        } else {
+            0.5
+        };
+        if let (Some(own), Some(wanted)) = (&self.profile, &query.profile) {
+            let cosine = own.cosine(wanted);
+            return if cosine >= MIN_PROFILE_SIMILARITY {
+                cosine * env_factor
+            } else {
+                0.0
+            };
+        }
+        let wanted: BTreeSet<&str> = query.terms.iter().map(String::as_str).collect();
         let own: BTreeSet<&str> = self
             .services
             .iter()
@@ -111,21 +131,65 @@ impl FeedbackRecord {
             .map(String::as_str)
             .chain(self.cause.service())
             .collect();
-        let overlap = query.intersection(&own).count();
+        let overlap = wanted.intersection(&own).count();
         if overlap == 0 {
             return 0.0;
         }
-        let jaccard = overlap as f64 / query.union(&own).count() as f64;
+        let jaccard = overlap as f64 / wanted.union(&own).count() as f64;
         let root_bonus = match self.cause.service() {
-            Some(s) if query.contains(s) => 0.5,
+            Some(s) if wanted.contains(s) => 0.5,
             _ => 0.0,
         };
-        let env_factor = if self.environment == environment {
-            1.0
-        } else {
-            0.5
-        };
         (jaccard + root_bonus) * env_factor
+    }
+}
+
+/// Profiles less alike than this share little more than hash collisions and a common signal
+/// family: such a past incident is not offered as similar.
+pub const MIN_PROFILE_SIMILARITY: f64 = 0.25;
+
+/// What [`HistoryStore::similar`] looks for: an incident's environment, its evidence profile, and
+/// its services and signals (for records without a profile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarQuery {
+    pub environment: String,
+    pub terms: Vec<String>,
+    pub profile: Option<IncidentProfile>,
+}
+
+impl SimilarQuery {
+    /// Past incidents like `alert`: by its profile, and by its services and evidence signals.
+    pub fn of_alert(alert: &RcaAlert) -> SimilarQuery {
+        let mut terms: Vec<String> = alert
+            .affected_services
+            .values()
+            .flatten()
+            .cloned()
+            .chain(alert.root_causes.iter().map(|c| c.service.clone()))
+            .chain(
+                alert
+                    .root_causes
+                    .iter()
+                    .flat_map(|c| &c.evidence)
+                    .map(|a| a.signal.to_string()),
+            )
+            .collect();
+        terms.sort();
+        terms.dedup();
+        SimilarQuery {
+            environment: alert.environment.clone(),
+            terms,
+            profile: Some(IncidentProfile::of(alert)),
+        }
+    }
+
+    /// Past incidents touching `terms` (services or signals) in `environment`.
+    pub fn terms(environment: &str, terms: &[String]) -> SimilarQuery {
+        SimilarQuery {
+            environment: environment.to_string(),
+            terms: terms.to_vec(),
+            profile: None,
+        }
     }
 }
 
@@ -232,12 +296,11 @@ pub trait HistoryStore: Send + Sync {
         filter: &HistoryFilter,
         limit: usize,
     ) -> Result<Vec<HistoryItem>, ApiError>;
-    /// Past incidents most like one touching `terms` (services or signals) in `environment`,
-    /// best first: the latest final answer of each.
+    /// Past incidents most like the one `query` describes, best first: the latest final answer
+    /// of each, with its similarity ([`FeedbackRecord::similarity`]).
     async fn similar(
         &self,
-        environment: &str,
-        terms: &[String],
+        query: &SimilarQuery,
         limit: usize,
     ) -> Result<Vec<FeedbackRecord>, ApiError>;
 }
@@ -282,6 +345,7 @@ impl From<LegacyConfirmation> for FeedbackRecord {
             evidence_signals: l.evidence_signals,
             services: l.services,
             note: l.note,
+            profile: None,
         }
     }
 }
@@ -494,8 +558,7 @@ impl HistoryStore for MemoryHistoryStore {
 
     async fn similar(
         &self,
-        environment: &str,
-        terms: &[String],
+        query: &SimilarQuery,
         limit: usize,
     ) -> Result<Vec<FeedbackRecord>, ApiError> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
@@ -506,7 +569,7 @@ impl HistoryStore for MemoryHistoryStore {
                 HistoryEntry::Feedback(f) if !f.provisional => Some(f),
                 _ => None,
             })
-            .map(|f| (f.similarity(environment, terms), f))
+            .map(|f| (f.similarity(query), f))
             .filter(|(s, _)| *s > 0.0)
             .collect();
         scored.sort_by(|a, b| {

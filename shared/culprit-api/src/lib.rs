@@ -29,6 +29,7 @@ mod feedback;
 mod history;
 mod incidents;
 mod metrics;
+mod profile;
 mod routes;
 mod state;
 mod ui;
@@ -41,10 +42,11 @@ pub use baselines::{
 pub use feedback::{Cause, FeedbackRequest};
 pub use history::{
     FeedbackRecord, HistoryEntry, HistoryFilter, HistoryItem, HistoryKind, HistoryStore,
-    MemoryHistoryStore, RecalculationRecord,
+    MemoryHistoryStore, RecalculationRecord, SimilarQuery, MIN_PROFILE_SIMILARITY,
 };
 pub use incidents::{IncidentFilter, IncidentStore};
 pub use metrics::{LatencyRecorder, Metrics, ANOMALIES_INPUT, METRIC_PREFIX};
+pub use profile::IncidentProfile;
 pub use routes::{router, METRICS_CONTENT_TYPE};
 pub use state::{ApiState, BoxFuture, CheckResult, ReadinessCheck};
 

@@ -356,31 +356,16 @@ async fn history(
     }
 }
 
-/// Confirmed past incidents that resemble `alert`: same services and evidence signals.
+/// Confirmed past incidents that resemble `alert`: by evidence profile (services and signals
+/// for records without one).
 pub(crate) async fn similar_to(
     state: &ApiState,
     alert: &RcaAlert,
 ) -> Result<Vec<FeedbackRecord>, crate::ApiError> {
-    let mut terms: Vec<String> = alert
-        .affected_services
-        .values()
-        .flatten()
-        .cloned()
-        .collect();
-    terms.extend(alert.root_causes.iter().map(|c| c.service.clone()));
-    terms.extend(
-        alert
-            .root_causes
-            .iter()
-            .flat_map(|c| &c.evidence)
-            .map(|a| a.signal.to_string()),
-    );
-    terms.sort();
-    terms.dedup();
     let limit = state.config().default_limit;
     let mut records = state
         .history()
-        .similar(&alert.environment, &terms, limit + 1)
+        .similar(&crate::SimilarQuery::of_alert(alert), limit + 1)
         .await?;
     records.retain(|r| r.incident_id != alert.incident_id);
     records.truncate(limit);

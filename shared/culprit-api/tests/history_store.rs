@@ -3,9 +3,12 @@
 
 use culprit_api::{
     ApiError, Cause, FeedbackRecord, HistoryEntry, HistoryFilter, HistoryItem, HistoryKind,
-    HistoryStore, MemoryHistoryStore, RecalcRange, RecalculationRecord,
+    HistoryStore, MemoryHistoryStore, RecalcRange, RecalculationRecord, SimilarQuery,
 };
+use culprit_core::IncidentStatus;
 use std::io::Write;
+
+mod common;
 
 fn record(
     id: &str,
@@ -28,6 +31,7 @@ fn record(
         evidence_signals: signals.iter().map(|s| s.to_string()).collect(),
         services: services.iter().map(|s| s.to_string()).collect(),
         note: None,
+        profile: None,
     })
 }
 
@@ -99,19 +103,22 @@ async fn similar_ranks_by_overlap_prefers_the_same_root_cause_and_environment() 
     }
 
     let found = store
-        .similar("prod", &terms(&["redis", "cart", "frontend"]), 10)
+        .similar(
+            &SimilarQuery::terms("prod", &terms(&["redis", "cart", "frontend"])),
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&found), ["same-root", "staging", "touched"]);
     // Signals count as overlap too.
     let by_signal = store
-        .similar("prod", &terms(&["span.error"]), 10)
+        .similar(&SimilarQuery::terms("prod", &terms(&["span.error"])), 10)
         .await
         .unwrap();
     assert_eq!(ids(&by_signal), ["same-root", "staging"]);
     assert_eq!(
         store
-            .similar("prod", &terms(&["redis", "cart"]), 1)
+            .similar(&SimilarQuery::terms("prod", &terms(&["redis", "cart"])), 1)
             .await
             .unwrap()
             .len(),
@@ -143,7 +150,7 @@ async fn similar_uses_each_incidents_latest_final_answer_only() {
         .await
         .unwrap();
     let found = store
-        .similar("prod", &terms(&["redis", "cart"]), 10)
+        .similar(&SimilarQuery::terms("prod", &terms(&["redis", "cart"])), 10)
         .await
         .unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
@@ -151,7 +158,10 @@ async fn similar_uses_each_incidents_latest_final_answer_only() {
 
     assert_eq!(store.resolve("inc-2", 4).await.unwrap(), 1);
     assert_eq!(store.resolve("inc-2", 5).await.unwrap(), 0, "already final");
-    let found = store.similar("prod", &terms(&["redis"]), 10).await.unwrap();
+    let found = store
+        .similar(&SimilarQuery::terms("prod", &terms(&["redis"])), 10)
+        .await
+        .unwrap();
     assert_eq!(ids(&found), ["inc-2", "inc-1"]);
 }
 
@@ -302,4 +312,63 @@ async fn the_store_keeps_at_most_max_entries() {
             ("b=redis".to_string(), Some(true))
         ]
     );
+}
+
+#[tokio::test]
+async fn by_profile_the_incident_with_the_same_evidence_ranks_first_and_unrelated_ones_are_left_out(
+) {
+    let store = MemoryHistoryStore::in_memory(100);
+    let past = |id: &str, causes: &[(&str, &str)], at: i64| {
+        let alert = common::alert(id, at, 1, IncidentStatus::Resolved, causes);
+        HistoryEntry::Feedback(FeedbackRecord::new(
+            &alert,
+            Cause::Service(causes[0].0.into()),
+            "ana",
+            at,
+            None,
+        ))
+    };
+    for entry in [
+        past(
+            "same-evidence",
+            &[("redis", "span.latency:GET /get"), ("cart", "log.errors")],
+            1,
+        ),
+        past(
+            "same-service-other-failure",
+            &[("redis", "metric:memory")],
+            2,
+        ),
+        past(
+            "unrelated",
+            &[
+                ("payments", "metric:cpu"),
+                ("ledger", "log.new_template:E7"),
+            ],
+            3,
+        ),
+    ] {
+        store.append(entry).await.unwrap();
+    }
+    let now = common::alert(
+        "now",
+        10,
+        1,
+        IncidentStatus::Open,
+        &[("redis", "span.latency:GET /get"), ("cart", "log.errors")],
+    );
+    let query = SimilarQuery::of_alert(&now);
+    let found = store.similar(&query, 10).await.unwrap();
+    assert_eq!(
+        ids(&found).first(),
+        Some(&"same-evidence"),
+        "{:?}",
+        ids(&found)
+    );
+    assert!(!ids(&found).contains(&"unrelated"), "{:?}", ids(&found));
+    let best = found[0].similarity(&query);
+    assert!(best > 0.99, "the same evidence profile: cosine {best}");
+    if let Some(second) = found.get(1) {
+        assert!(second.similarity(&query) < best);
+    }
 }

@@ -7,7 +7,7 @@
 use crate::config::CulpritConfig;
 use anyhow::{Context, Result};
 use culprit_agent::{IncidentEvidence, LlmConfig, LlmMode, PastIncident, Review, Reviewer};
-use culprit_api::{FeedbackRecord, HistoryStore, MemoryHistoryStore};
+use culprit_api::{FeedbackRecord, HistoryStore, MemoryHistoryStore, SimilarQuery};
 use culprit_core::{Anomaly, Event, LlmReviewStatus, RcaAlert};
 use culprit_sink::AlertSink;
 use std::collections::BTreeMap;
@@ -124,7 +124,7 @@ fn open_history(config: &CulpritConfig) -> Result<Option<Arc<dyn HistoryStore>>>
     }
 }
 
-/// The confirmed past incidents most like `alert` (by its candidates and their signals).
+/// The confirmed past incidents most like `alert` (by evidence profile; see `SimilarQuery`).
 pub async fn past_incidents(
     history: Option<&dyn HistoryStore>,
     alert: &RcaAlert,
@@ -132,26 +132,12 @@ pub async fn past_incidents(
     let Some(history) = history else {
         return Vec::new();
     };
-    let mut terms: Vec<String> = alert
-        .root_causes
-        .iter()
-        .map(|c| c.service.clone())
-        .collect();
-    for c in &alert.root_causes {
-        for a in &c.evidence {
-            if !terms.iter().any(|t| a.signal == t.as_str()) {
-                terms.push(a.signal.to_string());
-            }
-        }
-    }
-    match history
-        .similar(&alert.environment, &terms, SIMILAR_INCIDENTS)
-        .await
-    {
+    let query = SimilarQuery::of_alert(alert);
+    match history.similar(&query, SIMILAR_INCIDENTS).await {
         Ok(records) => records
             .into_iter()
             .filter(|r| r.incident_id != alert.incident_id)
-            .map(|r| past_incident(&r, &alert.environment, &terms))
+            .map(|r| past_incident(&r, &query))
             .collect(),
         Err(e) => {
             tracing::warn!("cannot search the incident history: {e}");
@@ -160,14 +146,14 @@ pub async fn past_incidents(
     }
 }
 
-fn past_incident(r: &FeedbackRecord, environment: &str, terms: &[String]) -> PastIncident {
+fn past_incident(r: &FeedbackRecord, query: &SimilarQuery) -> PastIncident {
     PastIncident {
         incident_id: r.incident_id.clone(),
         environment: r.environment.clone(),
         root_cause_service: r.cause.to_string(),
         summary: r.summary.clone(),
         evidence_signals: r.evidence_signals.clone(),
-        similarity: r.similarity(environment, terms),
+        similarity: r.similarity(query),
         note: r.note.clone(),
     }
 }
