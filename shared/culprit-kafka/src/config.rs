@@ -58,6 +58,15 @@ pub struct KafkaConfig {
     /// A source whose watermark is this many seconds of event time behind the newest source's no
     /// longer holds back the correlator's clock (a stalled or removed embedder).
     pub watermark_max_lag_secs: u32,
+    /// Events stamped more than this many seconds ahead of the wall clock are dead-lettered
+    /// (reason `timestamp_out_of_range`): no producer knows the future, and one such stamp would
+    /// carry the watermarks and the store's retention with it. 0 turns the check off.
+    pub max_future_skew_secs: u64,
+    /// Events more than this many seconds of event time away from their partition's current
+    /// event time (robust: a median over its recent messages) are dead-lettered (reason
+    /// `timestamp_out_of_range`); the correlator also waits for a second opinion before a
+    /// watermark jumps further than this. 0 turns both off.
+    pub max_event_time_skew_secs: u64,
     /// librdkafka properties passed verbatim to every client, after culprit's own, e.g.
     /// `security.protocol = "SASL_SSL"`, `sasl.mechanisms = "PLAIN"`, `ssl.ca.location = "..."`.
     pub extra: BTreeMap<String, String>,
@@ -90,6 +99,10 @@ impl Default for KafkaConfig {
             embedder_rewind: Rewind::None,
             correlator_rewind: Rewind::Messages(10_000),
             watermark_max_lag_secs: 300,
+            max_future_skew_secs: 300,
+            // A day: far beyond collector retries and backlogs, well within the store's
+            // retention, and it catches wrong units, zero stamps and wrong years or days.
+            max_event_time_skew_secs: 86_400,
             extra: BTreeMap::new(),
             extra_files: BTreeMap::new(),
         }
@@ -184,8 +197,9 @@ impl Default for EncodingsConfig {
 }
 
 /// How far back a service re-reads a partition it has just been assigned, before its committed
-/// offset. Re-read messages rebuild in-memory state only: they produce nothing, go to no hook and
-/// are not committed again, because everything before the committed offset was already published.
+/// offset. Re-read messages rebuild in-memory state only: they produce nothing and are not
+/// committed again, because everything before the committed offset was already published (the
+/// correlator hands the incidents it rebuilt to its local `restore` sink only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rewind {

@@ -44,7 +44,10 @@ pub struct Stats {
     events: [AtomicU64; 4],
     /// Input messages sent to the dead-letter topic.
     pub dlq_messages: AtomicU64,
-    /// Input messages that did not decode, by reason code (each of them is also dead-lettered).
+    /// Events refused for their timestamp (their messages are counted under `decode_errors`).
+    pub out_of_range_events: AtomicU64,
+    /// Input messages that did not decode, and ones with events out of time range
+    /// (`timestamp_out_of_range`), by reason code; each of them is also dead-lettered.
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Anomalies published, by source and severity.
     anomalies: [[AtomicU64; 5]; 4],
@@ -171,6 +174,7 @@ impl Stats {
                 .map(|&s| (s, self.events(s)))
                 .collect(),
             dlq_messages: self.dlq_messages.load(Relaxed),
+            out_of_range_events: self.out_of_range_events.load(Relaxed),
             decode_errors: lock(&self.decode_errors)
                 .iter()
                 .map(|(r, n)| (*r, *n))
@@ -252,7 +256,8 @@ pub struct StatsSnapshot {
     pub decoded_messages: u64,
     pub events: Vec<(SourceKind, u64)>,
     pub dlq_messages: u64,
-    /// Input messages that did not decode, by reason code.
+    pub out_of_range_events: u64,
+    /// Input messages that did not decode or had events out of time range, by reason code.
     pub decode_errors: Vec<(&'static str, u64)>,
     /// Anomalies published, by source and severity (only the non-zero ones).
     pub anomalies: Vec<(SourceKind, Severity, u64)>,

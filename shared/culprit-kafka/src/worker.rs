@@ -27,8 +27,9 @@
 //!
 //! Partitions an instance is assigned for the first time may be assigned before their committed
 //! offset ([`crate::Rewind`]). Messages before the committed offset are *re-read*: the handler
-//! rebuilds its in-memory state from them but produces nothing, calls no hook and commits
-//! nothing, because all of it happened before the commit.
+//! rebuilds its in-memory state from them but produces nothing and commits nothing, because all
+//! of it happened before the commit. What they rebuild for the handler's hook (the correlator's
+//! restored alerts, the embedder's points) is handed over at the next flush.
 //!
 //! # Shutdown
 //!
@@ -75,6 +76,19 @@ impl<'a> Incoming<'a> {
         error: &str,
         max_payload: usize,
     ) -> crate::client::Outgoing {
+        self.dead_letter_with(dlq_topic, reason, error, self.payload, max_payload)
+    }
+
+    /// [`Incoming::dead_letter`] with `payload` in place of the message's own bytes (part of
+    /// the message, re-encoded).
+    pub(crate) fn dead_letter_with(
+        &self,
+        dlq_topic: &str,
+        reason: &str,
+        error: &str,
+        payload: &[u8],
+        max_payload: usize,
+    ) -> crate::client::Outgoing {
         let mut headers: Vec<(String, Vec<u8>)> = self
             .headers
             .iter()
@@ -94,14 +108,14 @@ impl<'a> Incoming<'a> {
             "culprit.offset".into(),
             self.offset.to_string().into_bytes(),
         ));
-        let payload = if self.payload.len() > max_payload {
+        let payload = if payload.len() > max_payload {
             headers.push((
                 "culprit.payload_dropped".into(),
-                self.payload.len().to_string().into_bytes(),
+                payload.len().to_string().into_bytes(),
             ));
             Vec::new()
         } else {
-            self.payload.to_vec()
+            payload.to_vec()
         };
         crate::client::Outgoing {
             topic: dlq_topic.to_string(),
@@ -140,7 +154,8 @@ impl<'a> Incoming<'a> {
 /// What a service does with its messages.
 pub(crate) trait Handler: Send {
     /// Handles one message, appending what it produces to `out`. With `replay` set it only
-    /// rebuilds state: `out` is discarded and no hook may be fed.
+    /// rebuilds state: `out` is discarded, and only state that was lost with the previous owner
+    /// (restored alerts for local views) may be queued for [`Handler::before_commit`].
     fn handle(
         &mut self,
         msg: &Incoming<'_>,
@@ -298,6 +313,11 @@ impl<H: Handler> Core<H> {
             let mut discard = Vec::new();
             self.handler.handle(msg, true, &mut discard)?;
             self.stats.replayed_messages.fetch_add(1, Relaxed);
+            if self.handler.pending() > 0 {
+                // State rebuilt for a hook (restored alerts, points of re-read events) is handed
+                // over within a commit interval, not only once a new message arrives.
+                self.batch.opened.get_or_insert_with(Instant::now);
+            }
             return Ok(());
         }
         self.handler.handle(msg, false, &mut self.batch.outbox)?;
