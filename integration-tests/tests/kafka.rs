@@ -178,6 +178,7 @@ async fn simulated_deploy_cpu_spike_produces_an_alert_naming_inventory_first() -
         CorrelatorOptions {
             publisher: publisher.clone(),
             stats: correlator_stats.clone(),
+            ..Default::default()
         },
     );
 
@@ -209,6 +210,122 @@ async fn simulated_deploy_cpu_spike_produces_an_alert_naming_inventory_first() -
         .await
     );
     services.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stamped_in_2100_go_to_the_dlq_and_the_real_incident_still_names_inventory(
+) -> Result<()> {
+    let Some(brokers) = broker_or_skip() else {
+        return Ok(());
+    };
+    let env = TestEnv::new(&brokers, "future").await?;
+    let run = short_incident(Scenario::DeployCpuSpike);
+    // One message per topic from a run stamped in the year 2100, mixed into the real ones.
+    let future = culprit_sim::simulate(
+        Scenario::DeployCpuSpike,
+        &SimConfig {
+            start_unix_s: 4_102_444_800,
+            normal_minutes: 1,
+            fault_minutes: 1,
+            ..SimConfig::default()
+        },
+    );
+    let bad: Vec<(String, Vec<u8>)> = run_records(&future, &env.config)
+        .into_iter()
+        .map(|(topic, payloads)| (topic, payloads[0].clone()))
+        .collect();
+    for ((topic, payloads), (bad_topic, bad_payload)) in
+        run_records(&run, &env.config).into_iter().zip(&bad)
+    {
+        assert_eq!(&topic, bad_topic);
+        let mut records: Vec<Record> = payloads.into_iter().map(Record::new).collect();
+        let middle = records.len() / 2;
+        records.insert(
+            middle,
+            Record {
+                headers: vec![("origin".into(), b"2100".to_vec())],
+                ..Record::new(bad_payload.clone())
+            },
+        );
+        for r in &mut records {
+            r.key = Some(culprit_sim::ENVIRONMENT.to_string());
+        }
+        env.produce(&topic, &records).await?;
+    }
+
+    let mut services = Services::new();
+    let mut stats = Vec::new();
+    for source in SourceKind::ALL {
+        let s = Arc::new(Stats::new());
+        stats.push((source, s.clone()));
+        services.embedder(
+            &env.config,
+            source,
+            options(WARMUP_SECS, Arc::new(culprit_kafka::NoopSink), s),
+        );
+    }
+    services.correlator(&env.config, CorrelatorOptions::default());
+
+    let alerts = wait_for_alert_naming(
+        &env,
+        "inventory",
+        fault_start_ns(&run),
+        Duration::from_secs(400),
+    )
+    .await?;
+    let dlq_topic = env.config.topics.dlq.clone();
+    let reader = TestEnv {
+        config: env.config.clone(),
+    };
+    let dead = tokio::task::spawn_blocking(move || {
+        reader.read_until(&dlq_topic, Duration::from_secs(30), |r| r.len() >= 4)
+    })
+    .await??;
+    services.stop().await?;
+
+    assert_eq!(
+        first_candidate(&alerts, fault_start_ns(&run)).as_deref(),
+        Some("inventory"),
+        "alerts on the topic: {:#?}",
+        alerts
+            .iter()
+            .map(|a| (&a.summary, a.updated_at))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.updated_at < 4_102_444_800 * 1_000_000_000),
+        "no alert lives in 2100"
+    );
+    assert_eq!(dead.len(), 4, "one dead letter per topic");
+    for (topic, payload) in &bad {
+        let d = dead
+            .iter()
+            .find(|d| d.header("culprit.source_topic").as_deref() == Some(topic.as_str()))
+            .with_context(|| format!("no dead letter from {topic}"))?;
+        assert_eq!(
+            d.header("culprit.reason").as_deref(),
+            Some("timestamp_out_of_range")
+        );
+        assert_eq!(d.header("origin").as_deref(), Some("2100"));
+        assert!(
+            d.header("culprit.error")
+                .is_some_and(|e| e.contains("max_future_skew_secs")),
+            "{:?}",
+            d.header("culprit.error")
+        );
+        assert_eq!(&d.payload, payload, "the whole message, as it came");
+    }
+    for (source, s) in &stats {
+        assert_eq!(
+            s.decode_errors("timestamp_out_of_range"),
+            1,
+            "{source}: {:?}",
+            s.snapshot()
+        );
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -713,6 +830,7 @@ async fn restarted_correlator_rebuilds_open_incidents_without_republishing_alert
         CorrelatorOptions {
             publisher: Arc::new(CollectingPublisher::default()),
             stats: first.clone(),
+            ..Default::default()
         },
     );
     let embedded = wait_for(Duration::from_secs(300), || {
@@ -759,11 +877,13 @@ async fn restarted_correlator_rebuilds_open_incidents_without_republishing_alert
     // Second correlator, same group: re-reads the topic, publishes nothing already published.
     let mut services = Services::new();
     let publisher = Arc::new(CollectingPublisher::default());
+    let restored = Arc::new(CollectingPublisher::default());
     let second = Arc::new(Stats::new());
     services.correlator(
         &env.config,
         CorrelatorOptions {
             publisher: publisher.clone(),
+            restore: restored.clone(),
             stats: second.clone(),
         },
     );
@@ -781,6 +901,27 @@ async fn restarted_correlator_rebuilds_open_incidents_without_republishing_alert
     assert!(
         publisher.alerts.lock().unwrap().is_empty(),
         "nothing is re-published on restart"
+    );
+    // The local views (the API's incident list) get the rebuilt state, within a commit interval.
+    let restored_open = wait_for(Duration::from_secs(10), || {
+        restored
+            .alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a.incident_id == open.incident_id && a.revision == open.revision)
+    })
+    .await;
+    assert!(
+        restored_open,
+        "the open incident was not restored: {:?}",
+        restored
+            .alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| (&a.incident_id, a.revision, a.status))
+            .collect::<Vec<_>>()
     );
 
     // Event time moves far on for every source: the rebuilt incident resolves under its old id.

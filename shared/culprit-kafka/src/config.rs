@@ -61,6 +61,15 @@ pub struct KafkaConfig {
     /// A worker with records waiting on its partitions that handled none for this many seconds
     /// is reported not ready (`/readyz`), with the reason; 0 turns the check off.
     pub stall_secs: u64,
+    /// Events stamped more than this many seconds ahead of the wall clock are dead-lettered
+    /// (reason `timestamp_out_of_range`): no producer knows the future, and one such stamp would
+    /// carry the watermarks and the store's retention with it. 0 turns the check off.
+    pub max_future_skew_secs: u64,
+    /// Events more than this many seconds of event time away from their partition's current
+    /// event time (robust: a median over its recent messages) are dead-lettered (reason
+    /// `timestamp_out_of_range`); the correlator also waits for a second opinion before a
+    /// watermark jumps further than this. 0 turns both off.
+    pub max_event_time_skew_secs: u64,
     /// librdkafka properties passed verbatim to every client, after culprit's own, e.g.
     /// `security.protocol = "SASL_SSL"`, `sasl.mechanisms = "PLAIN"`, `ssl.ca.location = "..."`.
     pub extra: BTreeMap<String, String>,
@@ -94,6 +103,10 @@ impl Default for KafkaConfig {
             correlator_rewind: Rewind::Messages(10_000),
             watermark_max_lag_secs: 300,
             stall_secs: 120,
+            max_future_skew_secs: 300,
+            // A day: far beyond collector retries and backlogs, well within the store's
+            // retention, and it catches wrong units, zero stamps and wrong years or days.
+            max_event_time_skew_secs: 86_400,
             extra: BTreeMap::new(),
             extra_files: BTreeMap::new(),
         }
@@ -188,8 +201,9 @@ impl Default for EncodingsConfig {
 }
 
 /// How far back a service re-reads a partition it has just been assigned, before its committed
-/// offset. Re-read messages rebuild in-memory state only: they produce nothing, go to no hook and
-/// are not committed again, because everything before the committed offset was already published.
+/// offset. Re-read messages rebuild in-memory state only: they produce nothing and are not
+/// committed again, because everything before the committed offset was already published (the
+/// correlator hands the incidents it rebuilt to its local `restore` sink only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rewind {

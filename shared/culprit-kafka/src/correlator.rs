@@ -18,6 +18,15 @@
 //! arrives. Several instances of one source count as one: the newest of their watermarks. The
 //! clock reads no wall clock, so the stage is a function of the partition's message order.
 //!
+//! One watermark cannot move the clock far: a watermark more than `max_event_time_skew_secs`
+//! ahead of its source's previous one (for a source's first, of the newest source's) is held
+//! until it is confirmed, by another source's watermark reaching it or by its own source's next
+//! watermark moving on from it, and forgotten when its source goes on from before it. A bad
+//! timestamp that got past the embedder's guard in one source then resolves no incident, while a
+//! real gap in event time that the sources share, or a lone source's, costs one watermark's
+//! delay. Bad stamps in two sources at once confirm each other: the embedder's guard is the
+//! defence against those.
+//!
 //! # Restart recovery
 //!
 //! Incident windows live in memory. A correlator newly assigned a partition re-reads it from
@@ -26,7 +35,9 @@
 //! messages caused was published before they were committed. Incidents that opened and closed
 //! within the re-read range are thus rebuilt and closed again silently; incidents still open at
 //! the committed offset are open again with their anomalies, ranking and revision, and their next
-//! alert continues their revision sequence under the same id. Limits: an incident that began
+//! alert continues their revision sequence under the same id. The alerts the re-reading produces
+//! go to the `restore` sink only (the API's incident list: local state, which a restart emptied),
+//! never to the alerts topic or the publisher, which would page again. Limits: an incident that began
 //! before the re-read range is rebuilt from its later anomalies only and gets a new id (size the
 //! rewind to cover `max_incident_secs`, or use `"beginning"`); and with several environments on
 //! one instance the interleaving of their partitions can differ between the two readings, which
@@ -56,6 +67,10 @@ pub struct CorrelatorOptions {
     /// [`culprit_sink::deliver`]'s policy: a rejected alert is given up, a transient failure
     /// pauses the correlator and is retried. Nothing by default.
     pub publisher: Arc<dyn AlertSink>,
+    /// Receives the alerts of incidents rebuilt from re-read messages (see Restart recovery):
+    /// destinations holding local state, such as the API's incident list, never ones that page
+    /// or publish. Same delivery policy as `publisher`. Nothing by default.
+    pub restore: Arc<dyn AlertSink>,
     /// Counters of this instance.
     pub stats: Arc<Stats>,
 }
@@ -64,6 +79,7 @@ impl Default for CorrelatorOptions {
     fn default() -> Self {
         CorrelatorOptions {
             publisher: Arc::new(culprit_sink::FanOut::default()),
+            restore: Arc::new(culprit_sink::FanOut::default()),
             stats: Arc::new(Stats::new()),
         }
     }
@@ -90,12 +106,17 @@ pub async fn run_correlator(
     tracing::info!(topic = %config.topics.anomalies, %group, "correlator started");
     let handler = CorrelateHandler {
         stage,
-        clock: SourceClock::new(config.watermark_max_lag_secs),
+        clock: SourceClock::new(
+            config.watermark_max_lag_secs,
+            config.max_event_time_skew_secs,
+        ),
         alerts_topic: config.topics.alerts.clone(),
         dlq_topic: config.topics.dlq.clone(),
         dlq_max_payload: config.dlq_max_payload_bytes,
         publisher: options.publisher,
+        restore: options.restore,
         pending: VecDeque::new(),
+        restoring: VecDeque::new(),
         stats: options.stats.clone(),
     };
     let worker = Worker {
@@ -119,8 +140,11 @@ struct CorrelateHandler {
     dlq_topic: String,
     dlq_max_payload: usize,
     publisher: Arc<dyn AlertSink>,
+    restore: Arc<dyn AlertSink>,
     /// Alerts of the current batch not yet handed to the publisher, oldest first.
     pending: VecDeque<RcaAlert>,
+    /// Alerts of re-read messages not yet handed to the restore sink, oldest first.
+    restoring: VecDeque<RcaAlert>,
     stats: Arc<Stats>,
 }
 
@@ -132,6 +156,7 @@ impl CorrelateHandler {
         out: &mut Vec<Outgoing>,
     ) -> anyhow::Result<()> {
         if replay {
+            self.restoring.extend(alerts);
             return Ok(());
         }
         for alert in alerts {
@@ -195,7 +220,15 @@ impl Handler for CorrelateHandler {
         }
     }
 
+    fn pending(&self) -> usize {
+        self.pending.len() + self.restoring.len()
+    }
+
     async fn before_commit(&mut self) -> anyhow::Result<()> {
+        while let Some(alert) = self.restoring.front() {
+            culprit_sink::deliver(self.restore.as_ref(), alert).await?;
+            self.restoring.pop_front();
+        }
         while let Some(alert) = self.pending.front() {
             culprit_sink::deliver(self.publisher.as_ref(), alert).await?;
             self.pending.pop_front();
@@ -206,27 +239,76 @@ impl Handler for CorrelateHandler {
 
 /// The correlator's event-time clock: the oldest of the sources' newest watermarks, leaving out
 /// sources more than `max_lag` behind the newest one, and the changes source (its embedder only
-/// ticks when a change arrives, and a late change merely joins the next incident).
+/// ticks when a change arrives, and a late change merely joins the next incident). Watermarks
+/// jumping further than `max_jump` wait for confirmation (see the module documentation).
 ///
 /// It depends on nothing but the order of the watermarks it is shown, so re-reading a partition
 /// rebuilds exactly the state (incidents, revisions) the first reading had.
 #[derive(Debug)]
 pub(crate) struct SourceClock {
     max_lag: UnixNanos,
+    max_jump: Option<UnixNanos>,
+    /// The newest trusted watermark of each source.
     sources: BTreeMap<String, UnixNanos>,
+    /// Per source: a watermark that jumped further than `max_jump`, until it is confirmed.
+    jumps: BTreeMap<String, UnixNanos>,
     forwarded: UnixNanos,
 }
 
 impl SourceClock {
-    pub(crate) fn new(max_lag_secs: u32) -> SourceClock {
+    /// `max_jump_secs` 0 trusts every watermark.
+    pub(crate) fn new(max_lag_secs: u32, max_jump_secs: u64) -> SourceClock {
         SourceClock {
             max_lag: i64::from(max_lag_secs) * NANOS_PER_SEC,
+            max_jump: (max_jump_secs > 0).then(|| {
+                i64::try_from(max_jump_secs).map_or(i64::MAX, |s| s.saturating_mul(NANOS_PER_SEC))
+            }),
             sources: BTreeMap::new(),
+            jumps: BTreeMap::new(),
             forwarded: i64::MIN,
         }
     }
 
     pub(crate) fn observe(&mut self, source: &str, time: UnixNanos) {
+        let Some(jump) = self.max_jump else {
+            self.trust(source, time);
+            return;
+        };
+        let base = self
+            .sources
+            .get(source)
+            .copied()
+            .or_else(|| self.sources.values().copied().max());
+        let moves_on = self
+            .jumps
+            .get(source)
+            .is_some_and(|&held| time > held && time <= held.saturating_add(jump));
+        if base.is_some_and(|b| time > b.saturating_add(jump)) && !moves_on {
+            self.jumps.insert(source.to_string(), time);
+        } else {
+            // Moving on from a held jump confirms it; going on from before it forgets it.
+            self.jumps.remove(source);
+            self.trust(source, time);
+        }
+        // Another source's watermark (trusted or held) at or near a held jump confirms it.
+        let confirmed: Vec<(String, UnixNanos)> = self
+            .jumps
+            .iter()
+            .filter(|(s, held)| {
+                self.sources
+                    .iter()
+                    .chain(&self.jumps)
+                    .any(|(other, t)| other != *s && *t >= held.saturating_sub(jump))
+            })
+            .map(|(s, held)| (s.clone(), *held))
+            .collect();
+        for (s, held) in confirmed {
+            self.jumps.remove(&s);
+            self.trust(&s, held);
+        }
+    }
+
+    fn trust(&mut self, source: &str, time: UnixNanos) {
         let newest = self.sources.entry(source.to_string()).or_insert(time);
         *newest = (*newest).max(time);
     }
@@ -267,7 +349,7 @@ mod tests {
 
     #[test]
     fn clock_follows_the_slowest_source_within_the_lag() {
-        let mut clock = SourceClock::new(300);
+        let mut clock = SourceClock::new(300, 86_400);
         clock.observe("traces", 100 * S);
         assert_eq!(clock.take_advance(), Some(100 * S));
         clock.observe("logs", 50 * S);
@@ -284,7 +366,7 @@ mod tests {
 
     #[test]
     fn sources_far_behind_and_the_changes_source_do_not_hold_the_clock_back() {
-        let mut clock = SourceClock::new(300);
+        let mut clock = SourceClock::new(300, 86_400);
         clock.observe("changes", 10 * S);
         clock.observe("metrics", 100 * S);
         clock.observe("logs", 90 * S);
@@ -297,9 +379,62 @@ mod tests {
         );
     }
 
+    const DAY: i64 = 86_400 * S;
+    const YEAR_2100: i64 = 4_102_444_800 * S;
+
+    #[test]
+    fn one_watermark_from_2100_does_not_move_the_clock() {
+        let mut clock = SourceClock::new(300, 86_400);
+        for source in ["traces", "logs", "metrics"] {
+            clock.observe(source, 1_000 * S);
+        }
+        assert_eq!(clock.take_advance(), Some(1_000 * S));
+        clock.observe("traces", YEAR_2100);
+        assert_eq!(clock.take_advance(), None, "held, not trusted");
+        clock.observe("logs", 1_010 * S);
+        clock.observe("metrics", 1_020 * S);
+        clock.observe("traces", 1_030 * S);
+        assert_eq!(clock.take_advance(), Some(1_010 * S), "the others go on");
+        // traces went on from before its jump, which is forgotten; a source seen for the first
+        // time far ahead of the others is held too, and nothing confirms it.
+        clock.observe("changes", YEAR_2100);
+        clock.observe("changes", YEAR_2100);
+        assert_eq!(clock.take_advance(), None);
+    }
+
+    #[test]
+    fn a_jump_every_source_makes_or_one_source_moves_on_from_is_followed() {
+        let mut clock = SourceClock::new(300, 86_400);
+        clock.observe("traces", 1_000 * S);
+        clock.observe("logs", 1_000 * S);
+        assert_eq!(clock.take_advance(), Some(1_000 * S));
+        // Both sources resume two days later: the second confirms the first.
+        clock.observe("traces", 2 * DAY);
+        assert_eq!(clock.take_advance(), None);
+        clock.observe("logs", 2 * DAY + 5 * S);
+        assert_eq!(clock.take_advance(), Some(2 * DAY));
+
+        // A lone source skipping two days: its next watermark confirms it.
+        let mut lone = SourceClock::new(300, 86_400);
+        lone.observe("traces", 1_000 * S);
+        assert_eq!(lone.take_advance(), Some(1_000 * S));
+        lone.observe("traces", 3 * DAY);
+        assert_eq!(lone.take_advance(), None);
+        lone.observe("traces", 3 * DAY + S);
+        assert_eq!(lone.take_advance(), Some(3 * DAY + S));
+    }
+
+    #[test]
+    fn zero_max_jump_trusts_every_watermark() {
+        let mut clock = SourceClock::new(300, 0);
+        clock.observe("traces", 1_000 * S);
+        clock.observe("traces", YEAR_2100);
+        assert_eq!(clock.take_advance(), Some(YEAR_2100));
+    }
+
     #[test]
     fn only_changes_still_move_the_clock() {
-        let mut clock = SourceClock::new(300);
+        let mut clock = SourceClock::new(300, 86_400);
         clock.observe("changes", 10 * S);
         assert_eq!(clock.take_advance(), Some(10 * S));
     }
@@ -308,20 +443,130 @@ mod tests {
 #[cfg(test)]
 mod handler_tests {
     use super::*;
+    use culprit_core::{Anomaly, Severity};
+    use std::sync::Mutex;
+
+    fn handler(
+        publisher: Arc<dyn AlertSink>,
+        restore: Arc<dyn AlertSink>,
+        stats: Arc<Stats>,
+    ) -> CorrelateHandler {
+        CorrelateHandler {
+            stage: CorrelateStage::new(Default::default()),
+            clock: SourceClock::new(300, 86_400),
+            alerts_topic: "culprit.alerts".to_string(),
+            dlq_topic: "culprit.dlq".to_string(),
+            dlq_max_payload: 1 << 20,
+            publisher,
+            restore,
+            pending: VecDeque::new(),
+            restoring: VecDeque::new(),
+            stats,
+        }
+    }
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<RcaAlert>>);
+
+    #[async_trait::async_trait]
+    impl AlertSink for Collect {
+        fn name(&self) -> &str {
+            "collect"
+        }
+
+        async fn emit(&self, alert: &RcaAlert) -> Result<(), culprit_sink::SinkError> {
+            self.0.lock().unwrap().push(alert.clone());
+            Ok(())
+        }
+    }
+
+    impl Collect {
+        fn ids(&self) -> Vec<(String, u32)> {
+            let alerts = self.0.lock().unwrap();
+            alerts
+                .iter()
+                .map(|a| (a.incident_id.clone(), a.revision))
+                .collect()
+        }
+    }
+
+    /// An incident's anomalies, then event time moving on past it.
+    fn incident_records() -> Vec<Vec<u8>> {
+        let anomaly = |service: &str, signal: &str, secs: i64| {
+            BusMessage::Anomaly(Anomaly {
+                id: format!("{service}-{secs}"),
+                time: secs * NANOS_PER_SEC,
+                source: SourceKind::Traces,
+                service: service.into(),
+                environment: "prod".into(),
+                instance: None,
+                signal: signal.into(),
+                description: String::new(),
+                severity: Severity::Sev1,
+                score: 1.0,
+                observed: None,
+                expected: None,
+            })
+        };
+        let mut messages = vec![
+            anomaly("inventory", "span.errors", 1_000),
+            anomaly("inventory", "span.latency", 1_001),
+            anomaly("cart", "span.latency", 1_002),
+            anomaly("checkout", "span.errors", 1_003),
+        ];
+        messages.push(BusMessage::Watermark {
+            time: 1_100 * NANOS_PER_SEC,
+        });
+        messages
+            .iter()
+            .map(|m| serde_json::to_vec(m).unwrap())
+            .collect()
+    }
+
+    fn feed(h: &mut CorrelateHandler, records: &[Vec<u8>], replay: bool) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        for (offset, payload) in records.iter().enumerate() {
+            let msg = Incoming {
+                topic: "culprit.anomalies",
+                partition: 0,
+                offset: offset as i64,
+                key: Some(b"prod"),
+                payload,
+                headers: vec![(SOURCE_HEADER, b"traces")],
+                timestamp_ms: None,
+            };
+            h.handle(&msg, replay, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn incidents_rebuilt_from_re_read_messages_go_to_the_restore_sink_only() {
+        let records = incident_records();
+        let (published, restored) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+        let mut live = handler(published.clone(), restored.clone(), Arc::new(Stats::new()));
+        let out = feed(&mut live, &records, false);
+        live.before_commit().await.unwrap();
+        let alerts = published.ids();
+        assert!(!alerts.is_empty(), "the records open an incident");
+        assert_eq!(out.len(), alerts.len(), "each alert on the topic too");
+
+        let (published, restored) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+        let mut rebuilt = handler(published.clone(), restored.clone(), Arc::new(Stats::new()));
+        let out = feed(&mut rebuilt, &records, true);
+        assert!(out.is_empty(), "nothing published");
+        assert_eq!(rebuilt.pending(), alerts.len(), "waiting for the hook");
+        rebuilt.before_commit().await.unwrap();
+        assert_eq!(restored.ids(), alerts, "the same incidents, rebuilt");
+        assert!(published.ids().is_empty(), "nothing paged again");
+        assert_eq!(rebuilt.pending(), 0);
+    }
 
     #[test]
     fn a_record_that_is_no_bus_message_counts_as_a_decode_error_and_a_dead_letter() {
         let stats = Arc::new(Stats::new());
-        let mut h = CorrelateHandler {
-            stage: CorrelateStage::new(Default::default()),
-            clock: SourceClock::new(300),
-            alerts_topic: "culprit.alerts".to_string(),
-            dlq_topic: "culprit.dlq".to_string(),
-            dlq_max_payload: 1 << 20,
-            publisher: Arc::new(culprit_sink::FanOut::default()),
-            pending: VecDeque::new(),
-            stats: stats.clone(),
-        };
+        let noop = Arc::new(culprit_sink::FanOut::default());
+        let mut h = handler(noop.clone(), noop, stats.clone());
         let msg = Incoming {
             topic: "culprit.anomalies",
             partition: 2,

@@ -16,6 +16,13 @@
 //!   dead-letter topic with its original key, bytes and headers plus `culprit.reason` (the
 //!   decoder's reason code), `culprit.error`, `culprit.source_topic`, `culprit.partition` and
 //!   `culprit.offset`; the worker goes on.
+//! - its events pass the event-time guard ([`crate::time_guard`]): an event stamped more than
+//!   `max_future_skew_secs` ahead of the wall clock, or more than `max_event_time_skew_secs` away
+//!   from its partition's current (median) event time, never reaches the detectors, the
+//!   watermark or the store. It is dead-lettered with reason `timestamp_out_of_range` and the
+//!   bound it broke in `culprit.error`: the original bytes when every event of the message was
+//!   refused, otherwise a JSON array of the refused decoded events (header
+//!   `culprit.payload = events_json`), since the message's other events were processed.
 //! - its events are observed in event-time order, and the stage is ticked with the newest event
 //!   time seen so far (partitions interleave, so the clock is the maximum over all of them; an
 //!   event older than that still feeds its detector, which decides what lateness it accepts).
@@ -32,6 +39,7 @@ use crate::config::KafkaConfig;
 use crate::error::ServiceError;
 use crate::hooks::EventSink;
 use crate::stats::Stats;
+use crate::time_guard::{self, OutOfRange, TimeGuard, TIMESTAMP_OUT_OF_RANGE};
 use crate::worker::{self, Handler, Incoming, Worker};
 use anyhow::Context as _;
 use culprit_core::{Event, SourceKind, UnixNanos, NANOS_PER_SEC};
@@ -101,6 +109,7 @@ pub async fn run_embedder(
             max_bytes: config.max_message_bytes,
         },
         stage,
+        guard: TimeGuard::new(config.max_future_skew_secs, config.max_event_time_skew_secs),
         warmup: i64::from(options.warmup_secs) * NANOS_PER_SEC,
         learn_until: None,
         newest: i64::MIN,
@@ -128,6 +137,7 @@ struct EmbedHandler {
     encoding: Encoding,
     limits: DecodeLimits,
     stage: DetectStage,
+    guard: TimeGuard,
     warmup: i64,
     learn_until: Option<UnixNanos>,
     newest: UnixNanos,
@@ -195,6 +205,41 @@ impl EmbedHandler {
         )
     }
 
+    /// The dead letter of a message's out-of-range events: the message itself when they were all
+    /// of it, else the refused events as a JSON array.
+    fn out_of_range_letter(
+        &self,
+        msg: &Incoming<'_>,
+        refused: &[OutOfRange],
+        whole: bool,
+    ) -> anyhow::Result<Outgoing> {
+        let mut detail = refused[0].detail.clone();
+        if refused.len() > 1 {
+            detail.push_str(&format!(" (and {} more events)", refused.len() - 1));
+        }
+        if whole {
+            return Ok(msg.dead_letter(
+                &self.dlq_topic,
+                TIMESTAMP_OUT_OF_RANGE,
+                &detail,
+                self.dlq_max_payload,
+            ));
+        }
+        let events: Vec<&Event> = refused.iter().map(|r| &r.event).collect();
+        let payload = serde_json::to_vec(&events).context("serialising refused events")?;
+        let mut letter = msg.dead_letter_with(
+            &self.dlq_topic,
+            TIMESTAMP_OUT_OF_RANGE,
+            &detail,
+            &payload,
+            self.dlq_max_payload,
+        );
+        letter
+            .headers
+            .push(("culprit.payload".into(), b"events_json".to_vec()));
+        Ok(letter)
+    }
+
     fn record(&self, key: &str, message: &BusMessage) -> anyhow::Result<Outgoing> {
         Ok(Outgoing {
             topic: self.anomalies_topic.clone(),
@@ -215,7 +260,7 @@ impl Handler for EmbedHandler {
         replay: bool,
         out: &mut Vec<Outgoing>,
     ) -> anyhow::Result<()> {
-        let mut events = match self.decode(msg.payload) {
+        let events = match self.decode(msg.payload) {
             Ok(events) => events,
             Err(error) => {
                 if !replay {
@@ -232,6 +277,32 @@ impl Handler for EmbedHandler {
                 return Ok(());
             }
         };
+        let (mut events, refused) = self.guard.split(
+            msg.topic,
+            msg.partition,
+            msg.timestamp_ms,
+            events,
+            time_guard::wall_clock(),
+        );
+        if !refused.is_empty() && !replay {
+            tracing::debug!(
+                topic = msg.topic,
+                partition = msg.partition,
+                offset = msg.offset,
+                refused = refused.len(),
+                "dead letter: {}",
+                refused[0].detail
+            );
+            self.stats.add_decode_error(TIMESTAMP_OUT_OF_RANGE);
+            self.stats.dlq_messages.fetch_add(1, Relaxed);
+            self.stats
+                .out_of_range_events
+                .fetch_add(refused.len() as u64, Relaxed);
+            out.push(self.out_of_range_letter(msg, &refused, events.is_empty())?);
+        }
+        if events.is_empty() && !refused.is_empty() {
+            return Ok(()); // all of it dead-lettered
+        }
         events.sort_by_key(|e| e.time);
         let mut bus = VecBus::default();
         for event in &events {
@@ -298,6 +369,7 @@ mod tests {
             encoding: Encoding::Protobuf,
             limits: DecodeLimits::default(),
             stage: DetectStage::new(&Default::default()),
+            guard: TimeGuard::new(300, 86_400),
             warmup: 0,
             learn_until: None,
             newest: i64::MIN,
@@ -367,5 +439,66 @@ mod tests {
         );
         assert_eq!(stats.anomalies_published.load(Relaxed), 1);
         assert_eq!(stats.decode_errors("malformed_json"), 0);
+    }
+
+    #[test]
+    fn events_stamped_in_2100_are_dead_lettered_and_the_others_in_their_message_processed() {
+        let stats = Arc::new(Stats::new());
+        let mut h = handler(SourceKind::Changes, stats.clone());
+        let mut out = Vec::new();
+        let mixed = br#"[
+            {"id": "d-1", "type": "deployment", "service": "cart", "time": "2026-01-01T00:00:00Z"},
+            {"id": "d-2", "type": "deployment", "service": "cart", "time": "2100-01-01T00:00:00Z"}
+        ]"#;
+        h.handle(&incoming("culprit.changes", mixed), false, &mut out)
+            .unwrap();
+        let only_2100 = br#"{"id": "d-3", "type": "deployment", "service": "cart", "time": "2100-01-01T00:00:00Z"}"#;
+        h.handle(&incoming("culprit.changes", only_2100), false, &mut out)
+            .unwrap();
+
+        let dead: Vec<&Outgoing> = out.iter().filter(|o| o.topic == "culprit.dlq").collect();
+        assert_eq!(dead.len(), 2);
+        let header = |o: &Outgoing, key: &str| {
+            o.headers
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        for d in &dead {
+            assert_eq!(
+                header(d, "culprit.reason").as_deref(),
+                Some(TIMESTAMP_OUT_OF_RANGE)
+            );
+            let error = header(d, "culprit.error").unwrap();
+            assert!(
+                error.contains("4102444800s") && error.contains("max_future_skew_secs = 300"),
+                "{error}"
+            );
+        }
+        // Part of a message: the refused events, re-encoded; all of it: the original bytes.
+        let refused: Vec<Event> = serde_json::from_slice(&dead[0].payload).unwrap();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].time, 4_102_444_800 * NANOS_PER_SEC);
+        assert_eq!(
+            header(dead[0], "culprit.payload").as_deref(),
+            Some("events_json")
+        );
+        assert_eq!(dead[1].payload, only_2100.to_vec());
+
+        assert_eq!(
+            stats.anomalies(SourceKind::Changes, Severity::Sev3),
+            1,
+            "d-1 only"
+        );
+        assert_eq!(
+            h.newest,
+            1_767_225_600 * NANOS_PER_SEC,
+            "the watermark stayed"
+        );
+        assert_eq!(h.pending.len(), 1, "only d-1 goes to the store");
+        assert_eq!(stats.decode_errors(TIMESTAMP_OUT_OF_RANGE), 2);
+        assert_eq!(stats.out_of_range_events.load(Relaxed), 2);
+        assert_eq!(stats.dlq_messages.load(Relaxed), 2);
+        assert_eq!(stats.decoded_messages.load(Relaxed), 1);
     }
 }

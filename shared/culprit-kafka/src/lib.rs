@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! otlp_spans / otlp_logs / otlp_metrics / culprit.changes
-//!     -> run_embedder (one per source; decode, DetectStage, EventSink)  -> culprit.dlq (bad input)
+//!     -> run_embedder (one per source; decode, time guard, DetectStage, EventSink)
+//!                                         -> culprit.dlq (bad input, impossible timestamps)
 //!     -> culprit.anomalies (JSON BusMessages keyed by environment)
 //!     -> run_correlator (CorrelateStage, AlertSink)
 //!     -> culprit.alerts (JSON RcaAlerts keyed by incident_id)
@@ -45,6 +46,7 @@ mod embedder;
 mod error;
 mod hooks;
 mod stats;
+mod time_guard;
 mod worker;
 
 pub use alert_writer::AlertWriter;

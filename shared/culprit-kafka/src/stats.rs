@@ -51,7 +51,10 @@ pub struct Stats {
     pub offset_resets: AtomicU64,
     /// Wall-clock milliseconds when the worker last handled (or re-read) a message; 0: never.
     pub last_progress_ms: AtomicU64,
-    /// Input messages that did not decode, by reason code (each of them is also dead-lettered).
+    /// Events refused for their timestamp (their messages are counted under `decode_errors`).
+    pub out_of_range_events: AtomicU64,
+    /// Input messages that did not decode, and ones with events out of time range
+    /// (`timestamp_out_of_range`), by reason code; each of them is also dead-lettered.
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Anomalies published, by source and severity.
     anomalies: [[AtomicU64; 5]; 4],
@@ -198,6 +201,7 @@ impl Stats {
             dlq_messages: self.dlq_messages.load(Relaxed),
             produce_refused: self.produce_refused.load(Relaxed),
             offset_resets: self.offset_resets.load(Relaxed),
+            out_of_range_events: self.out_of_range_events.load(Relaxed),
             decode_errors: lock(&self.decode_errors)
                 .iter()
                 .map(|(r, n)| (*r, *n))
@@ -281,7 +285,8 @@ pub struct StatsSnapshot {
     pub dlq_messages: u64,
     pub produce_refused: u64,
     pub offset_resets: u64,
-    /// Input messages that did not decode, by reason code.
+    pub out_of_range_events: u64,
+    /// Input messages that did not decode or had events out of time range, by reason code.
     pub decode_errors: Vec<(&'static str, u64)>,
     /// Anomalies published, by source and severity (only the non-zero ones).
     pub anomalies: Vec<(SourceKind, Severity, u64)>,

@@ -29,8 +29,9 @@
 //!
 //! Partitions an instance is assigned for the first time may be assigned before their committed
 //! offset ([`crate::Rewind`]). Messages before the committed offset are *re-read*: the handler
-//! rebuilds its in-memory state from them but produces nothing, calls no hook and commits
-//! nothing, because all of it happened before the commit.
+//! rebuilds its in-memory state from them but produces nothing and commits nothing, because all
+//! of it happened before the commit. What they rebuild for the handler's hook (the correlator's
+//! restored alerts, the embedder's points) is handed over at the next flush.
 //!
 //! # Shutdown
 //!
@@ -78,6 +79,19 @@ impl<'a> Incoming<'a> {
         error: &str,
         max_payload: usize,
     ) -> crate::client::Outgoing {
+        self.dead_letter_with(dlq_topic, reason, error, self.payload, max_payload)
+    }
+
+    /// [`Incoming::dead_letter`] with `payload` in place of the message's own bytes (part of
+    /// the message, re-encoded).
+    pub(crate) fn dead_letter_with(
+        &self,
+        dlq_topic: &str,
+        reason: &str,
+        error: &str,
+        payload: &[u8],
+        max_payload: usize,
+    ) -> crate::client::Outgoing {
         let mut headers: Vec<(String, Vec<u8>)> = self
             .headers
             .iter()
@@ -98,7 +112,7 @@ impl<'a> Incoming<'a> {
         crate::client::Outgoing::dead_letter(
             dlq_topic,
             self.key.map(|k| String::from_utf8_lossy(k).into_owned()),
-            self.payload,
+            payload,
             headers,
             (reason, error),
             max_payload,
@@ -134,7 +148,8 @@ impl<'a> Incoming<'a> {
 /// What a service does with its messages.
 pub(crate) trait Handler: Send {
     /// Handles one message, appending what it produces to `out`. With `replay` set it only
-    /// rebuilds state: `out` is discarded and no hook may be fed.
+    /// rebuilds state: `out` is discarded, and only state that was lost with the previous owner
+    /// (restored alerts for local views) may be queued for [`Handler::before_commit`].
     fn handle(
         &mut self,
         msg: &Incoming<'_>,
@@ -300,6 +315,11 @@ impl<H: Handler> Core<H> {
             self.handler.handle(msg, true, &mut discard)?;
             self.stats.replayed_messages.fetch_add(1, Relaxed);
             self.stats.last_progress_ms.store(now_ms() as u64, Relaxed);
+            if self.handler.pending() > 0 {
+                // State rebuilt for a hook (restored alerts, points of re-read events) is handed
+                // over within a commit interval, not only once a new message arrives.
+                self.batch.opened.get_or_insert_with(Instant::now);
+            }
             return Ok(());
         }
         self.handler.handle(msg, false, &mut self.batch.outbox)?;

@@ -182,6 +182,9 @@ pub async fn run(
                 let stage = CorrelateStage::new(correlate);
                 let options = CorrelatorOptions {
                     publisher: publisher.clone(),
+                    // Incidents rebuilt after a restart reappear in `/incidents` without being
+                    // paged or published again.
+                    restore: Arc::new(api.clone()),
                     stats,
                 };
                 tasks.spawn(async move {

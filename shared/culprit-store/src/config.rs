@@ -17,8 +17,9 @@ pub struct StoreConfig {
     pub qdrant_url: String,
     pub qdrant_collection: String,
     pub qdrant_timeout_secs: u64,
-    /// Event points older than this (event time) are deleted, in hours; 0 keeps everything.
-    /// Reference points are kept.
+    /// Event points older than this (event time) behind the newest time 16 written points
+    /// reached, capped at the wall clock, are deleted, in hours; 0 keeps everything. Reference
+    /// points are kept.
     pub retention_hours: u64,
 }
 
