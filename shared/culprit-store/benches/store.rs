@@ -1,4 +1,6 @@
-//! Embedded store at scale: 1,000,000 points over 50 services, then per-service k=10 queries.
+//! Embedded store at scale: 1,000,000 points over 50 services, then per-service k=10 queries;
+//! then durable writes as the embedder makes them: batches of 500 points, each followed by
+//! `flush` (one log fsync), against the same batches in memory and appended to the log unsynced.
 //!
 //! `cargo bench -p culprit-store` (plain `Instant` timing, no harness). Env `STORE_BENCH_POINTS`
 //! overrides the point count.
@@ -12,6 +14,8 @@ use std::time::{Duration, Instant};
 const SERVICES: usize = 50;
 const QUERIES: usize = 1000;
 const BATCH: usize = 10_000;
+/// Points per write in the durable-writes run: a Kafka commit batch's worth.
+const DURABLE_BATCH: usize = 500;
 
 /// A uniformly random direction: normalised Gaussian components (Box-Muller).
 fn unit_vector(rng: &mut ChaCha8Rng) -> Vec<f32> {
@@ -51,6 +55,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(run(n));
+    rt.block_on(durable_writes(if benching { 200_000 } else { 5_000 }));
 }
 
 async fn run(n: usize) {
@@ -172,5 +177,65 @@ async fn run(n: usize) {
         file as f64 / (1024.0 * 1024.0),
         reopened.len()
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Points per second written in batches of [`DURABLE_BATCH`] in three ways: in memory (no
+/// file), appended to the log without a sync, and appended then flushed (made durable).
+async fn durable_writes(n: usize) {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let base = 1_700_000_000_000_000_000i64;
+    let batches: Vec<Vec<Point>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(DURABLE_BATCH)
+        .map(|ids| {
+            ids.iter()
+                .map(|&i| {
+                    let service = format!("service-{:02}", i % SERVICES);
+                    let timestamp = base + i as i64 * 1_000_000;
+                    Point {
+                        id: PointId::from_identity(&[&service, "durable"], timestamp),
+                        vector: unit_vector(&mut rng),
+                        source: SourceKind::Traces,
+                        service,
+                        environment: "prod".into(),
+                        timestamp,
+                        score: 0.1,
+                        normal: true,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("culprit-durable-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    println!("durable writes: {n} points, dim {DIM}, batches of {DURABLE_BATCH}");
+    for (name, path, flush) in [
+        ("in memory, no file", None, false),
+        ("logged, no fsync", Some(dir.join("unsynced.store")), false),
+        (
+            "logged + flush (fsync)",
+            Some(dir.join("synced.store")),
+            true,
+        ),
+    ] {
+        let store = match &path {
+            Some(p) => EmbeddedStore::open(p).expect("open"),
+            None => EmbeddedStore::in_memory(),
+        };
+        let t = Instant::now();
+        for batch in &batches {
+            store.upsert(batch.clone()).await.expect("upsert");
+            if flush {
+                store.flush().await.expect("flush");
+            }
+        }
+        let took = t.elapsed();
+        println!(
+            "  {name:<24} {:>9.0} points/s ({:.3} ms per batch)",
+            n as f64 / took.as_secs_f64(),
+            ms(took) / batches.len() as f64
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub struct StoreConfig {
     /// `none` (embeddings are not kept), `embedded` (one file at `path`) or `qdrant`.
     pub backend: StoreBackend,
-    /// File of the embedded store.
+    /// Snapshot file of the embedded store; its write-ahead log is `<path>.wal` beside it.
     pub path: PathBuf,
     /// Qdrant gRPC endpoint (`http://qdrant:6334`); the API key comes from `QDRANT_API_KEY`.
     pub qdrant_url: String,

@@ -1,29 +1,52 @@
 //! The in-process store: exact k-NN by a flat scan over per-(source, service, reference)
-//! partitions.
+//! partitions, persisted as a snapshot plus a write-ahead log.
 
 use crate::persist;
 use crate::types::{dot, hour_of_week, normalised_query, validate_point};
+use crate::wal::{self, Record, Wal};
 use crate::{Filter, Neighbour, Point, PointEntry, PointId, StoreError, VectorStore, DIM};
 use async_trait::async_trait;
 use culprit_core::SourceKind;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Exact, in-process [`VectorStore`], optionally persisted to one file.
+/// The log is folded into a new snapshot once it is larger than the snapshot and than this, so
+/// compaction costs at most about one snapshot write per snapshot's worth of changes.
+const COMPACT_FLOOR: u64 = 16 << 20;
+
+/// Exact, in-process [`VectorStore`], optionally persisted to a file and its write-ahead log.
 ///
 /// Points are partitioned by (source, service, reference marker) and each partition keeps its
 /// columns contiguous (vectors as one `Vec<f32>` of `rows * DIM`, pre-normalised so cosine
 /// similarity is a dot product), so a per-service query scans only that service's rows, and a
 /// query for reference points only the service's reference sample. Readers share an `RwLock`;
 /// the trait's async methods do their (short, CPU-bound) work without awaiting.
+///
+/// A persisted store appends every change to its log (`<path>.wal`, see the `wal` module) before
+/// applying it, and [`VectorStore::flush`] syncs the log: one `fdatasync` per call, so an
+/// acknowledged flush survives `kill -9` and power loss. Once the log outgrows the snapshot
+/// (and 16 MiB), a flush also writes a new snapshot (atomically, see `persist`) and empties the
+/// log.
 pub struct EmbeddedStore {
     path: Option<PathBuf>,
     inner: RwLock<Inner>,
-    /// Serialises flushes: two concurrent flushes would share the temp file.
-    flush_lock: Mutex<()>,
+    /// The log and snapshot size; taken after `inner` when both are held.
+    log: Option<Mutex<Log>>,
+}
+
+struct Log {
+    wal: Wal,
+    /// Size of the snapshot file; None while there is none.
+    snapshot_len: Option<u64>,
+}
+
+impl Log {
+    fn wants_compaction(&self) -> bool {
+        self.snapshot_len
+            .is_none_or(|s| self.wal.len() > s.max(COMPACT_FLOOR))
+    }
 }
 
 #[derive(Default)]
@@ -36,8 +59,6 @@ pub(crate) struct Inner {
     /// Interned environment names; partitions store indexes into this.
     pub(crate) environments: Vec<String>,
     env_ids: HashMap<String, u32>,
-    /// True when memory holds changes the file does not.
-    dirty: AtomicBool,
 }
 
 /// The rows of one (source, service, reference), column by column.
@@ -344,8 +365,14 @@ impl Inner {
             .sum()
     }
 
-    fn mark_dirty(&self) {
-        self.dirty.store(true, AtomicOrdering::Release);
+    /// Replays one change read back from the log.
+    fn apply(&mut self, record: Record) {
+        match record {
+            Record::Upsert(entries) => entries.iter().for_each(|e| self.upsert(e)),
+            Record::Delete(filter) => {
+                self.delete_matching(&filter);
+            }
+        }
     }
 }
 
@@ -433,26 +460,26 @@ impl EmbeddedStore {
         EmbeddedStore {
             path: None,
             inner: RwLock::new(Inner::default()),
-            flush_lock: Mutex::new(()),
+            log: None,
         }
     }
 
-    /// Loads the store file at `path`, or starts empty when there is none yet; `flush` writes
-    /// it back (to a temp file renamed over it, so a crash leaves the old or the new file).
+    /// Loads the store file at `path` and replays its log (`<path>.wal`) on top, or starts
+    /// empty when there is none yet. A log whose last record was torn by a crash is cut back to
+    /// its last whole record (with a warning); a damaged snapshot is an error.
     pub fn open(path: impl AsRef<Path>) -> Result<EmbeddedStore, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let inner = match persist::read(&path)? {
-            Some(inner) => inner,
-            None => {
-                let inner = Inner::default();
-                inner.mark_dirty();
-                inner
-            }
+        let mut inner = persist::read(&path)?.unwrap_or_default();
+        let snapshot_len = match std::fs::metadata(&path) {
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(StoreError::Io { path, source }),
         };
+        let wal = Wal::open(&Wal::path_for(&path), |record| inner.apply(record))?;
         Ok(EmbeddedStore {
             path: Some(path),
             inner: RwLock::new(inner),
-            flush_lock: Mutex::new(()),
+            log: Some(Mutex::new(Log { wal, snapshot_len })),
         })
     }
 
@@ -480,6 +507,12 @@ impl EmbeddedStore {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn log(&self) -> Option<MutexGuard<'_, Log>> {
+        self.log
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     fn upsert_now(&self, mut entries: Vec<PointEntry>) -> Result<(), StoreError> {
         // Validate the whole batch first so a bad point leaves the store untouched.
         for e in &mut entries {
@@ -488,31 +521,69 @@ impl EmbeddedStore {
         if entries.is_empty() {
             return Ok(());
         }
+        // Encoded before taking the lock; appended under it, so the log's order is memory's.
+        let record = self.log.as_ref().map(|_| wal::upsert_record(&entries));
         let mut inner = self.write();
+        if let (Some(mut log), Some(record)) = (self.log(), record) {
+            log.wal.append(&record)?;
+        }
         for e in &entries {
             inner.upsert(e);
         }
-        inner.mark_dirty();
         Ok(())
     }
 
+    fn delete_now(&self, filter: &Filter) -> Result<u64, StoreError> {
+        let record = self.log.as_ref().map(|_| wal::delete_record(filter));
+        let mut inner = self.write();
+        if let (Some(mut log), Some(record)) = (self.log(), record) {
+            log.wal.append(&record)?;
+        }
+        Ok(inner.delete_matching(filter))
+    }
+
+    /// Syncs the log, then compacts it into a new snapshot when it has grown past its bound.
     fn flush_now(&self) -> Result<(), StoreError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let _serial = self
-            .flush_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // A read lock keeps writers out while the file is written, so clearing `dirty` after
-        // cannot hide a concurrent change.
-        let inner = self.read();
-        if !inner.dirty.load(AtomicOrdering::Acquire) {
+        let pending = self
+            .log()
+            .and_then(|log| log.wal.pending_sync().transpose());
+        if let Some(pending) = pending {
+            let (file, len) = pending?;
+            // Outside the lock: writers keep appending while the disk catches up.
+            file.sync_data().map_err(|e| {
+                self.log()
+                    .expect("a persisted store has a log")
+                    .wal
+                    .io_err(e)
+            })?;
+            if let Some(mut log) = self.log() {
+                log.wal.synced_to(len);
+            }
+        }
+        if !self.log().is_some_and(|log| log.wants_compaction()) {
             return Ok(());
         }
+        // A read lock keeps writers out between the snapshot and emptying the log.
+        let inner = self.read();
+        let Some(mut log) = self.log() else {
+            return Ok(());
+        };
+        if !log.wants_compaction() {
+            return Ok(()); // a concurrent flush compacted it
+        }
         persist::write(path, &inner)?;
-        inner.dirty.store(false, AtomicOrdering::Release);
-        Ok(())
+        log.snapshot_len = Some(
+            std::fs::metadata(path)
+                .map_err(|source| StoreError::Io {
+                    path: path.clone(),
+                    source,
+                })?
+                .len(),
+        );
+        log.wal.reset()
     }
 }
 
@@ -533,12 +604,7 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn delete_matching(&self, filter: &Filter) -> Result<u64, StoreError> {
-        let mut inner = self.write();
-        let removed = inner.delete_matching(filter);
-        if removed > 0 {
-            inner.mark_dirty();
-        }
-        Ok(removed)
+        self.delete_now(filter)
     }
 
     async fn count(&self, filter: &Filter) -> Result<u64, StoreError> {

@@ -6,7 +6,7 @@
 //! [`VectorStore::search`]. Two backends implement [`VectorStore`]:
 //!
 //! - [`EmbeddedStore`] (always built, the default): exact search over a flat, per-service
-//!   partitioned scan, in memory or persisted to one file.
+//!   partitioned scan, in memory or persisted to a snapshot file and its write-ahead log.
 //! - `QdrantStore` (cargo feature `qdrant`, on by default): a Qdrant collection over gRPC.
 //!
 //! A point is either an event's embedding or, marked as a reference point ([`PointEntry`]), part
@@ -60,6 +60,7 @@ mod persist;
 #[cfg(feature = "qdrant")]
 mod qdrant;
 mod types;
+mod wal;
 mod writer;
 
 pub use blocking::SyncStore;
@@ -73,6 +74,7 @@ pub use qdrant::{QdrantConfig, QdrantStore};
 pub use types::{
     hour_of_week, normalised_query, validate_point, Filter, Neighbour, Point, PointEntry, PointId,
 };
+pub use wal::WAL_VERSION;
 pub use writer::PointWriter;
 
 use async_trait::async_trait;
@@ -121,7 +123,9 @@ pub trait VectorStore: Send + Sync {
     /// How many points `filter` admits.
     async fn count(&self, filter: &Filter) -> Result<u64, StoreError>;
 
-    /// Makes every acknowledged write durable.
+    /// Makes every acknowledged write durable. Called after every batch of points before the
+    /// Kafka offsets covering it are committed, so it must be cheap: one log sync (embedded), a
+    /// no-op where writes already wait for the server (Qdrant).
     async fn flush(&self) -> Result<(), StoreError>;
 
     /// Ok when the store can serve requests.

@@ -1,4 +1,5 @@
-//! The embedded store's file: one versioned, little-endian, checksummed snapshot.
+//! The embedded store's snapshot: one versioned, little-endian, checksummed file, written whole
+//! when the write-ahead log (the `wal` module) is compacted.
 //!
 //! ```text
 //! magic    8 bytes  "CULPSTOR"
@@ -25,7 +26,7 @@ pub const FORMAT_VERSION: u32 = 2;
 /// The version before reference partitions, still read.
 const FORMAT_VERSION_1: u32 = 1;
 
-fn source_code(s: SourceKind) -> u8 {
+pub(crate) fn source_code(s: SourceKind) -> u8 {
     match s {
         SourceKind::Traces => 0,
         SourceKind::Logs => 1,
@@ -34,7 +35,7 @@ fn source_code(s: SourceKind) -> u8 {
     }
 }
 
-fn source_from_code(c: u8) -> Option<SourceKind> {
+pub(crate) fn source_from_code(c: u8) -> Option<SourceKind> {
     SourceKind::ALL.get(usize::from(c)).copied()
 }
 

@@ -1,5 +1,5 @@
-//! Writes finished points to a store in batches, keeping a batch until the store took it, and
-//! deletes event points past their retention.
+//! Writes finished points to a store in batches, keeping a batch until the store took it and made
+//! it durable, and deletes event points past their retention.
 
 use crate::{Filter, PointEntry, StoreError, VectorStore};
 use culprit_core::{UnixNanos, NANOS_PER_SEC};
@@ -61,9 +61,17 @@ impl PointWriter {
         std::mem::take(&mut self.waiting)
     }
 
-    /// Writes every queued point; on error they stay queued for the next call (the caller
-    /// retries). Returns how many were written.
+    /// Writes every queued point and makes the store durable ([`VectorStore::flush`]), so Ok
+    /// means the points survive a crash and the offsets covering them may be committed. On error
+    /// the points not yet taken stay queued and the caller retries; the retry flushes again even
+    /// when nothing is left queued. Returns how many were written.
     pub async fn write(&mut self) -> Result<usize, StoreError> {
+        let written = self.upsert_waiting().await?;
+        self.store.flush().await?;
+        Ok(written)
+    }
+
+    async fn upsert_waiting(&mut self) -> Result<usize, StoreError> {
         if self.waiting.is_empty() {
             return Ok(0);
         }
@@ -174,5 +182,117 @@ mod tests {
             stored_since(&store, recent).await,
             "what is older than 72 h went"
         );
+    }
+}
+
+#[cfg(test)]
+mod durability_tests {
+    use super::*;
+    use crate::{EmbeddedStore, Neighbour, Point, PointId, DIM};
+    use async_trait::async_trait;
+    use culprit_core::SourceKind;
+    use std::sync::Mutex;
+
+    /// An in-memory store that logs the calls that change or persist it, and can fail a flush.
+    struct Recording {
+        store: EmbeddedStore,
+        calls: Mutex<Vec<&'static str>>,
+        fail_flushes: Mutex<u32>,
+    }
+
+    impl Recording {
+        fn new(fail_flushes: u32) -> Arc<Recording> {
+            Arc::new(Recording {
+                store: EmbeddedStore::in_memory(),
+                calls: Mutex::default(),
+                fail_flushes: Mutex::new(fail_flushes),
+            })
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            self.calls.lock().unwrap().clone()
+        }
+        fn log(&self, call: &'static str) {
+            self.calls.lock().unwrap().push(call);
+        }
+    }
+
+    #[async_trait]
+    impl VectorStore for Recording {
+        async fn upsert_entries(&self, entries: Vec<PointEntry>) -> Result<(), StoreError> {
+            self.log("upsert");
+            self.store.upsert_entries(entries).await
+        }
+        async fn search(
+            &self,
+            query: &[f32],
+            filter: &Filter,
+            k: usize,
+        ) -> Result<Vec<Neighbour>, StoreError> {
+            self.store.search(query, filter, k).await
+        }
+        async fn delete_matching(&self, filter: &Filter) -> Result<u64, StoreError> {
+            self.log("delete");
+            self.store.delete_matching(filter).await
+        }
+        async fn count(&self, filter: &Filter) -> Result<u64, StoreError> {
+            self.store.count(filter).await
+        }
+        async fn flush(&self) -> Result<(), StoreError> {
+            let mut fail = self.fail_flushes.lock().unwrap();
+            if *fail > 0 {
+                *fail -= 1;
+                self.log("flush failed");
+                return Err(StoreError::Backend {
+                    backend: "test",
+                    op: "flush",
+                    message: "disk full".into(),
+                });
+            }
+            self.log("flush");
+            Ok(())
+        }
+        async fn health(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn entry(i: u64, timestamp: i64) -> PointEntry {
+        let mut vector = vec![0.0; DIM];
+        vector[i as usize % DIM] = 1.0;
+        PointEntry::event(Point {
+            id: PointId(i),
+            vector,
+            source: SourceKind::Logs,
+            service: "a".into(),
+            environment: "prod".into(),
+            timestamp,
+            score: 0.0,
+            normal: true,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_write_returns_only_after_the_store_made_it_durable() {
+        let store = Recording::new(0);
+        let mut writer = PointWriter::new(store.clone(), Some(NANOS_PER_SEC));
+        writer.push([entry(1, 0)]);
+        assert_eq!(writer.write().await.unwrap(), 1);
+        writer.push([entry(2, 120 * NANOS_PER_SEC)]);
+        assert_eq!(writer.write().await.unwrap(), 1);
+        // Too few points for retention to trust their newest time: nothing is deleted, and each
+        // write ends with the flush.
+        assert_eq!(store.calls(), ["upsert", "flush", "upsert", "flush"]);
+        assert_eq!(store.count(&Filter::all()).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_fails_the_write_and_the_retry_flushes_again() {
+        let store = Recording::new(1);
+        let mut writer = PointWriter::new(store.clone(), None);
+        writer.push([entry(1, 0)]);
+        assert!(writer.write().await.is_err());
+        // The points reached the store; only their durability is owed, and the retry pays it.
+        assert_eq!(writer.write().await.unwrap(), 0);
+        assert_eq!(store.calls(), ["upsert", "flush failed", "flush"]);
     }
 }

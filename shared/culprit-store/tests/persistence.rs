@@ -1,8 +1,10 @@
-//! The embedded store's file: round trips, and bad files refused with an error, never a panic.
+//! The embedded store's files: round trips, durability without a clean shutdown, torn log tails
+//! cut off, and bad files refused with an error, never a panic.
 
 use culprit_core::SourceKind;
 use culprit_store::{
-    EmbeddedStore, Filter, Point, PointEntry, PointId, StoreError, VectorStore, DIM, FORMAT_VERSION,
+    EmbeddedStore, Filter, Point, PointEntry, PointId, PointWriter, StoreError, VectorStore, DIM,
+    FORMAT_VERSION, WAL_VERSION,
 };
 use std::path::Path;
 
@@ -220,8 +222,168 @@ async fn a_version_1_file_opens_with_every_point_an_event_point() {
         .await
         .unwrap()[0];
     assert_eq!((hit.id, hit.timestamp), (p.id, p.timestamp));
-    // Written back in the current format, and still readable.
+    // Changed on top of the version-1 snapshot, and still readable.
     store.upsert(vec![point(4, "a")]).await.unwrap();
     store.flush().await.unwrap();
     assert_eq!(EmbeddedStore::open(&path).unwrap().len(), 2);
+}
+
+fn wal_path(store: &Path) -> std::path::PathBuf {
+    let mut name = store.file_name().unwrap().to_os_string();
+    name.push(".wal");
+    store.with_file_name(name)
+}
+
+/// Every point of `ids` is in `store`, found at distance 0 under its own id.
+async fn assert_holds(store: &EmbeddedStore, ids: impl IntoIterator<Item = u64>) {
+    for i in ids {
+        let p = point(i, "a");
+        let hits = store
+            .search(&p.vector, &Filter::all().source(p.source), 50)
+            .await
+            .unwrap();
+        assert!(
+            hits.iter().any(|h| h.id == PointId(i) && h.distance < 1e-6),
+            "point {i} is missing after the reopen"
+        );
+    }
+}
+
+#[tokio::test]
+async fn points_the_point_writer_acknowledged_survive_a_crash_without_the_shutdown_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.store");
+    let store = std::sync::Arc::new(EmbeddedStore::open(&path).unwrap());
+    let mut writer = PointWriter::new(store.clone(), None);
+    for batch in 0..4u64 {
+        writer.push((batch * 10..batch * 10 + 10).map(|i| PointEntry::event(point(i, "a"))));
+        assert_eq!(writer.write().await.unwrap(), 10);
+    }
+    // A deletion the writer's next batch made durable, then a crash: no shutdown flush, no
+    // destructor, the files as the killed process left them.
+    store
+        .delete_matching(&Filter::all().service("a").time_range(0, 5_000))
+        .await
+        .unwrap();
+    writer.push((40..45).map(|i| PointEntry::event(point(i, "a"))));
+    writer.write().await.unwrap();
+    std::mem::forget(writer);
+    std::mem::forget(store);
+
+    let reopened = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(reopened.len(), 40);
+    assert_holds(&reopened, 5..45).await;
+}
+
+#[tokio::test]
+async fn a_log_with_a_torn_tail_opens_with_every_whole_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("torn.store");
+    let store = EmbeddedStore::open(&path).unwrap();
+    // The first flush writes the snapshot; what follows stays in the log.
+    store.upsert(vec![point(0, "a")]).await.unwrap();
+    store.flush().await.unwrap();
+    let mut ends = Vec::new();
+    for i in 1..=5u64 {
+        store.upsert(vec![point(i, "a")]).await.unwrap();
+        store.flush().await.unwrap();
+        ends.push(std::fs::metadata(wal_path(&path)).unwrap().len());
+    }
+    drop(store);
+    let log = std::fs::read(wal_path(&path)).unwrap();
+    assert_eq!(*ends.last().unwrap(), log.len() as u64);
+
+    // Cut inside the last record (frame header or payload), or garbage past the last sync.
+    let last_start = ends[3] as usize;
+    let mut garbage = log.clone();
+    garbage.extend_from_slice(&[0xAB; 300]);
+    let mut bad_crc = log.clone();
+    bad_crc[last_start + 20] ^= 0x01;
+    for (what, bytes) in [
+        ("cut in the frame header", log[..last_start + 3].to_vec()),
+        ("cut in the payload", log[..log.len() - 7].to_vec()),
+        ("checksum mismatch in the last record", bad_crc),
+    ] {
+        std::fs::write(wal_path(&path), &bytes).unwrap();
+        let store = EmbeddedStore::open(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(store.len(), 5, "{what}");
+        assert_holds(&store, 0..5).await;
+        // The tail is gone for good: new records follow the last whole one.
+        store.upsert(vec![point(9, "a")]).await.unwrap();
+        store.flush().await.unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.len(), 6, "{what}: a record written after the cut");
+        assert_holds(&store, [0, 1, 2, 3, 4, 9]).await;
+    }
+    std::fs::write(wal_path(&path), &garbage).unwrap();
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(store.len(), 6, "garbage after the last record");
+}
+
+#[tokio::test]
+async fn a_damaged_log_header_or_record_content_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.store");
+    write_sample(&path).await;
+    let store = EmbeddedStore::open(&path).unwrap();
+    store.upsert(vec![point(60, "a")]).await.unwrap();
+    store.flush().await.unwrap();
+    drop(store);
+    let good = std::fs::read(wal_path(&path)).unwrap();
+
+    let mut magic = good.clone();
+    magic[0] = b'X';
+    std::fs::write(wal_path(&path), &magic).unwrap();
+    expect_corrupt(&path, "bad log magic");
+
+    let mut version = good.clone();
+    version[8..12].copy_from_slice(&(WAL_VERSION + 1).to_le_bytes());
+    std::fs::write(wal_path(&path), &version).unwrap();
+    assert!(matches!(
+        EmbeddedStore::open(&path),
+        Err(StoreError::UnsupportedVersion { found, .. }) if found == WAL_VERSION + 1
+    ));
+
+    // A record whose checksum holds but which names an unknown source: not a torn write.
+    let mut content = good.clone();
+    let source_at = 16 + 8 + 1 + 4 + 8;
+    content[source_at] = 9;
+    let crc = crc32fast::hash(&content[24..]);
+    content[20..24].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(wal_path(&path), &content).unwrap();
+    expect_corrupt(&path, "invalid record content");
+}
+
+#[tokio::test]
+async fn the_log_is_compacted_into_the_snapshot_once_it_outgrows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.store");
+    let store = EmbeddedStore::open(&path).unwrap();
+    let mut largest = 0;
+    let mut compactions = 0;
+    // ~300 bytes of log per point: well past the 16 MiB floor.
+    for batch in 0..16u64 {
+        store
+            .upsert(
+                (batch * 5_000..(batch + 1) * 5_000)
+                    .map(|i| point(i, "a"))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let before = std::fs::metadata(wal_path(&path)).unwrap().len();
+        store.flush().await.unwrap();
+        let after = std::fs::metadata(wal_path(&path)).unwrap().len();
+        largest = largest.max(before);
+        compactions += usize::from(after < before);
+    }
+    let snapshot = std::fs::metadata(&path).unwrap().len();
+    assert!(compactions >= 2, "{compactions} compactions");
+    assert!(
+        largest <= snapshot.max(16 << 20) + 5_000 * 400,
+        "log grew to {largest}"
+    );
+    drop(store);
+    assert_eq!(EmbeddedStore::open(&path).unwrap().len(), 80_000);
 }
