@@ -37,34 +37,48 @@ fn final_alert(alerts: &Path, fault_start_s: i64) -> Value {
         .expect("an incident covers the fault")
 }
 
-#[test]
-fn replaying_each_simulated_scenario_names_its_injected_root_cause_first() {
-    let tmp = std::env::temp_dir().join(format!("culprit-e2e-{}", std::process::id()));
-    for scenario in SCENARIOS {
-        let input = tmp.join(scenario).join("in");
-        let output = tmp.join(scenario).join("out");
-        culprit(&[
-            "simulate",
-            "--scenario",
-            scenario,
-            "--out",
-            input.to_str().unwrap(),
-        ]);
-        let label: Value =
-            serde_json::from_str(&std::fs::read_to_string(input.join("label.json")).unwrap())
-                .unwrap();
-        let summary = culprit(&[
+/// Simulates `scenario` into `input` and returns its label.
+fn simulate(scenario: &str, input: &Path) -> Value {
+    culprit(&[
+        "simulate",
+        "--scenario",
+        scenario,
+        "--out",
+        input.to_str().unwrap(),
+    ]);
+    let label = std::fs::read_to_string(input.join("label.json")).expect("label.json written");
+    serde_json::from_str(&label).expect("the label is JSON")
+}
+
+/// Replays `input` into `output` after a 20-minute warm-up, with `envs` set; returns the
+/// replay's summary and the final alert of the fault that `label` describes.
+fn replay(input: &Path, output: &Path, label: &Value, envs: &[(&str, String)]) -> (String, Value) {
+    let out = common::culprit_with(
+        &[
             "replay",
             input.to_str().unwrap(),
             "--warmup",
             "1200",
             "--out",
             output.to_str().unwrap(),
-        ]);
-        let alert = final_alert(
-            &output.join("alerts.jsonl"),
-            label["fault_start_unix_s"].as_i64().unwrap(),
-        );
+        ],
+        envs,
+    );
+    let alert = final_alert(
+        &output.join("alerts.jsonl"),
+        label["fault_start_unix_s"].as_i64().unwrap(),
+    );
+    (String::from_utf8_lossy(&out.stderr).into_owned(), alert)
+}
+
+#[test]
+fn replaying_each_simulated_scenario_names_its_injected_root_cause_first() {
+    let tmp = std::env::temp_dir().join(format!("culprit-e2e-{}", std::process::id()));
+    for scenario in SCENARIOS {
+        let input = tmp.join(scenario).join("in");
+        let output = tmp.join(scenario).join("out");
+        let label = simulate(scenario, &input);
+        let (summary, alert) = replay(&input, &output, &label, &[]);
         let first = alert["root_causes"][0]["service"]
             .as_str()
             .unwrap_or("none");
@@ -90,27 +104,8 @@ fn replaying_each_simulated_scenario_names_its_injected_root_cause_first() {
 fn in_a_release_batch_the_defective_deploy_ranks_first_and_the_harmless_ones_do_not() {
     let tmp = std::env::temp_dir().join(format!("culprit-batch-{}", std::process::id()));
     let (input, output) = (tmp.join("in"), tmp.join("out"));
-    culprit(&[
-        "simulate",
-        "--scenario",
-        "batch-release",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
-    let label: Value =
-        serde_json::from_str(&std::fs::read_to_string(input.join("label.json")).unwrap()).unwrap();
-    culprit(&[
-        "replay",
-        input.to_str().unwrap(),
-        "--warmup",
-        "1200",
-        "--out",
-        output.to_str().unwrap(),
-    ]);
-    let alert = final_alert(
-        &output.join("alerts.jsonl"),
-        label["fault_start_unix_s"].as_i64().unwrap(),
-    );
+    let label = simulate("batch-release", &input);
+    let (_, alert) = replay(&input, &output, &label, &[]);
     let causes = alert["root_causes"].as_array().expect("root causes");
     let cause = |service: &str| causes.iter().find(|c| c["service"] == service);
     let first = causes[0]["service"].as_str().unwrap_or("none");
@@ -206,15 +201,7 @@ fn replay_with_the_embedded_store_keeps_the_knn_reference_and_every_events_point
     let tmp = std::env::temp_dir().join(format!("culprit-store-replay-{}", std::process::id()));
     let input = tmp.join("in");
     let store_path = tmp.join("store.bin");
-    culprit(&[
-        "simulate",
-        "--scenario",
-        "new-exception",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
-    let label: Value =
-        serde_json::from_str(&std::fs::read_to_string(input.join("label.json")).unwrap()).unwrap();
+    let label = simulate("new-exception", &input);
     let envs = [
         ("CULPRIT__STORE__BACKEND", "embedded".to_string()),
         ("CULPRIT__STORE__PATH", store_path.display().to_string()),
@@ -222,22 +209,7 @@ fn replay_with_the_embedded_store_keeps_the_knn_reference_and_every_events_point
     ];
     let mut first_events = None;
     for run in ["first", "second"] {
-        let output = tmp.join(run);
-        common::culprit_with(
-            &[
-                "replay",
-                input.to_str().unwrap(),
-                "--warmup",
-                "1200",
-                "--out",
-                output.to_str().unwrap(),
-            ],
-            &envs,
-        );
-        let alert = final_alert(
-            &output.join("alerts.jsonl"),
-            label["fault_start_unix_s"].as_i64().unwrap(),
-        );
+        let (_, alert) = replay(&input, &tmp.join(run), &label, &envs);
         assert_eq!(
             alert["root_causes"][0]["service"], label["root_cause_service"],
             "{run} run with the store"

@@ -48,8 +48,10 @@ impl Anomaly {
         if let Some(instance) = &mut self.instance {
             cut |= bound_text(instance, Self::MAX_NAME_BYTES);
         }
-        let mut signal = self.signal.as_str().to_string();
-        if bound_text(&mut signal, Self::MAX_NAME_BYTES) {
+        // Checked first: a signal within bounds (nearly all) is not copied.
+        if self.signal.as_str().len() > Self::MAX_NAME_BYTES {
+            let mut signal = self.signal.as_str().to_string();
+            bound_text(&mut signal, Self::MAX_NAME_BYTES);
             self.signal = Signal::parse(&signal);
             cut = true;
         }

@@ -399,6 +399,15 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
+    /// The value of header `key` as text, for tests that read what a record carries.
+    #[cfg(test)]
+    pub(crate) fn header(&self, key: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(h, _)| h == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
     /// A record for the dead-letter topic: `payload` with `headers`, plus why (`culprit.reason`, a
     /// stable code; `culprit.error`, the message). A payload over `max_payload` bytes is dropped
     /// and its size recorded instead (`culprit.payload_dropped`), so the dead letter itself cannot
@@ -631,13 +640,7 @@ mod tests {
         );
         assert_eq!(letter.topic, "dlq");
         assert!(letter.payload.is_empty());
-        let header = |k: &str| {
-            letter
-                .headers
-                .iter()
-                .find(|(h, _)| h == k)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        };
+        let header = |k: &str| letter.header(k);
         assert_eq!(header("culprit.reason").as_deref(), Some("produce_refused"));
         assert_eq!(header("culprit.payload_dropped").as_deref(), Some("100"));
         assert_eq!(header("origin").as_deref(), Some("x"));

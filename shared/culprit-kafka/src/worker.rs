@@ -327,10 +327,11 @@ impl<H: Handler> Core<H> {
         self.batch.messages += 1;
         self.batch.opened.get_or_insert_with(Instant::now);
         self.stats.messages.fetch_add(1, Relaxed);
-        self.stats.last_progress_ms.store(now_ms() as u64, Relaxed);
+        let now = now_ms();
+        self.stats.last_progress_ms.store(now as u64, Relaxed);
         if let Some(ts) = msg.timestamp_ms {
             self.batch.timestamps_ms.push(ts);
-            let lag = now_ms().saturating_sub(ts).max(0) as u64;
+            let lag = now.saturating_sub(ts).max(0) as u64;
             self.stats.last_lag_ms.store(lag, Relaxed);
             self.stats.set_time_lag_ms(msg.topic, msg.partition, lag);
         }
@@ -681,13 +682,7 @@ mod tests {
             letter.payload.is_empty(),
             "its payload is over the DLQ bound"
         );
-        let header = |k: &str| {
-            letter
-                .headers
-                .iter()
-                .find(|(h, _)| h == k)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        };
+        let header = |k: &str| letter.header(k);
         assert_eq!(header("culprit.reason").as_deref(), Some("produce_refused"));
         assert_eq!(
             header("culprit.target_topic").as_deref(),
