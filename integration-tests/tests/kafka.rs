@@ -639,12 +639,31 @@ async fn store_outage_pauses_the_embedder_which_resumes_without_losing_events() 
         "nothing committed while the store is down"
     );
 
+    // The broker's offset lag (librdkafka statistics) shows the records waiting, or nothing yet
+    // where the partition has no commit; never a caught-up partition.
+    let waiting = stats.snapshot().partitions;
+    assert!(
+        waiting.iter().all(|p| p.offsets.is_none_or(|lag| lag > 0)),
+        "a partition with records waiting reports no lag: {waiting:?}"
+    );
+
     store.fail.store(false, Ordering::SeqCst);
     let complete = wait_for(Duration::from_secs(90), || {
         store.distinct() == expected.len()
     })
     .await;
+    // Once everything is committed, the offset lag the broker reports falls to 0 on every
+    // partition of the topic (reported with the next statistics, every few seconds).
+    let spans = env.config.topics.spans.clone();
+    let caught_up = wait_for(Duration::from_secs(30), || {
+        let lags = stats.snapshot().partitions;
+        let of_topic: Vec<_> = lags.iter().filter(|p| p.topic == spans).collect();
+        !of_topic.is_empty() && of_topic.iter().all(|p| p.offsets == Some(0))
+    })
+    .await;
+    let lags = stats.snapshot().partitions;
     services.stop().await?;
+    assert!(caught_up, "the offset lag did not fall to 0: {lags:?}");
     assert!(
         complete,
         "stored {} of {} distinct events after the outage",

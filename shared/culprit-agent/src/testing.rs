@@ -183,6 +183,7 @@ pub fn alert() -> RcaAlert {
         anomaly_count: all.len(),
         affected_services: BTreeMap::new(),
         llm_review: None,
+        similar_incidents: Vec::new(),
     }
 }
 

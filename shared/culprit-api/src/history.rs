@@ -15,7 +15,7 @@
 use crate::feedback::Cause;
 use crate::profile::IncidentProfile;
 use crate::{ApiError, RecalcRange};
-use culprit_core::{RcaAlert, SourceKind, UnixNanos};
+use culprit_core::{PastIncidents, RcaAlert, SimilarIncident, SourceKind, UnixNanos};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -284,7 +284,7 @@ impl HistoryFilter {
 
 /// Where the history is kept and searched.
 #[async_trait::async_trait]
-pub trait HistoryStore: Send + Sync {
+pub trait HistoryStore: PastIncidents + Send + Sync {
     /// Appends an entry; nothing earlier is replaced.
     async fn append(&self, entry: HistoryEntry) -> Result<(), ApiError>;
     /// `incident_id` has resolved: its provisional feedback becomes final. Returns how many
@@ -561,6 +561,23 @@ impl HistoryStore for MemoryHistoryStore {
         query: &SimilarQuery,
         limit: usize,
     ) -> Result<Vec<FeedbackRecord>, ApiError> {
+        Ok(self
+            .ranked(query, limit, None)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect())
+    }
+}
+
+impl MemoryHistoryStore {
+    /// The latest final answers of the `limit` past incidents most like `query`, other than
+    /// `except`, best first, with their similarity.
+    fn ranked(
+        &self,
+        query: &SimilarQuery,
+        limit: usize,
+        except: Option<&str>,
+    ) -> Vec<(f64, FeedbackRecord)> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let mut scored: Vec<(f64, &FeedbackRecord)> = entries
             .latest()
@@ -569,6 +586,7 @@ impl HistoryStore for MemoryHistoryStore {
                 HistoryEntry::Feedback(f) if !f.provisional => Some(f),
                 _ => None,
             })
+            .filter(|f| except != Some(f.incident_id.as_str()))
             .map(|f| (f.similarity(query), f))
             .filter(|(s, _)| *s > 0.0)
             .collect();
@@ -577,10 +595,30 @@ impl HistoryStore for MemoryHistoryStore {
                 .then(b.1.started_at.cmp(&a.1.started_at))
                 .then(a.1.incident_id.cmp(&b.1.incident_id))
         });
-        Ok(scored
+        scored
             .into_iter()
             .take(limit)
-            .map(|(_, f)| f.clone())
-            .collect())
+            .map(|(s, f)| (s, f.clone()))
+            .collect()
+    }
+}
+
+impl PastIncidents for MemoryHistoryStore {
+    fn most_similar(&self, alert: &RcaAlert, limit: usize) -> Vec<SimilarIncident> {
+        self.ranked(
+            &SimilarQuery::of_alert(alert),
+            limit,
+            Some(&alert.incident_id),
+        )
+        .into_iter()
+        .map(|(similarity, f)| SimilarIncident {
+            confirmed_cause: f.cause.to_string(),
+            incident_id: f.incident_id,
+            started_at: f.started_at,
+            summary: f.summary,
+            // Records without a profile score up to 1.5 by overlap (see `similarity`).
+            similarity: similarity.min(1.0),
+        })
+        .collect()
     }
 }

@@ -134,6 +134,11 @@ impl ApiState {
         &self.inner.history
     }
 
+    /// The history as the correlator asks it for each published alert's similar incidents.
+    pub fn past_incidents(&self) -> Arc<dyn culprit_core::PastIncidents> {
+        self.inner.history.clone()
+    }
+
     pub fn tokens(&self) -> &Tokens {
         &self.inner.tokens
     }

@@ -5,7 +5,7 @@ use culprit_api::{
     ApiError, Cause, FeedbackRecord, HistoryEntry, HistoryFilter, HistoryItem, HistoryKind,
     HistoryStore, MemoryHistoryStore, RecalcRange, RecalculationRecord, SimilarQuery,
 };
-use culprit_core::IncidentStatus;
+use culprit_core::{IncidentStatus, PastIncidents};
 use std::io::Write;
 
 mod common;
@@ -371,4 +371,65 @@ async fn by_profile_the_incident_with_the_same_evidence_ranks_first_and_unrelate
     if let Some(second) = found.get(1) {
         assert!(second.similarity(&query) < best);
     }
+}
+
+#[tokio::test]
+async fn an_alert_is_offered_the_confirmed_causes_of_its_most_similar_past_incidents_never_itself()
+{
+    let store = MemoryHistoryStore::in_memory(100);
+    let evidence = [("redis", "span.latency:GET /get"), ("cart", "log.errors")];
+    let feedback = |id: &str, cause: Cause, at: i64, status: IncidentStatus| {
+        let alert = common::alert(id, at, 1, status, &evidence);
+        let mut record = FeedbackRecord::new(&alert, cause, "ana", at, None);
+        record.provisional = status == IncidentStatus::Open;
+        HistoryEntry::Feedback(record)
+    };
+    for entry in [
+        feedback(
+            "confirmed",
+            Cause::Service("redis".into()),
+            1,
+            IncidentStatus::Resolved,
+        ),
+        feedback(
+            "other-cause",
+            Cause::Other("expired certificate".into()),
+            2,
+            IncidentStatus::Resolved,
+        ),
+        // Still open: provisional, not learned from.
+        feedback(
+            "provisional",
+            Cause::Service("cart".into()),
+            3,
+            IncidentStatus::Open,
+        ),
+        // The incident being published, confirmed once before (a later revision of it).
+        feedback(
+            "now",
+            Cause::Service("cart".into()),
+            4,
+            IncidentStatus::Resolved,
+        ),
+    ] {
+        store.append(entry).await.unwrap();
+    }
+    let now = common::alert("now", 10, 2, IncidentStatus::Open, &evidence);
+    let similar = store.most_similar(&now, 3);
+    let got: Vec<(&str, &str)> = similar
+        .iter()
+        .map(|s| (s.incident_id.as_str(), s.confirmed_cause.as_str()))
+        .collect();
+    // Equal evidence, so the newer past incident first.
+    assert_eq!(
+        got,
+        [
+            ("other-cause", "other: expired certificate"),
+            ("confirmed", "redis")
+        ]
+    );
+    assert!(similar
+        .iter()
+        .all(|s| s.similarity > 0.99 && s.similarity <= 1.0));
+    assert_eq!(store.most_similar(&now, 1).len(), 1, "the limit holds");
 }

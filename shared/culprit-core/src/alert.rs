@@ -36,6 +36,31 @@ pub struct RcaAlert {
     /// deterministic revision. A reviewed alert is the next revision of the one it reviewed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm_review: Option<LlmReview>,
+    /// Past incidents most like this one, with the cause an operator confirmed for each, best
+    /// first (at most three); filled when the alert is published, from the feedback history
+    /// ([`PastIncidents`]), and absent when there is none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub similar_incidents: Vec<SimilarIncident>,
+}
+
+/// A resolved past incident like the one an alert describes, and what its cause turned out to be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimilarIncident {
+    pub incident_id: String,
+    pub started_at: UnixNanos,
+    pub summary: String,
+    /// The cause an operator confirmed: a service, or `other: <text>`.
+    pub confirmed_cause: String,
+    /// How alike the two incidents' evidence is, in [0, 1] (0.5 at most for another environment).
+    pub similarity: f64,
+}
+
+/// Where published alerts find their similar past incidents: the operators' feedback history.
+/// Synchronous, since it is asked on the correlator's path for every published revision; an
+/// implementation answers from memory.
+pub trait PastIncidents: Send + Sync {
+    /// The `limit` confirmed past incidents most like `alert`, best first, never `alert` itself.
+    fn most_similar(&self, alert: &RcaAlert, limit: usize) -> Vec<SimilarIncident>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ mod signal;
 
 pub use alert::{
     CausalGraph, EdgeKind, GraphEdge, GraphNode, IncidentStatus, LlmReview, LlmReviewStatus,
-    LlmVerdict, RankChange, RcaAlert, RootCause, VerdictKind,
+    LlmVerdict, PastIncidents, RankChange, RcaAlert, RootCause, SimilarIncident, VerdictKind,
 };
 pub use anomaly::{bound_text, Anomaly, DependencyEdge};
 pub use event::{

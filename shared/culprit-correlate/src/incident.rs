@@ -456,6 +456,7 @@ fn build_alert(
         anomaly_count: incident.anomalies.len(),
         affected_services: affected,
         llm_review: None,
+        similar_incidents: Vec::new(),
     }
 }
 

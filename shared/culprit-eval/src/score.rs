@@ -346,6 +346,7 @@ mod tests {
             anomaly_count: 1,
             affected_services: BTreeMap::new(),
             llm_review: None,
+            similar_incidents: Vec::new(),
         }
     }
 

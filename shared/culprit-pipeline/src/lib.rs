@@ -21,7 +21,7 @@ pub use baselines::{BaselineBoard, ForgetRequest};
 pub use bus::{Bus, BusMessage, InProcessBus};
 pub use culprit_knn::{KnnConfig, PointOutbox};
 pub use culprit_store::{PointEntry, StoreConfig, VectorStore};
-pub use stage::{CorrelateStage, DetectStage};
+pub use stage::{CorrelateStage, DetectStage, SIMILAR_INCIDENTS};
 
 use culprit_core::{DependencyEdge, Event, RcaAlert, SignalFamily, SourceKind, UnixNanos};
 use culprit_correlate::CorrelateConfig;

@@ -2,7 +2,7 @@
 
 use crate::baselines::BaselineBoard;
 use crate::bus::{Bus, BusMessage};
-use culprit_core::{DependencyEdge, Event, RcaAlert, UnixNanos, NANOS_PER_SEC};
+use culprit_core::{DependencyEdge, Event, PastIncidents, RcaAlert, UnixNanos, NANOS_PER_SEC};
 use culprit_correlate::{CorrelateConfig, Correlator};
 use culprit_detect::{DetectConfig, Detector, Detectors, Findings, Phase};
 use culprit_knn::{KnnDetector, PointOutbox};
@@ -213,13 +213,35 @@ impl DetectStage {
 /// Consumes the bus and turns anomalies into incidents and alerts.
 pub struct CorrelateStage {
     correlator: Correlator,
+    /// Where published alerts find their similar past incidents; none without a history.
+    past: Option<Arc<dyn PastIncidents>>,
 }
+
+/// How many similar past incidents an alert carries.
+pub const SIMILAR_INCIDENTS: usize = 3;
 
 impl CorrelateStage {
     pub fn new(config: CorrelateConfig) -> CorrelateStage {
         CorrelateStage {
             correlator: Correlator::new(config),
+            past: None,
         }
+    }
+
+    /// Every alert this stage returns carries the [`SIMILAR_INCIDENTS`] past incidents most like
+    /// it, with their confirmed causes, from `past` (the operators' feedback history).
+    pub fn with_past_incidents(mut self, past: Arc<dyn PastIncidents>) -> CorrelateStage {
+        self.past = Some(past);
+        self
+    }
+
+    fn with_similar(&self, mut alerts: Vec<RcaAlert>) -> Vec<RcaAlert> {
+        if let Some(past) = &self.past {
+            for alert in &mut alerts {
+                alert.similar_incidents = past.most_similar(alert, SIMILAR_INCIDENTS);
+            }
+        }
+        alerts
     }
 
     pub fn add_edge(&mut self, edge: &DependencyEdge) {
@@ -235,14 +257,86 @@ impl CorrelateStage {
                 BusMessage::Watermark { time } => alerts.extend(self.correlator.advance(time)),
             }
         }
-        alerts
+        self.with_similar(alerts)
     }
 
     pub fn flush(&mut self) -> Vec<RcaAlert> {
-        self.correlator.flush()
+        let alerts = self.correlator.flush();
+        self.with_similar(alerts)
     }
 
     pub fn incidents(&self) -> &[RcaAlert] {
         self.correlator.incidents()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use culprit_core::{Anomaly, Severity, SimilarIncident, SourceKind};
+    use std::sync::Mutex;
+
+    /// A history that answers one fixed incident and records whom it was asked about.
+    #[derive(Default)]
+    struct OnePastIncident {
+        asked: Mutex<Vec<(String, u32)>>,
+    }
+
+    impl PastIncidents for OnePastIncident {
+        fn most_similar(&self, alert: &RcaAlert, limit: usize) -> Vec<SimilarIncident> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push((alert.incident_id.clone(), alert.revision));
+            let past = SimilarIncident {
+                incident_id: "last-week".into(),
+                started_at: 1,
+                summary: "errors on checkout".into(),
+                confirmed_cause: "cart".into(),
+                similarity: 0.8,
+            };
+            vec![past; limit.min(1)]
+        }
+    }
+
+    fn anomaly(service: &str, secs: i64) -> BusMessage {
+        BusMessage::Anomaly(Anomaly {
+            id: format!("{service}-{secs}"),
+            time: secs * NANOS_PER_SEC,
+            source: SourceKind::Traces,
+            service: service.into(),
+            environment: "prod".into(),
+            instance: None,
+            signal: "span.errors".into(),
+            description: String::new(),
+            severity: Severity::Sev1,
+            score: 1.0,
+            observed: None,
+            expected: None,
+        })
+    }
+
+    #[test]
+    fn every_revision_the_stage_returns_carries_the_similar_past_incidents() {
+        let past = Arc::new(OnePastIncident::default());
+        let mut stage =
+            CorrelateStage::new(CorrelateConfig::default()).with_past_incidents(past.clone());
+        let opened = stage.handle([anomaly("cart", 1000), anomaly("checkout", 1001)]);
+        assert_eq!(opened.len(), 1, "two SEV1s open an incident");
+        assert_eq!(opened[0].similar_incidents.len(), 1);
+        assert_eq!(opened[0].similar_incidents[0].confirmed_cause, "cart");
+        let last = stage.flush();
+        assert!(!last.is_empty());
+        assert!(last.iter().all(|a| a.similar_incidents.len() == 1));
+        let asked = past.asked.lock().unwrap();
+        assert_eq!(
+            asked.len(),
+            1 + last.len(),
+            "asked once per published revision"
+        );
+
+        let mut without = CorrelateStage::new(CorrelateConfig::default());
+        let opened = without.handle([anomaly("cart", 1000), anomaly("checkout", 1001)]);
+        assert!(opened[0].similar_incidents.is_empty(), "no history, none");
     }
 }

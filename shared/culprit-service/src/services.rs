@@ -179,7 +179,10 @@ pub async fn run(
                     // Leaves revision r + 1 free for the review of revision r.
                     correlate.revision_stride = 2;
                 }
-                let stage = CorrelateStage::new(correlate);
+                // Each published revision carries its similar past incidents from the feedback
+                // history this process keeps (`api.history_path`).
+                let stage =
+                    CorrelateStage::new(correlate).with_past_incidents(api.past_incidents());
                 let options = CorrelatorOptions {
                     publisher: publisher.clone(),
                     // Incidents rebuilt after a restart reappear in `/incidents` without being

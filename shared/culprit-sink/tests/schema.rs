@@ -177,6 +177,7 @@ fn a_reviewed_alert_validates_and_old_alerts_need_no_review(
     // see the document they always saw.
     let plain = serde_json::to_value(common::alert())?;
     assert!(plain.get("llm_review").is_none());
+    assert!(plain.get("similar_incidents").is_none());
     let back: culprit_core::RcaAlert = serde_json::from_value(plain)?;
     assert_eq!(back.llm_review, None);
 
@@ -192,5 +193,49 @@ fn a_reviewed_alert_validates_and_old_alerts_need_no_review(
         }
         assert!(!validator.is_valid(&broken), "schema accepted {what}");
     }
+    Ok(())
+}
+
+#[test]
+fn an_alert_with_similar_past_incidents_validates_and_a_fourth_or_a_broken_one_does_not(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let validator = validator()?;
+    let mut alert = common::alert();
+    alert.similar_incidents = (0..3)
+        .map(|i| culprit_core::SimilarIncident {
+            incident_id: format!("inc-{i}"),
+            started_at: 1_700_000_000_000_000_000 + i,
+            summary: "errors on checkout".into(),
+            confirmed_cause: if i == 2 {
+                "other: expired certificate".into()
+            } else {
+                "inventory".into()
+            },
+            similarity: 0.9 - i as f64 * 0.2,
+        })
+        .collect();
+    let doc = serde_json::to_value(&alert)?;
+    assert_eq!(errors(&validator, &doc), Vec::<String>::new());
+    let back: culprit_core::RcaAlert = serde_json::from_value(doc.clone())?;
+    assert_eq!(back.similar_incidents, alert.similar_incidents);
+
+    let mut four = doc.clone();
+    four["similar_incidents"]
+        .as_array_mut()
+        .unwrap()
+        .push(doc["similar_incidents"][0].clone());
+    assert!(
+        !validator.is_valid(&four),
+        "schema accepted four similar incidents"
+    );
+    let mut no_cause = doc;
+    no_cause["similar_incidents"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("confirmed_cause");
+    assert!(
+        !validator.is_valid(&no_cause),
+        "schema accepted one without its cause"
+    );
     Ok(())
 }

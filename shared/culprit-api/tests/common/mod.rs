@@ -195,6 +195,7 @@ pub fn alert(
         anomaly_count: causes.len(),
         affected_services: BTreeMap::from([(SourceKind::Traces, services)]),
         llm_review: None,
+        similar_incidents: Vec::new(),
     }
 }
 

@@ -269,5 +269,6 @@ pub fn alert(
             vec![top.to_string(), other.to_string()],
         )]),
         llm_review: None,
+        similar_incidents: Vec::new(),
     }
 }

@@ -235,6 +235,7 @@ pub fn alert() -> RcaAlert {
         anomaly_count: 37,
         affected_services,
         llm_review: None,
+        similar_incidents: Vec::new(),
     }
 }
 
