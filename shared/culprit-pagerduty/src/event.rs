@@ -131,6 +131,12 @@ pub(crate) fn trigger_payload(alert: &RcaAlert, source: &str) -> Payload {
             "top_causes": causes,
             "top_evidence": evidence,
             "chain": top.map(|c| c.chain.join(" -> ")),
+            // What the cause was the last times the evidence looked like this.
+            "similar_incidents": alert.similar_incidents.iter().map(|s| json!({
+                "incident_id": s.incident_id,
+                "confirmed_cause": s.confirmed_cause,
+                "similarity": s.similarity,
+            })).collect::<Vec<_>>(),
         }),
     }
 }

@@ -107,15 +107,21 @@ async fn the_trigger_carries_the_ranked_causes_in_pagerduty_fields() {
     let mut cfg = config(&fake);
     cfg.incident_url_base = Some("https://culprit.example/incidents/".into());
     let pd = client(cfg);
-    pd.handle(&alert(
+    let mut paged = alert(
         "inc-7",
         2,
         IncidentStatus::Open,
         Severity::Sev2,
         "cartservice",
-    ))
-    .await
-    .unwrap();
+    );
+    paged.similar_incidents = vec![culprit_core::SimilarIncident {
+        incident_id: "inc-3".into(),
+        started_at: 1,
+        summary: "latency on cart".into(),
+        confirmed_cause: "redis".into(),
+        similarity: 0.9,
+    }];
+    pd.handle(&paged).await.unwrap();
 
     fake.assert_all_valid();
     let body = &fake.received()[0].body;
@@ -143,6 +149,8 @@ async fn the_trigger_carries_the_ranked_causes_in_pagerduty_fields() {
         .contains("cartservice"));
     assert_eq!(d["top_evidence"][0]["signal"], "span.latency:GET /cart");
     assert_eq!(d["chain"], "cartservice -> frontend");
+    assert_eq!(d["similar_incidents"][0]["incident_id"], "inc-3");
+    assert_eq!(d["similar_incidents"][0]["confirmed_cause"], "redis");
     assert_eq!(
         body["links"][0]["href"],
         "https://culprit.example/incidents/inc-7"
