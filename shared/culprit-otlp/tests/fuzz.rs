@@ -465,7 +465,7 @@ fn fuzz_otlp_traces_json() {
     scale(
         &mut failures,
         "otlp-traces-json spans",
-        &|n| grow(n, many_spans, |r| to_json(r)),
+        &|n| grow(n, many_spans, to_json),
         &check,
     );
     scale(
@@ -494,7 +494,7 @@ fn fuzz_otlp_traces_protobuf() {
     scale(
         &mut failures,
         "otlp-traces-protobuf spans",
-        &|n| grow(n, many_spans, |r| to_protobuf(r)),
+        &|n| grow(n, many_spans, to_protobuf),
         &check,
     );
     assert_scales(&failures);
@@ -549,7 +549,7 @@ fn fuzz_otlp_logs_json() {
     scale(
         &mut failures,
         "otlp-logs-json records",
-        &|n| grow(n, many_logs, |r| to_json(r)),
+        &|n| grow(n, many_logs, to_json),
         &check,
     );
     scale(
@@ -584,7 +584,7 @@ fn fuzz_otlp_logs_protobuf() {
     scale(
         &mut failures,
         "otlp-logs-protobuf records",
-        &|n| grow(n, many_logs, |r| to_protobuf(r)),
+        &|n| grow(n, many_logs, to_protobuf),
         &check,
     );
     scale(

@@ -145,7 +145,7 @@ impl Mutator {
             9 => {
                 // Deep nesting: arrays, objects, or AnyValue-style nested values.
                 let depth = rng.small_len(5000);
-                let unit: &[u8] = *rng.pick(NESTING);
+                let unit = *rng.pick(NESTING);
                 let nested = unit.repeat(depth);
                 splice_in(out, at, &nested);
             }
