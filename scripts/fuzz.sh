@@ -38,20 +38,21 @@ for crate in culprit-otlp culprit-nezha; do
   echo "== $crate: $CULPRIT_FUZZ_ITERS inputs per decoder ($profile profile)"
   cargo test --profile "$profile" -p "$crate" --test fuzz -- "$filter" \
     --nocapture --test-threads="$threads" 2>&1 | tee -a "$log" \
-    | grep --line-buffered -E '^(FUZZ|SCALING|test |thread|  #|    input|error)'
+    | grep --line-buffered -E '^(FUZZ|SCALING|test |thread|  #|    input|error)|grew|held [0-9]|took [0-9]'
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
 
 echo
 echo "== summary (wall $(( $(date +%s) - started ))s)"
 printf '%-22s %12s %8s %10s\n' decoder inputs crashes wall
-awk '/^FUZZ /{
+awk '/^FUZZ / && !seen[$2]++ {
   for (i = 1; i <= NF; i++) { if ($i == "inputs") n = $(i+1); if ($i == "crashes") c = $(i+1); if ($i == "wall") w = $(i+1) }
   printf "%-22s %12s %8s %10s\n", $2, n, c, w
 }' "$log"
 failed=$(grep -cE '^test .* FAILED$' "$log" || true)
 if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ]; then
-  echo "FAILED: $failed test(s); findings (if any) under $CULPRIT_FUZZ_CRASH_DIR"
+  mkdir -p "$CULPRIT_FUZZ_CRASH_DIR" && cp "$log" "$CULPRIT_FUZZ_CRASH_DIR/fuzz.log"
+  echo "FAILED: $failed test(s); findings and the full log under $CULPRIT_FUZZ_CRASH_DIR"
   exit 1
 fi
 echo "no crashes"

@@ -103,7 +103,8 @@ pub fn scaling(
         .collect();
     let smallest_step = steps.iter().copied().fold(f64::INFINITY, f64::min);
     let measurable = out.points.last().is_some_and(|p| p.1 >= MEASURABLE);
-    if measurable && !steps.is_empty() && smallest_step > MAX_STEP_GROWTH {
+    // One step cannot tell a cache step from a trend: judge growth from three sizes on.
+    if measurable && steps.len() >= 2 && smallest_step > MAX_STEP_GROWTH {
         return Err(format!(
             "{name}: time per byte grew at least {smallest_step:.1}x at every step ({out})"
         ));
