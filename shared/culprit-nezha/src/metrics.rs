@@ -481,4 +481,54 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         assert!(dependency_edges(empty.path()).unwrap().is_empty());
     }
+
+    #[test]
+    fn timestamps_outside_1970_to_2262_are_skipped() {
+        // Found by the fuzzer: a TimeStamp past 2262 overflowed the nanosecond time and a
+        // negative one became 1970, and culprit_otlp refused the whole window.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("source_50.csv"),
+            "time,timestamp,api_db\nx,62,0.01\nx,16749840290,0.5\nx,-5,0.5\nx,9223372036854775807,1\n",
+        )
+        .unwrap();
+        let out = read_metrics(dir.path(), i64::MIN, i64::MAX, MetricOptions::default()).unwrap();
+        assert_eq!(out.rows, 1);
+        let skipped: Vec<&String> = out
+            .skipped
+            .iter()
+            .filter(|s| s.contains("TimeStamp"))
+            .collect();
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert!(skipped[0].contains("line 3") && skipped[0].contains("16749840290"));
+        let events = culprit_otlp::metrics_to_events(&out.request).unwrap();
+        assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn columns_named_past_the_otlp_limit_are_ignored() {
+        // Found by the fuzzer: such a column became a metric culprit_otlp refuses, and every
+        // point of an edge column copied its caller and callee names.
+        let dir = tempfile::tempdir().unwrap();
+        let long = "c".repeat(MAX_METRIC_NAME_BYTES + 1);
+        std::fs::write(
+            dir.path().join("api-5f-ab_metric.csv"),
+            format!("Time,TimeStamp,{long},Cpu\nx,60,1,2\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("source_50.csv"),
+            format!("time,timestamp,a_{long}\nx,60,1\n"),
+        )
+        .unwrap();
+        let out = read_metrics(dir.path(), 0, 1000, MetricOptions::default()).unwrap();
+        let ignored = out
+            .skipped
+            .iter()
+            .filter(|s| s.contains("-byte name"))
+            .count();
+        assert_eq!(ignored, 2, "{:?}", out.skipped);
+        let events = culprit_otlp::metrics_to_events(&out.request).unwrap();
+        assert_eq!(events.len(), 1, "only the Cpu column is left");
+    }
 }

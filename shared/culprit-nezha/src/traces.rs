@@ -136,4 +136,28 @@ mod tests {
         assert_eq!(child.parent_span_id, root.span_id);
         assert!(child.status.is_none());
     }
+
+    #[test]
+    fn span_ending_before_it_starts_is_skipped_naming_the_line() {
+        // Found by the fuzzer: culprit_otlp refuses a negative duration for the whole request,
+        // so one such row used to fail the minute in `culprit eval`.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("00_02_trace.csv");
+        std::fs::write(
+            &p,
+            "TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration\n\
+             0af7651916cd43dd8448eb211c80319c,00f067aa0ba902b7,zz,svc-3c-4d,GET,20,12,0\n\
+             0af7651916cd43dd8448eb211c80319c,b7ad6b7169203331,root,svc-3c-4d,GET,12,20,0\n",
+        )
+        .unwrap();
+        let out = read_spans(&p).unwrap();
+        assert_eq!((out.rows, out.skipped.len()), (2, 1));
+        assert!(
+            out.skipped[0].contains("line 2") && out.skipped[0].contains("before"),
+            "{}",
+            out.skipped[0]
+        );
+        let events = culprit_otlp::traces_to_events(&out.request).unwrap();
+        assert_eq!(events.len(), 1);
+    }
 }

@@ -340,13 +340,8 @@ fn fuzz_nezha_metrics() {
         std::fs::remove_file(&path).map_err(|e| format!("cannot remove the input: {e}"))?;
         match result {
             Ok(o) => {
-                if o.empty_cells > body.len() {
-                    return Err(format!(
-                        "{} empty cells in {} bytes",
-                        o.empty_cells,
-                        body.len()
-                    ));
-                }
+                // (Empty cells are not bounded by the input's size: a short row of a wide table
+                // counts every missing cell.)
                 let skipped: Vec<String> = o
                     .skipped
                     .iter()

@@ -229,7 +229,10 @@ fn cloud_event(o: &Map<String, Value>, record: &str) -> Result<Event, DecodeErro
         }
     };
     let id = match attr("id", "id") {
-        Some(v @ (Value::String(_) | Value::Number(_))) if !json_text(v).is_empty() => json_text(v),
+        // Blank counts as missing, as for the native form's `id`.
+        Some(v @ (Value::String(_) | Value::Number(_))) if !json_text(v).trim().is_empty() => {
+            json_text(v)
+        }
         _ => return Err(DecodeError::invalid(record, "id", "missing required field")),
     };
     let time = match attr("time", "timestamp") {
