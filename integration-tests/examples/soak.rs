@@ -42,6 +42,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const NANOS: i64 = NANOS_PER_SEC;
 const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+/// Minutes of healthy traffic after the last incident.
+const TAIL_MINUTES: u32 = 10;
+/// Points of the last minutes of the stream belong to windows still open when it ends.
+const OPEN_AT_END_MINUTES: i64 = 2;
 
 #[derive(Clone)]
 struct Args {
@@ -167,7 +171,10 @@ fn run_payloads(run: &SimRun) -> Vec<(SourceKind, Vec<u8>)> {
 /// Every incident on one timeline that ends 15 minutes before now, paced over `production`.
 fn timeline(args: &Args, production: Duration) -> (Vec<Msg>, Vec<Injected>, i64) {
     let per_incident = i64::from(args.normal_minutes + args.fault_minutes) * 60;
-    let span_s = per_incident * i64::from(args.incidents);
+    // Healthy traffic after the last incident, so its windows and horizons close as they would
+    // in a stream that goes on.
+    let tail_s = i64::from(TAIL_MINUTES) * 60;
+    let span_s = per_incident * i64::from(args.incidents) + tail_s;
     let now_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -199,6 +206,30 @@ fn timeline(args: &Args, production: Duration) -> (Vec<Msg>, Vec<Injected>, i64)
                 .map(|e| (PointId::of_event(e).0, e.time))
                 .collect();
             let at = events.iter().map(|e| e.1).max().unwrap_or(t0 * NANOS);
+            raw.push((at, source, payload, events));
+        }
+    }
+    let tail = culprit_sim::simulate(
+        Scenario::ALL[args.incidents as usize % Scenario::ALL.len()],
+        &SimConfig {
+            seed: args.seed + u64::from(args.incidents),
+            start_unix_s: t0 + per_incident * i64::from(args.incidents),
+            normal_minutes: TAIL_MINUTES,
+            fault_minutes: 1,
+            ..SimConfig::default()
+        },
+    );
+    let healthy_until = tail.label.fault_start_unix_s * NANOS;
+    for (source, payload) in run_payloads(&tail) {
+        if source == SourceKind::Changes {
+            continue;
+        }
+        let events: Vec<(u64, i64)> = decode(source, &payload)
+            .iter()
+            .map(|e| (PointId::of_event(e).0, e.time))
+            .collect();
+        let at = events.iter().map(|e| e.1).max().unwrap_or(healthy_until);
+        if at < healthy_until {
             raw.push((at, source, payload, events));
         }
     }
@@ -940,13 +971,21 @@ impl Report<'_> {
         );
         println!("events:");
         println!(
-            "| source | messages produced | events produced (distinct points expected) | consumed (culprit_events_total) | points stored | missing | extra | DLQ messages (culprit_dlq_total) |"
+            "| source | messages produced | events produced (distinct points expected) | consumed (culprit_events_total) | points stored | lost by culprit | lost around the broker restart | open at the end | duplicate or foreign | DLQ messages (culprit_dlq_total) |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         let restart_at = self.restarted.map(|r| r.0);
-        let mut lost_total = 0u64;
-        let mut extra_total = 0u64;
-        let mut lost_after_restart_window = 0u64;
+        let end_minute = self
+            .msgs
+            .iter()
+            .flat_map(|m| m.events.iter().map(|e| e.1))
+            .max()
+            .unwrap_or(0)
+            .div_euclid(60 * NANOS);
+        // Missing points by cause: windows still open when the stream ended; events of minutes
+        // whose every message was acknowledged before the broker restart (the broker lost the
+        // messages a restarted embedder would re-read); the rest, lost by culprit.
+        let (mut open_at_end, mut with_broker, mut by_culprit, mut extra_total) = (0, 0, 0, 0);
         for source in SourceKind::ALL {
             let acked: Vec<&Msg> = self
                 .msgs
@@ -955,8 +994,12 @@ impl Report<'_> {
                 .collect();
             let events: usize = acked.iter().map(|m| m.events.len()).sum();
             let mut expected: HashMap<u64, i64> = HashMap::new();
+            let mut after_restart: HashSet<i64> = HashSet::new();
             for m in &acked {
                 expected.extend(m.events.iter().copied());
+                if restart_at.is_none_or(|r| m.acked.is_some_and(|a| a > r)) {
+                    after_restart.extend(m.events.iter().map(|e| e.1.div_euclid(60 * NANOS)));
+                }
             }
             let role = soak
                 .roles
@@ -966,52 +1009,50 @@ impl Report<'_> {
             let consumed = role.events_ended + role.events_now;
             let dlq = role.dlq_ended + role.dlq_now;
             let path = role.store.clone().context("store path")?;
-            let (stored, missing, extra, per_minute) = if path.exists() {
+            let (stored, _, extra, per_minute) = if path.exists() {
                 let store = EmbeddedStore::open(&path)?;
                 compare(&store, source, &expected).await?
             } else {
                 (0, expected.len() as u64, 0, Vec::new())
             };
-            if stored == 0 && missing > 0 {
+            if stored == 0 {
                 println!(
-                    "| {source} | {} | {events} ({}) | {consumed:.0} | 0 | n/a: this source writes no points | | {dlq:.0} |",
+                    "| {source} | {} | {events} ({}) | {consumed:.0} | 0 | n/a: this source writes no points | | | | {dlq:.0} |",
                     acked.len(),
                     expected.len()
                 );
                 continue;
             }
-            lost_total += missing;
+            let (mut open, mut broker, mut culprit) = (0, 0, 0);
+            for (minute, exp, got) in &per_minute {
+                let gone = exp.saturating_sub(*got);
+                if gone == 0 {
+                    continue;
+                }
+                let cause = if *minute > end_minute - OPEN_AT_END_MINUTES {
+                    open += gone;
+                    "open at the end of the stream"
+                } else if !after_restart.contains(minute) {
+                    broker += gone;
+                    "acknowledged before the broker restart"
+                } else {
+                    culprit += gone;
+                    "lost by culprit"
+                };
+                println!(
+                    "    {source}: minute {} has {got} of {exp} points ({cause})",
+                    chrono::DateTime::from_timestamp(minute * 60, 0).unwrap_or_default()
+                );
+            }
+            open_at_end += open;
+            with_broker += broker;
+            by_culprit += culprit;
             extra_total += extra;
             println!(
-                "| {source} | {} | {events} ({}) | {consumed:.0} | {stored} | {missing} | {extra} | {dlq:.0} |",
+                "| {source} | {} | {events} ({}) | {consumed:.0} | {stored} | {culprit} | {broker} | {open} | {extra} | {dlq:.0} |",
                 acked.len(),
                 expected.len()
             );
-            // Where the missing points are, by minute of event time, with when their messages
-            // were acknowledged: before the broker restart or after.
-            for (minute, exp, got) in per_minute.iter().filter(|(_, e, g)| g < e).take(12) {
-                let near_restart = restart_at.is_some_and(|r| {
-                    acked.iter().any(|m| {
-                        m.events.iter().any(|e| e.1 / (60 * NANOS) == *minute)
-                            && m.acked.is_some_and(|a| a <= r)
-                            && m.acked.is_some_and(|a| a + Duration::from_secs(120) > r)
-                    })
-                });
-                if near_restart {
-                    lost_after_restart_window += exp - got;
-                }
-                println!(
-                    "    missing in minute {}: {} of {} stored{}",
-                    chrono::DateTime::from_timestamp(minute * 60, 0).unwrap_or_default(),
-                    got,
-                    exp,
-                    if near_restart {
-                        " (acknowledged in the 2 min before the broker restart)"
-                    } else {
-                        ""
-                    }
-                );
-            }
         }
         println!(
             "produce failures: {}; broker restart at {}; drained before it: {}; drained at the end: {}",
@@ -1020,9 +1061,15 @@ impl Report<'_> {
             self.restarted.is_some_and(|r| r.1),
             self.drained_end
         );
-        if lost_total > 0 {
+        println!(
+            "missing points: {by_culprit} lost by culprit, {with_broker} of minutes acknowledged before the broker restart, {open_at_end} in the last {OPEN_AT_END_MINUTES} minutes of the stream (windows still open)"
+        );
+        if by_culprit > 0 {
+            missed.push(format!("{by_culprit} event points lost by culprit"));
+        }
+        if with_broker > 0 {
             missed.push(format!(
-                "{lost_total} event points lost ({lost_after_restart_window} of them from messages acknowledged in the 2 min before the broker restart)"
+                "{with_broker} event points lost around the broker restart (tansu lost the messages a restarted embedder would re-read)"
             ));
         }
         if extra_total > 0 {
@@ -1148,15 +1195,27 @@ impl Report<'_> {
             named,
             others.len()
         );
-        for id in others.iter().take(10) {
-            let revs = &incidents[*id];
-            let a = revs.iter().max_by_key(|a| a.revision).expect("revisions");
+        println!("| incident | started | revisions | last status | first revision's first candidate | last revision's first candidate | injected |");
+        println!("|---|---|---|---|---|---|---|");
+        for (id, revs) in &incidents {
+            let mut revs = revs.clone();
+            revs.sort_by_key(|a| a.revision);
+            let (first, last) = (revs[0], revs[revs.len() - 1]);
+            let top = |a: &RcaAlert| {
+                a.root_causes
+                    .first()
+                    .map_or("-".to_string(), |c| c.service.clone())
+            };
             println!(
-                "    other: {} started {} revisions {} first candidate {}",
-                id,
-                chrono::DateTime::from_timestamp(a.started_at / NANOS, 0).unwrap_or_default(),
+                "| {id} | {} | {} (r{}..r{}) | {:?} | {} | {} | {} |",
+                chrono::DateTime::from_timestamp(first.started_at / NANOS, 0).unwrap_or_default(),
                 revs.len(),
-                a.root_causes.first().map_or("-", |c| c.service.as_str())
+                first.revision,
+                last.revision,
+                last.status,
+                top(first),
+                top(last),
+                if matched.contains(id) { "yes" } else { "no" }
             );
         }
         if not_alerted > 0 {
