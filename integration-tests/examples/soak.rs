@@ -46,6 +46,8 @@ const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
 const TAIL_MINUTES: u32 = 10;
 /// Points of the last minutes of the stream belong to windows still open when it ends.
 const OPEN_AT_END_MINUTES: i64 = 2;
+/// Missing points are counted per this much event time (a simulated message's batch).
+const BUCKET_NS: i64 = 10 * NANOS;
 
 #[derive(Clone)]
 struct Args {
@@ -817,7 +819,8 @@ async fn main() -> Result<()> {
             next_msg = end;
         }
         soak.watch()?;
-        if next_kill < kills.len() && now >= kills[next_kill] {
+        let near_restart = restarted.is_some_and(|r| now < r.0 + Duration::from_secs(90));
+        if next_kill < kills.len() && now >= kills[next_kill] && !near_restart {
             soak.kill(order[next_kill % order.len()])?;
             next_kill += 1;
         }
@@ -981,7 +984,7 @@ impl Report<'_> {
             .flat_map(|m| m.events.iter().map(|e| e.1))
             .max()
             .unwrap_or(0)
-            .div_euclid(60 * NANOS);
+            .div_euclid(BUCKET_NS);
         // Missing points by cause: windows still open when the stream ended; events of minutes
         // whose every message was acknowledged before the broker restart (the broker lost the
         // messages a restarted embedder would re-read); the rest, lost by culprit.
@@ -998,7 +1001,7 @@ impl Report<'_> {
             for m in &acked {
                 expected.extend(m.events.iter().copied());
                 if restart_at.is_none_or(|r| m.acked.is_some_and(|a| a > r)) {
-                    after_restart.extend(m.events.iter().map(|e| e.1.div_euclid(60 * NANOS)));
+                    after_restart.extend(m.events.iter().map(|e| e.1.div_euclid(BUCKET_NS)));
                 }
             }
             let role = soak
@@ -1023,13 +1026,13 @@ impl Report<'_> {
                 );
                 continue;
             }
-            let (mut open, mut broker, mut culprit) = (0, 0, 0);
+            let (mut open, mut broker, mut culprit, mut printed) = (0, 0, 0, 0);
             for (minute, exp, got) in &per_minute {
                 let gone = exp.saturating_sub(*got);
                 if gone == 0 {
                     continue;
                 }
-                let cause = if *minute > end_minute - OPEN_AT_END_MINUTES {
+                let cause = if *minute > end_minute - OPEN_AT_END_MINUTES * 60 * NANOS / BUCKET_NS {
                     open += gone;
                     "open at the end of the stream"
                 } else if !after_restart.contains(minute) {
@@ -1039,10 +1042,14 @@ impl Report<'_> {
                     culprit += gone;
                     "lost by culprit"
                 };
-                println!(
-                    "    {source}: minute {} has {got} of {exp} points ({cause})",
-                    chrono::DateTime::from_timestamp(minute * 60, 0).unwrap_or_default()
-                );
+                printed += 1;
+                if printed <= 40 {
+                    println!(
+                        "    {source}: the 10 s from {} have {got} of {exp} points ({cause})",
+                        chrono::DateTime::from_timestamp(minute * BUCKET_NS / NANOS, 0)
+                            .unwrap_or_default()
+                    );
+                }
             }
             open_at_end += open;
             with_broker += broker;
@@ -1298,7 +1305,7 @@ impl Report<'_> {
     }
 }
 
-/// Stored against expected points of `source`, per minute of event time: (stored, missing,
+/// Stored against expected points of `source`, per bucket of event time: (stored, missing,
 /// extra, [(minute, expected, stored)]).
 async fn compare(
     store: &EmbeddedStore,
@@ -1307,7 +1314,7 @@ async fn compare(
 ) -> Result<(u64, u64, u64, Vec<(i64, u64, u64)>)> {
     let mut per_minute: BTreeMap<i64, u64> = BTreeMap::new();
     for t in expected.values() {
-        *per_minute.entry(t.div_euclid(60 * NANOS)).or_default() += 1;
+        *per_minute.entry(t.div_euclid(BUCKET_NS)).or_default() += 1;
     }
     let total = store
         .count(&Filter {
@@ -1325,8 +1332,8 @@ async fn compare(
             .count(&Filter {
                 source: Some(source),
                 reference: Some(false),
-                time_from: Some(minute * 60 * NANOS),
-                time_to: Some((minute + 1) * 60 * NANOS),
+                time_from: Some(minute * BUCKET_NS),
+                time_to: Some((minute + 1) * BUCKET_NS),
                 ..Filter::default()
             })
             .await?;
