@@ -284,7 +284,10 @@ fn burst(t0: i64) -> Vec<Bad> {
         SourceKind::Changes,
         br#"{"id": "soak-1", "time": "yesterday", "type": "deploy", "service": "cart"}"#.to_vec(),
     );
-    for (kind, start) in [("year_2100", 4_102_444_800), ("eight_days_ago", t0 - 8 * 86_400)] {
+    for (kind, start) in [
+        ("year_2100", 4_102_444_800),
+        ("eight_days_ago", t0 - 8 * 86_400),
+    ] {
         let run = culprit_sim::simulate(
             Scenario::DeployCpuSpike,
             &SimConfig {
@@ -345,7 +348,11 @@ impl Role {
             Some(path) => command.env("CULPRIT__STORE__PATH", path),
             None => command.env("CULPRIT__STORE__BACKEND", "none"),
         };
-        self.child = Some(command.spawn().with_context(|| format!("starting {}", self.name))?);
+        self.child = Some(
+            command
+                .spawn()
+                .with_context(|| format!("starting {}", self.name))?,
+        );
         self.events_ended += self.events_now;
         self.dlq_ended += self.dlq_now;
         self.events_now = 0.0;
@@ -468,6 +475,9 @@ fn broker_script(command: &str) -> Result<()> {
     Ok(())
 }
 
+/// A record to send: topic, payload, headers.
+type Outgoing<'a> = (String, &'a [u8], Vec<(String, String)>);
+
 fn producer(config: &KafkaConfig) -> Result<FutureProducer> {
     let mut c = culprit_kafka::base_client_config(config);
     c.set("linger.ms", "5");
@@ -476,10 +486,7 @@ fn producer(config: &KafkaConfig) -> Result<FutureProducer> {
 
 /// Sends `records` (topic, payload, headers) keyed by the simulated environment (one partition,
 /// as a collector keyed by resource would); returns which the broker acknowledged.
-async fn send(
-    producer: &FutureProducer,
-    records: &[(String, &[u8], Vec<(String, String)>)],
-) -> Vec<bool> {
+async fn send(producer: &FutureProducer, records: &[Outgoing<'_>]) -> Vec<bool> {
     let mut deliveries = Vec::new();
     for (topic, payload, headers) in records {
         let mut h = OwnedHeaders::new();
@@ -646,7 +653,10 @@ fn write_config(args: &Args, config: &KafkaConfig, path: &Path) -> Result<()> {
     let rewind = if args.rewind_messages == 0 {
         "embedder_rewind = \"none\"".to_string()
     } else {
-        format!("embedder_rewind = {{ messages = {} }}", args.rewind_messages)
+        format!(
+            "embedder_rewind = {{ messages = {} }}",
+            args.rewind_messages
+        )
     };
     let text = format!(
         "# written by the soak benchmark (integration-tests/examples/soak.rs)\n\
@@ -779,9 +789,8 @@ async fn main() -> Result<()> {
         while t + Duration::from_secs(30) < production {
             kills.push(t);
             let jitter = ((soak.args.seed + k) % 3) as i64 * 30 - 30;
-            t = Duration::from_secs(
-                (soak.args.kill_every.as_secs() as i64 + jitter).max(30) as u64,
-            ) + t;
+            t = Duration::from_secs((soak.args.kill_every.as_secs() as i64 + jitter).max(30) as u64)
+                + t;
             k += 1;
         }
     }
@@ -803,7 +812,7 @@ async fn main() -> Result<()> {
             .position(|m| m.due > now)
             .map_or(msgs.len(), |p| next_msg + p);
         if end > next_msg {
-            let records: Vec<(String, &[u8], Vec<(String, String)>)> = msgs[next_msg..end]
+            let records: Vec<Outgoing<'_>> = msgs[next_msg..end]
                 .iter()
                 .map(|m| (topic(&soak.config, m.source), &m.payload[..], Vec::new()))
                 .collect();
@@ -839,10 +848,12 @@ async fn main() -> Result<()> {
                 .await?;
             producer = self::producer(&soak.config)?;
             restarted = Some((began, drained));
-            soak.note("broker restarted (tansu: every topic and offset lost, topics re-created)".into());
+            soak.note(
+                "broker restarted (tansu: every topic and offset lost, topics re-created)".into(),
+            );
         }
         if !burst_done && now >= burst_at {
-            let records: Vec<(String, &[u8], Vec<(String, String)>)> = bad
+            let records: Vec<Outgoing<'_>> = bad
                 .iter()
                 .map(|b| {
                     (
@@ -1090,7 +1101,8 @@ impl Report<'_> {
             *by_reason
                 .entry((
                     d.header("culprit.source_topic").unwrap_or_default(),
-                    d.header("culprit.reason").unwrap_or_else(|| "(none)".into()),
+                    d.header("culprit.reason")
+                        .unwrap_or_else(|| "(none)".into()),
                 ))
                 .or_default() += 1;
         }
@@ -1107,7 +1119,10 @@ impl Report<'_> {
                 .dead
                 .iter()
                 .filter(|d| d.header("soak.bad").as_deref() == Some(b.id.as_str()))
-                .map(|d| d.header("culprit.reason").unwrap_or_else(|| "(no reason)".into()))
+                .map(|d| {
+                    d.header("culprit.reason")
+                        .unwrap_or_else(|| "(no reason)".into())
+                })
                 .collect();
             if found.is_empty() || found.iter().any(|r| r == "(no reason)") {
                 bad_missing += 1;
@@ -1168,7 +1183,8 @@ impl Report<'_> {
             if hits.is_empty() {
                 not_alerted += 1;
             }
-            let mut revs: Vec<&RcaAlert> = hits.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+            let mut revs: Vec<&RcaAlert> =
+                hits.iter().flat_map(|(_, r)| r.iter().copied()).collect();
             revs.sort_by_key(|a| (a.updated_at, a.revision));
             let first = revs
                 .iter()
@@ -1234,7 +1250,9 @@ impl Report<'_> {
 
         // Processes.
         println!("\nroles:");
-        println!("| role | kill -9 | crashes (exit) | RSS max MiB | RSS per 5 min (max MiB) | SIGTERM |");
+        println!(
+            "| role | kill -9 | crashes (exit) | RSS max MiB | RSS per 5 min (max MiB) | SIGTERM |"
+        );
         println!("|---|---|---|---|---|---|");
         for role in &soak.roles {
             let max = role.rss.iter().map(|r| r.1).max().unwrap_or(0) as f64 / MIB;
@@ -1261,14 +1279,13 @@ impl Report<'_> {
                         .join(", ")
                 )
             };
-            let stop = self
-                .stops
-                .iter()
-                .find(|s| s.0 == role.name)
-                .map_or("-".to_string(), |(_, o, t)| match o {
+            let stop = self.stops.iter().find(|s| s.0 == role.name).map_or(
+                "-".to_string(),
+                |(_, o, t)| match o {
                     Some(o) => format!("{o} in {:.1} s", t.as_secs_f64()),
                     None => format!("no exit within {:.0} s (killed)", t.as_secs_f64()),
-                });
+                },
+            );
             println!(
                 "| {} | {} | {} | {:.0} | {} | {} |",
                 role.name, role.kills, crashes, max, series, stop
