@@ -20,7 +20,7 @@
 //! - `--rewind-messages` (150): `kafka.embedder_rewind` (messages per partition a restarted
 //!   embedder re-reads to relearn and finish the windows open at a kill; 0: `none`)
 //! - `--binary` (the `culprit` release binary under `CARGO_TARGET_DIR`), `--dir` (a fresh folder
-//!   under /tmp) for the configuration, the stores, the logs and `summary.json`
+//!   under /tmp) for the configuration, the stores, the logs, `alerts.jsonl` and `summary.json`
 #![forbid(unsafe_code)]
 
 use anyhow::{bail, Context as _, Result};
@@ -939,6 +939,13 @@ async fn main() -> Result<()> {
         commit,
         loads: (load_start, load_end),
     };
+    // The alerts as read, one JSON line each, for a closer look after the run.
+    let mut lines = String::new();
+    for a in &collected.alerts {
+        lines.push_str(&serde_json::to_string(a)?);
+        lines.push('\n');
+    }
+    std::fs::write(soak.args.dir.join("alerts.jsonl"), lines)?;
     let missed = report.print().await?;
     if missed.is_empty() {
         println!("\nsoak: every target met");
