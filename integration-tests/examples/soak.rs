@@ -331,6 +331,26 @@ struct Role {
 }
 
 impl Role {
+    /// A role not started yet, on a free API port, logging to `<dir>/<name>.log`.
+    fn new(name: String, args: Vec<String>, store: Option<PathBuf>, dir: &Path) -> Result<Role> {
+        Ok(Role {
+            log: dir.join(format!("{name}.log")),
+            name,
+            args,
+            port: free_port()?,
+            store,
+            child: None,
+            kills: 0,
+            crashes: Vec::new(),
+            rss: Vec::new(),
+            events_ended: 0.0,
+            events_now: 0.0,
+            dlq_ended: 0.0,
+            dlq_now: 0.0,
+            lag: 0.0,
+        })
+    }
+
     fn spawn(&mut self, binary: &Path, config: &Path) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -723,39 +743,17 @@ async fn main() -> Result<()> {
     culprit_kafka::ensure_topics(&config, &config.all_topics(), PARTITIONS).await?;
     let mut roles = Vec::new();
     for source in SourceKind::ALL {
-        roles.push(Role {
-            name: format!("embedder-{source}"),
-            args: vec!["embedder".into(), "--source".into(), source.to_string()],
-            port: free_port()?,
-            store: Some(args.dir.join(format!("{source}.store"))),
-            child: None,
-            kills: 0,
-            crashes: Vec::new(),
-            rss: Vec::new(),
-            events_ended: 0.0,
-            events_now: 0.0,
-            dlq_ended: 0.0,
-            dlq_now: 0.0,
-            lag: 0.0,
-            log: args.dir.join(format!("embedder-{source}.log")),
-        });
+        let name = format!("embedder-{source}");
+        let args_of = vec!["embedder".into(), "--source".into(), source.to_string()];
+        let store = Some(args.dir.join(format!("{source}.store")));
+        roles.push(Role::new(name, args_of, store, &args.dir)?);
     }
-    roles.push(Role {
-        name: "correlator".into(),
-        args: vec!["correlator".into()],
-        port: free_port()?,
-        store: None,
-        child: None,
-        kills: 0,
-        crashes: Vec::new(),
-        rss: Vec::new(),
-        events_ended: 0.0,
-        events_now: 0.0,
-        dlq_ended: 0.0,
-        dlq_now: 0.0,
-        lag: 0.0,
-        log: args.dir.join("correlator.log"),
-    });
+    roles.push(Role::new(
+        "correlator".into(),
+        vec!["correlator".into()],
+        None,
+        &args.dir,
+    )?);
     for role in &mut roles {
         role.spawn(&args.binary, &config_path)?;
     }
