@@ -775,7 +775,8 @@ impl Detector for SpanDetector {
         self.latency = state.latency;
         self.errors = state.errors;
         self.operations_seen = state.operations_seen;
-        self.error_handler_calls.set_known(state.error_handler_calls);
+        self.error_handler_calls
+            .set_known(state.error_handler_calls);
         self.error_types.set_known(state.error_types);
         self.edge_latency.restore_state(state.edges);
         Ok(())

@@ -149,7 +149,10 @@ fn a_part_in_another_format_version_is_refused_and_the_other_detectors_are_resto
     let config = DetectConfig::default();
     let mut saved = Detectors::statistical(&config).save_state();
     assert!(saved.contains_key("spans") && saved.contains_key("metrics"));
-    saved.insert("spans".into(), serde_json::json!({"version": 99, "state": {}}));
+    saved.insert(
+        "spans".into(),
+        serde_json::json!({"version": 99, "state": {}}),
+    );
     saved.insert("metrics".into(), serde_json::json!("not a state"));
     saved.insert("retired".into(), serde_json::json!({}));
     let report = Detectors::statistical(&config).restore_state(saved);

@@ -36,6 +36,7 @@
 //!   the header `culprit.source` (the source), which the correlator uses to hold its clock at the
 //!   slowest source.
 
+use crate::client::PartitionKey;
 use crate::client::{producer, subscribed_consumer, Outgoing};
 use crate::config::KafkaConfig;
 use crate::error::ServiceError;
@@ -43,7 +44,6 @@ use crate::hooks::EventSink;
 use crate::snapshot::{self, Snapshot};
 use crate::stats::Stats;
 use crate::time_guard::{self, OutOfRange, TimeGuard, TIMESTAMP_OUT_OF_RANGE};
-use crate::client::PartitionKey;
 use crate::worker::{self, Handler, Incoming, Worker};
 use anyhow::Context as _;
 use culprit_core::{Event, SourceKind, UnixNanos, NANOS_PER_SEC};
@@ -51,11 +51,11 @@ use culprit_detect::Phase;
 use culprit_otlp::{DecodeError, DecodeLimits, Encoding, Signal};
 use culprit_pipeline::{Bus, BusMessage, DetectStage};
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Header naming the source that produced an anomalies-topic record.
 pub const SOURCE_HEADER: &str = "culprit.source";
@@ -303,7 +303,11 @@ impl EmbedHandler {
         if snapshots.to_restore.is_some() {
             return;
         }
-        if !last && snapshots.last_written.is_some_and(|t| t.elapsed() < snapshots.interval) {
+        if !last
+            && snapshots
+                .last_written
+                .is_some_and(|t| t.elapsed() < snapshots.interval)
+        {
             snapshots.owed = Some(committed.clone());
             return;
         }

@@ -196,6 +196,9 @@ mod tests {
 
         std::fs::write(&p, br#"{"format": 99}"#).unwrap();
         let err = read(&p).unwrap_err();
-        assert!(matches!(err, SnapshotError::Format { found: 99, .. }), "{err}");
+        assert!(
+            matches!(err, SnapshotError::Format { found: 99, .. }),
+            "{err}"
+        );
     }
 }
