@@ -662,4 +662,95 @@ mod tests {
         assert_eq!(stats.dlq_messages.load(Relaxed), 2);
         assert_eq!(stats.decoded_messages.load(Relaxed), 1);
     }
+
+    const AT_0: &[u8] = br#"{"id": "d-1", "type": "deployment", "service": "cart", "time": "2026-01-01T00:00:00Z"}"#;
+    const AT_25_MIN: &[u8] = br#"{"id": "d-2", "type": "deployment", "service": "cart", "time": "2026-01-01T00:25:00Z"}"#;
+    const AT_26_MIN: &[u8] = br#"{"id": "d-3", "type": "deployment", "service": "cart", "time": "2026-01-01T00:26:00Z"}"#;
+
+    /// A changes handler with a 20-minute warm-up and snapshots in `dir`.
+    fn snapshotting(dir: &std::path::Path, stats: Arc<Stats>) -> EmbedHandler {
+        let mut h = handler(SourceKind::Changes, stats);
+        h.warmup = 1200 * NANOS_PER_SEC;
+        h.snapshots = Some(Snapshots::open(
+            snapshot::path(dir, "g", "culprit.changes"),
+            Duration::from_secs(60),
+            SourceKind::Changes,
+            "g",
+            "culprit.changes",
+            1200,
+        ));
+        h
+    }
+
+    #[test]
+    fn a_snapshot_written_after_a_commit_lets_the_restarted_handler_detect_without_a_new_warm_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let mut first = snapshotting(dir.path(), Arc::new(Stats::new()));
+        first
+            .handle(&incoming("culprit.changes", AT_0), false, &mut out)
+            .unwrap();
+        first
+            .handle(&incoming("culprit.changes", AT_25_MIN), false, &mut out)
+            .unwrap();
+        let committed = HashMap::from([(("culprit.changes".to_string(), 0), 8)]);
+        first.after_commit(&committed, false);
+        let saved = snapshot::read(&snapshot::path(dir.path(), "g", "culprit.changes"))
+            .unwrap()
+            .expect("written after the commit");
+        assert_eq!(saved.offsets, std::collections::BTreeMap::from([(0, 8)]));
+        assert_eq!(
+            saved.learn_until,
+            Some(1_767_225_600 * NANOS_PER_SEC + 1200 * NANOS_PER_SEC)
+        );
+
+        // Restarted: the first event it sees is already past the warm-up it restored.
+        let mut restarted = snapshotting(dir.path(), Arc::new(Stats::new()));
+        restarted
+            .handle(&incoming("culprit.changes", AT_26_MIN), false, &mut out)
+            .unwrap();
+        let t26 = 1_767_225_600 * NANOS_PER_SEC + 26 * 60 * NANOS_PER_SEC;
+        assert_eq!(
+            restarted.learn_until, saved.learn_until,
+            "the warm-up restored"
+        );
+        assert_eq!(restarted.phase(t26), Phase::Detecting);
+
+        // Without the snapshot the same event would start a new warm-up.
+        let mut fresh = handler(SourceKind::Changes, Arc::new(Stats::new()));
+        fresh.warmup = 1200 * NANOS_PER_SEC;
+        fresh
+            .handle(&incoming("culprit.changes", AT_26_MIN), false, &mut out)
+            .unwrap();
+        assert_eq!(fresh.phase(t26), Phase::Learning);
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_or_one_of_other_partitions_means_a_warm_up_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = snapshot::path(dir.path(), "g", "culprit.changes");
+        std::fs::write(&path, b"\0 not json").unwrap();
+        let mut h = snapshotting(dir.path(), Arc::new(Stats::new()));
+        assert!(h.snapshots.as_ref().unwrap().to_restore.is_none());
+        let mut out = Vec::new();
+        h.handle(&incoming("culprit.changes", AT_26_MIN), false, &mut out)
+            .unwrap();
+        let t26 = 1_767_225_600 * NANOS_PER_SEC + 26 * 60 * NANOS_PER_SEC;
+        assert_eq!(h.phase(t26), Phase::Learning, "warming up");
+
+        // A whole snapshot, but of partition 5 only: this instance was handed partition 0.
+        let mut other = snapshotting(dir.path(), Arc::new(Stats::new()));
+        other
+            .handle(&incoming("culprit.changes", AT_25_MIN), false, &mut out)
+            .unwrap();
+        other.after_commit(
+            &HashMap::from([(("culprit.changes".to_string(), 5), 3)]),
+            true,
+        );
+        let mut h = snapshotting(dir.path(), Arc::new(Stats::new()));
+        assert!(h.snapshots.as_ref().unwrap().to_restore.is_some());
+        h.handle(&incoming("culprit.changes", AT_26_MIN), false, &mut out)
+            .unwrap();
+        assert_eq!(h.phase(t26), Phase::Learning, "not restored: warming up");
+    }
 }
