@@ -225,3 +225,19 @@ pub enum Rewind {
     /// Re-read each partition from its first retained message (TOML: `"beginning"`).
     Beginning,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_defaults_print_as_docs_configuration_shows_them() {
+        let printed = toml::to_string(&KafkaConfig::default()).unwrap();
+        assert!(
+            printed.contains(
+                "max_event_time_skew_secs = 86400\nstate_dir = \"culprit-state\"\nsnapshot_secs = 60\n"
+            ),
+            "{printed}"
+        );
+    }
+}
