@@ -95,6 +95,9 @@ impl TestEnv {
         config.retry_initial_backoff_ms = 50;
         config.retry_max_backoff_ms = 500;
         config.shutdown_timeout_ms = 10_000;
+        // Snapshots of the embedders' state go to a directory of this test's own, not the
+        // working directory (tests that restart an embedder point it elsewhere themselves).
+        config.state_dir = std::env::temp_dir().join(format!("culprit-test-state-{id}"));
         culprit_kafka::ensure_topics(&config, &config.all_topics(), PARTITIONS).await?;
         Ok(TestEnv { config })
     }
@@ -391,4 +394,109 @@ pub fn first_candidate(alerts: &[RcaAlert], since_ns: i64) -> Option<String> {
         .filter(|a| a.updated_at >= since_ns)
         .filter_map(|a| a.root_causes.first().map(|c| c.service.clone()))
         .next_back()
+}
+
+/// A broker of a test's own (the shared one must not restart under the other tests), started and
+/// stopped with the project's script on a free port; in-memory, so a restart loses every topic
+/// and offset. Stopped when dropped.
+pub struct TestBroker {
+    env: Vec<(&'static str, String)>,
+    pub address: String,
+}
+
+impl TestBroker {
+    pub fn start() -> Result<TestBroker> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let state = std::env::temp_dir().join(format!("culprit-own-broker-{port}"));
+        let broker = TestBroker {
+            env: vec![
+                ("CULPRIT_KAFKA_PORT", port.to_string()),
+                ("CULPRIT_KAFKA_STATE", state.display().to_string()),
+            ],
+            address: format!("127.0.0.1:{port}"),
+        };
+        broker.script("start")?;
+        Ok(broker)
+    }
+
+    /// Runs `scripts/kafka-test-env.sh <command>` (`start`, `stop`) for this broker.
+    pub fn script(&self, command: &str) -> Result<()> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka-test-env.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(command)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kafka-test-env.sh {command} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = self.script("stop");
+    }
+}
+
+/// The command line of a `culprit-test-embedder` child (the binary's path comes from the test,
+/// `env!("CARGO_BIN_EXE_culprit-test-embedder")`): the config file, the source, the file of
+/// event keys, the warm-up and, optionally, the embedded vector store file. Killed on drop.
+pub fn test_embedder(
+    bin: &str,
+    config: &std::path::Path,
+    source: &str,
+    keys: &std::path::Path,
+    warmup_secs: u32,
+    vectors: Option<&std::path::Path>,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(bin);
+    command
+        .arg(config)
+        .arg(source)
+        .arg(keys)
+        .arg(warmup_secs.to_string())
+        .args(vectors)
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts an embedder child from `command()`, waits up to `timeout` until `ready` holds (the
+/// point mid-stream to kill it at), kills it with SIGKILL (no shutdown, nothing flushed), calls
+/// `killed` (to look at what it left) and starts it again with its stdout captured (for
+/// [`terminate`]). Fails when `ready` never held.
+pub async fn kill_when_and_restart(
+    command: impl Fn() -> tokio::process::Command,
+    timeout: Duration,
+    ready: impl FnMut() -> bool,
+    killed: impl FnOnce(),
+) -> Result<tokio::process::Child> {
+    let mut child = command().spawn().context("starting the embedder")?;
+    let reached = wait_for(timeout, ready).await;
+    child.start_kill()?; // SIGKILL
+    child.wait().await?;
+    anyhow::ensure!(
+        reached,
+        "the first embedder did not reach the point to kill it at within {timeout:?}"
+    );
+    killed();
+    let mut restarted = command();
+    restarted.stdout(std::process::Stdio::piped());
+    restarted.spawn().context("restarting the embedder")
+}
+
+/// Stops an embedder child with SIGTERM (a clean shutdown) and returns its exit status and
+/// output, within 30 s.
+pub async fn terminate(child: tokio::process::Child) -> Result<std::process::Output> {
+    let pid = child.id().context("the child has exited already")?;
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()?;
+    Ok(tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await??)
 }

@@ -76,7 +76,7 @@ impl Default for BaselineConfig {
 }
 
 /// A bounded ring of recent values with a lazily sorted copy for quantiles.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Ring {
     values: Vec<f64>,
     next: usize,
@@ -255,7 +255,7 @@ pub struct BaselineSummary {
 }
 
 /// Values of one signal in hour-of-week, hour-of-day and global buckets.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Baseline {
     hour_of_week: Vec<Ring>,
     hour_of_day: Vec<Ring>,

@@ -35,7 +35,7 @@ pub(crate) struct BadCall {
 }
 
 /// Decayed mean and variance of ln(duration) of one operation.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Durations {
     weight: f64,
     mean: f64,
@@ -73,7 +73,24 @@ pub(crate) struct ChildCalls {
     order: VecDeque<(UnixNanos, String)>,
 }
 
+/// What [`ChildCalls`] learned: the usual durations, not the calls remembered lately.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ChildCallsState {
+    #[serde(with = "crate::state::pairs")]
+    durations: HashMap<u64, Durations>,
+}
+
 impl ChildCalls {
+    pub(crate) fn save_state(&self) -> ChildCallsState {
+        ChildCallsState {
+            durations: self.durations.clone(),
+        }
+    }
+
+    pub(crate) fn restore_state(&mut self, state: ChildCallsState) {
+        self.durations = state.durations;
+    }
+
     /// Learns a span's duration and, when `remember` holds, remembers it under its parent if it
     /// failed or was slow. Root spans have no caller to relay to.
     pub fn observe(&mut self, event: &Event, remember: bool) {

@@ -87,6 +87,33 @@ pub(crate) struct EdgeLatency {
     recent: HashMap<EdgeKey, VecDeque<RecentCalls>>,
 }
 
+/// What [`EdgeLatency`] learned: the baselines, not the trailing windows.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EdgeState {
+    #[serde(with = "crate::state::pairs")]
+    waits: HashMap<EdgeKey, Baseline>,
+    #[serde(with = "crate::state::pairs")]
+    pooled: HashMap<Name, Baseline>,
+    #[serde(with = "crate::state::pairs")]
+    servers: HashMap<EdgeKey, Baseline>,
+}
+
+impl EdgeLatency {
+    pub(crate) fn save_state(&self) -> EdgeState {
+        EdgeState {
+            waits: self.waits.clone(),
+            pooled: self.pooled.clone(),
+            servers: self.servers.clone(),
+        }
+    }
+
+    pub(crate) fn restore_state(&mut self, state: EdgeState) {
+        self.waits = state.waits;
+        self.pooled = state.pooled;
+        self.servers = state.servers;
+    }
+}
+
 /// The slow calls blamed on one service, and the edges they came from.
 #[derive(Debug, Default)]
 struct Blame<'a> {

@@ -8,7 +8,8 @@
 //! - [`spans`], [`logs`], [`metrics`], [`changes`]: one detector per source;
 //! - [`trace_logs`]: a joint detector of spans and the log lines written inside them;
 //! - [`versions`]: a rollout's new pods against its old pods serving beside them;
-//! - [`window`]: event-time tumbling windows shared by the detectors.
+//! - [`window`]: event-time tumbling windows shared by the detectors;
+//! - [`state`]: what a detector learned, saved and restored across restarts.
 //!
 //! The [`Detector`] trait is the model seam: learned detectors (embeddings + k-NN) implement it
 //! beside the statistical ones, and the pipeline fuses their findings.
@@ -25,6 +26,7 @@ pub mod logs;
 pub mod metrics;
 pub mod novelty;
 pub mod spans;
+pub mod state;
 pub mod stats;
 pub mod template_mix;
 pub mod trace_logs;
@@ -77,6 +79,21 @@ pub trait Detector: Send {
     /// many baselines were dropped.
     fn forget(&mut self, _service: &str) -> usize {
         0
+    }
+    /// The stable name this detector's part of a state snapshot is filed under, unique among the
+    /// detectors of one stage; None for a detector that learns nothing worth keeping.
+    fn state_name(&self) -> Option<String> {
+        None
+    }
+    /// What this detector learned (baselines, templates, things seen), not its configuration nor
+    /// its open windows, for a restart to continue from ([`state`]). None: nothing to save.
+    fn save_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Replaces what this detector learned with a state [`Detector::save_state`] produced. On an
+    /// error (another format version, unreadable) the detector is left as it was.
+    fn restore_state(&mut self, _state: serde_json::Value) -> Result<(), state::StateError> {
+        Err(state::StateError::Unsupported)
     }
 }
 
@@ -300,6 +317,37 @@ impl Detectors {
             ))
         });
         out
+    }
+
+    /// Every detector's learned state, by [`Detector::state_name`].
+    pub fn save_state(&self) -> state::DetectorStates {
+        let mut out = state::DetectorStates::new();
+        for d in &self.detectors {
+            if let (Some(name), Some(value)) = (d.state_name(), d.save_state()) {
+                out.insert(name, value);
+            }
+        }
+        out
+    }
+
+    /// Restores each detector from its part of `states`, independently: a part that does not fit
+    /// (another format version) is refused and that detector learns afresh, the others are restored.
+    pub fn restore_state(&mut self, mut states: state::DetectorStates) -> state::RestoreReport {
+        let mut report = state::RestoreReport::default();
+        for d in &mut self.detectors {
+            let Some(name) = d.state_name() else {
+                continue;
+            };
+            match states.remove(&name) {
+                None => report.missing.push(name),
+                Some(value) => match d.restore_state(value) {
+                    Ok(()) => report.restored.push(name),
+                    Err(e) => report.refused.push((name, e.to_string())),
+                },
+            }
+        }
+        report.unknown = states.into_keys().collect();
+        report
     }
 
     /// Forgets what `service` learned in the detectors that take `source` (all when None).

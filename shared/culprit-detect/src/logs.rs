@@ -47,6 +47,28 @@ pub struct LogDetector {
     sightings: HashMap<(ServiceKey, TemplateId), Vec<String>>,
 }
 
+/// What a [`LogDetector`] learned ([`crate::state`]): the miners with their templates, the
+/// templates known, the error and warning baselines, the template mixes and the services seen.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LogState {
+    #[serde(with = "crate::state::pairs")]
+    miners: HashMap<ServiceKey, TemplateMiner>,
+    templates: Vec<(ServiceKey, TemplateId)>,
+    #[serde(with = "crate::state::pairs")]
+    error_counts: HashMap<ServiceKey, Baseline>,
+    #[serde(with = "crate::state::pairs")]
+    warning_counts: HashMap<ServiceKey, Baseline>,
+    #[serde(with = "crate::state::pairs")]
+    mixes: HashMap<ServiceKey, crate::template_mix::MixState>,
+    #[serde(with = "crate::state::pairs")]
+    services_seen: HashMap<ServiceKey, UnixNanos>,
+    child_calls: crate::calls::ChildCallsState,
+}
+
+impl LogState {
+    const VERSION: u32 = 1;
+}
+
 /// Sightings kept per pending template: enough for a majority, bounded for a chatty one.
 const MAX_SIGHTINGS: usize = 32;
 
@@ -346,6 +368,45 @@ impl Detector for LogDetector {
         self.error_counts.retain(|key, _| key.1 != service);
         self.warning_counts.retain(|key, _| key.1 != service);
         before - self.error_counts.len() - self.warning_counts.len()
+    }
+
+    fn state_name(&self) -> Option<String> {
+        Some("logs".into())
+    }
+
+    fn save_state(&self) -> Option<serde_json::Value> {
+        crate::state::versioned(
+            LogState::VERSION,
+            &LogState {
+                miners: self.miners.clone(),
+                templates: self.templates.known_keys(),
+                error_counts: self.error_counts.clone(),
+                warning_counts: self.warning_counts.clone(),
+                mixes: self
+                    .mixes
+                    .iter()
+                    .map(|(k, m)| (k.clone(), m.save_state()))
+                    .collect(),
+                services_seen: self.services_seen.clone(),
+                child_calls: self.child_calls.save_state(),
+            },
+        )
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
+        let state: LogState = crate::state::unversioned(state, LogState::VERSION)?;
+        self.miners = state.miners;
+        self.templates.set_known(state.templates);
+        self.error_counts = state.error_counts;
+        self.warning_counts = state.warning_counts;
+        self.mixes = state
+            .mixes
+            .into_iter()
+            .map(|(k, m)| (k, TemplateMix::restored(m)))
+            .collect();
+        self.services_seen = state.services_seen;
+        self.child_calls.restore_state(state.child_calls);
+        Ok(())
     }
 }
 

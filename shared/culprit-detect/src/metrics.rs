@@ -49,6 +49,18 @@ impl Run {
     }
 }
 
+/// What a [`MetricDetector`] learned ([`crate::state`]): each series' baseline. A run being held
+/// back is in flight and starts again.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MetricState {
+    #[serde(with = "crate::state::pairs")]
+    series: HashMap<SeriesKey, Baseline>,
+}
+
+impl MetricState {
+    const VERSION: u32 = 1;
+}
+
 impl MetricDetector {
     pub fn new(config: DetectConfig) -> MetricDetector {
         MetricDetector {
@@ -208,6 +220,35 @@ impl Detector for MetricDetector {
         let before = self.series.len();
         self.series.retain(|key, _| key.1 != service);
         before - self.series.len()
+    }
+
+    fn state_name(&self) -> Option<String> {
+        Some("metrics".into())
+    }
+
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let series = self
+            .series
+            .iter()
+            .map(|(k, s)| (k.clone(), s.baseline.clone()))
+            .collect();
+        crate::state::versioned(MetricState::VERSION, &MetricState { series })
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
+        let state: MetricState = crate::state::unversioned(state, MetricState::VERSION)?;
+        self.series = state
+            .series
+            .into_iter()
+            .map(|(k, baseline)| {
+                let series = Series {
+                    baseline,
+                    run: Run::default(),
+                };
+                (k, series)
+            })
+            .collect();
+        Ok(())
     }
 }
 

@@ -50,6 +50,17 @@ impl<K: Hash + Eq + Clone> Novelty<K> {
         self.known.insert(key);
     }
 
+    /// Everything learned as normal, for a state snapshot (sightings still counting are not).
+    pub fn known_keys(&self) -> Vec<K> {
+        self.known.iter().cloned().collect()
+    }
+
+    /// Replaces what is known with `keys` (a restored snapshot).
+    pub fn set_known(&mut self, keys: impl IntoIterator<Item = K>) {
+        self.known = keys.into_iter().collect();
+        self.pending.clear();
+    }
+
     pub fn is_known(&self, key: &K) -> bool {
         self.known.contains(key)
     }

@@ -171,7 +171,7 @@ fn peer_service(span: &SpanEvent) -> Option<&str> {
 }
 
 /// Errors and totals seen in the baseline, decayed so the rate follows slow drift.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct ErrorRate {
     errors: f64,
     total: f64,
@@ -269,6 +269,26 @@ pub struct SpanDetector {
     traces: HashMap<String, PendingTrace>,
     windows: Windows<SpanWindow>,
     edge_latency: EdgeLatency,
+}
+
+/// What a [`SpanDetector`] learned ([`crate::state`]). The dependencies already published are
+/// left out on purpose: a restarted embedder publishes each edge again once, which costs the
+/// correlator nothing and gives a correlator that restarted too its topology back.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SpanState {
+    #[serde(with = "crate::state::pairs")]
+    latency: HashMap<OpKey, Baseline>,
+    #[serde(with = "crate::state::pairs")]
+    errors: HashMap<(Name, Name), ErrorRate>,
+    #[serde(with = "crate::state::pairs")]
+    operations_seen: HashMap<OpKey, UnixNanos>,
+    error_handler_calls: Vec<(OpKey, OpKey)>,
+    error_types: Vec<(Name, Name, String)>,
+    edges: crate::edges::EdgeState,
+}
+
+impl SpanState {
+    const VERSION: u32 = 1;
 }
 
 impl SpanDetector {
@@ -730,6 +750,36 @@ impl Detector for SpanDetector {
         self.latency.retain(|key, _| &*key.1 != service);
         self.errors.retain(|key, _| &*key.1 != service);
         before - self.latency.len() - self.errors.len()
+    }
+
+    fn state_name(&self) -> Option<String> {
+        Some("spans".into())
+    }
+
+    fn save_state(&self) -> Option<serde_json::Value> {
+        crate::state::versioned(
+            SpanState::VERSION,
+            &SpanState {
+                latency: self.latency.clone(),
+                errors: self.errors.clone(),
+                operations_seen: self.operations_seen.clone(),
+                error_handler_calls: self.error_handler_calls.known_keys(),
+                error_types: self.error_types.known_keys(),
+                edges: self.edge_latency.save_state(),
+            },
+        )
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
+        let state: SpanState = crate::state::unversioned(state, SpanState::VERSION)?;
+        self.latency = state.latency;
+        self.errors = state.errors;
+        self.operations_seen = state.operations_seen;
+        self.error_handler_calls
+            .set_known(state.error_handler_calls);
+        self.error_types.set_known(state.error_types);
+        self.edge_latency.restore_state(state.edges);
+        Ok(())
     }
 }
 

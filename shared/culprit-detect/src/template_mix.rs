@@ -39,7 +39,29 @@ struct RecentWindow {
     tainted: bool,
 }
 
+/// What a [`TemplateMix`] learned: the usual counts, not the trailing windows.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MixState {
+    counts: HashMap<TemplateId, f64>,
+    total: f64,
+}
+
 impl TemplateMix {
+    pub fn save_state(&self) -> MixState {
+        MixState {
+            counts: self.counts.clone(),
+            total: self.total,
+        }
+    }
+
+    pub fn restored(state: MixState) -> TemplateMix {
+        TemplateMix {
+            counts: state.counts,
+            total: state.total,
+            ..TemplateMix::default()
+        }
+    }
+
     const DECAY_AT: f64 = 100_000.0;
     /// Baseline lines a service needs before its mix is trusted.
     const MIN_BASELINE_LINES: f64 = 40.0;

@@ -33,7 +33,7 @@ struct SpanGroup {
 }
 
 /// How often each template appears in an operation's spans.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct OpLogs {
     spans: f64,
     with: HashMap<TemplateId, f64>,
@@ -78,6 +78,20 @@ pub struct TraceLogDetector {
     recent: HashMap<OpKey, VecDeque<RecentWindow>>,
     /// Lines reported missing: the windows closed since, and the severity last reported.
     missing: HashMap<(OpKey, TemplateId), Missing>,
+}
+
+/// What a [`TraceLogDetector`] learned ([`crate::state`]): its template miners and which
+/// templates each operation's spans usually write; the trailing windows start again.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TraceLogState {
+    #[serde(with = "crate::state::pairs")]
+    miners: HashMap<ServiceKey, TemplateMiner>,
+    #[serde(with = "crate::state::pairs")]
+    baseline: HashMap<OpKey, OpLogs>,
+}
+
+impl TraceLogState {
+    const VERSION: u32 = 1;
 }
 
 impl TraceLogDetector {
@@ -315,6 +329,25 @@ fn tail_counts(
 }
 
 impl Detector for TraceLogDetector {
+    fn state_name(&self) -> Option<String> {
+        Some("trace_logs".into())
+    }
+
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let state = TraceLogState {
+            miners: self.miners.clone(),
+            baseline: self.baseline.clone(),
+        };
+        crate::state::versioned(TraceLogState::VERSION, &state)
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
+        let state: TraceLogState = crate::state::unversioned(state, TraceLogState::VERSION)?;
+        self.miners = state.miners;
+        self.baseline = state.baseline;
+        Ok(())
+    }
+
     fn sources(&self) -> &'static [SourceKind] {
         &[SourceKind::Traces, SourceKind::Logs]
     }

@@ -31,7 +31,7 @@ pub use mask::WILDCARD;
 pub type TemplateId = u32;
 
 /// Tuning of the prefix tree and of cluster matching.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DrainConfig {
     /// Depth of the prefix tree counting the root and the token-count layer, so `depth - 2`
     /// leading tokens route a line to its leaf.
@@ -71,7 +71,7 @@ pub struct Match {
     pub param_count: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Cluster {
     template: Vec<Box<str>>,
     size: u64,
@@ -81,14 +81,14 @@ struct Cluster {
     last_used: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Node {
     children: HashMap<Box<str>, usize>,
     clusters: Vec<TemplateId>,
 }
 
 /// An online Drain template miner. Cheap to clone; `Send + Sync`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TemplateMiner {
     config: DrainConfig,
     /// Arena of tree nodes; indices are stable because nodes are never removed.

@@ -70,6 +70,15 @@ pub struct KafkaConfig {
     /// `timestamp_out_of_range`); the correlator also waits for a second opinion before a
     /// watermark jumps further than this. 0 turns both off.
     pub max_event_time_skew_secs: u64,
+    /// Directory where each embedder keeps the snapshot of what its detectors learned
+    /// (`<group>.<topic>.state.json`), so a restart continues from it instead of warming up
+    /// again. One directory per instance: instances of one source sharing it overwrite each
+    /// other's snapshot. Relative paths are from the working directory.
+    pub state_dir: PathBuf,
+    /// Wall-clock seconds between two snapshots of an embedder's detectors, each written right
+    /// after an offset commit (and once more at a clean shutdown). 0: no snapshots are written
+    /// or restored, and a restarted embedder warms up again.
+    pub snapshot_secs: u64,
     /// librdkafka properties passed verbatim to every client, after culprit's own, e.g.
     /// `security.protocol = "SASL_SSL"`, `sasl.mechanisms = "PLAIN"`, `ssl.ca.location = "..."`.
     pub extra: BTreeMap<String, String>,
@@ -107,6 +116,8 @@ impl Default for KafkaConfig {
             // A day: far beyond collector retries and backlogs, well within the store's
             // retention, and it catches wrong units, zero stamps and wrong years or days.
             max_event_time_skew_secs: 86_400,
+            state_dir: PathBuf::from("culprit-state"),
+            snapshot_secs: 60,
             extra: BTreeMap::new(),
             extra_files: BTreeMap::new(),
         }
@@ -213,4 +224,20 @@ pub enum Rewind {
     Messages(u64),
     /// Re-read each partition from its first retained message (TOML: `"beginning"`).
     Beginning,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_defaults_print_as_docs_configuration_shows_them() {
+        let printed = toml::to_string(&KafkaConfig::default()).unwrap();
+        assert!(
+            printed.contains(
+                "max_event_time_skew_secs = 86400\nstate_dir = \"culprit-state\"\nsnapshot_secs = 60\n"
+            ),
+            "{printed}"
+        );
+    }
 }

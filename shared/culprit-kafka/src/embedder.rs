@@ -26,7 +26,9 @@
 //! - its events are observed in event-time order, and the stage is ticked with the newest event
 //!   time seen so far (partitions interleave, so the clock is the maximum over all of them; an
 //!   event older than that still feeds its detector, which decides what lateness it accepts).
-//!   The first `warmup_secs` of event time after the first event are learned, not judged.
+//!   The first `warmup_secs` of event time after the first event are learned, not judged,
+//!   unless a snapshot of the detectors was restored ([`crate::snapshot`]): then the warm-up
+//!   already passed (or ends where it would have).
 //! - the resulting messages go to the anomalies topic as JSON `BusMessage`s keyed by
 //!   environment, so one correlator sees a whole environment in order. Watermarks carry no
 //!   environment: each one is published once per environment this instance has seen, keyed by
@@ -34,10 +36,12 @@
 //!   the header `culprit.source` (the source), which the correlator uses to hold its clock at the
 //!   slowest source.
 
+use crate::client::PartitionKey;
 use crate::client::{producer, subscribed_consumer, Outgoing};
 use crate::config::KafkaConfig;
 use crate::error::ServiceError;
 use crate::hooks::EventSink;
+use crate::snapshot::{self, Snapshot};
 use crate::stats::Stats;
 use crate::time_guard::{self, OutOfRange, TimeGuard, TIMESTAMP_OUT_OF_RANGE};
 use crate::worker::{self, Handler, Incoming, Worker};
@@ -46,10 +50,12 @@ use culprit_core::{Event, SourceKind, UnixNanos, NANOS_PER_SEC};
 use culprit_detect::Phase;
 use culprit_otlp::{DecodeError, DecodeLimits, Encoding, Signal};
 use culprit_pipeline::{Bus, BusMessage, DetectStage};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Header naming the source that produced an anomalies-topic record.
 pub const SOURCE_HEADER: &str = "culprit.source";
@@ -97,6 +103,16 @@ pub async fn run_embedder(
         options.stats.clone(),
     )?;
     tracing::info!(%topic, %group, "embedder started");
+    let snapshots = (config.snapshot_secs > 0).then(|| {
+        Snapshots::open(
+            snapshot::path(&config.state_dir, &group, &topic),
+            Duration::from_secs(config.snapshot_secs),
+            source,
+            &group,
+            &topic,
+            options.warmup_secs,
+        )
+    });
     let handler = EmbedHandler {
         source,
         encoding: match source {
@@ -120,6 +136,7 @@ pub async fn run_embedder(
         sink: options.sink,
         pending: Vec::new(),
         stats: options.stats.clone(),
+        snapshots,
     };
     let worker = Worker {
         config: config.clone(),
@@ -149,6 +166,60 @@ struct EmbedHandler {
     /// Events of the current batch, for the sink.
     pending: Vec<Event>,
     stats: Arc<Stats>,
+    /// Where the detectors' state is saved and restored from; None with `snapshot_secs = 0`.
+    snapshots: Option<Snapshots>,
+}
+
+/// An embedder's snapshot file and its schedule ([`crate::snapshot`]).
+struct Snapshots {
+    path: PathBuf,
+    interval: Duration,
+    source: SourceKind,
+    group: String,
+    topic: String,
+    /// The snapshot read at start, restored at the first message if it covers its partition.
+    to_restore: Option<Snapshot>,
+    last_written: Option<Instant>,
+    /// Offsets committed since the last snapshot that was written, when one is owed: a snapshot
+    /// not yet due at a commit is written at the next commit or once the input goes quiet.
+    owed: Option<HashMap<PartitionKey, i64>>,
+}
+
+impl Snapshots {
+    fn open(
+        path: PathBuf,
+        interval: Duration,
+        source: SourceKind,
+        group: &str,
+        topic: &str,
+        warmup_secs: u32,
+    ) -> Snapshots {
+        let to_restore = match snapshot::read(&path) {
+            Ok(Some(s)) if s.group == group && s.topic == topic => Some(s),
+            Ok(Some(s)) => {
+                tracing::warn!(path = %path.display(), snapshot_group = %s.group, snapshot_topic = %s.topic, "the state snapshot belongs to another group or topic; not restored, warming up for {warmup_secs} s of event time");
+                None
+            }
+            Ok(None) => {
+                tracing::info!(path = %path.display(), "no state snapshot; warming up for {warmup_secs} s of event time");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("{e}; not restored, warming up for {warmup_secs} s of event time");
+                None
+            }
+        };
+        Snapshots {
+            path,
+            interval,
+            source,
+            group: group.to_string(),
+            topic: topic.to_string(),
+            to_restore,
+            last_written: None,
+            owed: None,
+        }
+    }
 }
 
 /// Collects what the stage publishes.
@@ -193,6 +264,84 @@ impl EmbedHandler {
             Phase::Learning
         } else {
             Phase::Detecting
+        }
+    }
+
+    /// Restores the snapshot read at start, if it covers `partition` (the first message's).
+    fn restore(&mut self, partition: i32) {
+        let Some(snapshots) = &mut self.snapshots else {
+            return;
+        };
+        let Some(saved) = snapshots.to_restore.take() else {
+            return;
+        };
+        let path = snapshots.path.display();
+        if !saved.offsets.contains_key(&partition) {
+            tracing::warn!(%path, snapshot_partitions = ?saved.offsets.keys().collect::<Vec<_>>(), partition, "the state snapshot does not cover the partition this instance was assigned; not restored, warming up");
+            return;
+        }
+        let report = self.stage.restore_state(saved.detectors);
+        for (name, reason) in &report.refused {
+            tracing::warn!(%path, detector = %name, "a detector's saved state was refused ({reason}); it learns afresh");
+        }
+        self.learn_until = saved.learn_until;
+        let warmed_up = saved.learn_until.is_some_and(|t| t <= saved.newest);
+        tracing::info!(
+            %path,
+            offsets = ?saved.offsets,
+            restored = ?report.restored,
+            missing = ?report.missing,
+            warmed_up,
+            "restored the detectors' state from the snapshot; no new warm-up"
+        );
+    }
+
+    fn save(&mut self, committed: &HashMap<PartitionKey, i64>, last: bool) {
+        let Some(snapshots) = &mut self.snapshots else {
+            return;
+        };
+        if snapshots.to_restore.is_some() {
+            return;
+        }
+        if !last
+            && snapshots
+                .last_written
+                .is_some_and(|t| t.elapsed() < snapshots.interval)
+        {
+            snapshots.owed = Some(committed.clone());
+            return;
+        }
+        snapshots.last_written = Some(Instant::now());
+        snapshots.owed = None;
+        let offsets = committed
+            .iter()
+            .filter(|((topic, _), _)| *topic == snapshots.topic)
+            .map(|((_, partition), offset)| (*partition, *offset))
+            .collect();
+        let saved = Snapshot {
+            format: snapshot::FORMAT,
+            source: snapshots.source.as_str().to_string(),
+            topic: snapshots.topic.clone(),
+            group: snapshots.group.clone(),
+            offsets,
+            written_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            learn_until: self.learn_until,
+            newest: self.newest,
+            detectors: self.stage.save_state(),
+        };
+        match snapshot::write(&snapshots.path, &saved) {
+            Ok(()) if last => {
+                tracing::info!(path = %snapshots.path.display(), offsets = ?saved.offsets, "state snapshot written at shutdown")
+            }
+            Ok(()) => {
+                tracing::debug!(path = %snapshots.path.display(), offsets = ?saved.offsets, "state snapshot written")
+            }
+            Err(e) => tracing::warn!(
+                path = %snapshots.path.display(),
+                "writing the state snapshot failed ({e}); a restart from here would warm up again"
+            ),
         }
     }
 
@@ -260,6 +409,7 @@ impl Handler for EmbedHandler {
         replay: bool,
         out: &mut Vec<Outgoing>,
     ) -> anyhow::Result<()> {
+        self.restore(msg.partition);
         let events = match self.decode(msg.payload) {
             Ok(events) => events,
             Err(error) => {
@@ -356,6 +506,16 @@ impl Handler for EmbedHandler {
             .context("writing points to the vector store")?;
         Ok(())
     }
+
+    fn after_commit(&mut self, committed: &HashMap<PartitionKey, i64>, last: bool) {
+        self.save(committed, last);
+    }
+
+    fn idle(&mut self) {
+        if let Some(owed) = self.snapshots.as_mut().and_then(|s| s.owed.take()) {
+            self.save(&owed, false);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -380,6 +540,7 @@ mod tests {
             sink: Arc::new(crate::NoopSink),
             pending: Vec::new(),
             stats,
+            snapshots: None,
         }
     }
 
@@ -500,5 +661,96 @@ mod tests {
         assert_eq!(stats.out_of_range_events.load(Relaxed), 2);
         assert_eq!(stats.dlq_messages.load(Relaxed), 2);
         assert_eq!(stats.decoded_messages.load(Relaxed), 1);
+    }
+
+    const AT_0: &[u8] = br#"{"id": "d-1", "type": "deployment", "service": "cart", "time": "2026-01-01T00:00:00Z"}"#;
+    const AT_25_MIN: &[u8] = br#"{"id": "d-2", "type": "deployment", "service": "cart", "time": "2026-01-01T00:25:00Z"}"#;
+    const AT_26_MIN: &[u8] = br#"{"id": "d-3", "type": "deployment", "service": "cart", "time": "2026-01-01T00:26:00Z"}"#;
+
+    /// A changes handler with a 20-minute warm-up and snapshots in `dir`.
+    fn snapshotting(dir: &std::path::Path, stats: Arc<Stats>) -> EmbedHandler {
+        let mut h = handler(SourceKind::Changes, stats);
+        h.warmup = 1200 * NANOS_PER_SEC;
+        h.snapshots = Some(Snapshots::open(
+            snapshot::path(dir, "g", "culprit.changes"),
+            Duration::from_secs(60),
+            SourceKind::Changes,
+            "g",
+            "culprit.changes",
+            1200,
+        ));
+        h
+    }
+
+    #[test]
+    fn a_snapshot_written_after_a_commit_lets_the_restarted_handler_detect_without_a_new_warm_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let mut first = snapshotting(dir.path(), Arc::new(Stats::new()));
+        first
+            .handle(&incoming("culprit.changes", AT_0), false, &mut out)
+            .unwrap();
+        first
+            .handle(&incoming("culprit.changes", AT_25_MIN), false, &mut out)
+            .unwrap();
+        let committed = HashMap::from([(("culprit.changes".to_string(), 0), 8)]);
+        first.after_commit(&committed, false);
+        let saved = snapshot::read(&snapshot::path(dir.path(), "g", "culprit.changes"))
+            .unwrap()
+            .expect("written after the commit");
+        assert_eq!(saved.offsets, std::collections::BTreeMap::from([(0, 8)]));
+        assert_eq!(
+            saved.learn_until,
+            Some(1_767_225_600 * NANOS_PER_SEC + 1200 * NANOS_PER_SEC)
+        );
+
+        // Restarted: the first event it sees is already past the warm-up it restored.
+        let mut restarted = snapshotting(dir.path(), Arc::new(Stats::new()));
+        restarted
+            .handle(&incoming("culprit.changes", AT_26_MIN), false, &mut out)
+            .unwrap();
+        let t26 = 1_767_225_600 * NANOS_PER_SEC + 26 * 60 * NANOS_PER_SEC;
+        assert_eq!(
+            restarted.learn_until, saved.learn_until,
+            "the warm-up restored"
+        );
+        assert_eq!(restarted.phase(t26), Phase::Detecting);
+
+        // Without the snapshot the same event would start a new warm-up.
+        let mut fresh = handler(SourceKind::Changes, Arc::new(Stats::new()));
+        fresh.warmup = 1200 * NANOS_PER_SEC;
+        fresh
+            .handle(&incoming("culprit.changes", AT_26_MIN), false, &mut out)
+            .unwrap();
+        assert_eq!(fresh.phase(t26), Phase::Learning);
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_or_one_of_other_partitions_means_a_warm_up_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = snapshot::path(dir.path(), "g", "culprit.changes");
+        std::fs::write(&path, b"\0 not json").unwrap();
+        let mut h = snapshotting(dir.path(), Arc::new(Stats::new()));
+        assert!(h.snapshots.as_ref().unwrap().to_restore.is_none());
+        let mut out = Vec::new();
+        h.handle(&incoming("culprit.changes", AT_26_MIN), false, &mut out)
+            .unwrap();
+        let t26 = 1_767_225_600 * NANOS_PER_SEC + 26 * 60 * NANOS_PER_SEC;
+        assert_eq!(h.phase(t26), Phase::Learning, "warming up");
+
+        // A whole snapshot, but of partition 5 only: this instance was handed partition 0.
+        let mut other = snapshotting(dir.path(), Arc::new(Stats::new()));
+        other
+            .handle(&incoming("culprit.changes", AT_25_MIN), false, &mut out)
+            .unwrap();
+        other.after_commit(
+            &HashMap::from([(("culprit.changes".to_string(), 5), 3)]),
+            true,
+        );
+        let mut h = snapshotting(dir.path(), Arc::new(Stats::new()));
+        assert!(h.snapshots.as_ref().unwrap().to_restore.is_some());
+        h.handle(&incoming("culprit.changes", AT_26_MIN), false, &mut out)
+            .unwrap();
+        assert_eq!(h.phase(t26), Phase::Learning, "not restored: warming up");
     }
 }

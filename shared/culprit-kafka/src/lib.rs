@@ -45,6 +45,7 @@ mod correlator;
 mod embedder;
 mod error;
 mod hooks;
+pub mod snapshot;
 mod stats;
 mod time_guard;
 mod worker;

@@ -165,6 +165,15 @@ pub(crate) trait Handler: Send {
     /// Side effects to finish before the batch is committed; called again after an error until
     /// it succeeds, so it must resume where it failed.
     fn before_commit(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Called right after offsets were committed (asynchronously, or synchronously when `last`),
+    /// with every offset this instance committed on the partitions it still has: the point a
+    /// snapshot of the handler's state corresponds to.
+    fn after_commit(&mut self, _committed: &HashMap<PartitionKey, i64>, _last: bool) {}
+
+    /// A commit interval passed without a message: work held back for a later commit (a
+    /// snapshot not yet due) can be done now.
+    fn idle(&mut self) {}
 }
 
 pub(crate) struct Worker<H> {
@@ -257,7 +266,13 @@ pub(crate) async fn run<H: Handler, S: Future<Output = ()>>(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     false
                 }
-                Err(_) => false, // the commit interval passed without a message
+                Err(_) => {
+                    // The commit interval passed without a message.
+                    if core.batch.opened.is_none() {
+                        core.handler.idle();
+                    }
+                    false
+                }
             },
         };
         if due || core.batch.opened.is_some_and(|t| t.elapsed() >= interval) {
@@ -497,6 +512,7 @@ impl<H: Handler> Core<H> {
         match consumer.commit(&tpl, mode) {
             Ok(()) => {
                 self.stats.commits.fetch_add(1, Relaxed);
+                self.handler.after_commit(&self.committed, last);
             }
             Err(e) => {
                 // Not fatal: a later commit covers these offsets, or the partitions moved and

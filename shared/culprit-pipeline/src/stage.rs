@@ -152,6 +152,20 @@ impl DetectStage {
         }
     }
 
+    /// What every detector learned, by detector name ([`culprit_detect::state`]), for a snapshot.
+    pub fn save_state(&self) -> culprit_detect::state::DetectorStates {
+        self.detectors.save_state()
+    }
+
+    /// Restores each detector from its part of `states`; a part that does not fit is refused
+    /// (that detector learns afresh) and reported.
+    pub fn restore_state(
+        &mut self,
+        states: culprit_detect::state::DetectorStates,
+    ) -> culprit_detect::state::RestoreReport {
+        self.detectors.restore_state(states)
+    }
+
     /// Adds a detector (a learned model, say) beside the statistical ones.
     pub fn add_detector(&mut self, detector: Box<dyn culprit_detect::Detector>) {
         self.detectors.push(detector);

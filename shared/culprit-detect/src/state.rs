@@ -1,0 +1,120 @@
+//! What a detector learned, as a value a restart can continue from.
+//!
+//! A detector's state is what it learned from the stream: baselines, mined log templates, the
+//! things it has seen (operations, error types, dependencies), and the joint detectors' usual
+//! shares. It is not the configuration (a restart takes the new one) and not the open windows
+//! (their events are re-read or lost with the offsets, see `culprit-kafka`'s snapshot module).
+//!
+//! Each detector saves its part under a stable name, wrapped with its own format version
+//! ([`versioned`]), so a detector whose format changed refuses only its part ([`unversioned`])
+//! and learns afresh while the others are restored. Maps whose keys are tuples are written as
+//! lists of pairs ([`pairs`]), since JSON object keys are strings.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Every detector's part of a snapshot, by [`crate::Detector::state_name`].
+pub type DetectorStates = BTreeMap<String, serde_json::Value>;
+
+/// Why a detector refused its part of a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("saved in format version {found}, this build reads version {expected}")]
+    Version { found: u32, expected: u32 },
+    #[error("unreadable: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("this detector keeps no state")]
+    Unsupported,
+}
+
+/// What [`crate::Detectors::restore_state`] did, per detector name.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RestoreReport {
+    pub restored: Vec<String>,
+    /// Parts a detector refused, with the reason; those detectors learn afresh.
+    pub refused: Vec<(String, String)>,
+    /// Detectors the snapshot had nothing for (added since); they learn afresh.
+    pub missing: Vec<String>,
+    /// Parts no detector took (a detector removed or switched off since).
+    pub unknown: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Versioned<T> {
+    version: u32,
+    state: T,
+}
+
+/// `state` with its format `version`, as [`crate::Detector::save_state`] returns it.
+pub fn versioned<T: Serialize>(version: u32, state: &T) -> Option<serde_json::Value> {
+    match serde_json::to_value(Versioned { version, state }) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("a detector state could not be saved: {e}");
+            None
+        }
+    }
+}
+
+/// The state in `value` when it has format `version`.
+pub fn unversioned<T: DeserializeOwned>(
+    value: serde_json::Value,
+    version: u32,
+) -> Result<T, StateError> {
+    #[derive(Deserialize)]
+    struct Header {
+        version: u32,
+    }
+    let found = Header::deserialize(&value)?.version;
+    if found != version {
+        return Err(StateError::Version {
+            found,
+            expected: version,
+        });
+    }
+    Ok(serde_json::from_value::<Versioned<T>>(value)?.state)
+}
+
+/// Serde helper for `HashMap`s with keys JSON cannot take (tuples): a list of pairs.
+pub(crate) mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashMap;
+    use std::hash::Hash;
+
+    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(
+        map: &HashMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D, K, V>(d: D) -> Result<HashMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_in_another_format_version_is_refused_with_both_versions_named() {
+        let saved = versioned(1, &vec![1u32, 2]).unwrap();
+        let err = unversioned::<Vec<u32>>(saved.clone(), 2).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "saved in format version 1, this build reads version 2"
+        );
+        assert_eq!(unversioned::<Vec<u32>>(saved, 1).unwrap(), vec![1, 2]);
+        assert!(matches!(
+            unversioned::<Vec<u32>>(serde_json::json!({"nonsense": true}), 1),
+            Err(StateError::Malformed(_))
+        ));
+    }
+}
