@@ -135,7 +135,7 @@ Services and Prometheus reach the pod's IP, whatever culprit's own default is. *
 {{- $_ := set $files $property (printf "%s/%s" (include "culprit.kafkaSecretDir" $) $key) -}}
 {{- end -}}
 {{- end -}}
-{{- $kafka := dict "brokers" .Values.kafka.brokers "embedder_group_prefix" .Values.kafka.embedderGroupPrefix "correlator_group" .Values.kafka.correlatorGroup "extra" $extra "extra_files" $files -}}
+{{- $kafka := dict "brokers" .Values.kafka.brokers "embedder_group_prefix" .Values.kafka.embedderGroupPrefix "correlator_group" .Values.kafka.correlatorGroup "extra" $extra "extra_files" $files "state_dir" (printf "%s/snapshots" (include "culprit.stateDir" .)) -}}
 {{- with .Values.kafka.topics -}}{{- $_ := set $kafka "topics" . -}}{{- end -}}
 {{- $store := dict "backend" .Values.store.backend "path" (printf "%s/store/culprit-store.bin" (include "culprit.stateDir" .)) "qdrant_url" .Values.store.qdrant.url "qdrant_collection" .Values.store.qdrant.collection "retention_hours" (int .Values.store.retentionHours) -}}
 {{- $c := dict
