@@ -87,6 +87,55 @@ pub(crate) struct EdgeLatency {
     recent: HashMap<EdgeKey, VecDeque<RecentCalls>>,
 }
 
+impl EdgeLatency {
+    /// The learned call waits, for the baseline view: each under both its caller and its callee
+    /// (`span.edge_latency:caller->callee (ms)`), and the callee's own server time under the callee
+    /// (`... server (ms)`). The per-environment pool is no service's and is not shown.
+    pub(crate) fn baselines(&self, config: &DetectConfig, out: &mut Vec<crate::SignalSummary>) {
+        let ms = |x: f64| x.exp() / 1000.0;
+        let summary =
+            |b: &Baseline| b.summary(crate::baseline::Direction::Up, &config.severity_levels, ms);
+        for ((environment, caller, callee), baseline) in &self.waits {
+            let signal = format!(
+                "{} (ms)",
+                SignalFamily::SpanEdgeLatency.on(format_args!("{caller}->{callee}"))
+            );
+            for service in [caller, callee] {
+                out.push(crate::SignalSummary {
+                    source: SourceKind::Traces,
+                    environment: environment.to_string(),
+                    service: service.to_string(),
+                    signal: signal.clone(),
+                    baseline: summary(baseline),
+                });
+            }
+        }
+        for ((environment, caller, callee), baseline) in &self.servers {
+            out.push(crate::SignalSummary {
+                source: SourceKind::Traces,
+                environment: environment.to_string(),
+                service: callee.to_string(),
+                signal: format!(
+                    "{} server (ms)",
+                    SignalFamily::SpanEdgeLatency.on(format_args!("{caller}->{callee}"))
+                ),
+                baseline: summary(baseline),
+            });
+        }
+    }
+
+    /// Forgets every edge into or out of `service` (a recalculation after a planned change to
+    /// it: its calls may wait differently from now on); returns how many baselines went.
+    pub(crate) fn forget(&mut self, service: &str) -> usize {
+        let touches = |(_, caller, callee): &EdgeKey| &**caller == service || &**callee == service;
+        let before = self.waits.len() + self.servers.len();
+        self.waits.retain(|key, _| !touches(key));
+        self.servers.retain(|key, _| !touches(key));
+        self.recent.retain(|key, _| !touches(key));
+        before - self.waits.len() - self.servers.len()
+    }
+}
+
 /// What [`EdgeLatency`] learned: the baselines, not the trailing windows.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct EdgeState {

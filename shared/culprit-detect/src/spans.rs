@@ -743,13 +743,14 @@ impl Detector for SpanDetector {
                 ),
             });
         }
+        self.edge_latency.baselines(&self.config, out);
     }
 
     fn forget(&mut self, service: &str) -> usize {
         let before = self.latency.len() + self.errors.len();
         self.latency.retain(|key, _| &*key.1 != service);
         self.errors.retain(|key, _| &*key.1 != service);
-        before - self.latency.len() - self.errors.len()
+        before - self.latency.len() - self.errors.len() + self.edge_latency.forget(service)
     }
 
     fn state_name(&self) -> Option<String> {
@@ -904,6 +905,45 @@ mod tests {
         assert_eq!(own(&attributed[1]), (30, false));
         // Same service throughout: no span is a call into another service.
         assert!(attributed.iter().all(|a| a.remote_child.is_none()));
+    }
+
+    #[test]
+    fn call_edge_baselines_show_under_both_ends_and_a_recalculation_of_either_forgets_them() {
+        let learned = || {
+            let mut d = SpanDetector::new(DetectConfig::default());
+            let mut out = Findings::default();
+            traffic(&mut d, 0, 600, 20.0, false, Phase::Learning, &mut out);
+            d.flush(Phase::Learning, &mut out);
+            d
+        };
+        let edge_signals = |d: &SpanDetector, service: &str| {
+            let mut all = Vec::new();
+            d.baselines(&mut all);
+            let mut of: Vec<String> = all
+                .into_iter()
+                .filter(|s| s.service == service && s.signal.starts_with("span.edge_latency"))
+                .map(|s| s.signal)
+                .collect();
+            of.sort();
+            of
+        };
+        let d = learned();
+        let wait = "span.edge_latency:frontend->cart (ms)".to_string();
+        let server = "span.edge_latency:frontend->cart server (ms)".to_string();
+        assert_eq!(edge_signals(&d, "frontend"), std::slice::from_ref(&wait));
+        assert_eq!(edge_signals(&d, "cart"), [wait, server]);
+
+        for service in ["cart", "frontend"] {
+            let mut d = learned();
+            let latency_and_errors = d.latency.len() + d.errors.len();
+            let dropped = d.forget(service);
+            assert!(
+                dropped > 0 && dropped <= latency_and_errors + 2,
+                "{service}: {dropped}"
+            );
+            assert!(edge_signals(&d, "frontend").is_empty(), "{service}");
+            assert!(edge_signals(&d, "cart").is_empty(), "{service}");
+        }
     }
 
     #[test]
