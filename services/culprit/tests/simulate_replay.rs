@@ -243,3 +243,53 @@ fn replay_with_the_embedded_store_keeps_the_knn_reference_and_every_events_point
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn replay_with_a_feedback_history_names_the_similar_past_incident_and_its_confirmed_cause() {
+    let tmp = std::env::temp_dir().join(format!("culprit-history-replay-{}", std::process::id()));
+    let input = tmp.join("in");
+    let label = simulate("new-exception", &input);
+    let (_, alert) = replay(&input, &tmp.join("plain"), &label, &[]);
+    assert!(alert.get("similar_incidents").is_none(), "no history, none");
+
+    // An operator confirmed the cause of an earlier incident with the same services and signals.
+    let cause = alert["root_causes"][0]["service"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let services: Vec<&Value> = alert["affected_services"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|v| v.as_array().unwrap())
+        .collect();
+    let signals: Vec<&Value> = alert["root_causes"][0]["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["signal"])
+        .collect();
+    let past = serde_json::json!({
+        "kind": "feedback",
+        "incident_id": "last-week",
+        "environment": alert["environment"],
+        "started_at": 1,
+        "summary": "the same errors, last week",
+        "cause": cause,
+        "author": "ana",
+        "at": 2,
+        "services": services,
+        "evidence_signals": signals,
+    });
+    let history = tmp.join("history.jsonl");
+    std::fs::write(&history, format!("{past}\n")).unwrap();
+    let envs = [("CULPRIT__API__HISTORY_PATH", history.display().to_string())];
+    let (_, alert) = replay(&input, &tmp.join("with-history"), &label, &envs);
+    let similar = alert["similar_incidents"]
+        .as_array()
+        .expect("similar incidents");
+    assert_eq!(similar.len(), 1, "{similar:?}");
+    assert_eq!(similar[0]["incident_id"], "last-week");
+    assert_eq!(similar[0]["confirmed_cause"], cause.as_str());
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -131,6 +131,16 @@ impl Pipeline {
         Pipeline::with_stage(stage, &config, Some(culprit_store::SyncStore::new(store)))
     }
 
+    /// Every alert carries the similar past incidents `past` knows, as in the services
+    /// ([`CorrelateStage::with_past_incidents`]).
+    pub fn with_past_incidents(
+        mut self,
+        past: std::sync::Arc<dyn culprit_core::PastIncidents>,
+    ) -> Pipeline {
+        self.correlate = self.correlate.with_past_incidents(past);
+        self
+    }
+
     fn with_stage(
         detect: DetectStage,
         config: &PipelineConfig,

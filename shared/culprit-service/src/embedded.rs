@@ -51,6 +51,16 @@ pub fn replay(args: Replay, config: &CulpritConfig) -> Result<()> {
         }
         None => Pipeline::new(pipeline_config),
     };
+    // With the operators' feedback history (`api.history_path`), alerts name their similar past
+    // incidents as the services' do.
+    let pipeline = match &config.api.history_path {
+        Some(path) => {
+            let history = culprit_api::MemoryHistoryStore::open(path, config.api.max_history)
+                .with_context(|| format!("reading the history {}", path.display()))?;
+            pipeline.with_past_incidents(std::sync::Arc::new(history))
+        }
+        None => pipeline,
+    };
     let mut report = run_sorted(&mut events, pipeline, &sinks, true, llm)?;
     if llm {
         report.incidents = crate::agent::review_replay(
