@@ -96,6 +96,25 @@ fn options(
     }
 }
 
+/// The logs, metrics and changes embedders and the correlator, in process, for tests that run
+/// the traces embedder as a child process they kill.
+fn other_sources_and_correlator(env: &TestEnv) -> Services {
+    let mut services = Services::new();
+    for source in [SourceKind::Logs, SourceKind::Metrics, SourceKind::Changes] {
+        services.embedder(
+            &env.config,
+            source,
+            options(
+                WARMUP_SECS,
+                Arc::new(culprit_kafka::NoopSink),
+                Arc::new(Stats::new()),
+            ),
+        );
+    }
+    services.correlator(&env.config, CorrelatorOptions::default());
+    services
+}
+
 async fn produce_run(env: &TestEnv, run: &culprit_sim::SimRun) -> Result<()> {
     // One key per environment, as the exporter partitioning by resource would: each source's
     // requests stay in event-time order in one partition.
@@ -705,19 +724,7 @@ async fn embedder_killed_mid_stream_restarts_without_losing_events_and_the_alert
     let trace_payloads: Vec<Vec<u8>> = run.traces.iter().map(culprit_otlp::to_protobuf).collect();
     let expected = expected_keys(Signal::Traces, &trace_payloads);
 
-    let mut services = Services::new();
-    for source in [SourceKind::Logs, SourceKind::Metrics, SourceKind::Changes] {
-        services.embedder(
-            &env.config,
-            source,
-            options(
-                WARMUP_SECS,
-                Arc::new(culprit_kafka::NoopSink),
-                Arc::new(Stats::new()),
-            ),
-        );
-    }
-    services.correlator(&env.config, CorrelatorOptions::default());
+    let services = other_sources_and_correlator(&env);
 
     let spawn = || {
         test_embedder(
@@ -983,19 +990,7 @@ async fn embedder_killed_mid_incident_restores_its_snapshot_and_detects_the_rest
         }
     }
 
-    let mut services = Services::new();
-    for source in [SourceKind::Logs, SourceKind::Metrics, SourceKind::Changes] {
-        services.embedder(
-            &env.config,
-            source,
-            options(
-                WARMUP_SECS,
-                Arc::new(culprit_kafka::NoopSink),
-                Arc::new(Stats::new()),
-            ),
-        );
-    }
-    services.correlator(&env.config, CorrelatorOptions::default());
+    let services = other_sources_and_correlator(&env);
     let spawn = || {
         test_embedder(
             env!("CARGO_BIN_EXE_culprit-test-embedder"),
