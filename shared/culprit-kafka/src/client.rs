@@ -265,6 +265,15 @@ pub(crate) struct PartitionState {
     pub next: HashMap<PartitionKey, i64>,
     /// Committed offset at assignment of a rewound partition: messages before it are re-read.
     pub boundary: HashMap<PartitionKey, i64>,
+    /// The partitions assigned at the last rebalance; None before the first one.
+    pub assigned: Option<HashSet<PartitionKey>>,
+}
+
+impl PartitionState {
+    /// Whether this instance owns `partition` now (assumed before any rebalance).
+    pub fn owns(&self, partition: &PartitionKey) -> bool {
+        self.assigned.as_ref().is_none_or(|a| a.contains(partition))
+    }
 }
 
 /// Consumer context: applies [`Rewind`] to partitions this instance is assigned for the first
@@ -321,6 +330,13 @@ impl ConsumerContext for RewindContext {
                 self.stats
                     .assigned_partitions
                     .store(assignment.count() as u64, Relaxed);
+                self.state().assigned = Some(
+                    assignment
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition()))
+                        .collect(),
+                );
                 tracing::info!(partitions = ?assignment.to_topic_map().keys().collect::<Vec<_>>(), "partitions assigned");
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -329,6 +345,7 @@ impl ConsumerContext for RewindContext {
                 }
                 self.stats.assigned_partitions.store(0, Relaxed);
                 self.stats.clear_lags();
+                self.state().assigned = Some(HashSet::new());
                 tracing::info!("partitions revoked");
             }
             other => {
@@ -336,18 +353,23 @@ impl ConsumerContext for RewindContext {
                 let _ = consumer.unassign();
                 self.stats.assigned_partitions.store(0, Relaxed);
                 self.stats.clear_lags();
+                self.state().assigned = Some(HashSet::new());
             }
         }
     }
 }
 
 impl RewindContext {
+    fn state(&self) -> std::sync::MutexGuard<'_, PartitionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn rewind_fresh(
         &self,
         consumer: &BaseConsumer<Self>,
         assignment: &mut TopicPartitionList,
     ) -> Result<(), KafkaError> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state();
         let mut fresh = TopicPartitionList::new();
         for e in assignment.elements() {
             if !state

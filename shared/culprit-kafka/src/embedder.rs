@@ -5,9 +5,10 @@
 //! committed in batches, only after the batch's anomalies were acknowledged by the broker, its
 //! events accepted by the [`EventSink`] and the points of the windows it closed written to the
 //! stage's vector store ([`DetectStage::with_store`], [`DetectStage::write_points`]; see the
-//! worker module for the whole protocol). A point is finished when its window closes, so the
-//! points of windows still open at a crash are written only if the next owner re-reads their
-//! events (`embedder_rewind`).
+//! worker module for the whole protocol). A point is finished when its window closes, so a
+//! partition is committed only up to its first message whose events may still sit in an open
+//! window ([`DetectStage::settles_at`]): whoever reads the partition next, after a crash or a
+//! clean stop, reads those messages again and finishes their windows.
 //!
 //! Per message:
 //!
@@ -50,7 +51,7 @@ use culprit_core::{Event, SourceKind, UnixNanos, NANOS_PER_SEC};
 use culprit_detect::Phase;
 use culprit_otlp::{DecodeError, DecodeLimits, Encoding, Signal};
 use culprit_pipeline::{Bus, BusMessage, DetectStage};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -137,6 +138,7 @@ pub async fn run_embedder(
         pending: Vec::new(),
         stats: options.stats.clone(),
         snapshots,
+        unsettled: HashMap::new(),
     };
     let worker = Worker {
         config: config.clone(),
@@ -168,6 +170,9 @@ struct EmbedHandler {
     stats: Arc<Stats>,
     /// Where the detectors' state is saved and restored from; None with `snapshot_secs = 0`.
     snapshots: Option<Snapshots>,
+    /// Per partition, oldest first: handled messages whose events may still sit in open windows,
+    /// each with the stage clock at which they all will have closed ([`DetectStage::settles_at`]).
+    unsettled: HashMap<PartitionKey, VecDeque<(i64, UnixNanos)>>,
 }
 
 /// An embedder's snapshot file and its schedule ([`crate::snapshot`]).
@@ -488,7 +493,32 @@ impl Handler for EmbedHandler {
             }
         }
         self.pending.extend(events);
+        self.unsettled
+            .entry((msg.topic.to_string(), msg.partition))
+            .or_default()
+            .push_back((msg.offset, self.stage.settles_at()));
         Ok(())
+    }
+
+    fn settled(&mut self, partition: &PartitionKey, next: i64) -> i64 {
+        let Some(waiting) = self.unsettled.get_mut(partition) else {
+            return next;
+        };
+        let clock = self.stage.closed_through();
+        while waiting.front().is_some_and(|(_, at)| *at <= clock) {
+            waiting.pop_front();
+        }
+        match waiting.front() {
+            Some((offset, _)) => *offset,
+            None => {
+                self.unsettled.remove(partition);
+                next
+            }
+        }
+    }
+
+    fn forget_partition(&mut self, partition: &PartitionKey) {
+        self.unsettled.remove(partition);
     }
 
     fn pending(&self) -> usize {
@@ -541,6 +571,7 @@ mod tests {
             pending: Vec::new(),
             stats,
             snapshots: None,
+            unsettled: HashMap::new(),
         }
     }
 
@@ -666,6 +697,43 @@ mod tests {
     const AT_0: &[u8] = br#"{"id": "d-1", "type": "deployment", "service": "cart", "time": "2026-01-01T00:00:00Z"}"#;
     const AT_25_MIN: &[u8] = br#"{"id": "d-2", "type": "deployment", "service": "cart", "time": "2026-01-01T00:25:00Z"}"#;
     const AT_26_MIN: &[u8] = br#"{"id": "d-3", "type": "deployment", "service": "cart", "time": "2026-01-01T00:26:00Z"}"#;
+
+    fn at(offset: i64, payload: &'static [u8]) -> Incoming<'static> {
+        Incoming {
+            offset,
+            ..incoming("culprit.changes", payload)
+        }
+    }
+
+    /// A message is held back from the commit while a window holding its events may be open,
+    /// and released once newer events close it; a message refused whole holds nothing back.
+    #[test]
+    fn the_commit_stops_at_the_first_message_whose_windows_are_still_open() {
+        let mut h = handler(SourceKind::Changes, Arc::new(Stats::new()));
+        let partition = ("culprit.changes".to_string(), 0);
+        let mut out = Vec::new();
+        assert_eq!(h.settled(&partition, 3), 3, "nothing handled, nothing held");
+        h.handle(&at(3, AT_0), false, &mut out).unwrap();
+        h.handle(&at(4, b"not json"), false, &mut out).unwrap();
+        assert_eq!(h.settled(&partition, 5), 3, "d-1's window is open");
+        assert_eq!(
+            h.settled(&("culprit.changes".to_string(), 1), 9),
+            9,
+            "another partition holds nothing back"
+        );
+        h.handle(&at(5, AT_25_MIN), false, &mut out).unwrap();
+        assert_eq!(
+            h.settled(&partition, 6),
+            5,
+            "d-1's window closed as the clock moved 25 minutes on; d-2's is open"
+        );
+        h.forget_partition(&partition);
+        assert_eq!(
+            h.settled(&partition, 6),
+            6,
+            "a partition forgotten holds nothing"
+        );
+    }
 
     /// A changes handler with a 20-minute warm-up and snapshots in `dir`.
     fn snapshotting(dir: &std::path::Path, stats: Arc<Stats>) -> EmbedHandler {

@@ -78,6 +78,9 @@ pub struct Stats {
     /// Per assigned partition: records between the committed offset and the high watermark, as
     /// librdkafka last reported them (its statistics, every `statistics.interval.ms`).
     offset_lag: Mutex<BTreeMap<Partition, i64>>,
+    /// Per partition: records handled but not committed yet because the windows holding their
+    /// events are still open, as of the last commit.
+    held_back: Mutex<BTreeMap<Partition, i64>>,
     /// Per assigned partition: wall-clock time from the Kafka timestamp of its latest handled
     /// message to that message's handling, in milliseconds.
     time_lag_ms: Mutex<BTreeMap<String, BTreeMap<i32, u64>>>,
@@ -121,10 +124,16 @@ impl Stats {
 
     /// The offset lag of every partition librdkafka reports one for; replaces the last report.
     /// Why this worker is stuck, if it is: records wait on its partitions (offset lag as the
-    /// broker last reported it) and it has handled no message for `window_ms`, or never since
-    /// `started_ms`. A consumer that reconnected but no longer fetches looks healthy otherwise.
+    /// broker last reported it, less what the worker handled and holds back from the commit
+    /// itself) and it has handled no message for `window_ms`, or never since `started_ms`. A
+    /// consumer that reconnected but no longer fetches looks healthy otherwise.
     pub fn stalled(&self, now_ms: u64, started_ms: u64, window_ms: u64) -> Option<String> {
-        let waiting: i64 = lock(&self.offset_lag).values().filter(|&&l| l > 0).sum();
+        let held = lock(&self.held_back);
+        let waiting: i64 = lock(&self.offset_lag)
+            .iter()
+            .map(|(key, lag)| lag - held.get(key).copied().unwrap_or(0))
+            .filter(|&l| l > 0)
+            .sum();
         if waiting == 0 {
             return None;
         }
@@ -136,6 +145,11 @@ impl Stats {
                 idle / 1000
             )
         })
+    }
+
+    /// Records handled but held back from the commit, per partition (replaces the last report).
+    pub(crate) fn set_held_back(&self, held: BTreeMap<Partition, i64>) {
+        *lock(&self.held_back) = held.into_iter().filter(|(_, h)| *h > 0).collect();
     }
 
     pub(crate) fn set_offset_lag(&self, lags: BTreeMap<Partition, i64>) {
@@ -158,6 +172,7 @@ impl Stats {
     /// The partitions were revoked: their lags no longer belong to this instance.
     pub(crate) fn clear_lags(&self) {
         lock(&self.offset_lag).clear();
+        lock(&self.held_back).clear();
         lock(&self.time_lag_ms).clear();
     }
 
@@ -242,12 +257,16 @@ impl Stats {
                 topic: key.0.clone(),
                 partition: key.1,
                 offsets: None,
+                held_back: None,
                 time_ms: None,
             })
         }
         let mut lags = BTreeMap::new();
         for (key, lag) in lock(&self.offset_lag).iter() {
             at(&mut lags, key).offsets = Some(*lag);
+        }
+        for (key, held) in lock(&self.held_back).iter() {
+            at(&mut lags, key).held_back = Some(*held);
         }
         for (topic, partitions) in lock(&self.time_lag_ms).iter() {
             for (partition, ms) in partitions {
@@ -313,6 +332,9 @@ pub struct PartitionLag {
     /// Records between the committed offset and the high watermark, when librdkafka reported
     /// both (statistics every `statistics.interval.ms`; none before the first commit).
     pub offsets: Option<i64>,
+    /// Of those, records this instance handled but holds back from the commit because the
+    /// windows holding their events are still open (none when it holds none back).
+    pub held_back: Option<i64>,
     /// Wall-clock time from the Kafka timestamp of the partition's latest handled message to its
     /// handling (producer clock vs. this host's clock).
     pub time_ms: Option<u64>,
@@ -401,6 +423,16 @@ mod tests {
             "it handled one lately"
         );
         assert!(stats.stalled(150_000, 0, 60_000).is_some());
+        // Records it handled and holds back until their windows close wait on nobody else.
+        stats.set_held_back(BTreeMap::from([(("t".to_string(), 0), 169)]));
+        assert_eq!(
+            stats.stalled(150_000, 0, 60_000),
+            None,
+            "what waits is its own held-back work"
+        );
+        stats.set_held_back(BTreeMap::from([(("t".to_string(), 0), 100)]));
+        let why = stats.stalled(150_000, 0, 60_000).expect("69 others wait");
+        assert!(why.contains("69 records wait"), "{why}");
         stats.set_offset_lag(BTreeMap::from([(("t".to_string(), 0), 0)]));
         assert_eq!(stats.stalled(150_000, 0, 60_000), None, "caught up");
     }

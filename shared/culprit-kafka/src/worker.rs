@@ -10,7 +10,9 @@
 //!    report awaited; failed records are re-sent;
 //! 2. the handler's side effects run (the embedder's store write, the correlator's alert hook);
 //! 3. only then are the batch's offsets committed (`CommitMode::Async`; `Sync` for the last batch
-//!    at shutdown).
+//!    at shutdown), each partition's only up to the first message whose effects the handler
+//!    has not finished yet ([`Handler::settled`]: the embedder's events in windows still open);
+//!    the rest is committed by a later batch once it settles, or read again by the next owner.
 //!
 //! While step 1 or 2 fails, the worker pauses all its partitions (`consumer.pause`, so nothing
 //! more is fetched and in-flight work stays bounded to one batch), retries with exponential
@@ -49,7 +51,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -166,6 +168,18 @@ pub(crate) trait Handler: Send {
     /// it succeeds, so it must resume where it failed.
     fn before_commit(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 
+    /// The offset to commit for `partition` when the messages before `next` were handled: the
+    /// first whose effects are not finished yet (the embedder's events whose windows are still
+    /// open: their points and verdicts come only when those close), or `next`. What lies beyond
+    /// it is handled again by whoever next reads the partition from the commit.
+    fn settled(&mut self, _partition: &PartitionKey, next: i64) -> i64 {
+        next
+    }
+
+    /// The instance no longer works `partition` from where it was (revoked, or its offsets
+    /// went back): forget what [`Handler::settled`] keeps for it.
+    fn forget_partition(&mut self, _partition: &PartitionKey) {}
+
     /// Called right after offsets were committed (asynchronously, or synchronously when `last`),
     /// with every offset this instance committed on the partitions it still has: the point a
     /// snapshot of the handler's state corresponds to.
@@ -203,6 +217,9 @@ struct Core<H> {
     batch: Batch,
     /// Offsets committed (or being committed) by this instance, for the final synchronous commit.
     committed: HashMap<PartitionKey, i64>,
+    /// Per partition, the offset after its last handled message while that is beyond what was
+    /// committed: messages the handler holds back ([`Handler::settled`]) until they settle.
+    handled: HashMap<PartitionKey, i64>,
     /// Messages delivered while paused, handled once the consumer resumes.
     held: VecDeque<OwnedMessage>,
     paused: bool,
@@ -230,6 +247,7 @@ pub(crate) async fn run<H: Handler, S: Future<Output = ()>>(
         handler,
         batch: Batch::default(),
         committed: HashMap::new(),
+        handled: HashMap::new(),
         held: VecDeque::new(),
         paused: false,
         stop_requested: None,
@@ -359,6 +377,8 @@ impl<H: Handler> Core<H> {
     /// skipped as already handled, and so would everything after it, silently.
     fn offsets_went_back(&mut self, key: &PartitionKey, offset: i64) {
         let done = self.committed.remove(key).unwrap_or_default();
+        self.handled.remove(key);
+        self.handler.forget_partition(key);
         let mut p = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         p.next.remove(key);
         p.boundary.remove(key);
@@ -472,10 +492,40 @@ impl<H: Handler> Core<H> {
     }
 
     fn commit(&mut self, consumer: &StreamConsumer<RewindContext>, last: bool) {
-        let offsets: Vec<(PartitionKey, i64)> = if last {
+        for (key, next) in self.batch.offsets.drain() {
+            let at = self.handled.entry(key).or_insert(next);
+            *at = (*at).max(next);
+        }
+        // A partition this instance lost is its new owner's to commit; what it held back there
+        // is read again by that owner.
+        let lost: Vec<PartitionKey> = {
+            let p = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            self.handled
+                .keys()
+                .filter(|k| !p.owns(k))
+                .cloned()
+                .collect()
+        };
+        for key in &lost {
+            self.handled.remove(key);
+            self.handler.forget_partition(key);
+        }
+        let mut offsets: Vec<(PartitionKey, i64)> = Vec::new();
+        let mut held = BTreeMap::new();
+        for (key, next) in &self.handled {
+            let settled = self.handler.settled(key, *next).min(*next);
+            if self.committed.get(key).is_none_or(|&done| settled > done) {
+                offsets.push((key.clone(), settled));
+            }
+            held.insert(key.clone(), *next - settled);
+        }
+        self.handled
+            .retain(|key, _| held.get(key).is_some_and(|&h| h > 0));
+        self.stats.set_held_back(held);
+        self.committed.extend(offsets.iter().cloned());
+        if last {
             // The final commit is synchronous and covers everything still assigned, so that an
             // asynchronous commit still in flight cannot be lost.
-            self.committed.extend(self.batch.offsets.drain());
             let assigned: Vec<PartitionKey> = consumer
                 .assignment()
                 .map(|a| {
@@ -485,16 +535,13 @@ impl<H: Handler> Core<H> {
                         .collect()
                 })
                 .unwrap_or_default();
-            self.committed
+            offsets = self
+                .committed
                 .iter()
                 .filter(|(k, _)| assigned.contains(k))
                 .map(|(k, v)| (k.clone(), *v))
-                .collect()
-        } else {
-            let offsets: Vec<_> = self.batch.offsets.drain().collect();
-            self.committed.extend(offsets.iter().cloned());
-            offsets
-        };
+                .collect();
+        }
         if offsets.is_empty() {
             return;
         }
@@ -631,6 +678,7 @@ mod tests {
             handler: Discard,
             batch: Batch::default(),
             committed: HashMap::new(),
+            handled: HashMap::new(),
             held: VecDeque::new(),
             paused: false,
             stop_requested: None,

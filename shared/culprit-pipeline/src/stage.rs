@@ -16,6 +16,10 @@ pub struct DetectStage {
     /// Newest event time seen, and the last whole second windows were advanced to.
     newest: UnixNanos,
     advanced_to: UnixNanos,
+    /// Every detector's window width and allowed lateness, which bound when an observed event's
+    /// window closes ([`Self::settles_at`]).
+    window: i64,
+    lateness: i64,
     /// Where this stage shows its baselines and takes forget requests, under its name.
     board: Option<(Arc<BaselineBoard>, String)>,
     /// The finished points of the k-NN detectors and where they are written, with a store.
@@ -24,15 +28,17 @@ pub struct DetectStage {
 
 impl DetectStage {
     pub fn new(config: &DetectConfig) -> DetectStage {
-        DetectStage::with_detectors(Detectors::statistical(config))
+        DetectStage::with_detectors(Detectors::statistical(config), config)
     }
 
-    fn with_detectors(detectors: Detectors) -> DetectStage {
+    fn with_detectors(detectors: Detectors, config: &DetectConfig) -> DetectStage {
         DetectStage {
             detectors,
             findings: Findings::default(),
             newest: i64::MIN,
             advanced_to: i64::MIN,
+            window: config.window_nanos(),
+            lateness: config.lateness_nanos(),
             board: None,
             points: None,
         }
@@ -42,7 +48,7 @@ impl DetectStage {
     /// private in-memory store and no point leaves it.
     pub fn from_config(config: &crate::PipelineConfig) -> DetectStage {
         let knn = || KnnDetector::all(&config.knn, &config.detect);
-        DetectStage::with_detectors(Self::detectors(config, knn))
+        DetectStage::with_detectors(Self::detectors(config, knn), &config.detect)
     }
 
     /// The detectors `config.detector` asks for, the k-NN ones keeping their reference in
@@ -66,7 +72,7 @@ impl DetectStage {
                 Some(outbox.clone()),
             )
         };
-        let mut stage = DetectStage::with_detectors(Self::detectors(config, knn));
+        let mut stage = DetectStage::with_detectors(Self::detectors(config, knn), &config.detect);
         stage.points = Some((outbox, PointWriter::new(store, retention_nanos)));
         stage
     }
@@ -92,6 +98,27 @@ impl DetectStage {
                 all
             }
         }
+    }
+
+    /// The clock reading ([`Self::closed_through`]) from which every event observed so far has
+    /// had its window closed: judged, learned from, its point finished. The newest event's window
+    /// ends last, and an older event observed later joins the oldest window still open, never an
+    /// earlier one, so the newest event's window end plus the allowed lateness bounds them all.
+    /// `i64::MIN` before the first event.
+    pub fn settles_at(&self) -> UnixNanos {
+        if self.newest == i64::MIN {
+            return i64::MIN;
+        }
+        let start = self.newest.div_euclid(self.window) * self.window;
+        start
+            .saturating_add(self.window)
+            .saturating_add(self.lateness)
+    }
+
+    /// The event time the windows were last advanced to: every window that ends, lateness
+    /// included, at or before it is closed.
+    pub fn closed_through(&self) -> UnixNanos {
+        self.advanced_to
     }
 
     /// The finished points of windows closed so far that were not written yet, taken out of the

@@ -90,3 +90,59 @@ fn every_embedded_event_is_written_once_and_a_replay_replaces_its_points() {
         "{again} vs {references}"
     );
 }
+
+/// The embedder commits a message's offset only once the stage's clock has reached the
+/// `settles_at` read after observing it: by then every one of its events must have its point
+/// finished, or a restart from that offset would never write it.
+#[test]
+fn every_event_has_its_point_once_the_clock_reaches_the_settling_time_read_after_it() {
+    use culprit_detect::Phase;
+    use culprit_pipeline::{BusMessage, DetectStage};
+    use culprit_store::PointId;
+    use std::collections::HashSet;
+
+    struct Discard;
+    impl culprit_pipeline::Bus for Discard {
+        fn publish(&mut self, _: BusMessage) {}
+    }
+    let events: Vec<Event> = events()
+        .into_iter()
+        .filter(|e| e.source() == SourceKind::Traces)
+        .collect();
+    let config = PipelineConfig {
+        detector: DetectorMode::Fused,
+        ..PipelineConfig::default()
+    };
+    let store = Arc::new(EmbeddedStore::in_memory());
+    let mut stage = DetectStage::with_store(&config, store, None);
+    let warmup_end = events[0].time + 180 * 1_000_000_000;
+    let mut settling: Vec<(PointId, i64)> = Vec::new();
+    let mut finished: HashSet<PointId> = HashSet::new();
+    let mut checked = 0;
+    for e in &events {
+        let phase = if e.time < warmup_end {
+            Phase::Learning
+        } else {
+            Phase::Detecting
+        };
+        stage.observe(e, phase, &mut Discard);
+        stage.tick(e.time, phase, &mut Discard);
+        settling.push((PointId::of_event(e), stage.settles_at()));
+        finished.extend(stage.take_points().into_iter().map(|p| p.point.id));
+        let now = stage.closed_through();
+        for (id, at) in settling.iter().filter(|(_, at)| *at <= now) {
+            assert!(
+                finished.contains(id),
+                "an event settled at {at} (clock {now}) has no point"
+            );
+            checked += 1;
+        }
+        settling.retain(|(_, at)| *at > now);
+    }
+    assert!(
+        checked > events.len() / 2,
+        "most events settle before the stream ends: {checked} of {}",
+        events.len()
+    );
+    assert!(!settling.is_empty(), "the last windows are still open");
+}

@@ -366,6 +366,7 @@ mod tests {
             topic: "otlp_logs".to_string(),
             partition,
             offsets,
+            held_back: None,
             time_ms,
         }
     }
