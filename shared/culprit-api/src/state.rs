@@ -56,13 +56,6 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-fn wall_clock() -> UnixNanos {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
-}
-
 impl ApiState {
     /// State with the embedded history store (persisted to `config.history_path` when set),
     /// accepting `tokens`.
@@ -85,7 +78,7 @@ impl ApiState {
         tokens: Tokens,
         history: Arc<dyn HistoryStore>,
     ) -> ApiState {
-        ApiState::build(config, tokens, history, wall_clock)
+        ApiState::build(config, tokens, history, culprit_core::wall_clock)
     }
 
     /// State whose wall clock is `clock` (tests pin the times of feedback and recalculations).

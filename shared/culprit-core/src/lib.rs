@@ -28,3 +28,16 @@ pub use signal::{Signal, SignalFamily};
 pub type UnixNanos = i64;
 
 pub const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// The wall clock in the event-time unit (0 before 1970, saturating in 2262): what the services
+/// compare event time with, and stamp their own records with.
+pub fn wall_clock() -> UnixNanos {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The wall clock in Unix milliseconds, the unit of Kafka timestamps.
+pub fn wall_clock_ms() -> i64 {
+    wall_clock() / 1_000_000
+}

@@ -44,7 +44,7 @@ use crate::error::ServiceError;
 use crate::hooks::EventSink;
 use crate::snapshot::{self, Snapshot};
 use crate::stats::Stats;
-use crate::time_guard::{self, OutOfRange, TimeGuard, TIMESTAMP_OUT_OF_RANGE};
+use crate::time_guard::{OutOfRange, TimeGuard, TIMESTAMP_OUT_OF_RANGE};
 use crate::worker::{self, Handler, Incoming, Worker};
 use anyhow::Context as _;
 use culprit_core::{Event, SourceKind, UnixNanos, NANOS_PER_SEC};
@@ -329,9 +329,7 @@ impl EmbedHandler {
             topic: snapshots.topic.clone(),
             group: snapshots.group.clone(),
             offsets,
-            written_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            written_at_ms: culprit_core::wall_clock_ms().max(0) as u64,
             learn_until: self.learn_until,
             newest: self.newest,
             detectors: self.stage.save_state(),
@@ -437,7 +435,7 @@ impl Handler for EmbedHandler {
             msg.partition,
             msg.timestamp_ms,
             events,
-            time_guard::wall_clock(),
+            culprit_core::wall_clock(),
         );
         if !refused.is_empty() && !replay {
             tracing::debug!(

@@ -17,7 +17,6 @@
 
 use culprit_core::{Event, UnixNanos, NANOS_PER_SEC};
 use std::collections::{HashMap, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Reason code of a dead letter holding events with impossible timestamps.
 pub(crate) const TIMESTAMP_OUT_OF_RANGE: &str = "timestamp_out_of_range";
@@ -121,13 +120,6 @@ impl TimeGuard {
         }
         (accepted, refused)
     }
-}
-
-/// The wall clock as event time.
-pub(crate) fn wall_clock() -> UnixNanos {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Unix seconds, for messages.

@@ -56,7 +56,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// One consumed message, as the handlers see it.
 pub(crate) struct Incoming<'a> {
@@ -347,7 +347,9 @@ impl<H: Handler> Core<H> {
             let mut discard = Vec::new();
             self.handler.handle(msg, true, &mut discard)?;
             self.stats.replayed_messages.fetch_add(1, Relaxed);
-            self.stats.last_progress_ms.store(now_ms() as u64, Relaxed);
+            self.stats
+                .last_progress_ms
+                .store(culprit_core::wall_clock_ms() as u64, Relaxed);
             if self.handler.pending() > 0 {
                 // State rebuilt for a hook (restored alerts, points of re-read events) is handed
                 // over within a commit interval, not only once a new message arrives.
@@ -360,7 +362,7 @@ impl<H: Handler> Core<H> {
         self.batch.messages += 1;
         self.batch.opened.get_or_insert_with(Instant::now);
         self.stats.messages.fetch_add(1, Relaxed);
-        let now = now_ms();
+        let now = culprit_core::wall_clock_ms();
         self.stats.last_progress_ms.store(now as u64, Relaxed);
         if let Some(ts) = msg.timestamp_ms {
             self.batch.timestamps_ms.push(ts);
@@ -435,7 +437,7 @@ impl<H: Handler> Core<H> {
             tracing::info!("resumed");
         }
         self.commit(consumer, last);
-        let now = now_ms();
+        let now = culprit_core::wall_clock_ms();
         for ts in self.batch.timestamps_ms.drain(..) {
             self.stats
                 .record_latency_ms(now.saturating_sub(ts).max(0) as u64);
@@ -613,13 +615,6 @@ impl<H: Handler> Core<H> {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,7 +692,7 @@ mod tests {
             seen.fetch_add(1, Relaxed);
         })));
         let (mut core, consumer) = offline_core(stats.clone());
-        let minute_ago = now_ms() - 60_000;
+        let minute_ago = culprit_core::wall_clock_ms() - 60_000;
         core.process(&message(0, 0, minute_ago)).unwrap();
         core.process(&message(3, 0, minute_ago - 60_000)).unwrap();
         let lags = stats.snapshot().partitions;
@@ -764,7 +759,7 @@ mod tests {
     async fn offsets_that_go_back_below_the_committed_one_are_processed_and_counted() {
         let stats = Arc::new(Stats::new());
         let (mut core, consumer) = offline_core(stats.clone());
-        let now = now_ms();
+        let now = culprit_core::wall_clock_ms();
         for offset in 0..6 {
             core.process(&message(0, offset, now)).unwrap();
         }

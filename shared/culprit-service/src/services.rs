@@ -141,9 +141,13 @@ pub async fn run(
         ));
         if config.kafka.stall_secs > 0 {
             let (stats, window_ms) = (stats.clone(), config.kafka.stall_secs * 1000);
-            let started_ms = wall_clock_ms();
+            let started_ms = culprit_core::wall_clock_ms().max(0) as u64;
             api.add_readiness_check(role.service(), move || {
-                let stalled = stats.stalled(wall_clock_ms(), started_ms, window_ms);
+                let stalled = stats.stalled(
+                    culprit_core::wall_clock_ms().max(0) as u64,
+                    started_ms,
+                    window_ms,
+                );
                 Box::pin(async move { stalled.map_or(Ok(()), Err) })
             });
         }
@@ -244,12 +248,6 @@ fn alert_sinks(config: &CulpritConfig, api: &ApiState) -> Result<Arc<dyn AlertSi
         delivery,
         Arc::new(crate::agent::ReviewOffer(reviewer)),
     ])))
-}
-
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Copies a worker's counters into the Prometheus metrics every second (its processing latency

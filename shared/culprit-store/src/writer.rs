@@ -6,7 +6,6 @@ use culprit_core::{UnixNanos, NANOS_PER_SEC};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Retention runs again only once its cutoff moved this far: each run scans (embedded) or
 /// counts and deletes (Qdrant) across the whole store.
@@ -107,10 +106,7 @@ impl PointWriter {
             return None;
         }
         let quorum = self.newest.peek()?.0;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        Some(quorum.min(now))
+        Some(quorum.min(culprit_core::wall_clock()))
     }
 }
 
@@ -154,10 +150,7 @@ mod tests {
         let store: Arc<dyn VectorStore> = Arc::new(EmbeddedStore::in_memory());
         let mut writer = PointWriter::new(store.clone(), Some(72 * HOUR));
         // 100 real points one hour apart, the last one half an hour ago: 72 are within 72 h.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i64;
+        let now = culprit_core::wall_clock();
         let first = now - 99 * HOUR - HOUR / 2;
         writer.push((0..100).map(|i| entry(i, first + i as i64 * HOUR)));
         writer.write().await.unwrap();
