@@ -15,6 +15,10 @@
 //! once is left to the span detector (itself before the change, against its baseline) and to
 //! the correlator's check that a change was followed by the service's own trouble; spans
 //! without `service.version` are not counted.
+//!
+//! Its saved state ([`crate::state`], part `versions`) is what it learned per service: when each
+//! version first served (which one is new) and the closed windows still inside the horizon (the
+//! old pods' figures); a restart within the horizon judges the next windows as before it.
 
 use crate::stats::binomial_surprise;
 use crate::window::Windows;
@@ -45,7 +49,7 @@ type ServiceKey = (String, String);
 type WindowCalls = HashMap<(ServiceKey, String), Calls>;
 
 /// One version's calls in one window.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct Calls {
     count: u32,
     errors: u32,
@@ -86,12 +90,25 @@ fn millis_of_bin(bin: i32) -> f64 {
 }
 
 /// What one service's versions did, window by window, over the horizon.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct Rollout {
     /// The start of the first window each version served in.
     first_seen: HashMap<String, UnixNanos>,
     /// Closed windows still inside the horizon: (start, version, calls).
     recent: VecDeque<(UnixNanos, String, Calls)>,
+}
+
+/// What a [`VersionDetector`] learned ([`crate::state`]): per service, when each version first
+/// served and the closed windows still inside the horizon (the old pods' figures the new ones are
+/// judged against). The open windows are not part of it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VersionState {
+    #[serde(with = "crate::state::pairs")]
+    rollouts: HashMap<ServiceKey, Rollout>,
+}
+
+impl VersionState {
+    const VERSION: u32 = 1;
 }
 
 pub struct VersionDetector {
@@ -308,6 +325,25 @@ impl Detector for VersionDetector {
         self.rollouts.retain(|key, _| key.1 != service);
         before - self.rollouts.len()
     }
+
+    fn state_name(&self) -> Option<String> {
+        Some("versions".into())
+    }
+
+    fn save_state(&self) -> Option<serde_json::Value> {
+        crate::state::versioned(
+            VersionState::VERSION,
+            &VersionState {
+                rollouts: self.rollouts.clone(),
+            },
+        )
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
+        let state: VersionState = crate::state::unversioned(state, VersionState::VERSION)?;
+        self.rollouts = state.rollouts;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -441,5 +477,81 @@ mod tests {
         }
         let versions: Vec<&str> = out.anomalies.iter().map(|a| a.signal.as_str()).collect();
         assert_eq!(versions, Vec::<&str>::new());
+    }
+
+    /// Three pods of `checkout` on version 2.0.0 from `from_s` to `to_s` seconds, pod c running
+    /// 10.0.0 from second 300 on, whose calls take three times as long. The newer version sorts
+    /// first by name, so only the dates the versions were first seen tell which one is new.
+    fn serve(d: &mut VersionDetector, from_s: i64, to_s: i64, phase: Phase) -> Findings {
+        let mut out = Findings::default();
+        let step = NANOS_PER_SEC / 5;
+        for i in from_s * 5..to_s * 5 {
+            let t = i * step;
+            for (n, pod) in ["a", "b", "c"].iter().enumerate() {
+                let jitter = (i + n as i64) % 5;
+                let e = if *pod == "c" && t >= 300 * NANOS_PER_SEC {
+                    span(t, pod, "10.0.0", 60 + jitter, false)
+                } else {
+                    span(t, pod, "2.0.0", 20 + jitter, false)
+                };
+                d.observe(&e, phase, &mut out);
+            }
+            d.advance(t, phase, &mut out);
+        }
+        d.flush(phase, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_restored_detector_judges_the_next_spans_as_the_one_it_was_saved_from() {
+        let mut original = VersionDetector::new(DetectConfig::default());
+        serve(&mut original, 0, 330, Phase::Learning);
+        let text = serde_json::to_string(&original.save_state().unwrap()).unwrap();
+        let mut restored = VersionDetector::new(DetectConfig::default());
+        restored
+            .restore_state(serde_json::from_str(&text).unwrap())
+            .unwrap();
+        let mut fresh = VersionDetector::new(DetectConfig::default());
+
+        let after_original = serve(&mut original, 330, 450, Phase::Detecting).anomalies;
+        let after_restored = serve(&mut restored, 330, 450, Phase::Detecting).anomalies;
+        let after_fresh = serve(&mut fresh, 330, 450, Phase::Detecting).anomalies;
+        assert!(
+            after_original
+                .iter()
+                .any(|a| a.signal == "span.version_latency:10.0.0"),
+            "{after_original:?}"
+        );
+        assert_eq!(after_restored, after_original);
+        // A fresh detector met both versions at once and takes the later name for the new one.
+        assert_ne!(
+            after_fresh, after_original,
+            "without the state the verdicts differ, or the test proves nothing"
+        );
+    }
+
+    #[test]
+    fn a_state_of_another_format_version_is_refused_and_the_detector_stays_fresh() {
+        let mut learned = VersionDetector::new(DetectConfig::default());
+        serve(&mut learned, 0, 330, Phase::Learning);
+        let mut state = learned.save_state().unwrap();
+        state["version"] = serde_json::json!(VersionState::VERSION + 1);
+        let text = serde_json::to_string(&state).unwrap();
+
+        let mut refused = VersionDetector::new(DetectConfig::default());
+        let err = refused
+            .restore_state(serde_json::from_str(&text).unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::state::StateError::Version { found, expected }
+                if found == VersionState::VERSION + 1 && expected == VersionState::VERSION),
+            "{err}"
+        );
+        assert!(refused.rollouts.is_empty());
+        let mut fresh = VersionDetector::new(DetectConfig::default());
+        assert_eq!(
+            serve(&mut refused, 330, 450, Phase::Detecting),
+            serve(&mut fresh, 330, 450, Phase::Detecting)
+        );
     }
 }

@@ -169,13 +169,13 @@ impl Default for FeatureStateConfig {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct SeriesWindow {
     points: VecDeque<(i64, f64)>,
     last_time: i64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct ServiceLogs {
     miner: TemplateMiner,
     lines: u64,
@@ -197,6 +197,18 @@ impl Default for FeatureState {
     }
 }
 
+/// What a [`FeatureState`] remembers, without its bounds (the configuration): the metric
+/// series' windows, the span-id cache in arrival order and the log template miners with their
+/// line counts. [`FeatureState::memory`] takes it, [`FeatureState::restore`] puts it back, so a
+/// restarted process featurises the next events as the one that saved it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FeatureMemory {
+    series: Vec<(u64, SeriesWindow)>,
+    /// (span id, operation), oldest first: the eviction order.
+    spans: Vec<(String, String)>,
+    logs: Vec<(String, ServiceLogs)>,
+}
+
 /// Key of the shared miner once `max_log_services` is reached.
 const OVERFLOW_SERVICE: &str = "\u{0}overflow";
 
@@ -209,6 +221,36 @@ impl FeatureState {
             span_order: VecDeque::new(),
             logs: HashMap::new(),
         }
+    }
+
+    /// What this state remembers, for a snapshot.
+    pub fn memory(&self) -> FeatureMemory {
+        FeatureMemory {
+            series: self.series.iter().map(|(k, s)| (*k, s.clone())).collect(),
+            spans: self
+                .span_order
+                .iter()
+                .filter_map(|id| Some((id.clone(), self.span_ops.get(id)?.clone())))
+                .collect(),
+            logs: self
+                .logs
+                .iter()
+                .map(|(k, l)| (k.clone(), l.clone()))
+                .collect(),
+        }
+    }
+
+    /// Replaces what this state remembers with `memory`, keeping its own bounds: the oldest
+    /// span ids beyond `max_spans` are dropped.
+    pub fn restore(&mut self, memory: FeatureMemory) {
+        self.series = memory.series.into_iter().collect();
+        self.span_ops.clear();
+        self.span_order.clear();
+        let skip = memory.spans.len().saturating_sub(self.config.max_spans);
+        for (id, op) in memory.spans.into_iter().skip(skip) {
+            self.remember_span(&id, &op);
+        }
+        self.logs = memory.logs.into_iter().collect();
     }
 
     /// Number of metric series, span ids and log miners held (for tests and metrics).
@@ -806,5 +848,79 @@ mod tests {
         assert_eq!(find_logger(&["INFO", "[main]", "x"], Some(0)), "main");
         assert_eq!(find_logger(&["INFO", "hello", "3.14"], Some(0)), NONE);
         assert_eq!(find_logger(&[], None), NONE);
+    }
+
+    /// Spans, log lines and metric points of `cart` from minute `from` on, `n` of each.
+    fn mixed(from: i64, n: i64) -> Vec<Event> {
+        let mut events = Vec::new();
+        for i in from..from + n {
+            let t = i * 60 * NANOS_PER_SEC;
+            events.push(ev(
+                span(&format!("p{i}"), None, "GET /cart", 5 + i % 3, false),
+                t,
+            ));
+            // A child of the span one minute back: its parent's name comes from the cache.
+            let parent = format!("p{}", i - 1);
+            events.push(ev(span(&format!("c{i}"), Some(&parent), "db", 1, false), t));
+            events.push(ev(
+                EventBody::Log(LogEvent {
+                    level: None,
+                    body: format!("INFO cart {} items for user {i}", i % 4),
+                    trace_id: None,
+                    span_id: None,
+                    attributes: BTreeMap::new(),
+                }),
+                t,
+            ));
+            events.push(ev(
+                EventBody::Metric(MetricPoint {
+                    name: "cpu".into(),
+                    value: 20.0 + (i % 5) as f64,
+                    attributes: BTreeMap::new(),
+                }),
+                t,
+            ));
+        }
+        events
+    }
+
+    #[test]
+    fn a_restored_state_featurises_the_next_events_as_the_one_it_was_saved_from() {
+        let mut original = FeatureState::default();
+        for e in mixed(0, 30) {
+            featurize(&e, &mut original);
+        }
+        let text = serde_json::to_string(&original.memory()).unwrap();
+        let mut restored = FeatureState::default();
+        restored.restore(serde_json::from_str(&text).unwrap());
+        assert_eq!(restored.sizes(), original.sizes());
+        let mut fresh = FeatureState::default();
+        let next = mixed(30, 10);
+        let rows = |st: &mut FeatureState| -> Vec<FeatureRow> {
+            next.iter().map(|e| featurize(e, st)).collect()
+        };
+        let (a, b, c) = (rows(&mut original), rows(&mut restored), rows(&mut fresh));
+        assert_eq!(b, a);
+        assert_ne!(c, a, "a fresh state knows no parent, template or window");
+    }
+
+    #[test]
+    fn a_restored_span_cache_keeps_the_newest_ids_within_its_bound() {
+        let mut original = FeatureState::default();
+        for i in 0..20 {
+            featurize(
+                &ev(span(&format!("s{i}"), None, &format!("op{i}"), 1, false), 0),
+                &mut original,
+            );
+        }
+        let mut small = FeatureState::new(FeatureStateConfig {
+            max_spans: 5,
+            ..Default::default()
+        });
+        small.restore(original.memory());
+        assert_eq!(small.sizes().1, 5);
+        let child = |parent: &str| ev(span("x", Some(parent), "db", 1, false), 0);
+        assert_eq!(featurize(&child("s19"), &mut small).categorical[5], "op19");
+        assert_eq!(featurize(&child("s10"), &mut small).categorical[5], UNKNOWN);
     }
 }

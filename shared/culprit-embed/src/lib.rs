@@ -30,8 +30,8 @@ mod model;
 pub use cache::CachedEmbedder;
 pub use error::{EmbedError, Result};
 pub use features::{
-    featurize, featurize_all, FeatureRow, FeatureSchema, FeatureState, FeatureStateConfig, NONE,
-    ROOT, UNKNOWN,
+    featurize, featurize_all, FeatureMemory, FeatureRow, FeatureSchema, FeatureState,
+    FeatureStateConfig, NONE, ROOT, UNKNOWN,
 };
 pub use hashing::HashingEmbedder;
 pub use lean::LeanModel;

@@ -63,6 +63,12 @@ impl StoreAccess {
         }
     }
 
+    /// The store searched, for tests.
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &dyn VectorStore {
+        &**self.store.store()
+    }
+
     fn available(&self, now: UnixNanos) -> bool {
         self.paused_until.is_none_or(|t| now >= t)
     }

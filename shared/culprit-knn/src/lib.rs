@@ -20,8 +20,22 @@
 //! never scan the other events a shared store holds. A service the detector meets for the first time adopts the reference
 //! points the store already holds for it (a restart against a persisted store): they count
 //! towards the cap, and the detector keeps sampling distances until it has `min_reference` of
-//! them, since what "normal distance" is was not persisted. The detector writes the points it
-//! admits itself, so its next search sees them; a store failure never stops it (see `access`).
+//! them, unless a snapshot told it what "normal distance" is (below). The detector writes the
+//! points it admits itself, so its next search sees them; a store failure never stops it (see
+//! `access`).
+//!
+//! # Snapshots
+//!
+//! Its state ([`culprit_detect::state`], part `knn_<source>`) is what it learned: the
+//! featuriser's memory (log template miners, metric windows, the span-id cache), and per service
+//! the normal distances that calibrate "far", the events observed and the reference's size. With
+//! a shared store the reference stays there: a restored service counts the store's points again
+//! at its next event, and reference points a failing store had not taken yet are not saved. With
+//! a private store ([`KnnDetector::new`]) the snapshot carries the reference points themselves,
+//! as the embedder gave them and in admission order, so the restored store answers every search
+//! as the saved one did; the detector keeps that copy of them for the purpose (at most
+//! `reference_per_service` points per service). The embedding needs nothing: the hashing one is
+//! fixed and a trained model is read from `model_dir`, never trained while detecting.
 //!
 //! With an outbox ([`PointOutbox`]) every event's point is kept until its window closes and then
 //! left there with the window's verdict: `normal` when the window was judged normal, `score` the
@@ -45,11 +59,13 @@ pub use outbox::PointOutbox;
 use access::StoreAccess;
 use culprit_core::{Event, SourceKind, UnixNanos};
 use culprit_detect::baseline::{hour_buckets, Baseline, BaselineConfig};
+use culprit_detect::state::{unversioned, versioned, StateError};
 use culprit_detect::stats::poisson_surprise;
 use culprit_detect::window::Windows;
 use culprit_detect::{anomaly_id, DetectConfig, Detector, Findings, Phase};
-use culprit_embed::{featurize, Embedder, FeatureState};
+use culprit_embed::{featurize, Embedder, FeatureMemory, FeatureState};
 use culprit_store::{EmbeddedStore, Filter, Point, PointEntry, PointId, VectorStore, DIM};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -90,6 +106,49 @@ struct ServiceReference {
     /// The far-distance threshold as last computed, with the (hour-of-week bucket, distances
     /// seen) it holds for: profiling sorts the baseline, too costly to repeat for every event.
     threshold: Option<((usize, u64), Option<f64>)>,
+    /// The reference points as they were admitted, in order, when the store is the detector's
+    /// own: the snapshot of a detector without a shared store has to carry them. Empty with a
+    /// shared store, which keeps the reference itself.
+    own: Vec<SavedPoint>,
+    /// Restored from a snapshot with a shared store: `stored` is what the snapshot counted, to
+    /// be replaced by the store's count at the service's next event.
+    recount: bool,
+}
+
+/// A reference point of a private store as a snapshot carries it. An admitted point is normal
+/// with score 0 and its service's tags, so its id, time and vector (as the embedder gave it,
+/// before the store normalised it) are all there is to keep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedPoint {
+    id: u64,
+    timestamp: UnixNanos,
+    vector: Vec<f32>,
+}
+
+/// What a [`KnnDetector`] learned ([`culprit_detect::state`]): its featuriser's memory and, per
+/// service, the normal distances that calibrate "far", how many events it observed, and how
+/// large its reference is (the points themselves only with a private store).
+#[derive(Serialize, Deserialize)]
+struct KnnState {
+    features: FeatureMemory,
+    services: Vec<ServiceState>,
+}
+
+impl KnnState {
+    const VERSION: u32 = 1;
+}
+
+#[derive(Serialize, Deserialize)]
+struct ServiceState {
+    environment: String,
+    service: String,
+    stored: usize,
+    adopted: bool,
+    observed: u64,
+    distances: Baseline,
+    /// The reference points in admission order when the store was private; None when it was
+    /// shared (the store keeps them).
+    points: Option<Vec<SavedPoint>>,
 }
 
 impl ServiceReference {
@@ -102,6 +161,8 @@ impl ServiceReference {
             distances: Baseline::default(),
             memo: HashMap::new(),
             threshold: None,
+            own: Vec::new(),
+            recount: false,
         }
     }
 
@@ -142,6 +203,9 @@ pub struct KnnDetector {
     features: FeatureState,
     embedder: Box<dyn Embedder>,
     store: StoreAccess,
+    /// Whether the store is the detector's own in-memory one ([`KnnDetector::new`]), so that its
+    /// snapshot must carry the reference points.
+    private: bool,
     outbox: Option<PointOutbox>,
     services: HashMap<(String, String), ServiceReference>,
     windows: Windows<HashMap<(String, String), ServiceWindow>>,
@@ -150,13 +214,15 @@ pub struct KnnDetector {
 impl KnnDetector {
     /// A detector with a private in-memory reference store.
     pub fn new(source: SourceKind, config: KnnConfig, detect: DetectConfig) -> KnnDetector {
-        KnnDetector::with_store(
+        let mut detector = KnnDetector::with_store(
             source,
             config,
             detect,
             Arc::new(EmbeddedStore::in_memory()),
             None,
-        )
+        );
+        detector.private = true;
+        detector
     }
 
     /// A detector whose reference lives in `store` (shared with other detectors and writers),
@@ -176,6 +242,7 @@ impl KnnDetector {
             detect,
             features: FeatureState::default(),
             store: StoreAccess::new(store),
+            private: false,
             outbox,
             services: HashMap::new(),
             windows,
@@ -264,6 +331,7 @@ impl KnnDetector {
         };
         let normal = verdict.is_none();
         let keep_all = self.outbox.is_some();
+        let private = self.private;
         let mut admitted = Vec::new();
         let mut finished = Vec::with_capacity(if keep_all { points.len() } else { 0 });
         for WindowPoint {
@@ -289,6 +357,13 @@ impl KnnDetector {
                 }
             }
             if joins {
+                if private {
+                    reference.own.push(SavedPoint {
+                        id: point.id.reference_copy().0,
+                        timestamp: point.timestamp,
+                        vector: point.vector.clone(),
+                    });
+                }
                 let copy = Point {
                     id: point.id.reference_copy(),
                     ..point.clone()
@@ -393,6 +468,13 @@ impl Detector for KnnDetector {
             let stored = store.count(event.time, &filter);
             ServiceReference::new(filter, stored as usize)
         });
+        if reference.recount {
+            // Restored with a shared store: the reference is what the store holds now.
+            let stored = store.count(event.time, &reference.filter) as usize;
+            reference.adopted |= stored != reference.stored;
+            reference.stored = stored;
+            reference.recount = false;
+        }
         reference.observed += 1;
         // Only every stride-th event can still join a full reference: build points for those.
         let stride = (reference.observed / cap).max(1);
@@ -444,6 +526,83 @@ impl Detector for KnnDetector {
         for (start, services) in self.windows.close_all() {
             self.close(start, services, phase, out);
         }
+    }
+
+    fn state_name(&self) -> Option<String> {
+        Some(format!("knn_{}", self.source.as_str()))
+    }
+
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let mut services: Vec<ServiceState> = self
+            .services
+            .iter()
+            .map(|((environment, service), r)| ServiceState {
+                environment: environment.clone(),
+                service: service.clone(),
+                stored: r.stored,
+                adopted: r.adopted,
+                observed: r.observed,
+                distances: r.distances.clone(),
+                points: self.private.then(|| r.own.clone()),
+            })
+            .collect();
+        services.sort_by(|a, b| (&a.environment, &a.service).cmp(&(&b.environment, &b.service)));
+        versioned(
+            KnnState::VERSION,
+            &KnnState {
+                features: self.features.memory(),
+                services,
+            },
+        )
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), StateError> {
+        let state: KnnState = unversioned(state, KnnState::VERSION)?;
+        self.features.restore(state.features);
+        if self.private {
+            // A private store holds nothing but the reference: start it again from the points.
+            self.store = StoreAccess::new(Arc::new(EmbeddedStore::in_memory()));
+        }
+        self.services.clear();
+        for saved in state.services {
+            let filter = reference_filter(self.source, &saved.environment, &saved.service);
+            let mut reference = ServiceReference::new(filter, saved.stored);
+            reference.adopted = saved.adopted;
+            reference.observed = saved.observed;
+            reference.distances = saved.distances;
+            if self.private {
+                // Written as they were admitted, so the store holds the same rows in the same
+                // order and answers every search as before.
+                let points = saved.points.unwrap_or_default();
+                reference.stored = points.len();
+                reference.adopted = saved.adopted && !points.is_empty();
+                let entries = points
+                    .iter()
+                    .map(|p| {
+                        PointEntry::reference(Point {
+                            id: PointId(p.id),
+                            vector: p.vector.clone(),
+                            source: self.source,
+                            service: saved.service.clone(),
+                            environment: saved.environment.clone(),
+                            timestamp: p.timestamp,
+                            score: 0.0,
+                            normal: true,
+                        })
+                    })
+                    .collect::<Vec<_>>();
+                if !entries.is_empty() {
+                    // No event time yet; the earliest lets a failed write be retried at once.
+                    self.store.write_reference(UnixNanos::MIN, entries);
+                }
+                reference.own = points;
+            } else {
+                reference.recount = true;
+            }
+            self.services
+                .insert((saved.environment, saved.service), reference);
+        }
+        Ok(())
     }
 }
 #[cfg(test)]
@@ -857,5 +1016,238 @@ mod tests {
             .anomalies
             .iter()
             .any(|a| a.signal == "knn.distance:traces"));
+    }
+
+    /// The anomalies of a restored detector, of the detector it was saved from and of a fresh
+    /// one, on the same next events: 30 s of slow cart traffic, then 30 s of normal traffic.
+    fn next_verdicts(
+        original: &mut KnnDetector,
+        restored: &mut KnnDetector,
+        fresh: &mut KnnDetector,
+    ) -> [Vec<culprit_core::Anomaly>; 3] {
+        [original, restored, fresh].map(|d| {
+            let mut out = Findings::default();
+            traffic(d, 1_000, 30, 50.0, Phase::Detecting, &mut out);
+            traffic(d, 1_030, 30, 1.0, Phase::Detecting, &mut out);
+            d.flush(Phase::Detecting, &mut out);
+            out.anomalies
+        })
+    }
+
+    /// The detector's state through JSON text, as a snapshot file holds it.
+    fn through_text(d: &KnnDetector) -> serde_json::Value {
+        let text = serde_json::to_string(&d.save_state().expect("a k-NN detector saves")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_restored_detector_without_a_store_judges_the_next_events_as_the_one_it_was_saved_from() {
+        let config = KnnConfig {
+            reference_per_service: 300,
+            ..KnnConfig::default()
+        };
+        let make = || KnnDetector::new(SourceKind::Traces, config.clone(), DetectConfig::default());
+        let mut original = make();
+        let mut out = Findings::default();
+        // Past the cap, so points are admitted ever more sparsely.
+        traffic(&mut original, 0, 120, 1.0, Phase::Learning, &mut out);
+        original.flush(Phase::Learning, &mut out);
+        let state = through_text(&original);
+        assert_eq!(original.state_name().as_deref(), Some("knn_traces"));
+
+        let mut restored = make();
+        restored.restore_state(state).unwrap();
+        let key = ("default".to_string(), "cart".to_string());
+        assert_eq!(restored.services[&key].stored, 300);
+        assert_eq!(
+            reference_count(restored_store(&restored)),
+            300,
+            "the private reference comes back with the state"
+        );
+        let mut fresh = make();
+        let [after_original, after_restored, after_fresh] =
+            next_verdicts(&mut original, &mut restored, &mut fresh);
+        assert!(
+            after_original
+                .iter()
+                .any(|a| a.signal == "knn.distance:traces"),
+            "{after_original:?}"
+        );
+        assert_eq!(after_restored, after_original);
+        assert_ne!(
+            after_fresh, after_original,
+            "without the state the verdicts differ, or the test proves nothing"
+        );
+    }
+
+    /// The store a detector searches, for tests of detectors made by [`KnnDetector::new`].
+    fn restored_store(d: &KnnDetector) -> &dyn VectorStore {
+        d.store.inner()
+    }
+
+    #[test]
+    fn a_restored_detector_with_a_store_adopts_its_reference_and_keeps_its_calibration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let store = Arc::new(EmbeddedStore::open(path("original")).unwrap());
+        let make = |store: Arc<EmbeddedStore>| {
+            KnnDetector::with_store(
+                SourceKind::Traces,
+                KnnConfig::default(),
+                DetectConfig::default(),
+                store,
+                None,
+            )
+        };
+        let mut original = make(store.clone());
+        let mut out = Findings::default();
+        traffic(&mut original, 0, 120, 1.0, Phase::Learning, &mut out);
+        original.flush(Phase::Learning, &mut out);
+        let state = through_text(&original);
+        assert!(
+            state["state"]["services"][0]["points"].is_null(),
+            "the reference is the store's, not the snapshot's"
+        );
+        // The restored and the fresh detector each get a copy of the store as it was saved.
+        pollster::block_on(store.flush()).unwrap();
+        let copy = |name: &str| {
+            for suffix in ["", ".wal"] {
+                let from = dir.path().join(format!("original{suffix}"));
+                if from.exists() {
+                    std::fs::copy(from, dir.path().join(format!("{name}{suffix}"))).unwrap();
+                }
+            }
+            Arc::new(EmbeddedStore::open(path(name)).unwrap())
+        };
+        let (restored_copy, fresh_copy) = (copy("restored"), copy("fresh"));
+        let held = reference_count(&*store);
+        assert!(held >= 30);
+        assert_eq!(reference_count(&*restored_copy), held);
+
+        let mut restored = make(restored_copy.clone());
+        restored.restore_state(state).unwrap();
+        let mut fresh = make(fresh_copy);
+        let [after_original, after_restored, after_fresh] =
+            next_verdicts(&mut original, &mut restored, &mut fresh);
+        assert!(
+            after_original
+                .iter()
+                .any(|a| a.signal == "knn.distance:traces"),
+            "{after_original:?}"
+        );
+        assert_eq!(after_restored, after_original);
+        assert_ne!(
+            after_fresh, after_original,
+            "adopting the reference without the calibration judges differently"
+        );
+        assert_eq!(reference_count(&*restored_copy), reference_count(&*store));
+    }
+
+    #[test]
+    fn a_state_of_another_format_version_is_refused_and_the_detector_stays_fresh() {
+        let make = || {
+            KnnDetector::new(
+                SourceKind::Traces,
+                KnnConfig::default(),
+                DetectConfig::default(),
+            )
+        };
+        let mut learned = make();
+        let mut out = Findings::default();
+        traffic(&mut learned, 0, 120, 1.0, Phase::Learning, &mut out);
+        learned.flush(Phase::Learning, &mut out);
+        let mut state = through_text(&learned);
+        state["version"] = serde_json::json!(KnnState::VERSION + 1);
+
+        let mut refused = make();
+        let err = refused.restore_state(state).unwrap_err();
+        assert!(
+            matches!(err, StateError::Version { found, expected }
+                if found == KnnState::VERSION + 1 && expected == KnnState::VERSION),
+            "{err}"
+        );
+        assert!(refused.services.is_empty());
+        assert_eq!(refused.features.sizes(), (0, 0, 0));
+        assert_eq!(reference_count(restored_store(&refused)), 0);
+        let (mut fresh, mut unused) = (make(), make());
+        let [after_refused, after_fresh, _] = next_verdicts(&mut refused, &mut fresh, &mut unused);
+        assert_eq!(after_refused, after_fresh);
+    }
+
+    /// 10 log lines a second of `cart`, of two templates; with `failing`, every other line is
+    /// an error of a third.
+    fn log_traffic(d: &mut KnnDetector, from_s: i64, secs: i64, failing: bool, out: &mut Findings) {
+        let phase = if from_s < 1_000 {
+            Phase::Learning
+        } else {
+            Phase::Detecting
+        };
+        for i in 0..secs * 10 {
+            let t = from_s * NANOS_PER_SEC + i * NANOS_PER_SEC / 10;
+            let n = from_s * 10 + i;
+            let body = if failing && i % 2 == 0 {
+                format!(
+                    "ERROR payment {n} declined: gateway timeout after {} ms",
+                    3000 + n % 7
+                )
+            } else if n % 3 == 0 {
+                format!("WARN cache miss for key user-{}", n % 97)
+            } else {
+                format!("INFO order {n} placed in {} ms", 20 + n % 13)
+            };
+            let event = Event {
+                time: t,
+                resource: Arc::new(Resource::new("cart")),
+                body: EventBody::Log(culprit_core::LogEvent {
+                    level: None,
+                    body,
+                    trace_id: None,
+                    span_id: None,
+                    attributes: BTreeMap::new(),
+                }),
+            };
+            d.observe(&event, phase, out);
+            d.advance(t, phase, out);
+        }
+    }
+
+    #[test]
+    fn a_restored_log_detector_keeps_its_template_miner_and_judges_the_next_lines_as_before() {
+        let make = || {
+            KnnDetector::new(
+                SourceKind::Logs,
+                KnnConfig::default(),
+                DetectConfig::default(),
+            )
+        };
+        let mut original = make();
+        let mut out = Findings::default();
+        log_traffic(&mut original, 0, 120, false, &mut out);
+        original.flush(Phase::Learning, &mut out);
+        let state = through_text(&original);
+        assert_eq!(
+            state["state"]["features"]["logs"].as_array().map(Vec::len),
+            Some(1)
+        );
+        let mut restored = make();
+        restored.restore_state(state).unwrap();
+        assert_eq!(restored.features.sizes(), original.features.sizes());
+        let mut fresh = make();
+        let [after_original, after_restored, after_fresh] =
+            [&mut original, &mut restored, &mut fresh].map(|d| {
+                let mut out = Findings::default();
+                log_traffic(d, 1_000, 30, false, &mut out);
+                log_traffic(d, 1_030, 30, true, &mut out);
+                d.flush(Phase::Detecting, &mut out);
+                out.anomalies
+            });
+        assert!(
+            after_original
+                .iter()
+                .any(|a| a.signal == "knn.distance:logs" && a.time >= 1_030 * NANOS_PER_SEC),
+            "{after_original:?}"
+        );
+        assert_eq!(after_restored, after_original);
+        assert_ne!(after_fresh, after_original);
     }
 }

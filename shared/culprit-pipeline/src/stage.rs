@@ -380,4 +380,34 @@ mod tests {
         let opened = without.handle([anomaly("cart", 1000), anomaly("checkout", 1001)]);
         assert!(opened[0].similar_incidents.is_empty(), "no history, none");
     }
+
+    #[test]
+    fn a_fused_stage_saves_every_detector_that_learns_and_a_new_one_restores_them_all() {
+        let config = crate::PipelineConfig {
+            detector: crate::DetectorMode::Fused,
+            ..crate::PipelineConfig::default()
+        };
+        let states = DetectStage::from_config(&config).save_state();
+        let names: Vec<&str> = states.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "knn_logs",
+                "knn_metrics",
+                "knn_traces",
+                "logs",
+                "metrics",
+                "spans",
+                "trace_logs",
+                "versions"
+            ]
+        );
+        let text = serde_json::to_string(&states).unwrap();
+        let report =
+            DetectStage::from_config(&config).restore_state(serde_json::from_str(&text).unwrap());
+        assert_eq!(report.restored.len(), names.len(), "{report:?}");
+        assert!(
+            report.refused.is_empty() && report.missing.is_empty() && report.unknown.is_empty()
+        );
+    }
 }
