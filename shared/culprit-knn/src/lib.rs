@@ -1034,6 +1034,26 @@ mod tests {
         })
     }
 
+    /// Runs [`next_verdicts`] and checks that the restored detector judges as the original
+    /// did, which found the slow traffic, and the fresh one does not (`why`).
+    fn assert_restored_judges_as_the_original(
+        original: &mut KnnDetector,
+        restored: &mut KnnDetector,
+        fresh: &mut KnnDetector,
+        why: &str,
+    ) {
+        let [after_original, after_restored, after_fresh] =
+            next_verdicts(original, restored, fresh);
+        assert!(
+            after_original
+                .iter()
+                .any(|a| a.signal == "knn.distance:traces"),
+            "{after_original:?}"
+        );
+        assert_eq!(after_restored, after_original);
+        assert_ne!(after_fresh, after_original, "{why}");
+    }
+
     /// The detector's state through JSON text, as a snapshot file holds it.
     fn through_text(d: &KnnDetector) -> serde_json::Value {
         let text = serde_json::to_string(&d.save_state().expect("a k-NN detector saves")).unwrap();
@@ -1065,18 +1085,11 @@ mod tests {
             "the private reference comes back with the state"
         );
         let mut fresh = make();
-        let [after_original, after_restored, after_fresh] =
-            next_verdicts(&mut original, &mut restored, &mut fresh);
-        assert!(
-            after_original
-                .iter()
-                .any(|a| a.signal == "knn.distance:traces"),
-            "{after_original:?}"
-        );
-        assert_eq!(after_restored, after_original);
-        assert_ne!(
-            after_fresh, after_original,
-            "without the state the verdicts differ, or the test proves nothing"
+        assert_restored_judges_as_the_original(
+            &mut original,
+            &mut restored,
+            &mut fresh,
+            "without the state the verdicts differ, or the test proves nothing",
         );
     }
 
@@ -1127,18 +1140,11 @@ mod tests {
         let mut restored = make(restored_copy.clone());
         restored.restore_state(state).unwrap();
         let mut fresh = make(fresh_copy);
-        let [after_original, after_restored, after_fresh] =
-            next_verdicts(&mut original, &mut restored, &mut fresh);
-        assert!(
-            after_original
-                .iter()
-                .any(|a| a.signal == "knn.distance:traces"),
-            "{after_original:?}"
-        );
-        assert_eq!(after_restored, after_original);
-        assert_ne!(
-            after_fresh, after_original,
-            "adopting the reference without the calibration judges differently"
+        assert_restored_judges_as_the_original(
+            &mut original,
+            &mut restored,
+            &mut fresh,
+            "adopting the reference without the calibration judges differently",
         );
         assert_eq!(reference_count(&*restored_copy), reference_count(&*store));
     }
