@@ -188,6 +188,12 @@ struct Snapshots {
     /// Offsets committed since the last snapshot that was written, when one is owed: a snapshot
     /// not yet due at a commit is written at the next commit or once the input goes quiet.
     owed: Option<HashMap<PartitionKey, i64>>,
+    /// Sequence number of the last snapshot taken, and of the newest one on disk. Writes run on
+    /// a blocking thread (serialising and syncing a large state must not hold up the consumer),
+    /// one at a time; a write whose snapshot is older than the one on disk is dropped, so the
+    /// file only ever moves forward.
+    taken: u64,
+    on_disk: Arc<std::sync::Mutex<u64>>,
 }
 
 impl Snapshots {
@@ -223,6 +229,8 @@ impl Snapshots {
             to_restore,
             last_written: None,
             owed: None,
+            taken: 0,
+            on_disk: Arc::new(std::sync::Mutex::new(0)),
         }
     }
 }
@@ -334,17 +342,37 @@ impl EmbedHandler {
             newest: self.newest,
             detectors: self.stage.save_state(),
         };
-        match snapshot::write(&snapshots.path, &saved) {
-            Ok(()) if last => {
-                tracing::info!(path = %snapshots.path.display(), offsets = ?saved.offsets, "state snapshot written at shutdown")
+        snapshots.taken += 1;
+        let (seq, path, on_disk) = (
+            snapshots.taken,
+            snapshots.path.clone(),
+            snapshots.on_disk.clone(),
+        );
+        let write = move || {
+            let mut newest = on_disk.lock().unwrap_or_else(|e| e.into_inner());
+            if *newest > seq {
+                return; // a later snapshot was written first
             }
-            Ok(()) => {
-                tracing::debug!(path = %snapshots.path.display(), offsets = ?saved.offsets, "state snapshot written")
+            match snapshot::write(&path, &saved) {
+                Ok(()) => {
+                    *newest = seq;
+                    if last {
+                        tracing::info!(path = %path.display(), offsets = ?saved.offsets, "state snapshot written at shutdown")
+                    } else {
+                        tracing::debug!(path = %path.display(), offsets = ?saved.offsets, "state snapshot written")
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    "writing the state snapshot failed ({e}); a restart from here would warm up again"
+                ),
             }
-            Err(e) => tracing::warn!(
-                path = %snapshots.path.display(),
-                "writing the state snapshot failed ({e}); a restart from here would warm up again"
-            ),
+        };
+        // The last one is written before the worker returns (after any still in flight, which
+        // the lock waits for); outside a runtime (unit tests) every one is.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !last => drop(runtime.spawn_blocking(write)),
+            _ => write(),
         }
     }
 
@@ -789,6 +817,45 @@ mod tests {
             .handle(&incoming("culprit.changes", AT_26_MIN), false, &mut out)
             .unwrap();
         assert_eq!(fresh.phase(t26), Phase::Learning);
+    }
+
+    /// In the service a snapshot is written on a blocking thread; the one taken at shutdown is
+    /// on disk when the handler returns, and an earlier write still in flight never replaces it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_are_written_off_the_consumer_and_the_shutdown_one_is_the_one_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = snapshot::path(dir.path(), "g", "culprit.changes");
+        let mut out = Vec::new();
+        let mut h = snapshotting(dir.path(), Arc::new(Stats::new()));
+        h.handle(&incoming("culprit.changes", AT_0), false, &mut out)
+            .unwrap();
+        let at = |offset| HashMap::from([(("culprit.changes".to_string(), 0), offset)]);
+        h.after_commit(&at(8), false);
+        let written = wait_until(|| snapshot::read(&path).ok().flatten().is_some()).await;
+        assert!(written, "the first snapshot reaches the disk");
+        for offset in 9..40 {
+            h.snapshots.as_mut().unwrap().last_written = None; // due at every commit
+            h.after_commit(&at(offset), false);
+        }
+        h.after_commit(&at(40), true);
+        let saved = snapshot::read(&path).unwrap().unwrap();
+        assert_eq!(saved.offsets, std::collections::BTreeMap::from([(0, 40)]));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let later = snapshot::read(&path).unwrap().unwrap();
+        assert_eq!(
+            later.offsets, saved.offsets,
+            "no earlier write landed after the shutdown one"
+        );
+    }
+
+    async fn wait_until(mut check: impl FnMut() -> bool) -> bool {
+        for _ in 0..100 {
+            if check() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     #[test]

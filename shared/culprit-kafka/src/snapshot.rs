@@ -17,11 +17,14 @@
 //! not yet due is owed, and written at a later commit or when the input goes quiet for a commit
 //! interval), and after the final commit of a clean shutdown. A `kill -9` therefore loses at
 //! most `snapshot_secs` of learning (the messages between the snapshot and the last commit are
-//! neither in it nor read again), never the warm-up. The state then reflects exactly the messages below the
-//! recorded offsets (an asynchronous commit that fails leaves the snapshot slightly ahead: the
-//! messages in between are learned twice, which a baseline does not notice). The file is written
-//! to a temporary file, synced, and renamed over the previous one (then the directory synced), so
-//! a crash leaves the old snapshot or the new one, never half of one.
+//! neither in it nor read again), never the warm-up. The state reflects the messages below the
+//! recorded offsets and, since a partition is committed only up to its first message with an
+//! event in a window still open, possibly a few events after them whose windows had closed; an
+//! asynchronous commit that fails leaves the snapshot slightly ahead too. Such events are read
+//! again and learned twice, which a baseline does not notice. The embedder writes the file on a
+//! blocking thread, one write at a time and never an older snapshot over a newer one: to a
+//! temporary file, synced, and renamed over the previous one (then the directory synced), so a
+//! crash leaves the old snapshot or the new one, never half of one.
 //!
 //! # Restore
 //!
