@@ -891,7 +891,11 @@ async fn embedder_killed_mid_stream_keeps_every_committed_point_in_the_embedded_
             .len()
     };
     let complete = wait_for(Duration::from_secs(300), || distinct() >= total_keys).await;
+    // Messages read again after the kill may come after other partitions' newer ones and join
+    // the last windows: a tail of the last spans 15 minutes later moves the clock past them.
+    let tail_consumed = produce_later_tail(&env, &run, &keys_path).await?;
     let output = terminate(child).await?;
+    assert!(tail_consumed, "the tail was consumed");
     assert!(
         complete,
         "the restarted embedder consumed {} of {total_keys} events",
@@ -923,6 +927,60 @@ async fn embedder_killed_mid_stream_keeps_every_committed_point_in_the_embedded_
         "every event before the cutoff has its point, killed run included"
     );
     Ok(())
+}
+
+/// Messages of [`produce_later_tail`].
+const TAIL_MESSAGES: usize = 8;
+
+/// Produces the last [`TAIL_MESSAGES`] trace requests of `run` again, every span 15 minutes
+/// later, once the embedder consumed the rest: the clock moves past every window still open, so
+/// their points are finished. Returns whether the embedder consumed the tail (its keys appended
+/// to `keys`) within a minute.
+async fn produce_later_tail(
+    env: &TestEnv,
+    run: &culprit_sim::SimRun,
+    keys: &std::path::Path,
+) -> Result<bool> {
+    let tail: Vec<Record> = run.traces[run.traces.len() - TAIL_MESSAGES..]
+        .iter()
+        .map(|r| {
+            Record::new(culprit_otlp::to_protobuf(&later(
+                r,
+                15 * 60 * 1_000_000_000,
+            )))
+        })
+        .collect();
+    let events: usize = tail
+        .iter()
+        .map(|r| {
+            culprit_otlp::decode(Signal::Traces, Encoding::Protobuf, &r.payload)
+                .map_or(0, |e| e.len())
+        })
+        .sum();
+    let before = FileStore::read(keys).len();
+    env.produce(&env.config.topics.spans, &tail).await?;
+    Ok(wait_for(Duration::from_secs(60), || {
+        FileStore::read(keys).len() >= before + events
+    })
+    .await)
+}
+
+/// `request` with every span moved `by` nanoseconds later.
+fn later(
+    request: &culprit_otlp::proto::collector::trace::v1::ExportTraceServiceRequest,
+    by: u64,
+) -> culprit_otlp::proto::collector::trace::v1::ExportTraceServiceRequest {
+    let mut moved = request.clone();
+    for span in moved
+        .resource_spans
+        .iter_mut()
+        .flat_map(|r| r.scope_spans.iter_mut())
+        .flat_map(|s| s.spans.iter_mut())
+    {
+        span.start_time_unix_nano += by;
+        span.end_time_unix_nano += by;
+    }
+    moved
 }
 
 /// A point is finished when its window closes, so the events of the windows still open at a
@@ -1022,10 +1080,13 @@ async fn embedder_stopped_with_windows_open_leaves_their_messages_uncommitted_an
     let total_keys = expected_keys(Signal::Traces, &payloads).len();
     let child = spawn().spawn().context("restarting the embedder")?;
     let complete = wait_for(Duration::from_secs(180), || consumed() >= total_keys).await;
+    // The re-read messages may come after the other partitions' new ones and join the last
+    // windows, which close only when newer events arrive.
+    let tail_consumed = produce_later_tail(&env, &run, &keys_path).await?;
     let output = terminate(child).await?;
     assert!(
-        complete,
-        "the restart consumed {} of {total_keys} events",
+        complete && tail_consumed,
+        "the restart consumed {} of {total_keys} events (tail: {tail_consumed})",
         consumed()
     );
     assert!(output.status.success(), "restart: {}", output.status);
@@ -1045,7 +1106,8 @@ async fn embedder_stopped_with_windows_open_leaves_their_messages_uncommitted_an
         "every event of the first run has its point, the open windows' included"
     );
     assert!(
-        restarted["messages"].as_u64().unwrap_or(0) as usize > payloads.len() - half,
+        restarted["messages"].as_u64().unwrap_or(0) as usize
+            > payloads.len() - half + TAIL_MESSAGES,
         "the restart handled the held-back messages again besides the new ones"
     );
     Ok(())
