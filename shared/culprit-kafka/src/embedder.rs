@@ -182,7 +182,7 @@ struct Snapshots {
     source: SourceKind,
     group: String,
     topic: String,
-    /// The snapshot read at start, restored at the first message if it covers its partition.
+    /// The snapshot read at start, restored at the first message.
     to_restore: Option<Snapshot>,
     last_written: Option<Instant>,
     /// Offsets committed since the last snapshot that was written, when one is owed: a snapshot
@@ -280,7 +280,9 @@ impl EmbedHandler {
         }
     }
 
-    /// Restores the snapshot read at start, if it covers `partition` (the first message's).
+    /// Restores the snapshot read at start, whichever partition `partition` (the first
+    /// message's) is: baselines are per service, not per partition, so after a rebalance that
+    /// handed this instance other partitions they are still better than a new warm-up.
     fn restore(&mut self, partition: i32) {
         let Some(snapshots) = &mut self.snapshots else {
             return;
@@ -290,8 +292,7 @@ impl EmbedHandler {
         };
         let path = snapshots.path.display();
         if !saved.offsets.contains_key(&partition) {
-            tracing::warn!(%path, snapshot_partitions = ?saved.offsets.keys().collect::<Vec<_>>(), partition, "the state snapshot does not cover the partition this instance was assigned; not restored, warming up");
-            return;
+            tracing::info!(%path, snapshot_partitions = ?saved.offsets.keys().collect::<Vec<_>>(), partition, "the state snapshot was taken on other partitions; restoring it all the same (baselines are per service): services it never saw are learned as they come");
         }
         let report = self.stage.restore_state(saved.detectors);
         for (name, reason) in &report.refused {
@@ -819,6 +820,36 @@ mod tests {
         assert_eq!(fresh.phase(t26), Phase::Learning);
     }
 
+    #[test]
+    fn a_snapshot_taken_on_other_partitions_is_restored_after_a_rebalance() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let mut first = snapshotting(dir.path(), Arc::new(Stats::new()));
+        for payload in [AT_0, AT_25_MIN] {
+            first
+                .handle(&incoming("culprit.changes", payload), false, &mut out)
+                .unwrap();
+        }
+        first.after_commit(
+            &HashMap::from([(("culprit.changes".to_string(), 0), 8)]),
+            false,
+        );
+
+        // Restarted, and handed partition 3 only: the snapshot of partition 0 still carries the
+        // warm-up, so the first event is judged.
+        let mut restarted = snapshotting(dir.path(), Arc::new(Stats::new()));
+        let mut elsewhere = incoming("culprit.changes", AT_26_MIN);
+        elsewhere.partition = 3;
+        restarted.handle(&elsewhere, false, &mut out).unwrap();
+        let t26 = 1_767_225_600 * NANOS_PER_SEC + 26 * 60 * NANOS_PER_SEC;
+        assert_eq!(
+            restarted.learn_until,
+            Some(1_767_225_600 * NANOS_PER_SEC + 1200 * NANOS_PER_SEC),
+            "the warm-up restored, not a new one from this event"
+        );
+        assert_eq!(restarted.phase(t26), Phase::Detecting);
+    }
+
     /// In the service a snapshot is written on a blocking thread; the one taken at shutdown is
     /// on disk when the handler returns, and an earlier write still in flight never replaces it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -859,7 +890,7 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_snapshot_or_one_of_other_partitions_means_a_warm_up_not_a_crash() {
+    fn a_corrupt_snapshot_means_a_warm_up_not_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let path = snapshot::path(dir.path(), "g", "culprit.changes");
         std::fs::write(&path, b"\0 not json").unwrap();
@@ -870,20 +901,5 @@ mod tests {
             .unwrap();
         let t26 = 1_767_225_600 * NANOS_PER_SEC + 26 * 60 * NANOS_PER_SEC;
         assert_eq!(h.phase(t26), Phase::Learning, "warming up");
-
-        // A whole snapshot, but of partition 5 only: this instance was handed partition 0.
-        let mut other = snapshotting(dir.path(), Arc::new(Stats::new()));
-        other
-            .handle(&incoming("culprit.changes", AT_25_MIN), false, &mut out)
-            .unwrap();
-        other.after_commit(
-            &HashMap::from([(("culprit.changes".to_string(), 5), 3)]),
-            true,
-        );
-        let mut h = snapshotting(dir.path(), Arc::new(Stats::new()));
-        assert!(h.snapshots.as_ref().unwrap().to_restore.is_some());
-        h.handle(&incoming("culprit.changes", AT_26_MIN), false, &mut out)
-            .unwrap();
-        assert_eq!(h.phase(t26), Phase::Learning, "not restored: warming up");
     }
 }

@@ -28,9 +28,9 @@
 //!
 //! # Restore
 //!
-//! At its first message the embedder restores the snapshot of its group and topic if the
-//! snapshot covers that message's partition; the warm-up then counts as passed (or continues to
-//! the same event time, if the snapshot was taken during it). A missing snapshot means a warm-up
+//! At its first message the embedder restores the snapshot of its group and topic, whichever
+//! partitions it was taken on; the warm-up then counts as passed (or continues to the same event
+//! time, if the snapshot was taken during it). A missing snapshot means a warm-up
 //! (logged at info); an unreadable one, or one of another format version, is logged as a warning
 //! and also means a warm-up, never a crash. A detector whose own part does not fit learns afresh
 //! while the others are restored.
@@ -39,7 +39,8 @@
 //! baselines are per service, not per partition, so an instance that is handed a partition it
 //! never had still detects on the services it knows, and meets the other services' signals with
 //! no baseline (they are learned as they come, reported once there are enough samples); the
-//! snapshot is not handed over with the partition.
+//! snapshot is not handed over with the partition. For the same reason a restarted instance that
+//! a rebalance handed other partitions than its snapshot's restores it all the same.
 
 use culprit_core::UnixNanos;
 use culprit_detect::state::DetectorStates;
