@@ -1,9 +1,12 @@
 //! Incidents: anomalies grouped per environment by event time.
 //!
 //! An incident opens when the anomalies of the last `open_window_secs` carry at least
-//! `open_evidence` (so one stray SEV4 opens nothing, one SEV1 or a few SEV2s do), takes in every
-//! later anomaly until `quiet_gap_secs` of event time pass without one (a late anomaly that
-//! arrives before that still extends it), and then resolves. Changes never open an incident:
+//! `open_evidence` (so one stray SEV4 opens nothing, one SEV1 or a few SEV2s do), and stays open
+//! while that much evidence keeps coming: every later anomaly within `quiet_gap_secs` of its last
+//! one joins it, but only one that brings its last `open_window_secs` to `open_evidence` extends
+//! it (a late anomaly too). When `quiet_gap_secs` of event time pass without such evidence it
+//! resolves. The same threshold opens and sustains an incident, so the weak background a busy
+//! system always shows cannot keep one open for the next, unrelated fault to join. Changes never open an incident:
 //! they are kept for `change_lookback_secs` and attached to the next one as candidate causes.
 //!
 //! An alert is published when an incident opens, whenever its top candidates change order, and
@@ -83,6 +86,9 @@ struct Incident {
     anomalies: Vec<Anomaly>,
     ids: HashSet<String>,
     changes: Vec<Anomaly>,
+    /// Its anomalies of the last `open_window_secs` before the newest: the evidence that keeps
+    /// it open.
+    recent: VecDeque<Anomaly>,
     started_at: UnixNanos,
     updated_at: UnixNanos,
     revision: u32,
@@ -173,13 +179,20 @@ impl Correlator {
         if let Some(incident) = &mut state.open {
             if anomaly.time <= incident.updated_at + quiet {
                 if incident.ids.insert(anomaly.id.clone()) {
-                    // Corroborating signals join an incident but never stretch it.
-                    if !corroborating {
+                    let mut anomaly = anomaly;
+                    weigh_novelty(&self.config, &state.novelty_seen, &mut anomaly);
+                    let newest = incident.recent.iter().map(|a| a.time).max();
+                    let newest = newest.unwrap_or(anomaly.time).max(anomaly.time);
+                    incident.recent.push_back(anomaly.clone());
+                    incident.recent.retain(|a| a.time >= newest - open_window);
+                    // Corroborating signals join an incident but never stretch it, nor does
+                    // evidence too weak to have opened one.
+                    let sustained = candidate_evidence(&incident.recent, &self.config.rank)
+                        >= self.config.open_evidence;
+                    if !corroborating && sustained {
                         incident.updated_at = incident.updated_at.max(anomaly.time);
                         incident.started_at = incident.started_at.min(anomaly.time);
                     }
-                    let mut anomaly = anomaly;
-                    weigh_novelty(&self.config, &state.novelty_seen, &mut anomaly);
                     incident.anomalies.push(anomaly);
                     incident.dirty = true;
                 }
@@ -230,6 +243,7 @@ impl Correlator {
         let ids = anomalies.iter().map(|a| a.id.clone()).collect();
         state.open = Some(Incident {
             id,
+            recent: anomalies.iter().cloned().collect(),
             anomalies,
             ids,
             changes,
@@ -557,6 +571,60 @@ mod tests {
         c.add(anomaly("cart", "span.errors", Severity::Sev1, 2000));
         let again = c.add(anomaly("cart", "log.errors", Severity::Sev1, 2001));
         assert_ne!(again[0].incident_id, id);
+    }
+
+    #[test]
+    fn weak_background_joins_an_incident_but_does_not_keep_it_open_for_the_next_fault() {
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.add(anomaly("cart", "span.errors", Severity::Sev1, 1000));
+        let first = c.add(anomaly("cart", "log.errors", Severity::Sev1, 1001))[0]
+            .incident_id
+            .clone();
+        // A SEV4 somewhere every 50 s: far below what opens an incident.
+        let mut resolved = Vec::new();
+        for (i, secs) in (1050..1600).step_by(50).enumerate() {
+            c.add(anomaly(
+                &format!("noise-{i}"),
+                "span.latency:x",
+                Severity::Sev4,
+                secs,
+            ));
+            resolved.extend(
+                c.advance(secs * NANOS_PER_SEC)
+                    .into_iter()
+                    .filter(|a| a.status == IncidentStatus::Resolved),
+            );
+        }
+        assert_eq!(resolved.len(), 1, "resolved while only background came");
+        assert_eq!(resolved[0].incident_id, first);
+        assert!(
+            resolved[0].anomaly_count > 2,
+            "the background within the gap joined it"
+        );
+
+        // The next fault opens its own incident, ranked on its own evidence.
+        c.add(anomaly("payment", "span.errors", Severity::Sev1, 1600));
+        let second = c.add(anomaly("payment", "log.errors", Severity::Sev1, 1601));
+        assert_eq!(second.len(), 1);
+        assert_ne!(second[0].incident_id, first);
+        assert_eq!(second[0].root_causes[0].service, "payment");
+    }
+
+    #[test]
+    fn evidence_that_could_open_an_incident_keeps_it_open() {
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.add(anomaly("cart", "span.errors", Severity::Sev1, 1000));
+        let id = c.add(anomaly("cart", "log.errors", Severity::Sev1, 1001))[0]
+            .incident_id
+            .clone();
+        for secs in (1100..1600).step_by(100) {
+            c.add(anomaly("cart", "span.errors", Severity::Sev1, secs));
+            c.add(anomaly("checkout", "span.errors", Severity::Sev2, secs + 1));
+            assert!(c
+                .advance((secs + 2) * NANOS_PER_SEC)
+                .iter()
+                .all(|a| a.status == IncidentStatus::Open && a.incident_id == id));
+        }
     }
 
     /// One incident of two SEV1s on `service` at `secs`, resolved by a watermark 200 s later.
