@@ -85,6 +85,7 @@ pub struct Metrics {
     recalculations: Family<TriggerLabels, Counter>,
     consumer_lag: Family<LagLabels, Gauge>,
     consumer_lag_seconds: Family<LagLabels, Gauge<f64, AtomicU64>>,
+    consumer_held_back: Family<LagLabels, Gauge>,
     processing_latency: Family<ServiceLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -113,6 +114,7 @@ impl Metrics {
             recalculations: Family::default(),
             consumer_lag: Family::default(),
             consumer_lag_seconds: Family::default(),
+            consumer_held_back: Family::default(),
             processing_latency: Family::new_with_constructor(latency_histogram),
         };
         // prometheus-client appends `_total` to counters and the unit to the histogram.
@@ -166,6 +168,11 @@ impl Metrics {
             "Wall-clock time from the Kafka timestamp of a partition's latest handled message to its handling (producer clock against this host's), by topic and partition",
             Unit::Seconds,
             m.consumer_lag_seconds.clone(),
+        );
+        registry.register(
+            "consumer_held_back",
+            "Records of consumer_lag that an embedder has read but not committed because their events may still sit in an open window (committed once the window closes; read again after a restart), by topic and partition",
+            m.consumer_held_back.clone(),
         );
         registry.register_with_unit(
             "processing_latency",
@@ -241,6 +248,20 @@ impl Metrics {
     /// Drops the offset lag of a partition this process no longer reports one for.
     pub fn forget_consumer_lag(&self, topic: &str, partition: i32) {
         self.consumer_lag.remove(&lag_labels(topic, partition));
+    }
+
+    /// The records of one partition's offset lag that the embedder holds back uncommitted
+    /// because their windows are still open.
+    pub fn consumer_held_back(&self, topic: &str, partition: i32, records: i64) {
+        self.consumer_held_back
+            .get_or_create(&lag_labels(topic, partition))
+            .set(records);
+    }
+
+    /// Drops the held-back count of a partition that holds nothing back any more.
+    pub fn forget_consumer_held_back(&self, topic: &str, partition: i32) {
+        self.consumer_held_back
+            .remove(&lag_labels(topic, partition));
     }
 
     /// Drops the time lag of a partition this process no longer reports one for.

@@ -322,6 +322,9 @@ impl Exporter {
             if let Some(ms) = p.time_ms {
                 metrics.consumer_lag_seconds(&p.topic, p.partition, Duration::from_millis(ms));
             }
+            if let Some(records) = p.held_back {
+                metrics.consumer_held_back(&p.topic, p.partition, records);
+            }
         }
         // Partitions gone since the last export (revoked, or no longer reported) lose their lag.
         for gone in last.iter().flat_map(|l| &l.partitions) {
@@ -334,6 +337,9 @@ impl Exporter {
             }
             if gone.time_ms.is_some() && now.is_none_or(|p| p.time_ms.is_none()) {
                 metrics.forget_consumer_lag_seconds(&gone.topic, gone.partition);
+            }
+            if gone.held_back.is_some() && now.is_none_or(|p| p.held_back.is_none()) {
+                metrics.forget_consumer_held_back(&gone.topic, gone.partition);
             }
         }
         self.last = Some(now);
@@ -380,6 +386,7 @@ mod tests {
         s.decode_errors = vec![("malformed_protobuf", 2), ("empty", 1)];
         s.anomalies = vec![(SourceKind::Logs, Severity::Sev2, 4)];
         s.partitions = vec![lag(0, Some(120), Some(1500)), lag(1, None, Some(20))];
+        s.partitions[0].held_back = Some(40); // of the 120, in windows still open
         embedder.export(s.clone(), api.metrics());
         // The next snapshot adds only what happened since.
         s.events = vec![(SourceKind::Logs, 15)];
@@ -403,6 +410,7 @@ mod tests {
             r#"culprit_dlq_total{source="anomalies"} 1"#,
             r#"culprit_decode_errors_total{source="anomalies",reason="malformed_bus_message"} 1"#,
             r#"culprit_consumer_lag{topic="otlp_logs",partition="0"} 120"#,
+            r#"culprit_consumer_held_back{topic="otlp_logs",partition="0"} 40"#,
             r#"culprit_consumer_lag_seconds{topic="otlp_logs",partition="0"} 1.5"#,
             r#"culprit_consumer_lag_seconds{topic="otlp_logs",partition="1"} 0.02"#,
         ] {
