@@ -206,27 +206,33 @@ struct SpanInfo {
 /// Joins child spans to their parents across services. Parents usually end (and so are
 /// exported) after their children, so a child whose parent is unknown waits in `pending`.
 /// Both maps are generational: when the current generation fills up it becomes the previous
-/// one and the old previous is dropped, bounding memory without per-entry timestamps.
+/// one and the old previous is dropped, bounding memory without per-entry timestamps. Span ids
+/// are kept as their 64-bit hash ([`span_key`]), not as strings: up to 400,000 of them are held.
 #[derive(Debug, Default)]
 struct SpanJoiner {
-    spans: [HashMap<String, SpanInfo>; 2],
-    pending: [HashMap<String, Vec<SpanInfo>>; 2],
+    spans: [HashMap<u64, SpanInfo>; 2],
+    pending: [HashMap<u64, Vec<SpanInfo>>; 2],
+}
+
+/// A span id's key in [`SpanJoiner`]: its FNV-1a hash. Two of the few hundred thousand ids held
+/// share one with a probability of about 1e-8.
+fn span_key(span_id: &str) -> u64 {
+    culprit_core::hash::Fnv1a::of(span_id.as_bytes())
 }
 
 impl SpanJoiner {
     const GENERATION: usize = 200_000;
 
-    fn lookup(&self, span_id: &str) -> Option<&SpanInfo> {
-        self.spans[0]
-            .get(span_id)
-            .or_else(|| self.spans[1].get(span_id))
+    fn lookup(&self, key: u64) -> Option<&SpanInfo> {
+        self.spans[0].get(&key).or_else(|| self.spans[1].get(&key))
     }
 
     /// Records `span` and returns the (parent, child) pairs it completes.
     fn join(&mut self, span: &SpanEvent, info: SpanInfo) -> Vec<(SpanInfo, SpanInfo)> {
         let mut pairs = Vec::new();
         if let Some(parent_id) = &span.parent_span_id {
-            match self.lookup(parent_id) {
+            let parent_key = span_key(parent_id);
+            match self.lookup(parent_key) {
                 Some(parent) => pairs.push((parent.clone(), info.clone())),
                 None => {
                     if self.pending[0].len() >= Self::GENERATION {
@@ -234,14 +240,15 @@ impl SpanJoiner {
                         self.pending[0].clear();
                     }
                     self.pending[0]
-                        .entry(parent_id.clone())
+                        .entry(parent_key)
                         .or_default()
                         .push(info.clone());
                 }
             }
         }
+        let key = span_key(&span.span_id);
         for generation in &mut self.pending {
-            if let Some(children) = generation.remove(&span.span_id) {
+            if let Some(children) = generation.remove(&key) {
                 pairs.extend(children.into_iter().map(|c| (info.clone(), c)));
             }
         }
@@ -249,7 +256,7 @@ impl SpanJoiner {
             self.spans.swap(0, 1);
             self.spans[0].clear();
         }
-        self.spans[0].insert(span.span_id.clone(), info);
+        self.spans[0].insert(key, info);
         pairs
     }
 }

@@ -186,8 +186,10 @@ struct ServiceLogs {
 pub struct FeatureState {
     config: FeatureStateConfig,
     series: HashMap<u64, SeriesWindow>,
-    span_ops: HashMap<String, String>,
-    span_order: VecDeque<String>,
+    /// Operation of each span id remembered, keyed by the id's hash ([`span_key`]): up to
+    /// `max_spans` of them are held, so not as strings.
+    span_ops: HashMap<u64, String>,
+    span_order: VecDeque<u64>,
     logs: HashMap<String, ServiceLogs>,
 }
 
@@ -204,13 +206,19 @@ impl Default for FeatureState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FeatureMemory {
     series: Vec<(u64, SeriesWindow)>,
-    /// (span id, operation), oldest first: the eviction order.
-    spans: Vec<(String, String)>,
+    /// (span id's hash, operation), oldest first: the eviction order.
+    spans: Vec<(u64, String)>,
     logs: Vec<(String, ServiceLogs)>,
 }
 
 /// Key of the shared miner once `max_log_services` is reached.
 const OVERFLOW_SERVICE: &str = "\u{0}overflow";
+
+/// A span id's key in the span cache: its FNV-1a hash (two of the `max_spans` ids held share
+/// one with a probability of about 1e-9).
+fn span_key(span_id: &str) -> u64 {
+    culprit_core::hash::Fnv1a::of(span_id.as_bytes())
+}
 
 impl FeatureState {
     pub fn new(config: FeatureStateConfig) -> Self {
@@ -230,7 +238,7 @@ impl FeatureState {
             spans: self
                 .span_order
                 .iter()
-                .filter_map(|id| Some((id.clone(), self.span_ops.get(id)?.clone())))
+                .filter_map(|id| Some((*id, self.span_ops.get(id)?.clone())))
                 .collect(),
             logs: self
                 .logs
@@ -247,8 +255,8 @@ impl FeatureState {
         self.span_ops.clear();
         self.span_order.clear();
         let skip = memory.spans.len().saturating_sub(self.config.max_spans);
-        for (id, op) in memory.spans.into_iter().skip(skip) {
-            self.remember_span(&id, &op);
+        for (key, op) in memory.spans.into_iter().skip(skip) {
+            self.remember_key(key, op);
         }
         self.logs = memory.logs.into_iter().collect();
     }
@@ -295,15 +303,18 @@ impl FeatureState {
     }
 
     fn remember_span(&mut self, span_id: &str, op: &str) {
-        if span_id.is_empty() || self.config.max_spans == 0 {
+        if span_id.is_empty() {
             return;
         }
-        if self
-            .span_ops
-            .insert(span_id.to_string(), op.to_string())
-            .is_none()
-        {
-            self.span_order.push_back(span_id.to_string());
+        self.remember_key(span_key(span_id), op.to_string());
+    }
+
+    fn remember_key(&mut self, key: u64, op: String) {
+        if self.config.max_spans == 0 {
+            return;
+        }
+        if self.span_ops.insert(key, op).is_none() {
+            self.span_order.push_back(key);
         }
         while self.span_order.len() > self.config.max_spans {
             if let Some(old) = self.span_order.pop_front() {
@@ -401,7 +412,7 @@ fn span_features(
         None | Some("") => ROOT.to_string(),
         Some(p) => state
             .span_ops
-            .get(p)
+            .get(&span_key(p))
             .cloned()
             .unwrap_or_else(|| UNKNOWN.to_string()),
     };

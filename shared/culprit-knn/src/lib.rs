@@ -135,7 +135,8 @@ struct KnnState {
 }
 
 impl KnnState {
-    const VERSION: u32 = 1;
+    /// 2: the featuriser's span cache holds span ids by their hash.
+    const VERSION: u32 = 2;
 }
 
 #[derive(Serialize, Deserialize)]
