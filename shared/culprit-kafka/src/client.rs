@@ -169,6 +169,11 @@ pub(crate) fn subscribed_consumer(
 /// How often librdkafka reports a consumer's statistics (and with them its offset lag).
 pub(crate) const STATISTICS_INTERVAL_MS: &str = "5000";
 
+/// What librdkafka may prefetch for one consumer, in KiB: 16 MiB instead of its 64 MiB. A batch
+/// of OTLP spans is about 100 KiB, so this is still a second or more of work at full speed, and
+/// the rest was resident memory an embedder never needed (`kafka.extra` may change it).
+pub(crate) const PREFETCH_KBYTES: &str = "16384";
+
 pub(crate) fn consumer_config(
     config: &KafkaConfig,
     group: &str,
@@ -191,7 +196,8 @@ pub(crate) fn consumer_config(
         .set("enable.partition.eof", "false")
         // Statistics carry each partition's committed offset and high watermark: the offset lag
         // of `Stats` (`kafka.extra` may change the interval; "0" turns them off).
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
     set_properties(&mut c, config)?;
     Ok(c)
 }
@@ -621,6 +627,18 @@ mod tests {
             .insert("statistics.interval.ms".to_string(), "0".to_string());
         let c = consumer_config(&config, "g", "c").unwrap();
         assert_eq!(c.get("statistics.interval.ms"), Some("0"));
+    }
+
+    #[test]
+    fn consumers_prefetch_less_than_librdkafkas_default_unless_told_otherwise() {
+        let c = consumer_config(&KafkaConfig::default(), "g", "c").unwrap();
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some(PREFETCH_KBYTES));
+        let mut config = KafkaConfig::default();
+        config
+            .extra
+            .insert("queued.max.messages.kbytes".to_string(), "65536".to_string());
+        let c = consumer_config(&config, "g", "c").unwrap();
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("65536"));
     }
 
     #[test]
