@@ -420,6 +420,7 @@ pub(crate) fn baseline_error(e: &BaselineError) -> StatusCode {
         BaselineError::NotExposed => StatusCode::NOT_IMPLEMENTED,
         BaselineError::UnknownService(_) => StatusCode::NOT_FOUND,
         BaselineError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        BaselineError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
         BaselineError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -519,7 +520,7 @@ async fn recalculate(
         Ok(r) => r,
         Err(message) => {
             return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::BAD_REQUEST,
                 format!("invalid recalculation: {message}"),
             )
         }

@@ -1,19 +1,129 @@
 //! The API's view of the baselines: what the detect stages of this process post on their
-//! [`BaselineBoard`], in the API's terms.
+//! [`BaselineBoard`], in the API's terms; and recalculations, as forget requests on the board
+//! (from now on) or re-learns from a time range of the embedders' Kafka topics ([`Relearners`]).
 
 use async_trait::async_trait;
 use culprit_api::{
     BaselineError, BaselineView, Bucket, BucketThresholds, RecalcOutcome, RecalcRange,
     SignalBaseline, Threshold,
 };
-use culprit_core::SourceKind;
+use culprit_core::{SourceKind, UnixNanos};
 use culprit_detect::baseline::Tier;
 use culprit_detect::SignalSummary;
+use culprit_kafka::Relearners;
 use culprit_pipeline::{BaselineBoard, ForgetRequest};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct BoardView {
     pub board: Arc<BaselineBoard>,
+    /// The embedders that re-learn from a time range of their topic; None without Kafka.
+    pub relearners: Option<Relearners>,
+    /// How long a re-learn from a range may take before the request is answered with a timeout
+    /// (the re-learn is then abandoned).
+    pub relearn_timeout: Duration,
+}
+
+impl BoardView {
+    /// How long a re-learn may take by default: reading a week of a busy topic takes minutes.
+    pub const RELEARN_TIMEOUT: Duration = Duration::from_secs(300);
+
+    pub fn new(board: Arc<BaselineBoard>, relearners: Option<Relearners>) -> BoardView {
+        BoardView {
+            board,
+            relearners,
+            relearn_timeout: Self::RELEARN_TIMEOUT,
+        }
+    }
+
+    fn known(&self, service: &str, source: Option<SourceKind>) -> usize {
+        self.board
+            .summaries()
+            .iter()
+            .filter(|b| b.service == service && source.is_none_or(|s| s == b.source))
+            .count()
+    }
+
+    /// Re-learns `service` from `[from, to)` in every embedder of `source` (all when None) and
+    /// waits for all of them.
+    async fn relearn(
+        &self,
+        service: &str,
+        source: Option<SourceKind>,
+        from: UnixNanos,
+        to: UnixNanos,
+    ) -> Result<RecalcOutcome, BaselineError> {
+        let Some(relearners) = &self.relearners else {
+            return Err(BaselineError::Unsupported(
+                "re-learning from a time range reads the raw events back from the sources' Kafka topics, and this process reads no Kafka topic (embedded file input); recalculate from now on instead".into(),
+            ));
+        };
+        let known = self.known(service, source);
+        let replies = relearners.request(service, source, from, to);
+        if replies.is_empty() {
+            let which = source.map_or("any source".to_string(), |s| s.to_string());
+            return Err(BaselineError::Unsupported(format!(
+                "no embedder of {which} runs in this process to re-read its topic; recalculate from now on instead"
+            )));
+        }
+        // The embedders work at once; one deadline for all of them.
+        let deadline = tokio::time::Instant::now() + self.relearn_timeout;
+        let mut baselines = 0;
+        let mut parts = Vec::new();
+        let mut failures = Vec::new();
+        for (source, reply) in replies {
+            match tokio::time::timeout_at(deadline, reply).await {
+                Ok(Ok(Ok(r))) => {
+                    baselines += r.baselines;
+                    parts.push(format!(
+                        "{} events of {} messages from {} ({} skipped as undecodable): {} baselines",
+                        r.events, r.messages, r.topic, r.skipped, r.baselines
+                    ));
+                }
+                Ok(Ok(Err(e))) => failures.push(format!("{source}: {e}")),
+                Ok(Err(_)) => failures.push(format!("{source}: the embedder stopped before answering")),
+                Err(_) => failures.push(format!(
+                    "{source}: no answer within {} s (re-reading the range takes longer; try a shorter one)",
+                    self.relearn_timeout.as_secs()
+                )),
+            }
+        }
+        if !failures.is_empty() {
+            let done = if parts.is_empty() {
+                String::new()
+            } else {
+                format!("; the others re-learned: {}", parts.join("; "))
+            };
+            let message = format!(
+                "re-learning {service} from {} to {} failed for {}{done}",
+                time(from),
+                time(to),
+                failures.join("; ")
+            );
+            return Err(if failures.iter().any(|f| f.contains("no answer within")) {
+                BaselineError::TimedOut(message)
+            } else {
+                BaselineError::Failed(message)
+            });
+        }
+        if baselines == 0 && known == 0 {
+            return Err(BaselineError::UnknownService(service.to_string()));
+        }
+        Ok(RecalcOutcome {
+            baselines,
+            detail: format!(
+                "{service} re-learned from {} to {}: {}; its other baselines were replaced, other services kept theirs",
+                time(from),
+                time(to),
+                parts.join("; ")
+            ),
+        })
+    }
+}
+
+/// A time for the history's sentence, RFC 3339 in UTC.
+fn time(t: UnixNanos) -> String {
+    chrono::DateTime::from_timestamp_nanos(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[async_trait]
@@ -49,11 +159,8 @@ impl BaselineView for BoardView {
         source: Option<SourceKind>,
         range: RecalcRange,
     ) -> Result<RecalcOutcome, BaselineError> {
-        if let RecalcRange::Range { .. } = range {
-            // The store holds embeddings, not the raw values the statistical baselines learn.
-            return Err(BaselineError::Unsupported(
-                "re-learning from a stored time range is not supported yet: the event store keeps embeddings, not the values the baselines learn; recalculate from now on instead".into(),
-            ));
+        if let RecalcRange::Range { from, to } = range {
+            return self.relearn(service, source, from, to).await;
         }
         let baselines = self.board.request_forget(ForgetRequest {
             service: service.to_string(),
@@ -149,9 +256,7 @@ mod tests {
                 summary("cart", SourceKind::Metrics, "metric:memory"),
             ],
         );
-        let view = BoardView {
-            board: board.clone(),
-        };
+        let view = BoardView::new(board.clone(), None);
         assert_eq!(view.services().await.unwrap(), ["cart", "payment"]);
         let cart = view.baselines("cart").await.unwrap();
         assert_eq!(cart.len(), 2);
