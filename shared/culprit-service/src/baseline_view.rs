@@ -112,7 +112,7 @@ impl BoardView {
         Ok(RecalcOutcome {
             baselines,
             detail: format!(
-                "{service} re-learned from {} to {}: {}; its other baselines were replaced, other services kept theirs",
+                "{service}'s baselines re-learned from {} to {}: {}; other services keep theirs",
                 time(from),
                 time(to),
                 parts.join("; ")
@@ -217,6 +217,7 @@ fn signal_baseline(s: SignalSummary) -> SignalBaseline {
 mod tests {
     use super::*;
     use culprit_core::Severity;
+    use culprit_core::NANOS_PER_SEC as NANOS;
     use culprit_detect::baseline::{BaselineSummary, BucketSummary, ThresholdSummary};
 
     fn summary(service: &str, source: SourceKind, signal: &str) -> SignalSummary {
@@ -266,11 +267,18 @@ mod tests {
             view.baselines("nope").await,
             Err(BaselineError::UnknownService(_))
         ));
-        assert!(matches!(
-            view.recalculate("cart", None, RecalcRange::Range { from: 0, to: 1 })
-                .await,
-            Err(BaselineError::Unsupported(_))
-        ));
+        match view
+            .recalculate("cart", None, RecalcRange::Range { from: 0, to: 1 })
+            .await
+        {
+            Err(BaselineError::Unsupported(why)) => {
+                assert!(
+                    why.contains("Kafka") && why.contains("from now on"),
+                    "{why}"
+                )
+            }
+            other => panic!("without Kafka a range is unsupported: {other:?}"),
+        }
         assert!(matches!(
             view.recalculate("nope", None, RecalcRange::FromNow).await,
             Err(BaselineError::UnknownService(_))
@@ -288,5 +296,88 @@ mod tests {
                 source: Some(SourceKind::Metrics)
             }]
         );
+    }
+
+    /// An embedder that answers every re-learn request with `baselines` baselines.
+    fn answering(relearners: &Relearners, source: SourceKind, baselines: usize) {
+        let mut inbox = relearners.register(source);
+        tokio::spawn(async move {
+            while let Some(r) = inbox.recv().await {
+                let report = culprit_kafka::RelearnReport {
+                    source,
+                    topic: format!("otlp_{source}"),
+                    from: r.from,
+                    to: r.to,
+                    messages: 40,
+                    events: 120,
+                    skipped: 2,
+                    baselines,
+                };
+                let _ = r.reply.send(Ok(report));
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn a_range_recalculation_waits_for_the_embedders_concerned_and_says_what_they_reread() {
+        let board = Arc::new(BaselineBoard::new());
+        board.register("traces");
+        board.post(
+            "traces",
+            0,
+            vec![summary(
+                "cart",
+                SourceKind::Traces,
+                "span.latency:GET /cart",
+            )],
+        );
+        let relearners = Relearners::new();
+        answering(&relearners, SourceKind::Traces, 3);
+        answering(&relearners, SourceKind::Logs, 2);
+        let view = BoardView::new(board, Some(relearners.clone()));
+        let (from, to) = (1_767_225_600 * NANOS, 1_767_229_200 * NANOS);
+        let range = RecalcRange::Range { from, to };
+
+        let all = view.recalculate("cart", None, range).await.unwrap();
+        assert_eq!(all.baselines, 5, "both embedders: {all:?}");
+        for part in [
+            "from 2026-01-01T00:00:00Z to 2026-01-01T01:00:00Z",
+            "120 events of 40 messages from otlp_traces (2 skipped as undecodable): 3 baselines",
+            "from otlp_logs",
+        ] {
+            assert!(all.detail.contains(part), "{part}: {}", all.detail);
+        }
+        let logs = view
+            .recalculate("cart", Some(SourceKind::Logs), range)
+            .await
+            .unwrap();
+        assert_eq!(logs.baselines, 2, "the logs embedder only");
+        assert!(!logs.detail.contains("otlp_traces"), "{}", logs.detail);
+
+        match view
+            .recalculate("cart", Some(SourceKind::Metrics), range)
+            .await
+        {
+            Err(BaselineError::Unsupported(why)) => assert!(why.contains("metrics"), "{why}"),
+            other => panic!("no metrics embedder: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_range_recalculation_that_takes_too_long_is_answered_with_a_timeout() {
+        let board = Arc::new(BaselineBoard::new());
+        let relearners = Relearners::new();
+        let _silent = relearners.register(SourceKind::Traces);
+        let mut view = BoardView::new(board, Some(relearners));
+        view.relearn_timeout = Duration::from_millis(50);
+        match view
+            .recalculate("cart", None, RecalcRange::Range { from: 0, to: NANOS })
+            .await
+        {
+            Err(BaselineError::TimedOut(why)) => {
+                assert!(why.contains("traces: no answer within 0 s"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
