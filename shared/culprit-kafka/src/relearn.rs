@@ -87,8 +87,14 @@ pub struct RelearnRequest {
 /// clone reaches the same embedders.
 #[derive(Clone, Default)]
 pub struct Relearners {
-    inboxes: Arc<Mutex<Vec<(SourceKind, mpsc::UnboundedSender<RelearnRequest>)>>>,
+    inboxes: Arc<Mutex<Vec<Inbox>>>,
 }
+
+/// The answer to one request.
+pub type Reply = oneshot::Receiver<Result<RelearnReport, RelearnError>>;
+
+/// Where one embedder takes its requests.
+type Inbox = (SourceKind, mpsc::UnboundedSender<RelearnRequest>);
 
 /// The receiving end of one embedder's re-learn requests.
 pub struct RelearnInbox(mpsc::UnboundedReceiver<RelearnRequest>);
@@ -105,9 +111,7 @@ impl Relearners {
         Relearners::default()
     }
 
-    fn inboxes(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Vec<(SourceKind, mpsc::UnboundedSender<RelearnRequest>)>> {
+    fn inboxes(&self) -> std::sync::MutexGuard<'_, Vec<Inbox>> {
         self.inboxes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
