@@ -453,7 +453,8 @@ async fn service_baselines(State(state): State<ApiState>, Path(service): Path<St
     }
 }
 
-/// The body of `POST /baselines/{service}/recalculate`; empty re-learns from now on.
+/// The body of `POST /baselines/{service}/recalculate`; empty re-learns from now on, a range
+/// replaces the service's baselines with what its events teach (400 when the range is invalid).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RecalcRequest {
