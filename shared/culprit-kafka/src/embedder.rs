@@ -36,6 +36,10 @@
 //!   it, so it follows that environment's anomalies in the same partition. Every record carries
 //!   the header `culprit.source` (the source), which the correlator uses to hold its clock at the
 //!   slowest source.
+//!
+//! With [`EmbedderOptions::relearners`] the embedder also re-learns a service's baselines from a
+//! time range of its topic on request, on a task beside the consumer ([`crate::relearn`]); its
+//! stage adopts the result at its next window, or when its input is quiet (the worker's `idle`).
 
 use crate::client::PartitionKey;
 use crate::client::{producer, subscribed_consumer, Outgoing};

@@ -19,7 +19,9 @@
 //!    is quiet.
 //!
 //! The reading, decoding and learning run on a blocking thread; the request is dropped, and the
-//! reading stops, when whoever asked stops waiting.
+//! reading stops, when whoever asked stops waiting. What a re-read learned serves the requests
+//! for the same range in the next ten minutes: a scheduled run asks once per service, and the
+//! topic is read once for them all.
 
 use crate::client::client_config;
 use crate::config::KafkaConfig;
@@ -71,6 +73,8 @@ pub enum RelearnError {
     NoBoard(SourceKind),
     #[error("the re-learn was abandoned: nobody waits for it any more")]
     Abandoned,
+    #[error("the Kafka client configuration: {0}")]
+    Config(String),
     #[error("the re-learn thread failed: {0}")]
     Thread(String),
 }
@@ -177,9 +181,24 @@ pub(crate) struct RelearnContext {
     pub fresh: Arc<dyn Fn() -> DetectStage + Send + Sync>,
 }
 
+/// What the last re-read learned, kept a while: a scheduled run asks for the same range once per
+/// service, and the topic is read once for all of them.
+struct Learned {
+    range: (UnixNanos, UnixNanos),
+    at: Instant,
+    states: Arc<DetectorStates>,
+    read: Read,
+}
+
+impl Learned {
+    /// How long a re-read serves later requests for the same range.
+    const REUSE: Duration = Duration::from_secs(600);
+}
+
 /// Serves `inbox` until it closes (the task is aborted when the embedder stops).
 pub(crate) async fn serve(context: RelearnContext, mut inbox: RelearnInbox) {
     let context = Arc::new(context);
+    let mut last: Option<Learned> = None;
     while let Some(request) = inbox.0.recv().await {
         let RelearnRequest {
             service,
@@ -188,7 +207,13 @@ pub(crate) async fn serve(context: RelearnContext, mut inbox: RelearnInbox) {
             mut reply,
         } = request;
         let cancelled = Arc::new(AtomicBool::new(false));
-        let work = relearn(context.clone(), &service, from, to, cancelled.clone());
+        let work = relearn(
+            context.clone(),
+            &service,
+            (from, to),
+            &mut last,
+            cancelled.clone(),
+        );
         let result = tokio::select! {
             result = work => result,
             _ = reply.closed() => {
@@ -210,21 +235,43 @@ pub(crate) async fn serve(context: RelearnContext, mut inbox: RelearnInbox) {
 async fn relearn(
     context: Arc<RelearnContext>,
     service: &str,
-    from: UnixNanos,
-    to: UnixNanos,
+    (from, to): (UnixNanos, UnixNanos),
+    last: &mut Option<Learned>,
     cancelled: Arc<AtomicBool>,
 ) -> Result<RelearnReport, RelearnError> {
     let Some((board, stage_name)) = context.board.clone() else {
         return Err(RelearnError::NoBoard(context.source));
     };
-    tracing::info!(%service, topic = %context.topic, from, to, "re-learning from a time range of the topic");
-    let reader = context.clone();
-    let (learned, read) = tokio::task::spawn_blocking(move || {
-        let stage = (reader.fresh)();
-        read_range(&reader, from, to, stage, &cancelled)
-    })
-    .await
-    .map_err(|e| RelearnError::Thread(e.to_string()))??;
+    // Dropped with this future (the caller gave up, the embedder stopped): the read stops too.
+    let _stop_reading = CancelOnDrop(cancelled.clone());
+    let reusable = last
+        .as_ref()
+        .filter(|l| l.range == (from, to) && l.at.elapsed() < Learned::REUSE);
+    let (states, read) = match reusable {
+        Some(l) => {
+            tracing::info!(%service, topic = %context.topic, from, to, "re-learning from the range the topic was just re-read for");
+            (l.states.clone(), l.read.clone())
+        }
+        None => {
+            tracing::info!(%service, topic = %context.topic, from, to, "re-learning from a time range of the topic");
+            let reader = context.clone();
+            let (states, read) = tokio::task::spawn_blocking(move || {
+                let stage = (reader.fresh)();
+                read_range(&reader, from, to, stage, &cancelled)
+            })
+            .await
+            .map_err(|e| RelearnError::Thread(e.to_string()))??;
+            let states = Arc::new(states);
+            *last = Some(Learned {
+                range: (from, to),
+                at: Instant::now(),
+                states: states.clone(),
+                read: read.clone(),
+            });
+            (states, read)
+        }
+    };
+    let learned = (*states).clone();
 
     let (done, adopted) = oneshot::channel();
     let adopt = AdoptRequest {
@@ -253,11 +300,19 @@ async fn relearn(
     })
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Read {
     messages: u64,
     events: u64,
     skipped: u64,
+}
+
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A bus that drops what the fresh stage publishes: it only learns.
@@ -274,7 +329,7 @@ fn standalone_consumer(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer
         what,
         source,
     };
-    let mut c = client_config(config).map_err(|e| RelearnError::Thread(e.to_string()))?;
+    let mut c = client_config(config).map_err(|e| RelearnError::Config(e.to_string()))?;
     // librdkafka refuses to assign without a group id, but assigning (unlike subscribing)
     // joins no group, and with explicit start offsets and no commits the group is never used.
     c.set("client.id", format!("{}-relearn", config.client_id))
