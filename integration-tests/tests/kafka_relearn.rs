@@ -214,6 +214,26 @@ async fn a_range_recalculation_relearns_a_services_new_latency_from_the_topic_an
         "cart at its re-learned level is normal"
     );
 
+    // Another service over the same range: the topic read for cart serves it (the spans
+    // produced since are not read again), and pay takes its own level of that period.
+    let (_, reply) = relearners
+        .request("pay", Some(SourceKind::Traces), from, to)
+        .pop()
+        .context("the traces embedder")?;
+    let pay = tokio::time::timeout(Duration::from_secs(120), reply)
+        .await
+        .context("the second re-learn did not answer")???;
+    assert_eq!(
+        (pay.messages, pay.events),
+        (report.messages, report.events),
+        "one read for both"
+    );
+    let (pay_median, _) = median(&board, "pay", PAY_SIGNAL).context("pay's baseline")?;
+    assert!(
+        (48.0..=72.0).contains(&pay_median),
+        "pay's baseline is its level of the range: {pay_median} ms"
+    );
+
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(30), embedder)
         .await
