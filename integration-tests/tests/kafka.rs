@@ -93,6 +93,7 @@ fn options(
         warmup_secs,
         sink,
         stats,
+        relearners: None,
     }
 }
 

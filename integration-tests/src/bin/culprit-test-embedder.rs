@@ -41,6 +41,7 @@ async fn main() -> Result<()> {
         warmup_secs,
         sink: Arc::new(store),
         stats: stats.clone(),
+        relearners: None,
     };
     run_embedder(
         &config,

@@ -104,9 +104,12 @@ pub enum BaselineError {
     #[error("no baselines for service {0:?}")]
     UnknownService(String),
     /// The request is valid but these detectors cannot do it (for example re-learning from a
-    /// range when no event store is configured).
+    /// range when no source is read from Kafka).
     #[error("{0}")]
     Unsupported(String),
+    /// The recalculation did not finish in time (a re-learn from a long range).
+    #[error("{0}")]
+    TimedOut(String),
     #[error("{0}")]
     Failed(String),
 }

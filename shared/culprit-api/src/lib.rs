@@ -9,7 +9,13 @@
 //! `GET /incidents/{id}/similar`, `GET /incidents/{id}/feedback`, `GET /incidents/events`), the
 //! history (`GET /history`), the baselines (`GET /baselines`, `GET /baselines/{service}`), the
 //! dashboard's HTML fragments (`GET /ui/...`) and `GET /whoami`; a write-scoped one for
-//! `POST /incidents/{id}/feedback` and `POST /baselines/{service}/recalculate`.
+//! `POST /incidents/{id}/feedback` and `POST /baselines/{service}/recalculate`. The latter's body
+//! is empty or `{}` to forget and re-learn from now on, or `{"from": "<RFC 3339>", "to": "<RFC
+//! 3339>"}` to replace the service's baselines with what the events of that range teach (both
+//! with an optional `"source"`); a range that is not `from < to` or starts in the future is a
+//! 400, a range where nothing can re-read it (no Kafka) a 422, one that takes too long a 504.
+//! The answer is the recalculation as recorded in the history, its `detail` saying what was
+//! re-read.
 //!
 //! The service owns an [`ApiState`]: it records metrics through [`Metrics`], hands each published
 //! alert to [`ApiState::publish`], and registers readiness checks and, where it has detectors,

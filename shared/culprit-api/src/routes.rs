@@ -420,6 +420,7 @@ pub(crate) fn baseline_error(e: &BaselineError) -> StatusCode {
         BaselineError::NotExposed => StatusCode::NOT_IMPLEMENTED,
         BaselineError::UnknownService(_) => StatusCode::NOT_FOUND,
         BaselineError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        BaselineError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
         BaselineError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -452,7 +453,8 @@ async fn service_baselines(State(state): State<ApiState>, Path(service): Path<St
     }
 }
 
-/// The body of `POST /baselines/{service}/recalculate`; empty re-learns from now on.
+/// The body of `POST /baselines/{service}/recalculate`; empty re-learns from now on, a range
+/// replaces the service's baselines with what its events teach (400 when the range is invalid).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RecalcRequest {
@@ -519,7 +521,7 @@ async fn recalculate(
         Ok(r) => r,
         Err(message) => {
             return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::BAD_REQUEST,
                 format!("invalid recalculation: {message}"),
             )
         }

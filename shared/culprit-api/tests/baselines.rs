@@ -141,22 +141,22 @@ async fn recalculation_relearns_from_now_or_a_range_and_is_recorded() {
         (r#"{"range":"all"}"#, 400, "unknown field `range`"),
         (
             r#"{"from":"2026-02-28T12:00:00Z"}"#,
-            422,
+            400,
             "give both from and to",
         ),
         (
             r#"{"from":"2026-03-01T12:00:00Z","to":"2026-02-28T12:00:00Z"}"#,
-            422,
+            400,
             "from must be before to",
         ),
         (
             r#"{"from":"yesterday","to":"2026-02-28T12:00:00Z"}"#,
-            422,
+            400,
             "not an RFC 3339 time",
         ),
         (
             r#"{"from":"2027-01-01T00:00:00Z","to":"2027-01-02T00:00:00Z"}"#,
-            422,
+            400,
             "starts in the future",
         ),
     ] {

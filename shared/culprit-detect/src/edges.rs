@@ -156,6 +156,19 @@ impl EdgeLatency {
         }
     }
 
+    /// Replaces the edges into and out of `service` with those of `state`; the per-environment
+    /// pool is no service's and stays. Returns how many edge baselines were taken.
+    pub(crate) fn adopt(&mut self, service: &str, state: EdgeState) -> usize {
+        let touches = |(_, caller, callee): &EdgeKey| &**caller == service || &**callee == service;
+        self.forget(service);
+        let before = self.waits.len() + self.servers.len();
+        self.waits
+            .extend(state.waits.into_iter().filter(|(k, _)| touches(k)));
+        self.servers
+            .extend(state.servers.into_iter().filter(|(k, _)| touches(k)));
+        self.waits.len() + self.servers.len() - before
+    }
+
     pub(crate) fn restore_state(&mut self, state: EdgeState) {
         self.waits = state.waits;
         self.pooled = state.pooled;

@@ -80,6 +80,20 @@ pub trait Detector: Send {
     fn forget(&mut self, _service: &str) -> usize {
         0
     }
+    /// Replaces what `service` learned with what another detector of the same kind and
+    /// configuration learned for it, given as that detector's [`Detector::save_state`] (a
+    /// re-learn from a time range trains a fresh detector, then the live one adopts its part);
+    /// other services keep theirs. Returns how many baselines `service` has now. The default
+    /// only forgets: a detector whose state is not kept per service cannot take one service's
+    /// part, and the service re-learns from the events that follow.
+    fn adopt(
+        &mut self,
+        service: &str,
+        _learned: serde_json::Value,
+    ) -> Result<usize, state::StateError> {
+        self.forget(service);
+        Ok(0)
+    }
     /// The stable name this detector's part of a state snapshot is filed under, unique among the
     /// detectors of one stage; None for a detector that learns nothing worth keeping.
     fn state_name(&self) -> Option<String> {
@@ -347,6 +361,39 @@ impl Detectors {
             }
         }
         report.unknown = states.into_keys().collect();
+        report
+    }
+
+    /// Replaces what `service` learned, in the detectors that take `source` (all when None), with
+    /// their part of `learned` (the states of a fresh set of detectors of the same configuration,
+    /// [`Detectors::save_state`]). A detector `learned` has no part for keeps what it has.
+    pub fn adopt(
+        &mut self,
+        service: &str,
+        source: Option<SourceKind>,
+        learned: &state::DetectorStates,
+    ) -> state::AdoptReport {
+        let mut report = state::AdoptReport::default();
+        for d in self
+            .detectors
+            .iter_mut()
+            .filter(|d| source.is_none_or(|s| d.sources().contains(&s)))
+        {
+            let Some(name) = d.state_name() else {
+                continue;
+            };
+            let Some(part) = learned.get(&name) else {
+                report.kept.push(name);
+                continue;
+            };
+            match d.adopt(service, part.clone()) {
+                Ok(n) => {
+                    report.baselines += n;
+                    report.adopted.push(name);
+                }
+                Err(e) => report.refused.push((name, e.to_string())),
+            }
+        }
         report
     }
 

@@ -370,6 +370,32 @@ impl Detector for LogDetector {
         before - self.error_counts.len() - self.warning_counts.len()
     }
 
+    /// Takes the service's error and warning baselines, what [`Detector::forget`] drops. Its
+    /// template miner, known templates and mix stay: template ids are the miner's own, so the
+    /// fresh detector's would not match the ones already known here.
+    fn adopt(
+        &mut self,
+        service: &str,
+        learned: serde_json::Value,
+    ) -> Result<usize, crate::state::StateError> {
+        let state: LogState = crate::state::unversioned(learned, LogState::VERSION)?;
+        self.forget(service);
+        let before = self.error_counts.len() + self.warning_counts.len();
+        self.error_counts.extend(
+            state
+                .error_counts
+                .into_iter()
+                .filter(|(k, _)| k.1 == service),
+        );
+        self.warning_counts.extend(
+            state
+                .warning_counts
+                .into_iter()
+                .filter(|(k, _)| k.1 == service),
+        );
+        Ok(self.error_counts.len() + self.warning_counts.len() - before)
+    }
+
     fn state_name(&self) -> Option<String> {
         Some("logs".into())
     }
@@ -611,6 +637,65 @@ mod tests {
             }
             d.advance(t - NANOS_PER_SEC, phase, out);
         }
+    }
+
+    /// `secs` seconds of `service` writing 5 lines a second, one in `warn_every` a warning.
+    fn lines_of(d: &mut LogDetector, service: &str, t0: i64, secs: i64, warn_every: i64) {
+        let mut out = Findings::default();
+        for i in 0..secs * 5 {
+            let t = t0 + i * NANOS_PER_SEC / 5;
+            let (level, body) = if i % warn_every == 0 {
+                (LogLevel::Warn, "slow query took 120 ms".to_string())
+            } else {
+                (
+                    LogLevel::Info,
+                    format!("added item {} to cart {}", i * 7, i % 13),
+                )
+            };
+            d.observe(
+                &log(t, service, Some(level), &body),
+                Phase::Learning,
+                &mut out,
+            );
+            d.advance(t - NANOS_PER_SEC, Phase::Learning, &mut out);
+        }
+        d.flush(Phase::Learning, &mut out);
+    }
+
+    fn shown(d: &LogDetector, service: &str) -> Vec<String> {
+        let mut all = Vec::new();
+        d.baselines(&mut all);
+        let mut of: Vec<String> = all
+            .into_iter()
+            .filter(|s| s.service == service)
+            .map(|s| format!("{s:?}"))
+            .collect();
+        of.sort();
+        of
+    }
+
+    #[test]
+    fn an_adopted_service_takes_the_fresh_detectors_counts_and_the_others_keep_theirs() {
+        let mut live = LogDetector::new(DetectConfig::default());
+        lines_of(&mut live, "cart", 0, 300, 50);
+        lines_of(&mut live, "pay", 0, 300, 25);
+        let mut fresh = LogDetector::new(DetectConfig::default());
+        let t1 = 3600 * NANOS_PER_SEC;
+        lines_of(&mut fresh, "cart", t1, 300, 3);
+        lines_of(&mut fresh, "pay", t1, 300, 4);
+        let pay_before = shown(&live, "pay");
+        let templates = live.template_count("default", "cart");
+        assert_ne!(shown(&live, "cart"), shown(&fresh, "cart"));
+
+        let adopted = live.adopt("cart", fresh.save_state().unwrap()).unwrap();
+        assert_eq!(adopted, shown(&fresh, "cart").len());
+        assert_eq!(shown(&live, "cart"), shown(&fresh, "cart"));
+        assert_eq!(shown(&live, "pay"), pay_before, "pay untouched");
+        assert_eq!(
+            live.template_count("default", "cart"),
+            templates,
+            "the templates stay the live miner's"
+        );
     }
 
     #[test]

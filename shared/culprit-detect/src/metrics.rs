@@ -222,6 +222,31 @@ impl Detector for MetricDetector {
         before - self.series.len()
     }
 
+    /// Takes the service's series; a run held back is in flight and starts again.
+    fn adopt(
+        &mut self,
+        service: &str,
+        learned: serde_json::Value,
+    ) -> Result<usize, crate::state::StateError> {
+        let state: MetricState = crate::state::unversioned(learned, MetricState::VERSION)?;
+        self.forget(service);
+        let before = self.series.len();
+        self.series.extend(
+            state
+                .series
+                .into_iter()
+                .filter(|(k, _)| k.1 == service)
+                .map(|(k, baseline)| {
+                    let series = Series {
+                        baseline,
+                        run: Run::default(),
+                    };
+                    (k, series)
+                }),
+        );
+        Ok(self.series.len() - before)
+    }
+
     fn state_name(&self) -> Option<String> {
         Some("metrics".into())
     }
@@ -269,6 +294,72 @@ mod tests {
                 attributes: BTreeMap::new(),
             }),
         }
+    }
+
+    fn point_of(service: &str, t: i64, value: f64) -> Event {
+        let mut e = point(t, value);
+        e.resource = Arc::new(Resource::new(service).with_instance(format!("{service}-1")));
+        e
+    }
+
+    fn shown(d: &MetricDetector, service: &str) -> Vec<String> {
+        let mut all = Vec::new();
+        d.baselines(&mut all);
+        let mut of: Vec<String> = all
+            .into_iter()
+            .filter(|s| s.service == service)
+            .map(|s| format!("{s:?}"))
+            .collect();
+        of.sort();
+        of
+    }
+
+    #[test]
+    fn an_adopted_service_judges_as_the_fresh_detector_and_the_others_keep_their_baselines() {
+        let learn = |d: &mut MetricDetector, t0: i64, inventory: f64, cart: f64| {
+            let mut out = Findings::default();
+            for i in 0..60 {
+                let t = t0 + i * 15 * NANOS_PER_SEC;
+                let wobble = (i % 5) as f64;
+                d.observe(
+                    &point_of("inventory", t, inventory + wobble),
+                    Phase::Learning,
+                    &mut out,
+                );
+                d.observe(
+                    &point_of("cart", t, cart + wobble),
+                    Phase::Learning,
+                    &mut out,
+                );
+            }
+        };
+        let mut live = MetricDetector::new(DetectConfig::default());
+        learn(&mut live, 0, 20.0, 50.0);
+        let mut fresh = MetricDetector::new(DetectConfig::default());
+        learn(&mut fresh, 3600 * NANOS_PER_SEC, 70.0, 10.0);
+        let cart_before = shown(&live, "cart");
+        assert_ne!(shown(&live, "inventory"), shown(&fresh, "inventory"));
+
+        let adopted = live
+            .adopt("inventory", fresh.save_state().unwrap())
+            .unwrap();
+        assert_eq!(adopted, 1);
+        assert_eq!(shown(&live, "inventory"), shown(&fresh, "inventory"));
+        assert_eq!(shown(&live, "cart"), cart_before, "cart untouched");
+
+        // CPU at the new level is normal to the adopted detector, a spike to the old baseline.
+        let judged = |d: &mut MetricDetector| {
+            let mut out = Findings::default();
+            for i in 0..5 {
+                let t = 7200 * NANOS_PER_SEC + i * 15 * NANOS_PER_SEC;
+                d.observe(&point_of("inventory", t, 72.0), Phase::Detecting, &mut out);
+            }
+            out.anomalies.len()
+        };
+        let (mut old, _) = learned_cpu();
+        assert!(judged(&mut old) > 0, "the old baseline finds 72 abnormal");
+        assert_eq!(judged(&mut live), 0);
+        assert_eq!(judged(&mut fresh), 0);
     }
 
     /// A detector that learned 15 minutes of a CPU series wobbling between 20 and 24.

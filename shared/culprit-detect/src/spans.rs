@@ -760,6 +760,38 @@ impl Detector for SpanDetector {
         before - self.latency.len() - self.errors.len() + self.edge_latency.forget(service)
     }
 
+    /// Takes the service's latency and error baselines, the call edges into and out of it and
+    /// the operations, error types and error-handler calls it was seen with.
+    fn adopt(
+        &mut self,
+        service: &str,
+        learned: serde_json::Value,
+    ) -> Result<usize, crate::state::StateError> {
+        let state: SpanState = crate::state::unversioned(learned, SpanState::VERSION)?;
+        self.forget(service);
+        let mine = |key: &OpKey| &*key.1 == service;
+        let before = self.latency.len() + self.errors.len();
+        self.latency
+            .extend(state.latency.into_iter().filter(|(k, _)| mine(k)));
+        self.errors
+            .extend(state.errors.into_iter().filter(|(k, _)| &*k.1 == service));
+        let adopted = self.latency.len() + self.errors.len() - before;
+        for (key, seen) in state.operations_seen.into_iter().filter(|(k, _)| mine(k)) {
+            self.operations_seen.entry(key).or_insert(seen);
+        }
+        for key in state.error_handler_calls {
+            if mine(&key.0) {
+                self.error_handler_calls.learn(key);
+            }
+        }
+        for key in state.error_types {
+            if &*key.1 == service {
+                self.error_types.learn(key);
+            }
+        }
+        Ok(adopted + self.edge_latency.adopt(service, state.edges))
+    }
+
     fn state_name(&self) -> Option<String> {
         Some("spans".into())
     }
@@ -951,6 +983,90 @@ mod tests {
             assert!(edge_signals(&d, "frontend").is_empty(), "{service}");
             assert!(edge_signals(&d, "cart").is_empty(), "{service}");
         }
+    }
+
+    /// The baselines `d` shows for `service`, as text, without the call edges when `edges` is
+    /// false.
+    fn shown(d: &SpanDetector, service: &str, edges: bool) -> Vec<String> {
+        let mut all = Vec::new();
+        d.baselines(&mut all);
+        let mut of: Vec<String> = all
+            .into_iter()
+            .filter(|s| s.service == service)
+            .filter(|s| edges || !s.signal.starts_with("span.edge_latency"))
+            .map(|s| format!("{s:?}"))
+            .collect();
+        of.sort();
+        of
+    }
+
+    /// `pay` on its own, 10 requests a second at `ms`.
+    fn pay_traffic(d: &mut SpanDetector, t0: i64, secs: i64, ms: f64, out: &mut Findings) {
+        for i in 0..secs * 10 {
+            let t = t0 + i * NANOS_PER_SEC / 10;
+            let jitter = 1.0 + ((i * 31) % 11) as f64 / 30.0;
+            let id = format!("p{t0}-{i}");
+            d.observe(
+                &span(t, "pay", "POST /pay", &id, None, ms * jitter, false),
+                Phase::Learning,
+                out,
+            );
+            d.advance(t - NANOS_PER_SEC, Phase::Learning, out);
+        }
+    }
+
+    #[test]
+    fn an_adopted_service_judges_as_the_fresh_detector_and_the_others_keep_their_baselines() {
+        let mut out = Findings::default();
+        let mut live = SpanDetector::new(DetectConfig::default());
+        traffic(&mut live, 0, 600, 20.0, false, Phase::Learning, &mut out);
+        pay_traffic(&mut live, 0, 600, 8.0, &mut out);
+        live.flush(Phase::Learning, &mut out);
+        // The re-learn: a fresh detector trained on a later period, cart ten times slower and
+        // pay faster.
+        let t1 = 3600 * NANOS_PER_SEC;
+        let mut fresh = SpanDetector::new(DetectConfig::default());
+        traffic(&mut fresh, t1, 600, 200.0, false, Phase::Learning, &mut out);
+        pay_traffic(&mut fresh, t1, 600, 3.0, &mut out);
+        fresh.flush(Phase::Learning, &mut out);
+        let (cart_before, pay_before, frontend_before) = (
+            shown(&live, "cart", true),
+            shown(&live, "pay", true),
+            shown(&live, "frontend", false),
+        );
+        assert_ne!(cart_before, shown(&fresh, "cart", true));
+
+        let adopted = live.adopt("cart", fresh.save_state().unwrap()).unwrap();
+        // Latency, error rates (not shown) and the call edge's wait and server time.
+        assert!(adopted > shown(&fresh, "cart", true).len(), "{adopted}");
+        assert_eq!(shown(&live, "cart", true), shown(&fresh, "cart", true));
+        assert_eq!(shown(&live, "pay", true), pay_before, "pay untouched");
+        assert_eq!(
+            shown(&live, "frontend", false),
+            frontend_before,
+            "frontend's own latency untouched"
+        );
+
+        // Cart at the new level: the adopted detector is quiet about it, as the fresh one, while
+        // one that kept the old baseline reports it.
+        let cart_latency = |d: &mut SpanDetector| {
+            let mut out = Findings::default();
+            traffic(d, 2 * t1, 120, 200.0, false, Phase::Detecting, &mut out);
+            d.flush(Phase::Detecting, &mut out);
+            out.anomalies
+                .into_iter()
+                .filter(|a| a.service == "cart" && a.signal.as_str().starts_with("span.latency"))
+                .count()
+        };
+        let mut old = SpanDetector::new(DetectConfig::default());
+        traffic(&mut old, 0, 600, 20.0, false, Phase::Learning, &mut out);
+        old.flush(Phase::Learning, &mut out);
+        assert!(
+            cart_latency(&mut old) > 0,
+            "the old baseline finds the new level slow"
+        );
+        assert_eq!(cart_latency(&mut live), 0);
+        assert_eq!(cart_latency(&mut fresh), 0);
     }
 
     #[test]

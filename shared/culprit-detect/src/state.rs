@@ -40,6 +40,19 @@ pub struct RestoreReport {
     pub unknown: Vec<String>,
 }
 
+/// What [`crate::Detectors::adopt`] did, per detector name.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AdoptReport {
+    /// Baselines the service has now in the detectors that adopted.
+    pub baselines: usize,
+    pub adopted: Vec<String>,
+    /// Parts a detector refused, with the reason; those detectors were left as they were.
+    pub refused: Vec<(String, String)>,
+    /// Detectors the learned states had no part for (the k-NN ones, which a re-learn does not
+    /// train); they keep what they had.
+    pub kept: Vec<String>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Versioned<T> {
     version: u32,

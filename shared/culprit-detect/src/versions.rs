@@ -326,6 +326,21 @@ impl Detector for VersionDetector {
         before - self.rollouts.len()
     }
 
+    /// Takes the service's rollouts: when each of its versions first served, and its recent
+    /// windows.
+    fn adopt(
+        &mut self,
+        service: &str,
+        learned: serde_json::Value,
+    ) -> Result<usize, crate::state::StateError> {
+        let state: VersionState = crate::state::unversioned(learned, VersionState::VERSION)?;
+        self.forget(service);
+        let before = self.rollouts.len();
+        self.rollouts
+            .extend(state.rollouts.into_iter().filter(|(k, _)| k.1 == service));
+        Ok(self.rollouts.len() - before)
+    }
+
     fn state_name(&self) -> Option<String> {
         Some("versions".into())
     }
@@ -500,6 +515,71 @@ mod tests {
         }
         d.flush(phase, &mut out);
         out
+    }
+
+    /// The rollouts `d` saves for `service`, as text.
+    fn rollouts_of(d: &VersionDetector, service: &str) -> Vec<String> {
+        let state = d.save_state().unwrap();
+        let mut of: Vec<String> = state["state"]["rollouts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|pair| pair[0][1] == service)
+            .map(|pair| {
+                // Maps come out in any order: compare them sorted.
+                let rollout: Rollout = serde_json::from_value(pair[1].clone()).unwrap();
+                let first: std::collections::BTreeMap<_, _> = rollout.first_seen.iter().collect();
+                format!("{first:?} {:?}", rollout.recent.len())
+            })
+            .collect();
+        of.sort();
+        of
+    }
+
+    /// `billing` on one pod and version, `from_s` to `to_s`.
+    fn billing(d: &mut VersionDetector, from_s: i64, to_s: i64, version: &str) {
+        let mut out = Findings::default();
+        for i in from_s * 5..to_s * 5 {
+            let t = i * NANOS_PER_SEC / 5;
+            let mut e = span(t, "a", version, 30, false);
+            let mut resource = (*e.resource).clone();
+            resource.service = "billing".into();
+            e.resource = Arc::new(resource);
+            d.observe(&e, Phase::Learning, &mut out);
+            d.advance(t, Phase::Learning, &mut out);
+        }
+        d.flush(Phase::Learning, &mut out);
+    }
+
+    #[test]
+    fn an_adopted_service_judges_as_the_fresh_detector_and_the_others_keep_their_rollouts() {
+        let mut live = VersionDetector::new(DetectConfig::default());
+        serve(&mut live, 0, 330, Phase::Learning);
+        billing(&mut live, 0, 330, "1.0.0");
+        // The fresh detector saw checkout's rollout start at second 1000 instead.
+        let mut fresh = VersionDetector::new(DetectConfig::default());
+        serve(&mut fresh, 700, 1030, Phase::Learning);
+        billing(&mut fresh, 700, 1030, "9.9.9");
+        let billing_before = rollouts_of(&live, "billing");
+        assert_ne!(
+            rollouts_of(&live, "checkout"),
+            rollouts_of(&fresh, "checkout")
+        );
+
+        let adopted = live.adopt("checkout", fresh.save_state().unwrap()).unwrap();
+        assert_eq!(adopted, 1);
+        assert_eq!(
+            rollouts_of(&live, "checkout"),
+            rollouts_of(&fresh, "checkout")
+        );
+        assert_eq!(
+            rollouts_of(&live, "billing"),
+            billing_before,
+            "billing untouched"
+        );
+        let next_live = serve(&mut live, 1030, 1150, Phase::Detecting).anomalies;
+        let next_fresh = serve(&mut fresh, 1030, 1150, Phase::Detecting).anomalies;
+        assert_eq!(next_live, next_fresh);
     }
 
     #[test]

@@ -36,12 +36,17 @@
 //!   it, so it follows that environment's anomalies in the same partition. Every record carries
 //!   the header `culprit.source` (the source), which the correlator uses to hold its clock at the
 //!   slowest source.
+//!
+//! With [`EmbedderOptions::relearners`] the embedder also re-learns a service's baselines from a
+//! time range of its topic on request, on a task beside the consumer ([`crate::relearn`]); its
+//! stage adopts the result at its next window, or when its input is quiet (the worker's `idle`).
 
 use crate::client::PartitionKey;
 use crate::client::{producer, subscribed_consumer, Outgoing};
 use crate::config::KafkaConfig;
 use crate::error::ServiceError;
 use crate::hooks::EventSink;
+use crate::relearn::{self, RelearnContext, Relearners};
 use crate::snapshot::{self, Snapshot};
 use crate::stats::Stats;
 use crate::time_guard::{OutOfRange, TimeGuard, TIMESTAMP_OUT_OF_RANGE};
@@ -71,6 +76,9 @@ pub struct EmbedderOptions {
     pub sink: Arc<dyn EventSink>,
     /// Counters of this instance.
     pub stats: Arc<Stats>,
+    /// Where this embedder takes requests to re-learn a service from a time range of its topic
+    /// ([`crate::relearn`]); none: it takes none. Needs a stage attached to a baseline board.
+    pub relearners: Option<Relearners>,
 }
 
 impl Default for EmbedderOptions {
@@ -79,6 +87,7 @@ impl Default for EmbedderOptions {
             warmup_secs: 0,
             sink: Arc::new(crate::NoopSink),
             stats: Arc::new(Stats::new()),
+            relearners: None,
         }
     }
 }
@@ -114,17 +123,30 @@ pub async fn run_embedder(
             options.warmup_secs,
         )
     });
+    let decoder = Decoder::new(config, source);
+    // Re-learns from a time range run on a task of their own, beside the consumer.
+    let relearning = options.relearners.as_ref().and_then(|relearners| {
+        let Some(board) = stage.board() else {
+            tracing::warn!(%topic, "the detect stage is attached to no baseline board: re-learning from a time range is off");
+            return None;
+        };
+        let context = RelearnContext {
+            config: config.clone(),
+            source,
+            topic: topic.clone(),
+            decoder,
+            board: Some(board),
+            fresh: Arc::new(stage.relearner_factory()),
+        };
+        Some(tokio::spawn(relearn::serve(
+            context,
+            relearners.register(source),
+        )))
+    });
     let handler = EmbedHandler {
         source,
-        encoding: match source {
-            SourceKind::Traces => config.encodings.spans,
-            SourceKind::Logs => config.encodings.logs,
-            SourceKind::Metrics => config.encodings.metrics,
-            SourceKind::Changes => Encoding::Json,
-        },
-        limits: DecodeLimits {
-            max_bytes: config.max_message_bytes,
-        },
+        encoding: decoder.encoding,
+        limits: decoder.limits,
         stage,
         guard: TimeGuard::new(config.max_future_skew_secs, config.max_event_time_skew_secs),
         warmup: i64::from(options.warmup_secs) * NANOS_PER_SEC,
@@ -148,7 +170,12 @@ pub async fn run_embedder(
         stats: options.stats,
         handler,
     };
-    worker::run(worker, shutdown).await
+    let result = worker::run(worker, shutdown).await;
+    if let Some(task) = relearning {
+        // A re-learn in flight is dropped; whoever waits for it hears that the embedder stopped.
+        task.abort();
+    }
+    result
 }
 
 struct EmbedHandler {
@@ -245,8 +272,31 @@ impl Bus for VecBus {
     }
 }
 
-impl EmbedHandler {
-    fn decode(&self, payload: &[u8]) -> Result<Vec<Event>, DecodeError> {
+/// Turns a message of one source's topic into events: the live path and a re-learn share it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decoder {
+    pub source: SourceKind,
+    pub encoding: Encoding,
+    pub limits: DecodeLimits,
+}
+
+impl Decoder {
+    pub(crate) fn new(config: &KafkaConfig, source: SourceKind) -> Decoder {
+        Decoder {
+            source,
+            encoding: match source {
+                SourceKind::Traces => config.encodings.spans,
+                SourceKind::Logs => config.encodings.logs,
+                SourceKind::Metrics => config.encodings.metrics,
+                SourceKind::Changes => Encoding::Json,
+            },
+            limits: DecodeLimits {
+                max_bytes: config.max_message_bytes,
+            },
+        }
+    }
+
+    pub(crate) fn decode(&self, payload: &[u8]) -> Result<Vec<Event>, DecodeError> {
         match self.source {
             SourceKind::Traces => culprit_otlp::decode_with_limits(
                 Signal::Traces,
@@ -267,6 +317,17 @@ impl EmbedHandler {
                 culprit_otlp::changes::decode_changes_with_limits(payload, &self.limits)
             }
         }
+    }
+}
+
+impl EmbedHandler {
+    fn decode(&self, payload: &[u8]) -> Result<Vec<Event>, DecodeError> {
+        Decoder {
+            source: self.source,
+            encoding: self.encoding,
+            limits: self.limits,
+        }
+        .decode(payload)
     }
 
     fn phase(&mut self, time: UnixNanos) -> Phase {
@@ -569,6 +630,8 @@ impl Handler for EmbedHandler {
     }
 
     fn idle(&mut self) {
+        // A recalculation waits for the stage: with no event to close a window, serve it now.
+        self.stage.serve_requests();
         if let Some(owed) = self.snapshots.as_mut().and_then(|s| s.owed.take()) {
             self.save(&owed, false);
         }

@@ -45,6 +45,7 @@ mod correlator;
 mod embedder;
 mod error;
 mod hooks;
+pub mod relearn;
 pub mod snapshot;
 mod stats;
 mod time_guard;
@@ -58,6 +59,7 @@ pub use embedder::{run_embedder, EmbedderOptions, SOURCE_HEADER};
 pub use error::ServiceError;
 pub use hooks::{event_key, EventSink, NoopSink};
 pub use rdkafka;
+pub use relearn::{RelearnError, RelearnInbox, RelearnReport, RelearnRequest, Relearners};
 pub use stats::{
     LatencyHistogram, LatencyObserver, PartitionLag, Stats, StatsSnapshot, LATENCY_BUCKETS_MS,
 };

@@ -1,12 +1,14 @@
-//! A board where detect stages show their baselines and take requests to forget them.
+//! A board where detect stages show their baselines and take requests to forget or replace them.
 //!
 //! Each [`DetectStage`](crate::DetectStage) runs inside one embedder and owns its detectors, so
 //! nothing outside can lock them while they work. A stage attached to a [`BaselineBoard`] instead
 //! posts a summary of its baselines there at most once per [`BaselineBoard::REFRESH_SECS`] of
-//! event time, and applies the forget requests waiting for it at its next window. The API reads
-//! the board; it never waits on a detector.
+//! event time, and applies the requests waiting for it at its next window (or when its input
+//! goes quiet): forget a service ([`ForgetRequest`]), or adopt what a fresh stage re-learned for
+//! it ([`AdoptRequest`]). The API reads the board; it never waits on a detector.
 
 use culprit_core::{SourceKind, UnixNanos};
+use culprit_detect::state::{AdoptReport, DetectorStates};
 use culprit_detect::SignalSummary;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -18,12 +20,33 @@ pub struct ForgetRequest {
     pub source: Option<SourceKind>,
 }
 
+/// A request to replace what a service learned (from one source, when given) with what a fresh
+/// stage of the same configuration learned for it ([`crate::DetectStage::save_state`]).
+pub struct AdoptRequest {
+    pub service: String,
+    pub source: Option<SourceKind>,
+    pub learned: DetectorStates,
+    /// Called with what the stage did, once it did it.
+    pub done: Box<dyn FnOnce(AdoptReport) + Send>,
+}
+
+impl std::fmt::Debug for AdoptRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdoptRequest")
+            .field("service", &self.service)
+            .field("source", &self.source)
+            .field("learned", &self.learned.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct Stage {
     summaries: Vec<SignalSummary>,
     /// Event time of the stage's last post.
     posted_at: Option<UnixNanos>,
     pending: Vec<ForgetRequest>,
+    adoptions: Vec<AdoptRequest>,
     /// Baselines forgotten by the stage on request, in all.
     forgotten: usize,
 }
@@ -76,6 +99,33 @@ impl BaselineBoard {
             .get_mut(stage)
             .map(|s| std::mem::take(&mut s.pending))
             .unwrap_or_default()
+    }
+
+    /// Queues `request` for `stage`; gives it back when no such stage is attached to the board.
+    pub fn request_adopt(&self, stage: &str, request: AdoptRequest) -> Result<(), AdoptRequest> {
+        match self.stages().get_mut(stage) {
+            Some(s) => {
+                s.adoptions.push(request);
+                Ok(())
+            }
+            None => Err(request),
+        }
+    }
+
+    /// The adoptions waiting for `stage`, which it applies now.
+    pub fn take_adoptions(&self, stage: &str) -> Vec<AdoptRequest> {
+        self.stages()
+            .get_mut(stage)
+            .map(|s| std::mem::take(&mut s.adoptions))
+            .unwrap_or_default()
+    }
+
+    /// Replaces `stage`'s summaries at once, outside its posting schedule (after an adoption,
+    /// so the API shows the new baselines as soon as the recalculation returns).
+    pub fn refresh(&self, stage: &str, summaries: Vec<SignalSummary>) {
+        if let Some(s) = self.stages().get_mut(stage) {
+            s.summaries = summaries;
+        }
     }
 
     /// Records that `stage` applied a request and dropped `n` baselines, and removes them from

@@ -17,7 +17,7 @@ mod baselines;
 mod bus;
 mod stage;
 
-pub use baselines::{BaselineBoard, ForgetRequest};
+pub use baselines::{AdoptRequest, BaselineBoard, ForgetRequest};
 pub use bus::{Bus, BusMessage, InProcessBus};
 pub use culprit_knn::{KnnConfig, PointOutbox};
 pub use culprit_store::{PointEntry, StoreConfig, VectorStore};

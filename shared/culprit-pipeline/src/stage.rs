@@ -24,6 +24,8 @@ pub struct DetectStage {
     board: Option<(Arc<BaselineBoard>, String)>,
     /// The finished points of the k-NN detectors and where they are written, with a store.
     points: Option<(PointOutbox, PointWriter)>,
+    /// The detection settings, for a fresh stage that re-learns ([`Self::relearner`]).
+    config: DetectConfig,
 }
 
 impl DetectStage {
@@ -41,7 +43,38 @@ impl DetectStage {
             lateness: config.lateness_nanos(),
             board: None,
             points: None,
+            config: config.clone(),
         }
+    }
+
+    /// A fresh stage of this one's detection settings with the statistical detectors, to
+    /// re-learn baselines from a stored time range; this stage then adopts what it learned for
+    /// one service ([`Self::adopt`]). The k-NN detectors take no part: their reference lives in
+    /// the vector store, which a re-learn must not write to, so they keep what they have.
+    pub fn relearner(&self) -> DetectStage {
+        DetectStage::new(&self.config)
+    }
+
+    /// Makes [`Self::relearner`]s, for a caller that no longer holds this stage.
+    pub fn relearner_factory(&self) -> impl Fn() -> DetectStage + Send + Sync + 'static {
+        let config = self.config.clone();
+        move || DetectStage::new(&config)
+    }
+
+    /// The board this stage is attached to ([`Self::attach_board`]), and its name there.
+    pub fn board(&self) -> Option<(Arc<BaselineBoard>, String)> {
+        self.board.clone()
+    }
+
+    /// Replaces what `service` learned, in the detectors that take `source` (all when None),
+    /// with their part of `learned` (a [`Self::relearner`]'s [`Self::save_state`]).
+    pub fn adopt(
+        &mut self,
+        service: &str,
+        source: Option<culprit_core::SourceKind>,
+        learned: &culprit_detect::state::DetectorStates,
+    ) -> culprit_detect::state::AdoptReport {
+        self.detectors.adopt(service, source, learned)
     }
 
     /// The detectors `config.detector` asks for; each k-NN detector keeps its reference in a
@@ -166,6 +199,18 @@ impl DetectStage {
     }
 
     fn serve_board(&mut self, now: UnixNanos) {
+        self.serve_requests();
+        let Some((board, name)) = &self.board else {
+            return;
+        };
+        if board.due(name, now) {
+            board.post(name, now, self.detectors.baselines());
+        }
+    }
+
+    /// Applies the requests waiting on the board: at every window, and from the embedder when its
+    /// input is quiet, so a recalculation does not wait for the next event.
+    pub fn serve_requests(&mut self) {
         let Some((board, name)) = &self.board else {
             return;
         };
@@ -174,9 +219,21 @@ impl DetectStage {
             tracing::info!(service = %request.service, source = ?request.source, baselines = n, "baselines forgotten on request; re-learning from the events that follow");
             board.applied(name, &request, n);
         }
-        if board.due(name, now) {
-            board.post(name, now, self.detectors.baselines());
+        let adoptions = board.take_adoptions(name);
+        if adoptions.is_empty() {
+            return;
         }
+        for request in adoptions {
+            let report = self
+                .detectors
+                .adopt(&request.service, request.source, &request.learned);
+            for (detector, reason) in &report.refused {
+                tracing::warn!(service = %request.service, %detector, "a detector refused the re-learned state ({reason}); it keeps what it had");
+            }
+            tracing::info!(service = %request.service, source = ?request.source, baselines = report.baselines, adopted = ?report.adopted, kept = ?report.kept, "baselines replaced by the ones re-learned from a time range");
+            (request.done)(report);
+        }
+        board.refresh(name, self.detectors.baselines());
     }
 
     /// What every detector learned, by detector name ([`culprit_detect::state`]), for a snapshot.

@@ -2,7 +2,9 @@
 
 use culprit_core::{Event, EventBody, MetricPoint, Resource, SourceKind, NANOS_PER_SEC};
 use culprit_detect::{DetectConfig, Phase};
-use culprit_pipeline::{BaselineBoard, BusMessage, DetectStage, ForgetRequest, InProcessBus};
+use culprit_pipeline::{
+    AdoptRequest, BaselineBoard, BusMessage, DetectStage, ForgetRequest, InProcessBus,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -77,4 +79,97 @@ fn a_stage_posts_its_baselines_and_forgets_a_service_on_request() {
         .drain()
         .iter()
         .any(|m| matches!(m, BusMessage::Anomaly(_))));
+}
+
+/// The median of `service`'s CPU baseline on the board.
+fn cpu_median(board: &BaselineBoard, service: &str) -> Option<f64> {
+    board
+        .summaries()
+        .into_iter()
+        .find(|b| b.service == service)
+        .map(|b| b.baseline.buckets.last().map_or(f64::NAN, |x| x.median))
+}
+
+#[test]
+fn a_stage_adopts_what_its_relearner_learned_for_one_service_when_it_next_serves_the_board() {
+    let board = Arc::new(BaselineBoard::new());
+    let mut stage = DetectStage::new(&DetectConfig::default());
+    stage.attach_board(board.clone(), "metrics");
+    let mut bus = InProcessBus::default();
+    feed(&mut stage, &mut bus, 0, 600);
+    // What the stage holds now: the board shows its post of up to 30 s of event time ago.
+    let payment_before = stage
+        .baselines()
+        .into_iter()
+        .find(|b| b.service == "payment")
+        .map(|b| b.baseline.buckets.last().map_or(f64::NAN, |x| x.median));
+    let cart_before = cpu_median(&board, "cart").unwrap();
+    assert!((20.0..=24.0).contains(&cart_before), "{cart_before}");
+
+    // A re-learn: a fresh stage of the same settings learns a later period in which both
+    // services run at 80; the live stage takes cart's part only.
+    let mut fresh = stage.relearner();
+    for t in (3600..4200).step_by(15) {
+        for service in ["cart", "payment"] {
+            fresh.observe(
+                &cpu(service, t, 80.0 + (t % 4) as f64),
+                Phase::Learning,
+                &mut bus,
+            );
+        }
+    }
+    fresh.flush(Phase::Learning, &mut bus);
+    let report = Arc::new(std::sync::Mutex::new(None));
+    let done = report.clone();
+    board
+        .request_adopt(
+            "metrics",
+            AdoptRequest {
+                service: "cart".into(),
+                source: Some(SourceKind::Metrics),
+                learned: fresh.save_state(),
+                done: Box::new(move |r| *done.lock().unwrap() = Some(r)),
+            },
+        )
+        .unwrap();
+    assert!(
+        report.lock().unwrap().is_none(),
+        "applied by the stage, not the board"
+    );
+    stage.serve_requests();
+    let report = report
+        .lock()
+        .unwrap()
+        .take()
+        .expect("answered once applied");
+    assert_eq!(report.baselines, 1, "{report:?}");
+    assert!(
+        report.adopted.contains(&"metrics".to_string()),
+        "{report:?}"
+    );
+
+    let cart_after = cpu_median(&board, "cart").unwrap();
+    assert!(
+        (80.0..=84.0).contains(&cart_after),
+        "shown at once: {cart_after}"
+    );
+    assert_eq!(
+        cpu_median(&board, "payment"),
+        payment_before,
+        "payment kept its own"
+    );
+    assert!(
+        board
+            .request_adopt(
+                "nope",
+                AdoptRequest {
+                    service: "cart".into(),
+                    source: None,
+                    learned: Default::default(),
+                    done: Box::new(|_| {}),
+                }
+            )
+            .is_err(),
+        "no such stage: the request comes back"
+    );
 }

@@ -7,7 +7,9 @@
 //!
 //! The embedders' detect stages post their baselines on one `BaselineBoard`, which the API reads
 //! (`baseline_view`): the baseline endpoints answer in every process that runs an embedder and
-//! 501 in a correlator-only one.
+//! 501 in a correlator-only one. The embedders also take the API's requests to re-learn a
+//! service from a time range of their topics (`culprit_kafka::relearn`), which the
+//! `[baselines]` schedule uses too.
 
 use crate::config::CulpritConfig;
 use anyhow::{Context, Result};
@@ -82,15 +84,18 @@ pub async fn run(
         .baselines
         .validate()
         .context("invalid [baselines] configuration")?;
-    if config.baselines.interval_secs > 0 {
-        tracing::warn!("baselines.interval_secs is set, but scheduled runs re-learn from a stored range, which the detectors cannot do yet (only from now on): no scheduled recalculation runs");
-    }
     let api = ApiState::new(config.api.clone(), tokens).context("setting up the HTTP API")?;
     let board = Arc::new(culprit_pipeline::BaselineBoard::new());
-    if roles.iter().any(|r| matches!(r, Role::Embedder(_))) {
-        api.set_baselines(Arc::new(crate::baseline_view::BoardView {
-            board: board.clone(),
-        }));
+    // The embedders re-learn a time range from their topics for the API and the schedule.
+    let relearners = culprit_kafka::Relearners::new();
+    let embedders = roles.iter().any(|r| matches!(r, Role::Embedder(_)));
+    if embedders {
+        api.set_baselines(Arc::new(crate::baseline_view::BoardView::new(
+            board.clone(),
+            Some(relearners.clone()),
+        )));
+    } else if config.baselines.interval_secs > 0 {
+        tracing::warn!("baselines.interval_secs is set, but no embedder runs in this process, so there are no baselines to recalculate here: set it on the processes that run embedders");
     }
     let listener = config
         .api
@@ -169,6 +174,7 @@ pub async fn run(
                 let options = EmbedderOptions {
                     warmup_secs: config.pipeline.warmup_secs,
                     stats,
+                    relearners: Some(relearners.clone()),
                     ..Default::default()
                 };
                 tasks.spawn(async move {
@@ -201,6 +207,18 @@ pub async fn run(
                 });
             }
         }
+    }
+    if embedders && config.baselines.interval_secs > 0 {
+        tracing::info!(
+            interval_secs = config.baselines.interval_secs,
+            lookback_secs = config.baselines.lookback_secs,
+            "scheduled baseline recalculation: each run re-learns from the trailing lookback still on the topics"
+        );
+        tokio::spawn(culprit_api::run_recalculation_schedule(
+            api.clone(),
+            config.baselines.clone(),
+            stopped(stop_rx.clone()),
+        ));
     }
     let api_task = tokio::spawn(culprit_api::serve(
         listener,
