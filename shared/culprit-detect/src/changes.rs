@@ -1,15 +1,15 @@
 //! Change detector: every deploy, config change or flag flip is a candidate cause, reported as
 //! is. Whether it explains anything is the correlator's question.
 
-use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
+use crate::{AnomalyDraft, Detector, Findings, Phase, SharedConfig};
 use culprit_core::{Event, EventBody, Severity, SignalFamily, SourceKind, UnixNanos};
 
 pub struct ChangeDetector {
-    _config: DetectConfig,
+    _config: SharedConfig,
 }
 
 impl ChangeDetector {
-    pub fn new(config: DetectConfig) -> ChangeDetector {
+    pub fn new(config: SharedConfig) -> ChangeDetector {
         ChangeDetector { _config: config }
     }
 }

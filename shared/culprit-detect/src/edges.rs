@@ -8,7 +8,7 @@
 //!
 //! Per edge (environment, caller, callee) the wait is learned against a baseline, with the
 //! environment's pooled wait as the fallback for an edge too quiet to have its own (the network
-//! between pods is much the same for every pair). Over the trailing `edge_horizon_secs` the
+//! between pods is much the same for every pair). Over the trailing `[detect.spans] edge_horizon_secs` the
 //! calls of each edge whose wait exceeds its baseline's upper quantile are counted against the
 //! number expected by chance. An edge that waits too long says that one of its two ends is in
 //! trouble; which one is the end that the slow edges share: each anomalous edge is attributed to
@@ -22,7 +22,7 @@
 
 use crate::baseline::Baseline;
 use crate::stats::poisson_surprise;
-use crate::{AnomalyDraft, DetectConfig, Findings, Phase};
+use crate::{AnomalyDraft, Findings, Phase, SharedConfig, SpansConfig};
 use culprit_core::{SignalFamily, SourceKind, UnixNanos};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -91,7 +91,7 @@ impl EdgeLatency {
     /// The learned call waits, for the baseline view: each under both its caller and its callee
     /// (`span.edge_latency:caller->callee (ms)`), and the callee's own server time under the callee
     /// (`... server (ms)`). The per-environment pool is no service's and is not shown.
-    pub(crate) fn baselines(&self, config: &DetectConfig, out: &mut Vec<crate::SignalSummary>) {
+    pub(crate) fn baselines(&self, config: &SharedConfig, out: &mut Vec<crate::SignalSummary>) {
         let ms = |x: f64| x.exp() / 1000.0;
         let summary =
             |b: &Baseline| b.summary(crate::baseline::Direction::Up, &config.severity_levels, ms);
@@ -190,7 +190,8 @@ impl EdgeLatency {
     /// when detecting, reports the services the slow edges share.
     pub fn close(
         &mut self,
-        config: &DetectConfig,
+        config: &SharedConfig,
+        spans: &SpansConfig,
         start: UnixNanos,
         calls: HashMap<EdgeKey, EdgeCalls>,
         phase: Phase,
@@ -211,14 +212,14 @@ impl EdgeLatency {
                 tainted: false,
             });
         }
-        let horizon_start = start + config.window_nanos() - config.edge_horizon_nanos();
+        let horizon_start = start + config.window_nanos() - spans.edge_horizon_nanos();
         self.expire(config, horizon_start);
-        let verdicts = self.judge(config, start);
+        let verdicts = self.judge(config, spans, start);
         self.report(config, start, &verdicts, out);
     }
 
     /// Learns and drops the windows that started before `before`.
-    fn expire(&mut self, config: &DetectConfig, before: UnixNanos) {
+    fn expire(&mut self, config: &SharedConfig, before: UnixNanos) {
         let mut learned = Vec::new();
         for (key, windows) in &mut self.recent {
             while windows.front().is_some_and(|w| w.start < before) {
@@ -234,7 +235,7 @@ impl EdgeLatency {
         }
     }
 
-    fn learn(&mut self, config: &DetectConfig, time: UnixNanos, key: &EdgeKey, calls: &EdgeCalls) {
+    fn learn(&mut self, config: &SharedConfig, time: UnixNanos, key: &EdgeKey, calls: &EdgeCalls) {
         let b = &config.baseline;
         let own = self.waits.entry(key.clone()).or_default();
         let pooled = self.pooled.entry(key.0.clone()).or_default();
@@ -248,8 +249,13 @@ impl EdgeLatency {
         }
     }
 
-    fn judge(&mut self, config: &DetectConfig, time: UnixNanos) -> Vec<EdgeVerdict> {
-        let q = config.latency_quantile;
+    fn judge(
+        &mut self,
+        config: &SharedConfig,
+        spans: &SpansConfig,
+        time: UnixNanos,
+    ) -> Vec<EdgeVerdict> {
+        let q = spans.latency_quantile;
         let mut verdicts = Vec::new();
         let mut keys: Vec<&EdgeKey> = self.recent.keys().collect();
         keys.sort();
@@ -265,10 +271,10 @@ impl EdgeLatency {
             }) else {
                 continue;
             };
-            let floor_us = profile.median.exp() + config.latency_min_excess_ms * 1000.0;
+            let floor_us = profile.median.exp() + spans.latency_min_excess_ms * 1000.0;
             let threshold = profile
                 .threshold(q, true)
-                .max(profile.median + config.latency_min_ratio.ln())
+                .max(profile.median + spans.latency_min_ratio.ln())
                 .max(floor_us.ln());
             let windows = &self.recent[key];
             let mut waits: Vec<f64> = windows
@@ -317,7 +323,7 @@ impl EdgeLatency {
 
     fn report(
         &mut self,
-        config: &DetectConfig,
+        config: &SharedConfig,
         start: UnixNanos,
         verdicts: &[EdgeVerdict],
         out: &mut Findings,

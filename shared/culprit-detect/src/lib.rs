@@ -9,6 +9,7 @@
 //! - [`trace_logs`]: a joint detector of spans and the log lines written inside them;
 //! - [`versions`]: a rollout's new pods against its old pods serving beside them;
 //! - [`window`]: event-time tumbling windows shared by the detectors;
+//! - [`config`]: the `[detect]` settings, shared and per detector;
 //! - [`state`]: what a detector learned, saved and restored across restarts.
 //!
 //! The [`Detector`] trait is the model seam: learned detectors (embeddings + k-NN) implement it
@@ -21,6 +22,7 @@
 pub mod baseline;
 mod calls;
 pub mod changes;
+pub mod config;
 mod edges;
 pub mod logs;
 pub mod metrics;
@@ -37,6 +39,9 @@ use culprit_core::{Anomaly, DependencyEdge, Event, Severity, Signal, SourceKind,
 use serde::{Deserialize, Serialize};
 
 pub use baseline::{BaselineConfig, SeverityLevels};
+pub use config::{
+    DetectConfig, LogsConfig, MetricsConfig, NoveltyConfig, SharedConfig, SpansConfig,
+};
 pub use stats::SurpriseLevels;
 
 /// What detectors report while observing events.
@@ -123,147 +128,6 @@ pub struct SignalSummary {
     pub baseline: baseline::BaselineSummary,
 }
 
-/// Detection settings; every field has a default, so an empty `[detect]` section works.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectConfig {
-    /// Width of the event-time windows counts and latencies are judged in, in seconds.
-    pub window_secs: u32,
-    /// How far behind the newest event a window may still receive events, in seconds.
-    pub lateness_secs: u32,
-    /// Percentile levels for values judged against a baseline (metrics, latency thresholds).
-    pub severity_levels: SeverityLevels,
-    /// Surprise levels (-log10 p) for counts judged in a window (errors, slow spans).
-    pub surprise_levels: SurpriseLevels,
-    pub baseline: BaselineConfig,
-    /// Anomalies less severe than this are not reported.
-    pub min_severity: Severity,
-    /// Metric points are reported only beyond this severity: a metric is one test per series
-    /// per scrape, so hundreds of series make the milder levels fire by chance.
-    pub metric_min_severity: Severity,
-    /// A metric anomaly must also move this fraction away from the baseline median.
-    pub metric_min_relative_change: f64,
-    /// ... and lie this many robust standard deviations away: scrape-level series are heavy
-    /// tailed, and a few hundred of them see a 4-sigma point every minute.
-    pub metric_min_z: f64,
-    /// ... and lie outside everything the baseline bucket has seen by this fraction of its range:
-    /// robust scale underestimates the spread of bursty series, their range does not.
-    pub metric_min_range_excess: f64,
-    /// While learning, this many consecutive points of a series that pass every metric gate are
-    /// an earlier incident inside the learning window and are not learned; shorter runs are the
-    /// series' normal bursts and are. 0 learns every point.
-    pub metric_learning_shift_points: usize,
-    /// A series that stays beyond its gates this many seconds has moved for good (a deploy that
-    /// raised memory): the run is learned as its new level, in either phase, and stops alerting.
-    /// 0: never.
-    pub metric_new_normal_secs: u32,
-    /// Sightings within `novelty_window_secs` that make a never-seen log template, error type or
-    /// error-handler call new behaviour rather than a rare event.
-    pub novelty_min_count: u32,
-    pub novelty_window_secs: u32,
-    /// Trailing event time over which a log line that stopped appearing is judged.
-    pub absence_horizon_secs: u32,
-    /// Report a stopped line again each time its absence reaches a more severe level (at most
-    /// SEV2), as spans without it pile up, so a quiet service's line that starts weak still
-    /// counts once it is sure (docs/EVALUATION.md).
-    pub absence_escalation: bool,
-    /// Trailing event time over which the waits on a call edge are judged: long enough for a
-    /// quiet edge (a few calls a minute) to collect the slow calls that show which endpoint the
-    /// slow edges share, short enough to follow a fault (docs/EVALUATION.md measures 30-300 s).
-    pub edge_horizon_secs: u32,
-    /// Span latency quantile whose exceedance rate is tested.
-    pub latency_quantile: f64,
-    /// A span only counts as slow when it is also this many times the baseline median: a thin
-    /// baseline's p99 can sit barely above its median.
-    pub latency_min_ratio: f64,
-    /// ... and this many milliseconds above the baseline median: a 1 ms query taking 1.5 ms is
-    /// within the jitter of any runtime, not a slowdown anyone would page for.
-    pub latency_min_excess_ms: f64,
-    /// Phrases (case-insensitive) that mark an error or warning line as the report of a failed
-    /// call to another service: the failure happened elsewhere and this service only relays it.
-    /// A new template whose line names another known service or holds one of these is reported
-    /// as `log.new_remote_error`, a symptom that travels to callers, not as `log.new_template`,
-    /// which is a change in the service's own behaviour.
-    pub remote_failure_phrases: Vec<String>,
-}
-
-impl Default for DetectConfig {
-    fn default() -> Self {
-        DetectConfig {
-            window_secs: 10,
-            lateness_secs: 5,
-            severity_levels: SeverityLevels::default(),
-            surprise_levels: SurpriseLevels::default(),
-            baseline: BaselineConfig::default(),
-            min_severity: Severity::Sev4,
-            metric_min_severity: Severity::Sev1,
-            metric_min_relative_change: 0.1,
-            metric_min_z: 8.0,
-            metric_min_range_excess: 0.5,
-            metric_learning_shift_points: 3,
-            metric_new_normal_secs: 3600,
-            novelty_min_count: 3,
-            novelty_window_secs: 60,
-            absence_horizon_secs: 60,
-            absence_escalation: true,
-            edge_horizon_secs: 120,
-            latency_quantile: 0.99,
-            latency_min_ratio: 1.5,
-            latency_min_excess_ms: 0.0,
-            remote_failure_phrases: [
-                // HTTP clients (Spring, Feign, Go, Node) and service discovery
-                "HttpServerErrorException",
-                "HttpClientErrorException",
-                "ResourceAccessException",
-                "FeignException",
-                "No instances available",
-                "Connection refused",
-                "ECONNREFUSED",
-                "Connection reset",
-                "connect timed out",
-                "Read timed out",
-                "i/o timeout",
-                "502 Bad Gateway",
-                "503 Service Unavailable",
-                "504 Gateway Timeout",
-                // gRPC and service meshes
-                "StatusRuntimeException",
-                "code = Unavailable",
-                "DEADLINE_EXCEEDED",
-                "upstream connect error",
-                "no healthy upstream",
-            ]
-            .map(String::from)
-            .to_vec(),
-        }
-    }
-}
-
-impl DetectConfig {
-    pub fn window_nanos(&self) -> i64 {
-        i64::from(self.window_secs.max(1)) * culprit_core::NANOS_PER_SEC
-    }
-    pub fn novelty<K: std::hash::Hash + Eq + Clone>(&self) -> novelty::Novelty<K> {
-        novelty::Novelty::new(self.novelty_min_count, self.novelty_window_nanos())
-    }
-
-    pub fn lateness_nanos(&self) -> i64 {
-        i64::from(self.lateness_secs) * culprit_core::NANOS_PER_SEC
-    }
-    pub fn novelty_window_nanos(&self) -> i64 {
-        i64::from(self.novelty_window_secs) * culprit_core::NANOS_PER_SEC
-    }
-    /// The trailing span of event time a line's absence is judged over. A span of time rather
-    /// than a count of windows: a quiet service or an operation that runs now and then closes no
-    /// window in between.
-    pub fn absence_horizon_nanos(&self) -> i64 {
-        i64::from(self.absence_horizon_secs.max(1)) * culprit_core::NANOS_PER_SEC
-    }
-    pub fn edge_horizon_nanos(&self) -> i64 {
-        i64::from(self.edge_horizon_secs.max(1)) * culprit_core::NANOS_PER_SEC
-    }
-}
-
 /// All the statistical detectors behind one `observe`.
 pub struct Detectors {
     detectors: Vec<Box<dyn Detector>>,
@@ -271,14 +135,24 @@ pub struct Detectors {
 
 impl Detectors {
     pub fn statistical(config: &DetectConfig) -> Detectors {
+        let shared = &config.shared;
         Detectors {
             detectors: vec![
-                Box::new(spans::SpanDetector::new(config.clone())),
-                Box::new(logs::LogDetector::new(config.clone())),
-                Box::new(metrics::MetricDetector::new(config.clone())),
-                Box::new(changes::ChangeDetector::new(config.clone())),
-                Box::new(trace_logs::TraceLogDetector::new(config.clone())),
-                Box::new(versions::VersionDetector::new(config.clone())),
+                Box::new(spans::SpanDetector::new(
+                    shared.clone(),
+                    config.spans.clone(),
+                )),
+                Box::new(logs::LogDetector::new(shared.clone(), config.logs.clone())),
+                Box::new(metrics::MetricDetector::new(
+                    shared.clone(),
+                    config.metrics.clone(),
+                )),
+                Box::new(changes::ChangeDetector::new(shared.clone())),
+                Box::new(trace_logs::TraceLogDetector::new(
+                    shared.clone(),
+                    config.logs.clone(),
+                )),
+                Box::new(versions::VersionDetector::new(shared.clone())),
             ],
         }
     }

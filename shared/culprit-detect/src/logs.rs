@@ -5,7 +5,7 @@
 //! A new error line is the service's own failure or the report of a failed call. The trace says
 //! which first: a line written inside a span whose call into another service failed or was slow
 //! relays that call's trouble, whatever its words. Only lines without trace context fall back to
-//! the text (a phrase of `remote_failure_phrases` or the name of another known service).
+//! the text (a phrase of `[detect.logs] remote_failure_phrases` or the name of another known service).
 
 use crate::baseline::Baseline;
 use crate::calls::{ChildCalls, Outcome};
@@ -13,7 +13,7 @@ use crate::novelty::Novelty;
 use crate::stats::poisson_surprise;
 use crate::template_mix::TemplateMix;
 use crate::window::Windows;
-use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
+use crate::{AnomalyDraft, Detector, Findings, LogsConfig, Phase, SharedConfig};
 use culprit_core::{Event, EventBody, LogLevel, Severity, SignalFamily, SourceKind, UnixNanos};
 use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
 use std::collections::HashMap;
@@ -30,7 +30,8 @@ struct LogWindow {
 }
 
 pub struct LogDetector {
-    config: DetectConfig,
+    config: SharedConfig,
+    logs: LogsConfig,
     miners: HashMap<ServiceKey, TemplateMiner>,
     templates: Novelty<(ServiceKey, TemplateId)>,
     error_counts: HashMap<ServiceKey, Baseline>,
@@ -73,12 +74,13 @@ impl LogState {
 const MAX_SIGHTINGS: usize = 32;
 
 impl LogDetector {
-    pub fn new(config: DetectConfig) -> LogDetector {
+    pub fn new(config: SharedConfig, logs: LogsConfig) -> LogDetector {
         let windows = Windows::new(config.window_nanos(), config.lateness_nanos());
-        let templates = config.novelty();
+        let templates = config.novelty.novelty();
 
         LogDetector {
             config,
+            logs,
             miners: HashMap::new(),
             templates,
             error_counts: HashMap::new(),
@@ -100,7 +102,7 @@ impl LogDetector {
 
     #[allow(clippy::too_many_arguments)]
     fn judge_count(
-        config: &DetectConfig,
+        config: &SharedConfig,
         baseline: &mut Baseline,
         key: &ServiceKey,
         start: UnixNanos,
@@ -260,7 +262,7 @@ impl Detector for LogDetector {
             // New INFO/DEBUG templates are mostly new workload (a request type the baseline
             // did not happen to see), so they are kept out of the default report.
             let familiar =
-                service_since.saturating_add(self.config.novelty_window_nanos()) <= earliest;
+                service_since.saturating_add(self.config.novelty.window_nanos()) <= earliest;
             // A WARN line can relay a failed call too ("retrying payment: connection refused").
             let span_ids = self.sightings.remove(&template_key).unwrap_or_default();
             let remote = level
@@ -272,7 +274,7 @@ impl Detector for LogDetector {
                             .keys()
                             .filter(|(env, service)| *env == key.0 && *service != key.1)
                             .map(|(_, service)| service.as_str());
-                        remote_failure(&self.config.remote_failure_phrases, others, &log.body)
+                        remote_failure(&self.logs.remote_failure_phrases, others, &log.body)
                     })
                 });
             let severity = match level {
@@ -328,7 +330,7 @@ impl Detector for LogDetector {
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
         self.templates.expire(watermark);
         self.child_calls
-            .expire(watermark.saturating_sub(2 * self.config.novelty_window_nanos()));
+            .expire(watermark.saturating_sub(2 * self.config.novelty.window_nanos()));
         // Sightings of templates that never got confirmed expire with them.
         let templates = &self.templates;
         self.sightings.retain(|k, _| !templates.is_known(k));
@@ -484,7 +486,7 @@ impl LogDetector {
         phase: Phase,
         out: &mut Findings,
     ) {
-        let horizon = self.config.absence_horizon_nanos();
+        let horizon = self.logs.absence_horizon_nanos();
         let levels = self.config.surprise_levels;
         let mix = self.mixes.entry(key.clone()).or_default();
         if phase == Phase::Learning {
@@ -676,10 +678,10 @@ mod tests {
 
     #[test]
     fn an_adopted_service_takes_the_fresh_detectors_counts_and_the_others_keep_theirs() {
-        let mut live = LogDetector::new(DetectConfig::default());
+        let mut live = LogDetector::new(SharedConfig::default(), LogsConfig::default());
         lines_of(&mut live, "cart", 0, 300, 50);
         lines_of(&mut live, "pay", 0, 300, 25);
-        let mut fresh = LogDetector::new(DetectConfig::default());
+        let mut fresh = LogDetector::new(SharedConfig::default(), LogsConfig::default());
         let t1 = 3600 * NANOS_PER_SEC;
         lines_of(&mut fresh, "cart", t1, 300, 3);
         lines_of(&mut fresh, "pay", t1, 300, 4);
@@ -717,7 +719,7 @@ mod tests {
 
     #[test]
     fn normal_lines_raise_nothing_after_the_baseline() {
-        let mut d = LogDetector::new(DetectConfig::default());
+        let mut d = LogDetector::new(SharedConfig::default(), LogsConfig::default());
         let mut out = Findings::default();
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         let mut later = Findings::default();
@@ -734,7 +736,7 @@ mod tests {
 
     #[test]
     fn a_new_error_template_is_reported_once_and_an_error_burst_is_flagged() {
-        let mut d = LogDetector::new(DetectConfig::default());
+        let mut d = LogDetector::new(SharedConfig::default(), LogsConfig::default());
         let mut out = Findings::default();
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         let mut found = Findings::default();
@@ -777,7 +779,7 @@ mod tests {
 
     /// The new templates `cart` reports for `lines` at `level`, as (signal family, severity).
     fn new_templates(level: LogLevel, lines: &[&str]) -> Vec<(String, Severity)> {
-        let mut d = LogDetector::new(DetectConfig::default());
+        let mut d = LogDetector::new(SharedConfig::default(), LogsConfig::default());
         let mut out = Findings::default();
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         // `payment` is a service culprit knows, so a line naming it is about it.
@@ -835,7 +837,7 @@ mod tests {
     /// `payment` (usually 2 ms) that went fine, failed or took 200 ms; returns the new-template
     /// findings as (signal family, severity, description).
     fn lines_inside_calls(line: &str, call: Call) -> Vec<(String, Severity, String)> {
-        let mut d = LogDetector::new(DetectConfig::default());
+        let mut d = LogDetector::new(SharedConfig::default(), LogsConfig::default());
         let mut out = Findings::default();
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         for i in 0..100 {

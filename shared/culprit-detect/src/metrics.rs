@@ -2,7 +2,7 @@
 //! baseline, in both directions (a CPU spike and a throughput collapse are both news).
 
 use crate::baseline::{Baseline, Direction, Profile};
-use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
+use crate::{AnomalyDraft, Detector, Findings, MetricsConfig, Phase, SharedConfig};
 use culprit_core::{
     Event, EventBody, Severity, SignalFamily, SourceKind, UnixNanos, NANOS_PER_SEC,
 };
@@ -12,7 +12,8 @@ use std::collections::{HashMap, VecDeque};
 type SeriesKey = (String, String, Option<String>, String, String);
 
 pub struct MetricDetector {
-    config: DetectConfig,
+    config: SharedConfig,
+    metrics: MetricsConfig,
     series: HashMap<SeriesKey, Series>,
 }
 
@@ -26,7 +27,7 @@ struct Series {
 /// Consecutive points of one series that each passed every gate, kept out of its baseline until
 /// the run shows what it was. While learning, a short run is a burst normal for the series and is
 /// learned, a longer one an earlier incident and is not. A run that lasts
-/// `metric_new_normal_secs` is the series' new level, in either phase, and is learned.
+/// `[detect.metrics] new_normal_secs` is the series' new level, in either phase, and is learned.
 #[derive(Default)]
 struct Run {
     started: UnixNanos,
@@ -62,9 +63,10 @@ impl MetricState {
 }
 
 impl MetricDetector {
-    pub fn new(config: DetectConfig) -> MetricDetector {
+    pub fn new(config: SharedConfig, metrics: MetricsConfig) -> MetricDetector {
         MetricDetector {
             config,
+            metrics,
             series: HashMap::new(),
         }
     }
@@ -75,13 +77,18 @@ impl MetricDetector {
 }
 
 /// The severity of `value` when it passes all four gates against `profile`.
-fn gate(config: &DetectConfig, profile: &Profile, value: f64) -> Option<Severity> {
+fn gate(
+    config: &SharedConfig,
+    metrics: &MetricsConfig,
+    profile: &Profile,
+    value: f64,
+) -> Option<Severity> {
     let severity = profile.severity(value, Direction::Both, &config.severity_levels)?;
     let relative = (value - profile.median).abs() / profile.median.abs().max(1e-9);
-    (severity <= config.metric_min_severity
-        && relative >= config.metric_min_relative_change
-        && profile.z(value).abs() >= config.metric_min_z
-        && profile.range_excess(value) >= config.metric_min_range_excess)
+    (severity <= metrics.min_severity
+        && relative >= metrics.min_relative_change
+        && profile.z(value).abs() >= metrics.min_z
+        && profile.range_excess(value) >= metrics.min_range_excess)
         .then_some(severity)
 }
 
@@ -121,7 +128,7 @@ impl Detector for MetricDetector {
         );
         let series = self.series.entry(key).or_default();
         let baseline_config = &self.config.baseline;
-        let shift_points = self.config.metric_learning_shift_points;
+        let shift_points = self.metrics.learning_shift_points;
         // A learning window may hold an earlier incident. Its points pass every gate against
         // what came before them for minutes on end, unlike the lone bursts a series shows in
         // normal operation; those are learned, the sustained shift is not.
@@ -129,7 +136,12 @@ impl Detector for MetricDetector {
         let verdict = judged
             .then(|| series.baseline.profile(event.time, baseline_config))
             .flatten()
-            .and_then(|profile| Some((gate(&self.config, &profile, point.value)?, profile)));
+            .and_then(|profile| {
+                Some((
+                    gate(&self.config, &self.metrics, &profile, point.value)?,
+                    profile,
+                ))
+            });
         let Some((severity, profile)) = verdict else {
             let run = std::mem::take(&mut series.run);
             if run.len < shift_points {
@@ -146,7 +158,7 @@ impl Detector for MetricDetector {
         series
             .run
             .push(event.time, point.value, learning, baseline_config.capacity);
-        let new_normal = i64::from(self.config.metric_new_normal_secs) * NANOS_PER_SEC;
+        let new_normal = i64::from(self.metrics.new_normal_secs) * NANOS_PER_SEC;
         if new_normal > 0 && event.time - series.run.started >= new_normal {
             // It moved and stayed (a deploy that raised memory for good): alerting on it for ever
             // would keep one incident open and its page unresolved.
@@ -165,7 +177,7 @@ impl Detector for MetricDetector {
             "below"
         };
         // 0.5 at the gate, 1.0 a hundred times beyond it.
-        let score = (0.5 + (z.abs() / self.config.metric_min_z).log10() / 4.0).clamp(0.5, 1.0);
+        let score = (0.5 + (z.abs() / self.metrics.min_z).log10() / 4.0).clamp(0.5, 1.0);
         // A series that never moved has no meaningful scale to count deviations in.
         let how_far = if z.abs() > 1e4 {
             format!(
@@ -333,9 +345,9 @@ mod tests {
                 );
             }
         };
-        let mut live = MetricDetector::new(DetectConfig::default());
+        let mut live = MetricDetector::new(SharedConfig::default(), MetricsConfig::default());
         learn(&mut live, 0, 20.0, 50.0);
-        let mut fresh = MetricDetector::new(DetectConfig::default());
+        let mut fresh = MetricDetector::new(SharedConfig::default(), MetricsConfig::default());
         learn(&mut fresh, 3600 * NANOS_PER_SEC, 70.0, 10.0);
         let cart_before = shown(&live, "cart");
         assert_ne!(shown(&live, "inventory"), shown(&fresh, "inventory"));
@@ -364,7 +376,7 @@ mod tests {
 
     /// A detector that learned 15 minutes of a CPU series wobbling between 20 and 24.
     fn learned_cpu() -> (MetricDetector, Findings) {
-        let mut d = MetricDetector::new(DetectConfig::default());
+        let mut d = MetricDetector::new(SharedConfig::default(), MetricsConfig::default());
         let mut out = Findings::default();
         for i in 0..60 {
             d.observe(
@@ -446,8 +458,8 @@ mod tests {
 
     /// Learns `values` one per 15 s from t = 0, then returns the anomalies of detecting
     /// `probe` twice right after.
-    fn learn_then_probe(config: DetectConfig, values: &[f64], probe: f64) -> Vec<f64> {
-        let mut d = MetricDetector::new(config);
+    fn learn_then_probe(config: MetricsConfig, values: &[f64], probe: f64) -> Vec<f64> {
+        let mut d = MetricDetector::new(SharedConfig::default(), config);
         let mut out = Findings::default();
         for (i, v) in values.iter().enumerate() {
             d.observe(
@@ -480,12 +492,12 @@ mod tests {
     #[test]
     fn an_earlier_incident_inside_the_learning_window_does_not_hide_the_next_one() {
         let earlier_incident = history(&[95.0, 97.0, 96.0, 98.0]);
-        let found = learn_then_probe(DetectConfig::default(), &earlier_incident, 96.0);
+        let found = learn_then_probe(MetricsConfig::default(), &earlier_incident, 96.0);
         assert_eq!(found, vec![96.0, 96.0]);
         // Learning everything, as before, makes the same CPU level look normal.
-        let learn_all = DetectConfig {
-            metric_learning_shift_points: 0,
-            ..DetectConfig::default()
+        let learn_all = MetricsConfig {
+            learning_shift_points: 0,
+            ..MetricsConfig::default()
         };
         assert!(learn_then_probe(learn_all, &earlier_incident, 96.0).is_empty());
     }
@@ -493,11 +505,11 @@ mod tests {
     #[test]
     fn a_lone_burst_while_learning_is_learned_as_normal_for_the_series() {
         let bursty = history(&[95.0, 22.0, 21.0, 97.0, 23.0]);
-        assert!(learn_then_probe(DetectConfig::default(), &bursty, 96.0).is_empty());
+        assert!(learn_then_probe(MetricsConfig::default(), &bursty, 96.0).is_empty());
         // Were every gate-passing point left out, the series' own bursts would page.
-        let leave_out_all = DetectConfig {
-            metric_learning_shift_points: 1,
-            ..DetectConfig::default()
+        let leave_out_all = MetricsConfig {
+            learning_shift_points: 1,
+            ..MetricsConfig::default()
         };
         assert_eq!(
             learn_then_probe(leave_out_all, &bursty, 96.0),
@@ -507,8 +519,8 @@ mod tests {
 
     /// Learns an hour of normal CPU every 15 s, then detects 90 minutes at twice the level; returns
     /// the times (minutes into the shift) of the anomalies.
-    fn shifted_for_good(config: DetectConfig) -> Vec<i64> {
-        let mut d = MetricDetector::new(config);
+    fn shifted_for_good(config: MetricsConfig) -> Vec<i64> {
+        let mut d = MetricDetector::new(SharedConfig::default(), config);
         let mut out = Findings::default();
         for i in 0..240 {
             let normal = point(i * 15 * NANOS_PER_SEC, 20.0 + (i % 5) as f64);
@@ -527,12 +539,12 @@ mod tests {
 
     #[test]
     fn a_level_that_holds_for_an_hour_becomes_the_new_normal() {
-        let minutes = shifted_for_good(DetectConfig::default());
+        let minutes = shifted_for_good(MetricsConfig::default());
         assert_eq!(minutes.first(), Some(&0), "the shift is reported at once");
         assert_eq!(minutes.last(), Some(&60), "and for an hour, then no more");
-        let never = DetectConfig {
-            metric_new_normal_secs: 0,
-            ..DetectConfig::default()
+        let never = MetricsConfig {
+            new_normal_secs: 0,
+            ..MetricsConfig::default()
         };
         assert_eq!(
             shifted_for_good(never).len(),

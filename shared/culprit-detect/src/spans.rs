@@ -19,7 +19,7 @@ use crate::edges::{EdgeCalls, EdgeKey, EdgeLatency};
 use crate::novelty::Novelty;
 use crate::stats::{binomial_surprise, poisson_surprise};
 use crate::window::Windows;
-use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
+use crate::{AnomalyDraft, Detector, Findings, Phase, SharedConfig, SpansConfig};
 use culprit_core::{
     DependencyEdge, Event, EventBody, Severity, SignalFamily, SourceKind, SpanEvent, UnixNanos,
 };
@@ -262,7 +262,8 @@ impl SpanJoiner {
 }
 
 pub struct SpanDetector {
-    config: DetectConfig,
+    config: SharedConfig,
+    spans: SpansConfig,
     names: HashSet<Name>,
     joiner: SpanJoiner,
     latency: HashMap<OpKey, Baseline>,
@@ -302,13 +303,14 @@ impl SpanDetector {
     /// A trace is complete once none of its spans arrived for this long (event time).
     const TRACE_TIMEOUT: i64 = 5 * culprit_core::NANOS_PER_SEC;
 
-    pub fn new(config: DetectConfig) -> SpanDetector {
+    pub fn new(config: SharedConfig, spans: SpansConfig) -> SpanDetector {
         let windows = Windows::new(config.window_nanos(), config.lateness_nanos());
-        let error_handler_calls = config.novelty();
-        let error_types = config.novelty();
+        let error_handler_calls = config.novelty.novelty();
+        let error_types = config.novelty.novelty();
 
         SpanDetector {
             config,
+            spans,
             names: HashSet::new(),
             joiner: SpanJoiner::default(),
             latency: HashMap::new(),
@@ -382,7 +384,7 @@ impl SpanDetector {
         // New behaviour of an operation the baseline knows is a change; errors of an operation the
         // baseline never saw may be how it always behaves, so they weigh less.
         let novelty_window =
-            i64::from(self.config.novelty_window_secs) * culprit_core::NANOS_PER_SEC;
+            i64::from(self.config.novelty.window_secs) * culprit_core::NANOS_PER_SEC;
         let parent_known = first_seen.is_some_and(|c| {
             self.operations_seen
                 .get(&(
@@ -535,8 +537,8 @@ impl SpanDetector {
     ) {
         let SpanWindow { ops, edges } = window;
         self.edge_latency
-            .close(&self.config, start, edges, phase, out);
-        let q = self.config.latency_quantile;
+            .close(&self.config, &self.spans, start, edges, phase, out);
+        let q = self.spans.latency_quantile;
         let mut per_service: HashMap<(Name, Name), (u32, u32)> = HashMap::new();
         // Latency is tested per service: each span against its own operation's threshold, the
         // exceedances of all operations pooled. One test per service rather than per operation
@@ -553,11 +555,10 @@ impl SpanDetector {
             if phase == Phase::Detecting {
                 if let Some(profile) = baseline.profile(start, &self.config.baseline) {
                     // Values are ln(microseconds): the absolute floor is applied in linear time.
-                    let floor_us =
-                        profile.median.exp() + self.config.latency_min_excess_ms * 1000.0;
+                    let floor_us = profile.median.exp() + self.spans.latency_min_excess_ms * 1000.0;
                     let threshold = profile
                         .threshold(q, true)
-                        .max(profile.median + self.config.latency_min_ratio.ln())
+                        .max(profile.median + self.spans.latency_min_ratio.ln())
                         .max(floor_us.ln());
                     let n = window.log_durations.len();
                     let k = window
@@ -949,7 +950,7 @@ mod tests {
     #[test]
     fn call_edge_baselines_show_under_both_ends_and_a_recalculation_of_either_forgets_them() {
         let learned = || {
-            let mut d = SpanDetector::new(DetectConfig::default());
+            let mut d = SpanDetector::new(SharedConfig::default(), SpansConfig::default());
             let mut out = Findings::default();
             traffic(&mut d, 0, 600, 20.0, false, Phase::Learning, &mut out);
             d.flush(Phase::Learning, &mut out);
@@ -1018,14 +1019,14 @@ mod tests {
     #[test]
     fn an_adopted_service_judges_as_the_fresh_detector_and_the_others_keep_their_baselines() {
         let mut out = Findings::default();
-        let mut live = SpanDetector::new(DetectConfig::default());
+        let mut live = SpanDetector::new(SharedConfig::default(), SpansConfig::default());
         traffic(&mut live, 0, 600, 20.0, false, Phase::Learning, &mut out);
         pay_traffic(&mut live, 0, 600, 8.0, &mut out);
         live.flush(Phase::Learning, &mut out);
         // The re-learn: a fresh detector trained on a later period, cart ten times slower and
         // pay faster.
         let t1 = 3600 * NANOS_PER_SEC;
-        let mut fresh = SpanDetector::new(DetectConfig::default());
+        let mut fresh = SpanDetector::new(SharedConfig::default(), SpansConfig::default());
         traffic(&mut fresh, t1, 600, 200.0, false, Phase::Learning, &mut out);
         pay_traffic(&mut fresh, t1, 600, 3.0, &mut out);
         fresh.flush(Phase::Learning, &mut out);
@@ -1058,7 +1059,7 @@ mod tests {
                 .filter(|a| a.service == "cart" && a.signal.as_str().starts_with("span.latency"))
                 .count()
         };
-        let mut old = SpanDetector::new(DetectConfig::default());
+        let mut old = SpanDetector::new(SharedConfig::default(), SpansConfig::default());
         traffic(&mut old, 0, 600, 20.0, false, Phase::Learning, &mut out);
         old.flush(Phase::Learning, &mut out);
         assert!(
@@ -1071,7 +1072,7 @@ mod tests {
 
     #[test]
     fn learns_dependency_edges_even_when_children_arrive_first() {
-        let mut d = SpanDetector::new(DetectConfig::default());
+        let mut d = SpanDetector::new(SharedConfig::default(), SpansConfig::default());
         let mut out = Findings::default();
         traffic(&mut d, 0, 5, 20.0, false, Phase::Learning, &mut out);
         assert_eq!(
@@ -1087,7 +1088,7 @@ mod tests {
 
     #[test]
     fn flags_a_latency_regression_on_the_slow_operation_only() {
-        let mut d = SpanDetector::new(DetectConfig::default());
+        let mut d = SpanDetector::new(SharedConfig::default(), SpansConfig::default());
         let mut out = Findings::default();
         traffic(&mut d, 0, 120, 20.0, false, Phase::Learning, &mut out);
         let mut quiet = Findings::default();
@@ -1132,7 +1133,7 @@ mod tests {
 
     #[test]
     fn flags_an_error_burst_and_a_new_error_type() {
-        let mut d = SpanDetector::new(DetectConfig::default());
+        let mut d = SpanDetector::new(SharedConfig::default(), SpansConfig::default());
         let mut out = Findings::default();
         traffic(&mut d, 0, 120, 20.0, false, Phase::Learning, &mut out);
         let mut bad = Findings::default();
@@ -1164,7 +1165,7 @@ mod tests {
 
     #[test]
     fn flags_a_new_call_into_an_error_handler_but_not_a_new_ordinary_call() {
-        let mut d = SpanDetector::new(DetectConfig::default());
+        let mut d = SpanDetector::new(SharedConfig::default(), SpansConfig::default());
         let mut out = Findings::default();
         traffic(&mut d, 0, 20, 20.0, false, Phase::Learning, &mut out);
         let mut found = Findings::default();
@@ -1437,7 +1438,7 @@ mod tests {
     /// Learns 4 minutes of normal traffic, checks a quiet minute raises nothing, then runs
     /// `fault` for a minute and returns what it raised.
     fn mesh_fault(fault: Mesh) -> Vec<Anomaly> {
-        let mut d = SpanDetector::new(DetectConfig::default());
+        let mut d = SpanDetector::new(SharedConfig::default(), SpansConfig::default());
         let mut out = Findings::default();
         Mesh::NORMAL.run(&mut d, 0, 240, Phase::Learning, &mut out);
         assert!(out

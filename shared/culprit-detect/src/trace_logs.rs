@@ -12,7 +12,7 @@
 use crate::logs::{line_level, mining_line, truncate};
 use crate::stats::binomial_lower_surprise;
 use crate::window::Windows;
-use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase, SurpriseLevels};
+use crate::{AnomalyDraft, Detector, Findings, LogsConfig, Phase, SharedConfig, SurpriseLevels};
 use culprit_core::{
     Event, EventBody, Severity, SignalFamily, SourceKind, UnixNanos, NANOS_PER_SEC,
 };
@@ -70,7 +70,8 @@ struct RecentWindow {
 }
 
 pub struct TraceLogDetector {
-    config: DetectConfig,
+    config: SharedConfig,
+    logs: LogsConfig,
     miners: HashMap<ServiceKey, TemplateMiner>,
     groups: HashMap<String, SpanGroup>,
     baseline: HashMap<OpKey, OpLogs>,
@@ -104,10 +105,11 @@ impl TraceLogDetector {
     /// Spans in the horizon expected to carry the template before its absence means anything.
     const MIN_EXPECTED: f64 = 5.0;
 
-    pub fn new(config: DetectConfig) -> TraceLogDetector {
+    pub fn new(config: SharedConfig, logs: LogsConfig) -> TraceLogDetector {
         let windows = Windows::new(config.window_nanos(), config.lateness_nanos());
         TraceLogDetector {
             config,
+            logs,
             miners: HashMap::new(),
             groups: HashMap::new(),
             baseline: HashMap::new(),
@@ -148,7 +150,7 @@ impl TraceLogDetector {
         phase: Phase,
         out: &mut Findings,
     ) {
-        let horizon = self.config.absence_horizon_nanos();
+        let horizon = self.logs.absence_horizon_nanos();
         let levels = self.config.surprise_levels;
         for (op, window) in ops {
             let baseline = self.baseline.entry(op.clone()).or_default();
@@ -192,7 +194,7 @@ impl TraceLogDetector {
                         continue;
                     }
                     anomalous = true;
-                    if !self.config.absence_escalation {
+                    if !self.logs.absence_escalation {
                         continue;
                     }
                     // Still missing: as spans without it pile up the finding grows surer, and
@@ -486,7 +488,7 @@ mod tests {
 
     #[test]
     fn lines_an_operation_always_writes_going_missing_are_reported_once() {
-        let mut d = TraceLogDetector::new(DetectConfig::default());
+        let mut d = TraceLogDetector::new(SharedConfig::default(), LogsConfig::default());
         let mut out = Findings::default();
         traffic(&mut d, 0, 60, true, Phase::Learning, &mut out);
         let mut normal = Findings::default();
@@ -511,8 +513,8 @@ mod tests {
     /// The severities at which a line half of queryByIds' spans write is reported missing, over
     /// a minute and a half after it stopped. One request every 2 s: few spans per window, so the
     /// absence grows surer window by window.
-    fn reports_of_a_stopped_conditional_line(config: DetectConfig) -> Vec<Severity> {
-        let mut d = TraceLogDetector::new(config);
+    fn reports_of_a_stopped_conditional_line(logs: LogsConfig) -> Vec<Severity> {
+        let mut d = TraceLogDetector::new(SharedConfig::default(), logs);
         let run = |d: &mut TraceLogDetector, from: i64, secs: i64, writes: bool, phase| {
             let mut found = Findings::default();
             for i in 0..secs / 2 {
@@ -539,12 +541,12 @@ mod tests {
 
     #[test]
     fn a_line_that_stays_missing_is_reported_again_as_it_grows_surer_up_to_sev2() {
-        let once = reports_of_a_stopped_conditional_line(DetectConfig {
+        let once = reports_of_a_stopped_conditional_line(LogsConfig {
             absence_escalation: false,
-            ..DetectConfig::default()
+            ..LogsConfig::default()
         });
         assert_eq!(once.len(), 1, "{once:?}");
-        let escalating = reports_of_a_stopped_conditional_line(DetectConfig::default());
+        let escalating = reports_of_a_stopped_conditional_line(LogsConfig::default());
         assert!(escalating.len() >= 2, "{escalating:?}");
         assert_eq!(escalating[0], once[0]);
         // each report more severe than the one before, and an absence never beyond SEV2
@@ -554,7 +556,7 @@ mod tests {
 
     #[test]
     fn a_line_that_fades_out_gradually_is_still_reported() {
-        let mut d = TraceLogDetector::new(DetectConfig::default());
+        let mut d = TraceLogDetector::new(SharedConfig::default(), LogsConfig::default());
         let mut out = Findings::default();
         traffic(&mut d, 0, 60, true, Phase::Learning, &mut out);
         // The line is written by fewer spans every 10 s; a baseline that took each window in as
@@ -601,7 +603,7 @@ mod tests {
 
     #[test]
     fn an_operation_that_runs_in_bursts_is_judged_over_the_last_minute_not_its_last_busy_windows() {
-        let mut d = TraceLogDetector::new(DetectConfig::default());
+        let mut d = TraceLogDetector::new(SharedConfig::default(), LogsConfig::default());
         // Five queryByIds requests every 20 s: every other 10 s window has none and never closes.
         let burst = |d: &mut TraceLogDetector, at: i64, writes: bool, phase, out: &mut Findings| {
             for i in 0..5 {
@@ -643,7 +645,7 @@ mod tests {
 
     #[test]
     fn fewer_requests_of_one_kind_is_not_a_missing_line() {
-        let mut d = TraceLogDetector::new(DetectConfig::default());
+        let mut d = TraceLogDetector::new(SharedConfig::default(), LogsConfig::default());
         let mut out = Findings::default();
         traffic(&mut d, 0, 60, true, Phase::Learning, &mut out);
         // only queryById traffic now: queryByIds has no spans, so nothing is expected of it

@@ -22,7 +22,7 @@
 
 use crate::stats::binomial_surprise;
 use crate::window::Windows;
-use crate::{AnomalyDraft, DetectConfig, Detector, Findings, Phase};
+use crate::{AnomalyDraft, Detector, Findings, Phase, SharedConfig};
 use culprit_core::{Event, EventBody, SignalFamily, SourceKind, UnixNanos, NANOS_PER_SEC};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -112,13 +112,13 @@ impl VersionState {
 }
 
 pub struct VersionDetector {
-    config: DetectConfig,
+    config: SharedConfig,
     windows: Windows<WindowCalls>,
     rollouts: HashMap<ServiceKey, Rollout>,
 }
 
 impl VersionDetector {
-    pub fn new(config: DetectConfig) -> VersionDetector {
+    pub fn new(config: SharedConfig) -> VersionDetector {
         VersionDetector {
             windows: Windows::new(config.window_nanos(), config.lateness_nanos()),
             config,
@@ -158,7 +158,7 @@ impl VersionDetector {
 
 /// Compares the newest version serving over the horizon with the others serving beside it.
 fn judge(
-    config: &DetectConfig,
+    config: &SharedConfig,
     service: &ServiceKey,
     start: UnixNanos,
     rollout: &Rollout,
@@ -394,7 +394,7 @@ mod tests {
     /// Ten minutes of v1 on three pods, then a rollout: pod c runs v2 from minute 5, whose calls
     /// take `new_millis` and fail one in `new_fail_every`; returns the version anomalies.
     fn rollout(new_millis: i64, new_fail_every: u64) -> Vec<(String, Severity)> {
-        let mut d = VersionDetector::new(DetectConfig::default());
+        let mut d = VersionDetector::new(SharedConfig::default());
         let mut out = Findings::default();
         let step = NANOS_PER_SEC / 5;
         for i in 0..(600 * 5) {
@@ -443,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_version_that_replaced_every_pod_at_once_is_left_to_the_span_detector() {
-        let mut d = VersionDetector::new(DetectConfig::default());
+        let mut d = VersionDetector::new(SharedConfig::default());
         let mut out = Findings::default();
         let step = NANOS_PER_SEC / 5;
         for i in 0..(600 * 5) {
@@ -468,7 +468,7 @@ mod tests {
     #[test]
     fn trouble_on_every_pod_alike_is_not_the_new_versions() {
         // A slow dependency: both versions' calls take 80 ms from minute 6 on.
-        let mut d = VersionDetector::new(DetectConfig::default());
+        let mut d = VersionDetector::new(SharedConfig::default());
         let mut out = Findings::default();
         let step = NANOS_PER_SEC / 5;
         for i in 0..(600 * 5) {
@@ -553,11 +553,11 @@ mod tests {
 
     #[test]
     fn an_adopted_service_judges_as_the_fresh_detector_and_the_others_keep_their_rollouts() {
-        let mut live = VersionDetector::new(DetectConfig::default());
+        let mut live = VersionDetector::new(SharedConfig::default());
         serve(&mut live, 0, 330, Phase::Learning);
         billing(&mut live, 0, 330, "1.0.0");
         // The fresh detector saw checkout's rollout start at second 1000 instead.
-        let mut fresh = VersionDetector::new(DetectConfig::default());
+        let mut fresh = VersionDetector::new(SharedConfig::default());
         serve(&mut fresh, 700, 1030, Phase::Learning);
         billing(&mut fresh, 700, 1030, "9.9.9");
         let billing_before = rollouts_of(&live, "billing");
@@ -584,14 +584,14 @@ mod tests {
 
     #[test]
     fn a_restored_detector_judges_the_next_spans_as_the_one_it_was_saved_from() {
-        let mut original = VersionDetector::new(DetectConfig::default());
+        let mut original = VersionDetector::new(SharedConfig::default());
         serve(&mut original, 0, 330, Phase::Learning);
         let text = serde_json::to_string(&original.save_state().unwrap()).unwrap();
-        let mut restored = VersionDetector::new(DetectConfig::default());
+        let mut restored = VersionDetector::new(SharedConfig::default());
         restored
             .restore_state(serde_json::from_str(&text).unwrap())
             .unwrap();
-        let mut fresh = VersionDetector::new(DetectConfig::default());
+        let mut fresh = VersionDetector::new(SharedConfig::default());
 
         let after_original = serve(&mut original, 330, 450, Phase::Detecting).anomalies;
         let after_restored = serve(&mut restored, 330, 450, Phase::Detecting).anomalies;
@@ -612,13 +612,13 @@ mod tests {
 
     #[test]
     fn a_state_of_another_format_version_is_refused_and_the_detector_stays_fresh() {
-        let mut learned = VersionDetector::new(DetectConfig::default());
+        let mut learned = VersionDetector::new(SharedConfig::default());
         serve(&mut learned, 0, 330, Phase::Learning);
         let mut state = learned.save_state().unwrap();
         state["version"] = serde_json::json!(VersionState::VERSION + 1);
         let text = serde_json::to_string(&state).unwrap();
 
-        let mut refused = VersionDetector::new(DetectConfig::default());
+        let mut refused = VersionDetector::new(SharedConfig::default());
         let err = refused
             .restore_state(serde_json::from_str(&text).unwrap())
             .unwrap_err();
@@ -628,7 +628,7 @@ mod tests {
             "{err}"
         );
         assert!(refused.rollouts.is_empty());
-        let mut fresh = VersionDetector::new(DetectConfig::default());
+        let mut fresh = VersionDetector::new(SharedConfig::default());
         assert_eq!(
             serve(&mut refused, 330, 450, Phase::Detecting),
             serve(&mut fresh, 330, 450, Phase::Detecting)

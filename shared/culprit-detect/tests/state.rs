@@ -119,28 +119,28 @@ fn restored_detector_judges_as_the_original(
 #[test]
 fn a_restored_span_detector_judges_the_next_spans_as_the_one_it_was_saved_from() {
     restored_detector_judges_as_the_original(Scenario::DeployCpuSpike, 300, |c| {
-        Box::new(SpanDetector::new(c))
+        Box::new(SpanDetector::new(c.shared, c.spans))
     });
 }
 
 #[test]
 fn a_restored_log_detector_judges_the_next_lines_as_the_one_it_was_saved_from() {
     restored_detector_judges_as_the_original(Scenario::NewException, 300, |c| {
-        Box::new(LogDetector::new(c))
+        Box::new(LogDetector::new(c.shared, c.logs))
     });
 }
 
 #[test]
 fn a_restored_metric_detector_judges_the_next_points_as_the_one_it_was_saved_from() {
     restored_detector_judges_as_the_original(Scenario::DeployCpuSpike, 300, |c| {
-        Box::new(MetricDetector::new(c))
+        Box::new(MetricDetector::new(c.shared, c.metrics))
     });
 }
 
 #[test]
 fn a_restored_trace_log_detector_judges_the_next_spans_as_the_one_it_was_saved_from() {
     restored_detector_judges_as_the_original(Scenario::ConfigTimeout, 0, |c| {
-        Box::new(TraceLogDetector::new(c))
+        Box::new(TraceLogDetector::new(c.shared, c.logs))
     });
 }
 

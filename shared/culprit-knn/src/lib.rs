@@ -62,7 +62,7 @@ use culprit_detect::baseline::{hour_buckets, Baseline, BaselineConfig};
 use culprit_detect::state::{unversioned, versioned, StateError};
 use culprit_detect::stats::poisson_surprise;
 use culprit_detect::window::Windows;
-use culprit_detect::{anomaly_id, DetectConfig, Detector, Findings, Phase};
+use culprit_detect::{anomaly_id, Detector, Findings, Phase, SharedConfig};
 use culprit_embed::{featurize, Embedder, FeatureMemory, FeatureState};
 use culprit_store::{EmbeddedStore, Filter, Point, PointEntry, PointId, VectorStore, DIM};
 use serde::{Deserialize, Serialize};
@@ -200,7 +200,7 @@ const MEMO_ENTRIES: usize = 4096;
 pub struct KnnDetector {
     source: SourceKind,
     config: KnnConfig,
-    detect: DetectConfig,
+    detect: SharedConfig,
     features: FeatureState,
     embedder: Box<dyn Embedder>,
     store: StoreAccess,
@@ -214,7 +214,7 @@ pub struct KnnDetector {
 
 impl KnnDetector {
     /// A detector with a private in-memory reference store.
-    pub fn new(source: SourceKind, config: KnnConfig, detect: DetectConfig) -> KnnDetector {
+    pub fn new(source: SourceKind, config: KnnConfig, detect: SharedConfig) -> KnnDetector {
         let mut detector = KnnDetector::with_store(
             source,
             config,
@@ -231,7 +231,7 @@ impl KnnDetector {
     pub fn with_store(
         source: SourceKind,
         config: KnnConfig,
-        detect: DetectConfig,
+        detect: SharedConfig,
         store: Arc<dyn VectorStore>,
         outbox: Option<PointOutbox>,
     ) -> KnnDetector {
@@ -255,7 +255,7 @@ impl KnnDetector {
         [SourceKind::Traces, SourceKind::Logs, SourceKind::Metrics];
 
     /// k-NN detectors of [`Self::SOURCES`], each with a private in-memory store.
-    pub fn all(config: &KnnConfig, detect: &DetectConfig) -> Vec<Box<dyn Detector>> {
+    pub fn all(config: &KnnConfig, detect: &SharedConfig) -> Vec<Box<dyn Detector>> {
         Self::SOURCES
             .into_iter()
             .map(|s| {
@@ -267,7 +267,7 @@ impl KnnDetector {
     /// k-NN detectors of [`Self::SOURCES`] sharing `store` and `outbox`.
     pub fn all_with_store(
         config: &KnnConfig,
-        detect: &DetectConfig,
+        detect: &SharedConfig,
         store: Arc<dyn VectorStore>,
         outbox: Option<PointOutbox>,
     ) -> Vec<Box<dyn Detector>> {
@@ -663,7 +663,7 @@ mod tests {
         let mut d = KnnDetector::new(
             SourceKind::Traces,
             KnnConfig::default(),
-            DetectConfig::default(),
+            SharedConfig::default(),
         );
         let mut out = Findings::default();
         traffic(&mut d, 0, 120, 1.0, Phase::Learning, &mut out);
@@ -686,7 +686,7 @@ mod tests {
         let mut d = KnnDetector::new(
             SourceKind::Traces,
             KnnConfig::default(),
-            DetectConfig::default(),
+            SharedConfig::default(),
         );
         let mut out = Findings::default();
         traffic(&mut d, 0, 20, 1.0, Phase::Learning, &mut out);
@@ -748,7 +748,7 @@ mod tests {
         let mut d = KnnDetector::with_store(
             SourceKind::Traces,
             config,
-            DetectConfig::default(),
+            SharedConfig::default(),
             store.clone(),
             None,
         );
@@ -826,7 +826,7 @@ mod tests {
         let mut d = KnnDetector::with_store(
             SourceKind::Traces,
             KnnConfig::default(),
-            DetectConfig::default(),
+            SharedConfig::default(),
             store.clone(),
             Some(outbox.clone()),
         );
@@ -846,7 +846,7 @@ mod tests {
         assert!(outbox.is_empty());
         let (references, points): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.reference);
         assert_eq!(points.len(), 210 * 10, "one point per event");
-        let window = DetectConfig::default().window_nanos();
+        let window = SharedConfig::default().window_nanos();
         for entry in &points {
             let p = &entry.point;
             let start = p.timestamp.div_euclid(window) * window;
@@ -889,7 +889,7 @@ mod tests {
         let mut d = KnnDetector::with_store(
             SourceKind::Traces,
             KnnConfig::default(),
-            DetectConfig::default(),
+            SharedConfig::default(),
             store.clone(),
             None,
         );
@@ -938,7 +938,7 @@ mod tests {
             KnnDetector::with_store(
                 SourceKind::Traces,
                 config.clone(),
-                DetectConfig::default(),
+                SharedConfig::default(),
                 store.clone(),
                 None,
             )
@@ -988,7 +988,7 @@ mod tests {
         let mut d = KnnDetector::with_store(
             SourceKind::Traces,
             config,
-            DetectConfig::default(),
+            SharedConfig::default(),
             store.clone(),
             None,
         );
@@ -1067,7 +1067,7 @@ mod tests {
             reference_per_service: 300,
             ..KnnConfig::default()
         };
-        let make = || KnnDetector::new(SourceKind::Traces, config.clone(), DetectConfig::default());
+        let make = || KnnDetector::new(SourceKind::Traces, config.clone(), SharedConfig::default());
         let mut original = make();
         let mut out = Findings::default();
         // Past the cap, so points are admitted ever more sparsely.
@@ -1108,7 +1108,7 @@ mod tests {
             KnnDetector::with_store(
                 SourceKind::Traces,
                 KnnConfig::default(),
-                DetectConfig::default(),
+                SharedConfig::default(),
                 store,
                 None,
             )
@@ -1156,7 +1156,7 @@ mod tests {
             KnnDetector::new(
                 SourceKind::Traces,
                 KnnConfig::default(),
-                DetectConfig::default(),
+                SharedConfig::default(),
             )
         };
         let mut learned = make();
@@ -1224,7 +1224,7 @@ mod tests {
             KnnDetector::new(
                 SourceKind::Logs,
                 KnnConfig::default(),
-                DetectConfig::default(),
+                SharedConfig::default(),
             )
         };
         let mut original = make();

@@ -5,7 +5,7 @@
 //! same run finds on the private in-memory store. Qdrant runs only when `QDRANT_URL` is set.
 
 use culprit_core::{Event, EventBody, Resource, SourceKind, SpanEvent, NANOS_PER_SEC};
-use culprit_detect::{DetectConfig, Detector, Findings, Phase};
+use culprit_detect::{Detector, Findings, Phase, SharedConfig};
 use culprit_knn::{is_far, knn_distance, reference_filter, KnnConfig, KnnDetector};
 use culprit_store::{EmbeddedStore, Point, PointEntry, PointId, SyncStore, VectorStore, DIM};
 use rand::{Rng, SeedableRng};
@@ -182,12 +182,12 @@ async fn knn_contract(store: Arc<dyn VectorStore>, backend: &str) {
     let mut private = KnnDetector::new(
         SourceKind::Traces,
         KnnConfig::default(),
-        DetectConfig::default(),
+        SharedConfig::default(),
     );
     let mut shared = KnnDetector::with_store(
         SourceKind::Traces,
         KnnConfig::default(),
-        DetectConfig::default(),
+        SharedConfig::default(),
         store,
         None,
     );

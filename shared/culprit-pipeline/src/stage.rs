@@ -39,8 +39,8 @@ impl DetectStage {
             findings: Findings::default(),
             newest: i64::MIN,
             advanced_to: i64::MIN,
-            window: config.window_nanos(),
-            lateness: config.lateness_nanos(),
+            window: config.shared.window_nanos(),
+            lateness: config.shared.lateness_nanos(),
             board: None,
             points: None,
             config: config.clone(),
@@ -80,7 +80,7 @@ impl DetectStage {
     /// The detectors `config.detector` asks for; each k-NN detector keeps its reference in a
     /// private in-memory store and no point leaves it.
     pub fn from_config(config: &crate::PipelineConfig) -> DetectStage {
-        let knn = || KnnDetector::all(&config.knn, &config.detect);
+        let knn = || KnnDetector::all(&config.knn, &config.detect.shared);
         DetectStage::with_detectors(Self::detectors(config, knn), &config.detect)
     }
 
@@ -100,7 +100,7 @@ impl DetectStage {
         let knn = || {
             KnnDetector::all_with_store(
                 &config.knn,
-                &config.detect,
+                &config.detect.shared,
                 store.clone(),
                 Some(outbox.clone()),
             )
@@ -120,7 +120,7 @@ impl DetectStage {
             crate::DetectorMode::Stats => Detectors::statistical(detect),
             crate::DetectorMode::Knn => {
                 let mut d = knn();
-                d.push(Box::new(ChangeDetector::new(detect.clone())));
+                d.push(Box::new(ChangeDetector::new(detect.shared.clone())));
                 Detectors::new(d)
             }
             crate::DetectorMode::Fused => {

@@ -50,6 +50,14 @@ impl Default for OutputConfig {
 }
 
 pub fn load(path: Option<&Path>) -> Result<CulpritConfig> {
+    load_with_env(path, None)
+}
+
+/// [`load`], with the environment variables taken from `env` instead of the process when given.
+fn load_with_env(
+    path: Option<&Path>,
+    env: Option<config::Map<String, String>>,
+) -> Result<CulpritConfig> {
     let defaults = config::Config::try_from(&CulpritConfig::default())
         .context("building default configuration")?;
     let mut builder = config::Config::builder().add_source(defaults);
@@ -69,7 +77,8 @@ pub fn load(path: Option<&Path>) -> Result<CulpritConfig> {
         config::Environment::with_prefix("CULPRIT")
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true),
+            .try_parsing(true)
+            .source(env),
     );
     let merged = builder.build().context("reading configuration")?;
     merged.try_deserialize().context("invalid configuration")
@@ -140,5 +149,54 @@ mod tests {
         std::fs::write(&bad, "[correlate]\nquiet_gap = 300\n").unwrap();
         let err = format!("{:#}", load(Some(&bad)).unwrap_err());
         assert!(err.contains("quiet_gap"), "{err}");
+    }
+
+    #[test]
+    fn detector_settings_load_from_their_tables_and_the_old_flat_keys_say_where_they_moved() {
+        let dir = std::env::temp_dir().join(format!("culprit-config-d-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(
+            &good,
+            "[detect]\nwindow_secs = 20\n[detect.metrics]\nmin_z = 6\n[detect.novelty]\nwindow_secs = 30\n\
+             [detect.logs]\nabsence_escalation = false\n[detect.spans]\nedge_horizon_secs = 60\n",
+        )
+        .unwrap();
+        let d = load(Some(&good)).unwrap().pipeline.detect;
+        assert_eq!(d.shared.window_secs, 20);
+        assert_eq!(d.metrics.min_z, 6.0);
+        assert_eq!(
+            d.metrics.min_range_excess, 0.5,
+            "the rest keep their defaults"
+        );
+        assert_eq!(d.shared.novelty.window_secs, 30);
+        assert!(!d.logs.absence_escalation);
+        assert_eq!(d.spans.edge_horizon_secs, 60);
+
+        let old = dir.join("old.toml");
+        std::fs::write(&old, "[detect]\nmetric_min_z = 8\n").unwrap();
+        let err = format!("{:#}", load(Some(&old)).unwrap_err());
+        assert!(
+            err.contains("detect.metric_min_z moved to [detect.metrics] min_z"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+
+        // The same through the environment: the new place is taken, the old name refused.
+        let env = |k: &str, v: &str| Some([(k.to_string(), v.to_string())].into());
+        let d = load_with_env(None, env("CULPRIT__DETECT__METRICS__MIN_Z", "6"))
+            .unwrap()
+            .pipeline
+            .detect;
+        assert_eq!(d.metrics.min_z, 6.0);
+        let err = format!(
+            "{:#}",
+            load_with_env(None, env("CULPRIT__DETECT__LATENCY_QUANTILE", "0.95")).unwrap_err()
+        );
+        assert!(
+            err.contains("detect.latency_quantile moved to [detect.spans] latency_quantile")
+                && err.contains("CULPRIT__DETECT__SPANS__LATENCY_QUANTILE"),
+            "{err}"
+        );
     }
 }
