@@ -538,6 +538,12 @@ async fn an_on_call_engineer_finds_judges_and_confirms_an_incident_in_chromium()
             "[...document.querySelectorAll('table.history td')].some(t => t.innerText === 'from now on')",
         )
         .await;
+    browser
+        .wait_for(
+            "what the detectors said they did, in the status line",
+            "document.getElementById('status').textContent.includes('forgotten (test double)')",
+        )
+        .await;
 
     // A read-only token sees the incident but cannot give feedback.
     browser.click("#signout").await;

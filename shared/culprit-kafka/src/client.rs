@@ -634,9 +634,10 @@ mod tests {
         let c = consumer_config(&KafkaConfig::default(), "g", "c").unwrap();
         assert_eq!(c.get("queued.max.messages.kbytes"), Some(PREFETCH_KBYTES));
         let mut config = KafkaConfig::default();
-        config
-            .extra
-            .insert("queued.max.messages.kbytes".to_string(), "65536".to_string());
+        config.extra.insert(
+            "queued.max.messages.kbytes".to_string(),
+            "65536".to_string(),
+        );
         let c = consumer_config(&config, "g", "c").unwrap();
         assert_eq!(c.get("queued.max.messages.kbytes"), Some("65536"));
     }

@@ -717,7 +717,7 @@ pub(super) fn history_view(items: &[HistoryItem]) -> String {
                 let _ = writeln!(
                     out,
                     "<tr><td class=\"time\">{}</td><td>Baseline recalculation</td><td><a href=\"#/baselines/{}\">{}</a></td>\
-                     <td>{} ({} source{}), {} baselines reset</td><td>{}</td><td>done</td></tr>",
+                     <td>{} ({} source{}), {} baselines reset{}</td><td>{}</td><td>done</td></tr>",
                     time_el(r.at),
                     segment(&r.service),
                     esc(&r.service),
@@ -725,6 +725,11 @@ pub(super) fn history_view(items: &[HistoryItem]) -> String {
                     r.source.map_or("every", |s| s.as_str()),
                     if r.source.is_some() { "" } else { "s" },
                     r.baselines,
+                    if r.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", esc(&r.detail))
+                    },
                     esc(&r.author)
                 );
             }
@@ -746,6 +751,28 @@ mod tests {
         );
         assert_eq!(segment("inc 1/a?b#c"), "inc%201%2Fa%3Fb%23c");
         assert_eq!(segment("inc-1.a_b~"), "inc-1.a_b~");
+    }
+
+    #[test]
+    fn a_recalculation_in_the_history_says_what_the_detectors_did_escaped() {
+        let item = |detail: &str| HistoryItem {
+            entry: HistoryEntry::Recalculation(crate::RecalculationRecord {
+                service: "cart".into(),
+                source: None,
+                range: RecalcRange::FromNow,
+                author: "schedule".into(),
+                at: 0,
+                baselines: 4,
+                detail: detail.into(),
+            }),
+            latest: None,
+        };
+        let page = history_view(&[item("re-read 1,200 events of <otlp_spans>")]);
+        assert!(
+            page.contains("4 baselines reset — re-read 1,200 events of &lt;otlp_spans&gt;</td>"),
+            "{page}"
+        );
+        assert!(history_view(&[item("")]).contains("4 baselines reset</td>"));
     }
 
     #[test]

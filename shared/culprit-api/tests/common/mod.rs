@@ -333,7 +333,7 @@ impl BaselineView for FakeBaselines {
         }
         Ok(RecalcOutcome {
             baselines: reset,
-            detail: String::new(),
+            detail: format!("{reset} baselines of {service} forgotten (test double)"),
         })
     }
 }

@@ -309,7 +309,9 @@
       }
       if (res.ok) {
         await render('recalc-result');
-        say('Recalculated: ' + data.recalculation.baselines + ' baselines reset, by ' + data.recalculation.author + '.');
+        const r = data.recalculation;
+        // The detail says what the detectors did (for a range: what they re-read and adopted).
+        say('Recalculated by ' + r.author + ': ' + (r.detail || (r.baselines + ' baselines reset.')));
       } else if (res.status === 403) {
         out.textContent = 'This token can read only: recalculating needs a write-scoped token.';
       } else {
