@@ -348,3 +348,22 @@ impl<'a> AnomalyDraft<'a> {
         }
     }
 }
+
+/// The baselines `d` shows for `service` whose signal `keep` admits, as sorted text: what the
+/// adopt tests compare between a live, a fresh and an adopting detector.
+#[cfg(test)]
+pub(crate) fn shown_baselines(
+    d: &dyn Detector,
+    service: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut all = Vec::new();
+    d.baselines(&mut all);
+    let mut of: Vec<String> = all
+        .into_iter()
+        .filter(|s| s.service == service && keep(&s.signal))
+        .map(|s| format!("{s:?}"))
+        .collect();
+    of.sort();
+    of
+}

@@ -989,16 +989,9 @@ mod tests {
     /// The baselines `d` shows for `service`, as text, without the call edges when `edges` is
     /// false.
     fn shown(d: &SpanDetector, service: &str, edges: bool) -> Vec<String> {
-        let mut all = Vec::new();
-        d.baselines(&mut all);
-        let mut of: Vec<String> = all
-            .into_iter()
-            .filter(|s| s.service == service)
-            .filter(|s| edges || !s.signal.starts_with("span.edge_latency"))
-            .map(|s| format!("{s:?}"))
-            .collect();
-        of.sort();
-        of
+        crate::shown_baselines(d, service, |signal| {
+            edges || !signal.starts_with("span.edge_latency")
+        })
     }
 
     /// `pay` on its own, 10 requests a second at `ms`.
