@@ -182,6 +182,11 @@ impl Profile {
         }
     }
 
+    /// The largest value the bucket holds.
+    pub fn max(&self) -> f64 {
+        self.sorted.last().copied().unwrap_or(self.median)
+    }
+
     /// Arithmetic mean of the bucket (the rate a count test expects).
     pub fn mean(&self) -> f64 {
         self.sorted.iter().sum::<f64>() / self.sorted.len().max(1) as f64

@@ -70,6 +70,9 @@ struct EdgeVerdict {
     calls: u64,
     slow: u64,
     expected: f64,
+    /// Calls that waited longer than any call of the baseline, and how many chance would give.
+    beyond: u64,
+    expected_beyond: f64,
     surprise: f64,
     /// Median wait of the slow calls (of all calls when none is slow), ms.
     median_wait: f64,
@@ -182,6 +185,8 @@ struct Blame<'a> {
     slow: u64,
     calls: u64,
     expected: f64,
+    beyond: u64,
+    expected_beyond: f64,
     edges: Vec<&'a EdgeVerdict>,
 }
 
@@ -290,8 +295,12 @@ impl EdgeLatency {
             }
             let slow = waits.iter().filter(|w| **w > threshold).count() as u64;
             // A fresh normal call beats the largest of m baseline calls with chance 1/(m+1).
-            let p0 = (1.0 - q).max(2.0 / (profile.samples as f64 + 1.0));
+            let p_beyond = 1.0 / (profile.samples as f64 + 1.0);
+            let p0 = (1.0 - q).max(2.0 * p_beyond);
             let expected = waits.len() as f64 * p0;
+            let ceiling = threshold.max(profile.max());
+            let beyond = waits.iter().filter(|w| **w > ceiling).count() as u64;
+            let expected_beyond = waits.len() as f64 * p_beyond;
             let usual_server = self
                 .servers
                 .get_mut(key)
@@ -311,7 +320,9 @@ impl EdgeLatency {
                 calls,
                 slow,
                 expected,
-                surprise: poisson_surprise(slow, expected),
+                beyond,
+                expected_beyond,
+                surprise: surprise(slow, expected, beyond, expected_beyond),
                 median_wait: median(typical).exp() / 1000.0,
                 usual_wait: profile.median.exp() / 1000.0,
                 median_server: (!servers.is_empty()).then(|| median(&mut servers).exp() / 1000.0),
@@ -352,6 +363,8 @@ impl EdgeLatency {
                     b.slow += v.slow;
                     b.calls += v.calls;
                     b.expected += v.expected;
+                    b.beyond += v.beyond;
+                    b.expected_beyond += v.expected_beyond;
                     b.edges.push(v);
                 }
             }
@@ -361,7 +374,7 @@ impl EdgeLatency {
             }
         }
         for ((environment, service), b) in blamed {
-            let surprise = poisson_surprise(b.slow, b.expected);
+            let surprise = surprise(b.slow, b.expected, b.beyond, b.expected_beyond);
             let Some(severity) = levels
                 .severity(surprise)
                 .filter(|s| *s <= config.min_severity && b.slow >= 3)
@@ -447,7 +460,92 @@ fn describe(service: &Name, b: &Blame, worst: &EdgeVerdict) -> String {
     )
 }
 
+/// How surprising `slow` calls over the quantile threshold are, or `beyond` calls longer than
+/// any the baseline holds, whichever says more. The count over the threshold alone treats a call
+/// beyond everything the baseline ever saw like one just past its quantile, though a normal call
+/// does that only with chance 1/(m+1) against m baseline calls: a few such calls (a network
+/// delay adds seconds to millisecond waits) are rarer by chance than many just over a quantile.
+/// Two tests were run, so the better one pays for the choice (log10 2).
+fn surprise(slow: u64, expected: f64, beyond: u64, expected_beyond: f64) -> f64 {
+    let over_quantile = poisson_surprise(slow, expected);
+    let over_range = poisson_surprise(beyond, expected_beyond);
+    (over_quantile.max(over_range) - std::f64::consts::LOG10_2).max(0.0)
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use culprit_core::{Severity, NANOS_PER_SEC};
+
+    const WINDOW: i64 = 10 * NANOS_PER_SEC;
+
+    fn key() -> EdgeKey {
+        ("prod".into(), "A".into(), "X".into())
+    }
+
+    /// One window of calls A -> X waiting `waits_ms`.
+    fn window(waits_ms: &[f64]) -> HashMap<EdgeKey, EdgeCalls> {
+        let mut calls = EdgeCalls::default();
+        for w in waits_ms {
+            calls.push((w * 1e6) as i64, None);
+        }
+        HashMap::from([(key(), calls)])
+    }
+
+    /// Learns 40 windows of waits spread over 1.5-2.5 ms, with a rare 6 ms one (under 1% of
+    /// calls, so the usual range reaches past the quantile threshold), then judges one window
+    /// holding eight calls of `slow_ms` among ten usual ones, and returns the severity of the
+    /// finding on X, if any.
+    fn judged(slow_ms: f64) -> Option<Severity> {
+        let (config, spans) = (SharedConfig::default(), SpansConfig::default());
+        let mut edges = EdgeLatency::default();
+        let usual: Vec<f64> = (0..20).map(|i| 1.5 + f64::from(i) / 20.0).collect();
+        let mut out = Findings::default();
+        for w in 0..40 {
+            let mut waits = usual.clone();
+            if w % 10 == 0 {
+                waits[0] = 6.0;
+            }
+            let calls = window(&waits);
+            edges.close(
+                &config,
+                &spans,
+                w * WINDOW,
+                calls,
+                Phase::Learning,
+                &mut out,
+            );
+        }
+        let mut waits = usual[..10].to_vec();
+        waits.extend([slow_ms; 8]);
+        edges.close(
+            &config,
+            &spans,
+            40 * WINDOW,
+            window(&waits),
+            Phase::Detecting,
+            &mut out,
+        );
+        out.anomalies
+            .iter()
+            .filter(|a| a.service == "X")
+            .map(|a| a.severity)
+            .min()
+    }
+
+    #[test]
+    fn calls_beyond_every_usual_wait_weigh_more_than_slow_calls_inside_the_usual_range() {
+        // Eight calls over the threshold but inside the usual range, and eight beyond anything
+        // the baseline holds, are the same count over the quantile; only the range tells them
+        // apart.
+        let within = judged(4.0).expect("eight slow calls of eighteen are found");
+        let beyond = judged(2000.0).expect("eight very slow calls are found");
+        assert!(beyond < within, "{beyond:?} vs {within:?}");
+        assert_eq!(beyond, Severity::Sev1);
+    }
 }

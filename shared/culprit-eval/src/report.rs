@@ -96,7 +96,7 @@ impl Report {
                 a.service,
                 a.signal.as_str().chars().take(50).collect::<String>(),
                 a.score,
-                a.description.chars().take(120).collect::<String>()
+                a.description.chars().take(400).collect::<String>()
             );
         }
     }
