@@ -21,7 +21,7 @@
 //! time of a single-call client span to this module), and the callee's span keeps its own test.
 
 use crate::baseline::Baseline;
-use crate::stats::poisson_surprise;
+use crate::stats::exceedance_surprise;
 use crate::{AnomalyDraft, Findings, Phase, SharedConfig, SpansConfig};
 use culprit_core::{SignalFamily, SourceKind, UnixNanos};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -322,7 +322,7 @@ impl EdgeLatency {
                 expected,
                 beyond,
                 expected_beyond,
-                surprise: surprise(slow, expected, beyond, expected_beyond),
+                surprise: exceedance_surprise(slow, expected, beyond, expected_beyond),
                 median_wait: median(typical).exp() / 1000.0,
                 usual_wait: profile.median.exp() / 1000.0,
                 median_server: (!servers.is_empty()).then(|| median(&mut servers).exp() / 1000.0),
@@ -374,7 +374,7 @@ impl EdgeLatency {
             }
         }
         for ((environment, service), b) in blamed {
-            let surprise = surprise(b.slow, b.expected, b.beyond, b.expected_beyond);
+            let surprise = exceedance_surprise(b.slow, b.expected, b.beyond, b.expected_beyond);
             let Some(severity) = levels
                 .severity(surprise)
                 .filter(|s| *s <= config.min_severity && b.slow >= 3)
@@ -458,18 +458,6 @@ fn describe(service: &Name, b: &Blame, worst: &EdgeVerdict) -> String {
         b.edges.len(),
         b.expected,
     )
-}
-
-/// How surprising `slow` calls over the quantile threshold are, or `beyond` calls longer than
-/// any the baseline holds, whichever says more. The count over the threshold alone treats a call
-/// beyond everything the baseline ever saw like one just past its quantile, though a normal call
-/// does that only with chance 1/(m+1) against m baseline calls: a few such calls (a network
-/// delay adds seconds to millisecond waits) are rarer by chance than many just over a quantile.
-/// Two tests were run, so the better one pays for the choice (log10 2).
-fn surprise(slow: u64, expected: f64, beyond: u64, expected_beyond: f64) -> f64 {
-    let over_quantile = poisson_surprise(slow, expected);
-    let over_range = poisson_surprise(beyond, expected_beyond);
-    (over_quantile.max(over_range) - std::f64::consts::LOG10_2).max(0.0)
 }
 
 fn median(values: &mut [f64]) -> f64 {
