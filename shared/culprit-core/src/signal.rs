@@ -42,6 +42,9 @@ pub enum SignalFamily {
     LogMissingInSpan,
     /// A metric series beyond its baseline (the detail is the series).
     Metric,
+    /// Waits on call edges from per-edge client and server latency metrics, placed on the
+    /// endpoint the anomalous edges share (the detail is the client side's metric).
+    MetricEdgeWait,
     /// An event far from its nearest normal neighbours in the embedding space.
     KnnDistance,
     /// A deploy, configuration change or flag flip (the detail is its kind and id).
@@ -51,7 +54,7 @@ pub enum SignalFamily {
 }
 
 impl SignalFamily {
-    pub const ALL: [SignalFamily; 17] = [
+    pub const ALL: [SignalFamily; 18] = [
         SignalFamily::SpanLatency,
         SignalFamily::SpanErrors,
         SignalFamily::SpanNewError,
@@ -66,6 +69,7 @@ impl SignalFamily {
         SignalFamily::LogMissingTemplate,
         SignalFamily::LogMissingInSpan,
         SignalFamily::Metric,
+        SignalFamily::MetricEdgeWait,
         SignalFamily::KnnDistance,
         SignalFamily::Change,
         SignalFamily::Other,
@@ -88,6 +92,7 @@ impl SignalFamily {
             SignalFamily::LogMissingTemplate => "log.missing_template",
             SignalFamily::LogMissingInSpan => "log.missing_in_span",
             SignalFamily::Metric => "metric",
+            SignalFamily::MetricEdgeWait => "metric.edge_wait",
             SignalFamily::KnnDistance => "knn.distance",
             SignalFamily::Change => "change",
             SignalFamily::Other => "other",

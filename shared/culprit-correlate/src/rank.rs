@@ -112,8 +112,10 @@ impl Default for RankConfig {
                 (SignalFamily::KnnDistance, 0.1),
             ]),
             // Not listed, so weighed 1: the span families of a rollout's comparison (own
-            // behaviour under the same traffic), `span_new_call`, and `log_missing_template`, a
-            // usual line that stopped without span context to tell whose change stopped it.
+            // behaviour under the same traffic), `span_new_call`, `log_missing_template`, a
+            // usual line that stopped without span context to tell whose change stopped it, and
+            // `metric_edge_wait`: a per-minute difference of two percentiles is coarser than a
+            // span's wait, and a CPU-starved caller inflates its own client-side times too.
             propagating_signals: vec![
                 SignalFamily::SpanLatency,
                 SignalFamily::SpanErrors,

@@ -23,6 +23,7 @@ pub mod baseline;
 mod calls;
 pub mod changes;
 pub mod config;
+mod edge_waits;
 mod edges;
 pub mod logs;
 pub mod metrics;

@@ -1,7 +1,9 @@
 //! Metric detector: every (service, instance, metric) series against its own time-aware
-//! baseline, in both directions (a CPU spike and a throughput collapse are both news).
+//! baseline, in both directions (a CPU spike and a throughput collapse are both news), and the
+//! waits on call edges that per-edge client and server latency series give (`edge_waits`).
 
 use crate::baseline::{Baseline, Direction, Profile};
+use crate::edge_waits::{EdgeWaitState, EdgeWaits};
 use crate::{AnomalyDraft, Detector, Findings, MetricsConfig, Phase, SharedConfig};
 use culprit_core::{
     Event, EventBody, Severity, SignalFamily, SourceKind, UnixNanos, NANOS_PER_SEC,
@@ -15,12 +17,13 @@ pub struct MetricDetector {
     config: SharedConfig,
     metrics: MetricsConfig,
     series: HashMap<SeriesKey, Series>,
+    edge_waits: EdgeWaits,
 }
 
 /// One series' baseline, and the run of points it is holding back.
 #[derive(Default)]
-struct Series {
-    baseline: Baseline,
+pub(crate) struct Series {
+    pub(crate) baseline: Baseline,
     run: Run,
 }
 
@@ -50,12 +53,86 @@ impl Run {
     }
 }
 
+/// How a point is judged: in which direction, and with what least scale (a series derived from
+/// others may hold one value throughout, where its sources' noise says how far it may move).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Judging {
+    pub direction: Direction,
+    pub min_scale: f64,
+}
+
+impl Default for Judging {
+    fn default() -> Self {
+        Judging {
+            direction: Direction::Both,
+            min_scale: 0.0,
+        }
+    }
+}
+
+impl Series {
+    /// Judges one point against the baseline and learns it, unless it belongs to a run that
+    /// passes the gates; returns its severity and the profile it was judged by when it is
+    /// anomalous while detecting.
+    pub(crate) fn judge(
+        &mut self,
+        config: &SharedConfig,
+        metrics: &MetricsConfig,
+        time: UnixNanos,
+        value: f64,
+        phase: Phase,
+        how: Judging,
+    ) -> Option<(Severity, Profile)> {
+        let baseline_config = &config.baseline;
+        let shift_points = metrics.learning_shift_points;
+        // A learning window may hold an earlier incident. Its points pass every gate against
+        // what came before them for minutes on end, unlike the lone bursts a series shows in
+        // normal operation; those are learned, the sustained shift is not.
+        let judged = phase == Phase::Detecting || shift_points > 0;
+        let verdict = judged
+            .then(|| self.baseline.profile(time, baseline_config))
+            .flatten()
+            .and_then(|mut profile| {
+                profile.scale = profile.scale.max(how.min_scale);
+                Some((
+                    gate(config, metrics, &profile, value, how.direction)?,
+                    profile,
+                ))
+            });
+        let Some((severity, profile)) = verdict else {
+            let run = std::mem::take(&mut self.run);
+            if run.len < shift_points {
+                for (t, x, _) in run.points.into_iter().filter(|p| p.2) {
+                    self.baseline.observe(t, x, baseline_config);
+                }
+            }
+            self.baseline.observe(time, value, baseline_config);
+            return None;
+        };
+        let learning = phase != Phase::Detecting;
+        self.run
+            .push(time, value, learning, baseline_config.capacity);
+        let new_normal = i64::from(metrics.new_normal_secs) * NANOS_PER_SEC;
+        if new_normal > 0 && time - self.run.started >= new_normal {
+            // It moved and stayed (a deploy that raised memory for good): alerting on it for ever
+            // would keep one incident open and its page unresolved.
+            for (t, x, _) in std::mem::take(&mut self.run).points {
+                self.baseline.observe(t, x, baseline_config);
+            }
+        }
+        (!learning).then_some((severity, profile))
+    }
+}
+
 /// What a [`MetricDetector`] learned ([`crate::state`]): each series' baseline. A run being held
 /// back is in flight and starts again.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct MetricState {
     #[serde(with = "crate::state::pairs")]
     series: HashMap<SeriesKey, Baseline>,
+    /// Absent in states saved before edge waits were learned.
+    #[serde(default)]
+    edge_waits: EdgeWaitState,
 }
 
 impl MetricState {
@@ -68,6 +145,7 @@ impl MetricDetector {
             config,
             metrics,
             series: HashMap::new(),
+            edge_waits: EdgeWaits::default(),
         }
     }
 
@@ -76,14 +154,15 @@ impl MetricDetector {
     }
 }
 
-/// The severity of `value` when it passes all four gates against `profile`.
+/// The severity of `value` when it passes all four gates against `profile` in `direction`.
 fn gate(
     config: &SharedConfig,
     metrics: &MetricsConfig,
     profile: &Profile,
     value: f64,
+    direction: Direction,
 ) -> Option<Severity> {
-    let severity = profile.severity(value, Direction::Both, &config.severity_levels)?;
+    let severity = profile.severity(value, direction, &config.severity_levels)?;
     let relative = (value - profile.median).abs() / profile.median.abs().max(1e-9);
     (severity <= metrics.min_severity
         && relative >= metrics.min_relative_change
@@ -104,6 +183,8 @@ impl Detector for MetricDetector {
         if !point.value.is_finite() {
             return;
         }
+        self.edge_waits
+            .observe(&event.resource.environment, event.time, point);
         let attributes = if point.attributes.is_empty() {
             String::new()
         } else {
@@ -127,48 +208,16 @@ impl Detector for MetricDetector {
             attributes,
         );
         let series = self.series.entry(key).or_default();
-        let baseline_config = &self.config.baseline;
-        let shift_points = self.metrics.learning_shift_points;
-        // A learning window may hold an earlier incident. Its points pass every gate against
-        // what came before them for minutes on end, unlike the lone bursts a series shows in
-        // normal operation; those are learned, the sustained shift is not.
-        let judged = phase == Phase::Detecting || shift_points > 0;
-        let verdict = judged
-            .then(|| series.baseline.profile(event.time, baseline_config))
-            .flatten()
-            .and_then(|profile| {
-                Some((
-                    gate(&self.config, &self.metrics, &profile, point.value)?,
-                    profile,
-                ))
-            });
-        let Some((severity, profile)) = verdict else {
-            let run = std::mem::take(&mut series.run);
-            if run.len < shift_points {
-                for (t, x, _) in run.points.into_iter().filter(|p| p.2) {
-                    series.baseline.observe(t, x, baseline_config);
-                }
-            }
-            series
-                .baseline
-                .observe(event.time, point.value, baseline_config);
+        let Some((severity, profile)) = series.judge(
+            &self.config,
+            &self.metrics,
+            event.time,
+            point.value,
+            phase,
+            Judging::default(),
+        ) else {
             return;
         };
-        let learning = phase != Phase::Detecting;
-        series
-            .run
-            .push(event.time, point.value, learning, baseline_config.capacity);
-        let new_normal = i64::from(self.metrics.new_normal_secs) * NANOS_PER_SEC;
-        if new_normal > 0 && event.time - series.run.started >= new_normal {
-            // It moved and stayed (a deploy that raised memory for good): alerting on it for ever
-            // would keep one incident open and its page unresolved.
-            for (t, x, _) in std::mem::take(&mut series.run).points {
-                series.baseline.observe(t, x, baseline_config);
-            }
-        }
-        if learning {
-            return;
-        }
         let z = profile.z(point.value);
         let draft = AnomalyDraft::of_event(event, SourceKind::Metrics, signal);
         let direction = if point.value > profile.median {
@@ -200,9 +249,17 @@ impl Detector for MetricDetector {
         ));
     }
 
-    fn advance(&mut self, _watermark: UnixNanos, _phase: Phase, _out: &mut Findings) {}
+    fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings) {
+        // Both sides of an edge carry the same time; a side may come up to `lateness` late.
+        let complete = watermark.saturating_sub(self.config.lateness_nanos());
+        self.edge_waits
+            .close(&self.config, &self.metrics, complete, phase, out);
+    }
 
-    fn flush(&mut self, _phase: Phase, _out: &mut Findings) {}
+    fn flush(&mut self, phase: Phase, out: &mut Findings) {
+        self.edge_waits
+            .close(&self.config, &self.metrics, UnixNanos::MAX, phase, out);
+    }
 
     fn baselines(&self, out: &mut Vec<crate::SignalSummary>) {
         for ((environment, service, instance, name, attributes), series) in &self.series {
@@ -226,12 +283,13 @@ impl Detector for MetricDetector {
                 ),
             });
         }
+        self.edge_waits.baselines(&self.config, out);
     }
 
     fn forget(&mut self, service: &str) -> usize {
         let before = self.series.len();
         self.series.retain(|key, _| key.1 != service);
-        before - self.series.len()
+        before - self.series.len() + self.edge_waits.forget(service)
     }
 
     /// Takes the service's series; a run held back is in flight and starts again.
@@ -256,7 +314,7 @@ impl Detector for MetricDetector {
                     (k, series)
                 }),
         );
-        Ok(self.series.len() - before)
+        Ok(self.series.len() - before + self.edge_waits.adopt(service, state.edge_waits))
     }
 
     fn state_name(&self) -> Option<String> {
@@ -269,11 +327,13 @@ impl Detector for MetricDetector {
             .iter()
             .map(|(k, s)| (k.clone(), s.baseline.clone()))
             .collect();
-        crate::state::versioned(MetricState::VERSION, &MetricState { series })
+        let edge_waits = self.edge_waits.save_state();
+        crate::state::versioned(MetricState::VERSION, &MetricState { series, edge_waits })
     }
 
     fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
         let state: MetricState = crate::state::unversioned(state, MetricState::VERSION)?;
+        self.edge_waits.restore_state(state.edge_waits);
         self.series = state
             .series
             .into_iter()
