@@ -297,26 +297,12 @@ pub(crate) struct EdgeWaitState {
 
 /// "calls into X from A, B wait 140 ms longer than usual (A -> X: 333 ms at the client, ...)".
 fn describe(service: &str, edges: &[&SlowEdge], worst: &SlowEdge) -> String {
-    let into: Vec<&str> = edges
-        .iter()
-        .filter(|e| e.key.2 == service)
-        .map(|e| e.key.1.as_str())
-        .collect();
-    let from: Vec<&str> = edges
-        .iter()
-        .filter(|e| e.key.1 == service)
-        .map(|e| e.key.2.as_str())
-        .collect();
-    let mut parts = Vec::new();
-    if !into.is_empty() {
-        parts.push(format!("calls into {service} from {}", into.join(", ")));
-    }
-    if !from.is_empty() {
-        parts.push(format!("calls from {service} into {}", from.join(", ")));
-    }
+    let calls = crate::edges::which_calls(
+        service,
+        edges.iter().map(|e| (e.key.1.as_str(), e.key.2.as_str())),
+    );
     format!(
-        "{} wait {:.4} longer than usual by `{}` ({} -> {}: {:.4} at the client, {:.4} of it between the two where {:.4} is usual; {:.1} robust deviations)",
-        parts.join(" and "),
+        "{calls} wait {:.4} longer than usual by `{}` ({} -> {}: {:.4} at the client, {:.4} of it between the two where {:.4} is usual; {:.1} robust deviations)",
         worst.wait - worst.usual,
         worst.key.3,
         worst.key.1,

@@ -408,25 +408,7 @@ impl EdgeLatency {
 
 /// "calls into X from A, B wait 1995 ms longer than usual ...; its own processing is unchanged".
 fn describe(service: &Name, b: &Blame, worst: &EdgeVerdict) -> String {
-    let into: Vec<&str> = b
-        .edges
-        .iter()
-        .filter(|v| v.key.2 == *service)
-        .map(|v| &*v.key.1)
-        .collect();
-    let from: Vec<&str> = b
-        .edges
-        .iter()
-        .filter(|v| v.key.1 == *service)
-        .map(|v| &*v.key.2)
-        .collect();
-    let mut parts = Vec::new();
-    if !into.is_empty() {
-        parts.push(format!("calls into {service} from {}", into.join(", ")));
-    }
-    if !from.is_empty() {
-        parts.push(format!("calls from {service} into {}", from.join(", ")));
-    }
+    let calls = which_calls(service, b.edges.iter().map(|v| (&*v.key.1, &*v.key.2)));
     // The callee's own processing, on its busiest edge that has server spans.
     let served = b
         .edges
@@ -446,8 +428,7 @@ fn describe(service: &Name, b: &Blame, worst: &EdgeVerdict) -> String {
         _ => String::new(),
     };
     format!(
-        "{} wait {:.0} ms longer than usual (slow calls {:.1} ms vs {:.1} ms on {} -> {}); {} of {} calls slow on {} edge(s), {:.1} expected{own}",
-        parts.join(" and "),
+        "{calls} wait {:.0} ms longer than usual (slow calls {:.1} ms vs {:.1} ms on {} -> {}); {} of {} calls slow on {} edge(s), {:.1} expected{own}",
         (worst.median_wait - worst.usual_wait).max(0.0),
         worst.median_wait,
         worst.usual_wait,
@@ -458,6 +439,28 @@ fn describe(service: &Name, b: &Blame, worst: &EdgeVerdict) -> String {
         b.edges.len(),
         b.expected,
     )
+}
+
+/// "calls into X from A, B and calls from X into C": how the (caller, callee) `edges` touch
+/// `service`.
+pub(crate) fn which_calls<'a>(
+    service: &str,
+    edges: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> String {
+    let into: Vec<&str> = edges
+        .clone()
+        .filter(|e| e.1 == service)
+        .map(|e| e.0)
+        .collect();
+    let from: Vec<&str> = edges.filter(|e| e.0 == service).map(|e| e.1).collect();
+    let mut parts = Vec::new();
+    if !into.is_empty() {
+        parts.push(format!("calls into {service} from {}", into.join(", ")));
+    }
+    if !from.is_empty() {
+        parts.push(format!("calls from {service} into {}", from.join(", ")));
+    }
+    parts.join(" and ")
 }
 
 fn median(values: &mut [f64]) -> f64 {
