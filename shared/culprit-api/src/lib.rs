@@ -15,7 +15,8 @@
 //! with an optional `"source"`); a range that is not `from < to` or starts in the future is a
 //! 400, a range where nothing can re-read it (no Kafka) a 422, one that takes too long a 504.
 //! The answer is the recalculation as recorded in the history, its `detail` saying what was
-//! re-read.
+//! re-read. `GET /incidents/{id}/similar` answers `[]` with the reason in its
+//! `culprit-similar-unavailable` header when the incidents collection cannot be searched.
 //!
 //! The service owns an [`ApiState`]: it records metrics through [`Metrics`], hands each published
 //! alert to [`ApiState::publish`], and registers readiness checks and, where it has detectors,
