@@ -5,17 +5,20 @@
 //! post is its answer ([`HistoryItem::latest`]); earlier ones stay visible as superseded. Feedback
 //! given while an incident is still open is *provisional*: shown, but not learned from, until the
 //! incident resolves ([`HistoryStore::resolve`]). Only the latest final answer of each incident
-//! is matched against new incidents ([`HistoryStore::similar`]).
+//! is matched against new incidents ([`HistoryStore::similar`]): once final, it is written to the
+//! incidents collection ([`IncidentIndex`]), which similar incidents are searched in.
 //!
 //! [`MemoryHistoryStore`] keeps entries in memory and, optionally, appends them to a JSON-lines
-//! file it reloads at start. A resolution is stored as its own line, so the file stays
-//! append-only; lines written before this format (one confirmed cause per line, without a
-//! `kind`) still load.
+//! file it reloads at start (and refills a short incidents collection from). A resolution is
+//! stored as its own line, so the file stays append-only; lines written before this format (one
+//! confirmed cause per line, without a `kind`) still load.
 
 use crate::feedback::Cause;
+use crate::incident_index::IncidentIndex;
 use crate::profile::IncidentProfile;
 use crate::{ApiError, RecalcRange};
 use culprit_core::{PastIncidents, RcaAlert, SimilarIncident, SourceKind, UnixNanos};
+use culprit_store::PointId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -297,7 +300,9 @@ pub trait HistoryStore: PastIncidents + Send + Sync {
         limit: usize,
     ) -> Result<Vec<HistoryItem>, ApiError>;
     /// Past incidents most like the one `query` describes, best first: the latest final answer
-    /// of each, with its similarity ([`FeedbackRecord::similarity`]).
+    /// of each, with its similarity ([`FeedbackRecord::similarity`]). Incidents with a profile
+    /// are searched in the incidents collection, in the query's environment only;
+    /// [`ApiError::IncidentSearch`] when that search fails.
     async fn similar(
         &self,
         query: &SimilarQuery,
@@ -387,6 +392,19 @@ impl Entries {
         changed
     }
 
+    /// Each incident's latest final answer.
+    fn final_answers(&self) -> HashMap<&str, &FeedbackRecord> {
+        let mut answers = HashMap::new();
+        for entry in &self.list {
+            if let HistoryEntry::Feedback(f) = entry {
+                if !f.provisional {
+                    answers.insert(f.incident_id.as_str(), f);
+                }
+            }
+        }
+        answers
+    }
+
     /// Index in `list` of each incident's latest feedback.
     fn latest(&self) -> HashMap<&str, usize> {
         let mut latest = HashMap::new();
@@ -399,29 +417,55 @@ impl Entries {
     }
 }
 
+/// How many more points a search asks for than it needs: hits whose incident this history does
+/// not hold (past `max_entries`, or written by another process) are skipped.
+const SEARCH_SLACK: usize = 2;
+
 /// The embedded [`HistoryStore`]: entries in memory, optionally appended to a JSON-lines file
-/// and reloaded from it at start.
+/// and reloaded from it at start, with an [`IncidentIndex`] for similar incidents.
 #[derive(Debug)]
 pub struct MemoryHistoryStore {
     entries: RwLock<Entries>,
     /// Serialises appends so lines never interleave.
     file: Mutex<Option<(PathBuf, std::fs::File)>>,
     max_entries: usize,
+    index: IncidentIndex,
+    /// Serialises writes to the index, so the point written last is the latest answer.
+    indexing: tokio::sync::Mutex<()>,
 }
 
 impl MemoryHistoryStore {
-    /// A store that keeps nothing on disk.
+    /// A store that keeps nothing on disk, its incidents collection in memory.
     pub fn in_memory(max_entries: usize) -> MemoryHistoryStore {
+        MemoryHistoryStore::in_memory_with_index(max_entries, IncidentIndex::in_memory())
+    }
+
+    /// A store that keeps nothing on disk, searching similar incidents in `index`.
+    pub fn in_memory_with_index(max_entries: usize, index: IncidentIndex) -> MemoryHistoryStore {
         MemoryHistoryStore {
             entries: RwLock::default(),
             file: Mutex::new(None),
             max_entries: max_entries.max(1),
+            index,
+            indexing: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Loads `path` (if it exists) and appends every new entry to it.
+    /// Loads `path` (if it exists) and appends every new entry to it; the incidents collection
+    /// is in memory, filled from the file.
     pub fn open(path: &Path, max_entries: usize) -> Result<MemoryHistoryStore, ApiError> {
-        let store = MemoryHistoryStore::in_memory(max_entries);
+        MemoryHistoryStore::open_with_index(path, max_entries, IncidentIndex::in_memory())
+    }
+
+    /// [`MemoryHistoryStore::open`], searching similar incidents in `index`, which is filled
+    /// from the file when it holds fewer incidents than the file has final answers. A failure
+    /// to fill it is logged, not an error: the history still opens.
+    pub fn open_with_index(
+        path: &Path,
+        max_entries: usize,
+        index: IncidentIndex,
+    ) -> Result<MemoryHistoryStore, ApiError> {
+        let store = MemoryHistoryStore::in_memory_with_index(max_entries, index);
         let io = |source| ApiError::History {
             path: path.to_path_buf(),
             source,
@@ -469,7 +513,43 @@ impl MemoryHistoryStore {
             .open(path)
             .map_err(io)?;
         *store.file.lock().unwrap_or_else(|p| p.into_inner()) = Some((path.to_path_buf(), file));
+        store.fill_index();
         Ok(store)
+    }
+
+    fn fill_index(&self) {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let answers: Vec<&FeedbackRecord> = entries.final_answers().into_values().collect();
+        match self.index.fill(&answers) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                incidents = n,
+                "filled the incidents collection from the history"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot fill the incidents collection from the history; similar incidents may be missing until the next start")
+            }
+        }
+    }
+
+    /// Writes `incident_id`'s latest final answer to the incidents collection. A failure is
+    /// logged: the feedback is in the history already, and the next start refills the
+    /// collection if the point is missing.
+    async fn index_answer(&self, incident_id: &str) {
+        let _turn = self.indexing.lock().await;
+        let answer = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .final_answers()
+            .get(incident_id)
+            .map(|f| (*f).clone());
+        let Some(answer) = answer else {
+            return;
+        };
+        if let Err(e) = self.index.put(&answer).await {
+            tracing::error!(incident_id, error = %e, "cannot write the incident to the incidents collection");
+        }
     }
 
     fn write_line(&self, line: &Line) -> Result<(), ApiError> {
@@ -497,10 +577,17 @@ impl HistoryStore for MemoryHistoryStore {
             HistoryEntry::Recalculation(r) => Line::Recalculation(r.clone()),
         };
         self.write_line(&line)?;
+        let answered = match &entry {
+            HistoryEntry::Feedback(f) if !f.provisional => Some(f.incident_id.clone()),
+            _ => None,
+        };
         self.entries
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(entry, self.max_entries);
+        if let Some(incident_id) = answered {
+            self.index_answer(&incident_id).await;
+        }
         Ok(())
     }
 
@@ -519,11 +606,13 @@ impl HistoryStore for MemoryHistoryStore {
             incident_id: incident_id.to_string(),
             at,
         })?;
-        Ok(self
+        let changed = self
             .entries
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .resolve(incident_id))
+            .resolve(incident_id);
+        self.index_answer(incident_id).await;
+        Ok(changed)
     }
 
     async fn entries(
@@ -561,34 +650,57 @@ impl HistoryStore for MemoryHistoryStore {
         query: &SimilarQuery,
         limit: usize,
     ) -> Result<Vec<FeedbackRecord>, ApiError> {
+        let hits = match &query.profile {
+            Some(profile) => self
+                .index
+                .nearest(profile, &query.environment, search_size(limit))
+                .await
+                .map_err(ApiError::IncidentSearch)?,
+            None => Vec::new(),
+        };
         Ok(self
-            .ranked(query, limit, None)
+            .ranked(query, limit, None, &hits)
             .into_iter()
             .map(|(_, f)| f)
             .collect())
     }
 }
 
+/// Points to ask the collection for, to answer `limit` incidents besides the one asking.
+fn search_size(limit: usize) -> usize {
+    (limit + 1) * SEARCH_SLACK
+}
+
 impl MemoryHistoryStore {
     /// The latest final answers of the `limit` past incidents most like `query`, other than
-    /// `except`, best first, with their similarity.
+    /// `except`, best first, with their similarity: those the collection found (`hits`, with
+    /// their cosine), and those without a profile, matched here by services and signals.
     fn ranked(
         &self,
         query: &SimilarQuery,
         limit: usize,
         except: Option<&str>,
+        hits: &[(PointId, f64)],
     ) -> Vec<(f64, FeedbackRecord)> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let mut scored: Vec<(f64, &FeedbackRecord)> = entries
-            .latest()
-            .into_values()
-            .filter_map(|i| match &entries.list[i] {
-                HistoryEntry::Feedback(f) if !f.provisional => Some(f),
-                _ => None,
-            })
-            .filter(|f| except != Some(f.incident_id.as_str()))
-            .map(|f| (f.similarity(query), f))
-            .filter(|(s, _)| *s > 0.0)
+        let answers = entries.final_answers();
+        let by_point: HashMap<PointId, &FeedbackRecord> = answers
+            .values()
+            .filter(|f| IncidentIndex::indexes(f))
+            .map(|f| (IncidentIndex::point_id(&f.incident_id), *f))
+            .collect();
+        let found = hits
+            .iter()
+            .filter(|(_, cosine)| *cosine >= MIN_PROFILE_SIMILARITY)
+            .filter_map(|(id, cosine)| Some((*cosine, *by_point.get(id)?)));
+        // A query without a profile matches every answer by overlap, as before the collection.
+        let unindexed = answers
+            .values()
+            .filter(|f| query.profile.is_none() || !IncidentIndex::indexes(f))
+            .map(|f| (f.similarity(query), *f));
+        let mut scored: Vec<(f64, &FeedbackRecord)> = found
+            .chain(unindexed)
+            .filter(|(s, f)| *s > 0.0 && except != Some(f.incident_id.as_str()))
             .collect();
         scored.sort_by(|a, b| {
             b.0.total_cmp(&a.0)
@@ -605,20 +717,32 @@ impl MemoryHistoryStore {
 
 impl PastIncidents for MemoryHistoryStore {
     fn most_similar(&self, alert: &RcaAlert, limit: usize) -> Vec<SimilarIncident> {
-        self.ranked(
-            &SimilarQuery::of_alert(alert),
-            limit,
-            Some(&alert.incident_id),
-        )
-        .into_iter()
-        .map(|(similarity, f)| SimilarIncident {
-            confirmed_cause: f.cause.to_string(),
-            incident_id: f.incident_id,
-            started_at: f.started_at,
-            summary: f.summary,
-            // Records without a profile score up to 1.5 by overlap (see `similarity`).
-            similarity: similarity.min(1.0),
-        })
-        .collect()
+        let query = SimilarQuery::of_alert(alert);
+        let hits = match &query.profile {
+            Some(profile) => {
+                match self
+                    .index
+                    .nearest_blocking(profile, &query.environment, search_size(limit))
+                {
+                    Ok(hits) => hits,
+                    Err(e) => {
+                        tracing::warn!(incident_id = %alert.incident_id, error = %e, "cannot search the incidents collection; the alert carries no similar incidents");
+                        return Vec::new();
+                    }
+                }
+            }
+            None => Vec::new(),
+        };
+        self.ranked(&query, limit, Some(&alert.incident_id), &hits)
+            .into_iter()
+            .map(|(similarity, f)| SimilarIncident {
+                confirmed_cause: f.cause.to_string(),
+                incident_id: f.incident_id,
+                started_at: f.started_at,
+                summary: f.summary,
+                // Records without a profile score up to 1.5 by overlap (see `similarity`).
+                similarity: similarity.min(1.0),
+            })
+            .collect()
     }
 }

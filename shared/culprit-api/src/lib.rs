@@ -15,7 +15,8 @@
 //! with an optional `"source"`); a range that is not `from < to` or starts in the future is a
 //! 400, a range where nothing can re-read it (no Kafka) a 422, one that takes too long a 504.
 //! The answer is the recalculation as recorded in the history, its `detail` saying what was
-//! re-read.
+//! re-read. `GET /incidents/{id}/similar` answers `[]` with the reason in its
+//! `culprit-similar-unavailable` header when the incidents collection cannot be searched.
 //!
 //! The service owns an [`ApiState`]: it records metrics through [`Metrics`], hands each published
 //! alert to [`ApiState::publish`], and registers readiness checks and, where it has detectors,
@@ -24,7 +25,7 @@
 //! matched against.
 //!
 //! Modules: [`auth`] tokens and scopes; `history` the append-only record of feedback and
-//! recalculations; `feedback` the rules a confirmed cause must meet; `baselines` the seam to the
+//! recalculations; `incident_index` the incidents collection similar incidents are searched in; `feedback` the rules a confirmed cause must meet; `baselines` the seam to the
 //! detectors' baselines and the recalculation schedule; `incidents` the latest revision per
 //! incident; `routes` the JSON API; `ui` the dashboard; `metrics` and `state`.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod auth;
 mod baselines;
 mod feedback;
 mod history;
+mod incident_index;
 mod incidents;
 mod metrics;
 mod profile;
@@ -50,10 +52,11 @@ pub use history::{
     FeedbackRecord, HistoryEntry, HistoryFilter, HistoryItem, HistoryKind, HistoryStore,
     MemoryHistoryStore, RecalculationRecord, SimilarQuery, MIN_PROFILE_SIMILARITY,
 };
+pub use incident_index::IncidentIndex;
 pub use incidents::{IncidentFilter, IncidentStore};
 pub use metrics::{LatencyRecorder, Metrics, ANOMALIES_INPUT, METRIC_PREFIX};
-pub use profile::IncidentProfile;
-pub use routes::{router, METRICS_CONTENT_TYPE};
+pub use profile::{IncidentProfile, DIMENSIONS as PROFILE_DIMENSIONS};
+pub use routes::{router, METRICS_CONTENT_TYPE, SIMILAR_UNAVAILABLE};
 pub use state::{ApiState, BoxFuture, CheckResult, ReadinessCheck};
 
 use serde::{Deserialize, Serialize};
@@ -169,6 +172,9 @@ pub enum ApiError {
     /// A malformed token entry; never holds the secret itself.
     #[error("API tokens from {origin}: {message}")]
     Tokens { origin: String, message: String },
+    /// The incidents collection could not be searched; similar incidents are unavailable.
+    #[error("the incidents collection cannot be searched: {0}")]
+    IncidentSearch(#[source] culprit_store::StoreError),
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.

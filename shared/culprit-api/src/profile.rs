@@ -51,6 +51,11 @@ impl IncidentProfile {
         IncidentProfile(v)
     }
 
+    /// The vector's components.
+    pub fn values(&self) -> &[f32] {
+        &self.0
+    }
+
     /// Cosine similarity in [-1, 1]; 0 against an empty profile or one of another length (a
     /// record written by a version with other dimensions).
     pub fn cosine(&self, other: &IncidentProfile) -> f64 {

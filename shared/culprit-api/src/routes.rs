@@ -378,9 +378,20 @@ async fn similar_incidents(State(state): State<ApiState>, Path(id): Path<String>
     };
     match similar_to(&state, &alert).await {
         Ok(records) => Json(records).into_response(),
+        // Not an error of the request: an empty answer, with the reason in a header.
+        Err(e @ crate::ApiError::IncidentSearch(_)) => {
+            let mut response = Json(Vec::<FeedbackRecord>::new()).into_response();
+            let reason = HeaderValue::from_str(&e.to_string())
+                .unwrap_or(HeaderValue::from_static("incidents collection unavailable"));
+            response.headers_mut().insert(SIMILAR_UNAVAILABLE, reason);
+            response
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+/// The header of an empty `/incidents/{id}/similar` that says why the search could not run.
+pub const SIMILAR_UNAVAILABLE: &str = "culprit-similar-unavailable";
 
 /// Server-sent events: `incidents` each time the incident list changed (bursts coalesce into
 /// one), after a first `ready`. Ends when the server shuts down.

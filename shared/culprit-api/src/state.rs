@@ -1,6 +1,7 @@
 use crate::auth::Tokens;
 use crate::baselines::{BaselineError, BaselineView, RecalcRange, SCHEDULE_AUTHOR};
 use crate::history::{HistoryEntry, HistoryStore, MemoryHistoryStore, RecalculationRecord};
+use crate::incident_index::IncidentIndex;
 use crate::incidents::IncidentStore;
 use crate::metrics::{Metrics, METRIC_PREFIX};
 use crate::{ApiConfig, ApiError};
@@ -58,12 +59,21 @@ impl std::fmt::Debug for ApiState {
 
 impl ApiState {
     /// State with the embedded history store (persisted to `config.history_path` when set),
-    /// accepting `tokens`.
+    /// accepting `tokens`; its incidents collection is kept in memory.
     pub fn new(config: ApiConfig, tokens: Tokens) -> Result<ApiState, ApiError> {
+        ApiState::with_incident_index(config, tokens, IncidentIndex::in_memory())
+    }
+
+    /// [`ApiState::new`] with the incidents collection `index` (the configured vector store's).
+    pub fn with_incident_index(
+        config: ApiConfig,
+        tokens: Tokens,
+        index: IncidentIndex,
+    ) -> Result<ApiState, ApiError> {
         config.validate()?;
         let store = match &config.history_path {
-            Some(path) => MemoryHistoryStore::open(path, config.max_history)?,
-            None => MemoryHistoryStore::in_memory(config.max_history),
+            Some(path) => MemoryHistoryStore::open_with_index(path, config.max_history, index)?,
+            None => MemoryHistoryStore::in_memory_with_index(config.max_history, index),
         };
         Ok(ApiState::with_history_store(
             config,

@@ -260,8 +260,9 @@ async fn an_on_call_engineer_finds_judges_and_confirms_an_incident_in_chromium()
     }
     let server = Server::start(state.clone()).await;
     let base = server.base.clone();
-    // An earlier incident like the headline one, resolved and confirmed: its "similar" match.
-    let earlier = format!("{}-004", headline.incident_id);
+    // An earlier incident like the headline one, in its environment, resolved and confirmed: its
+    // "similar" match (the variations' index picks fixture 0, `prod`, resolved).
+    let earlier = format!("{}-024", headline.incident_id);
     let (status, body) = server
         .post(
             &format!("/incidents/{earlier}/feedback"),

@@ -51,7 +51,8 @@ pub struct SimilarIncident {
     pub summary: String,
     /// The cause an operator confirmed: a service, or `other: <text>`.
     pub confirmed_cause: String,
-    /// How alike the two incidents' evidence is, in [0, 1] (0.5 at most for another environment).
+    /// How alike the two incidents' evidence is, in [0, 1]. Past incidents come from the alert's
+    /// environment, except records from before evidence profiles (0.5 at most for another one).
     pub similarity: f64,
 }
 

@@ -13,7 +13,7 @@
 
 use crate::config::CulpritConfig;
 use anyhow::{Context, Result};
-use culprit_api::{ApiState, Metrics, Tokens, ANOMALIES_INPUT};
+use culprit_api::{ApiState, IncidentIndex, Metrics, Tokens, ANOMALIES_INPUT};
 use culprit_core::SourceKind;
 use culprit_kafka::{
     run_correlator, run_embedder, AlertWriter, CorrelatorOptions, EmbedderOptions, Stats,
@@ -84,7 +84,15 @@ pub async fn run(
         .baselines
         .validate()
         .context("invalid [baselines] configuration")?;
-    let api = ApiState::new(config.api.clone(), tokens).context("setting up the HTTP API")?;
+    // The correlator's process holds the incidents and their feedback, so only it writes the
+    // configured incidents collection; elsewhere the API's history stays empty.
+    let incidents = if roles.contains(&Role::Correlator) {
+        incident_index(&config.store).await?
+    } else {
+        IncidentIndex::in_memory()
+    };
+    let api = ApiState::with_incident_index(config.api.clone(), tokens, incidents)
+        .context("setting up the HTTP API")?;
     let board = Arc::new(culprit_pipeline::BaselineBoard::new());
     // The embedders re-learn a time range from their topics for the API and the schedule.
     let relearners = culprit_kafka::Relearners::new();
@@ -189,8 +197,8 @@ pub async fn run(
                     // Leaves revision r + 1 free for the review of revision r.
                     correlate.revision_stride = 2;
                 }
-                // Each published revision carries its similar past incidents from the feedback
-                // history this process keeps (`api.history_path`).
+                // Each published revision carries its similar past incidents: the incidents
+                // collection, searched through the feedback history this process keeps.
                 let stage =
                     CorrelateStage::new(correlate).with_past_incidents(api.past_incidents());
                 let options = CorrelatorOptions {
@@ -238,6 +246,21 @@ pub async fn run(
         store.flush().await.context("flushing the vector store")?;
     }
     result
+}
+
+/// The incidents collection similar incidents are searched in: in the configured store, or in
+/// this process's memory without one (`store.backend = "none"`); the history fills it either way.
+async fn incident_index(store: &culprit_store::StoreConfig) -> Result<IncidentIndex> {
+    let opened = store
+        .open_incidents(culprit_api::PROFILE_DIMENSIONS)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the incidents collection {} ({:?} store)",
+                store.incidents_collection, store.backend
+            )
+        })?;
+    Ok(opened.map_or_else(IncidentIndex::in_memory, IncidentIndex::new))
 }
 
 /// Where the correlator's alerts go besides the alerts topic (which it writes itself, in the

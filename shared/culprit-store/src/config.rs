@@ -1,8 +1,8 @@
 //! The `[store]` section of the configuration and opening the store it names.
 
-use crate::{EmbeddedStore, StoreError, VectorStore};
+use crate::{EmbeddedStore, StoreError, VectorStore, DIM};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Where event embeddings are kept.
@@ -16,6 +16,9 @@ pub struct StoreConfig {
     /// Qdrant gRPC endpoint (`http://qdrant:6334`); the API key comes from `QDRANT_API_KEY`.
     pub qdrant_url: String,
     pub qdrant_collection: String,
+    /// The collection of closed incidents' evidence profiles, with their confirmed causes: a
+    /// Qdrant collection of this name, or the embedded file `<name>.bin` beside `path`.
+    pub incidents_collection: String,
     pub qdrant_timeout_secs: u64,
     /// Event points older than this (event time) behind the newest time 16 written points
     /// reached, capped at the wall clock, are deleted, in hours; 0 keeps everything. Reference
@@ -38,6 +41,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("culprit-store.bin"),
             qdrant_url: "http://127.0.0.1:6334".into(),
             qdrant_collection: "culprit_events".into(),
+            incidents_collection: "culprit_incidents".into(),
             qdrant_timeout_secs: 10,
             retention_hours: 72,
         }
@@ -52,18 +56,50 @@ impl StoreConfig {
         })
     }
 
-    /// Opens the configured store, or None for `backend = "none"`.
+    /// Opens the configured store of event embeddings, or None for `backend = "none"`.
     pub async fn open(&self) -> Result<Option<Arc<dyn VectorStore>>, StoreError> {
+        self.open_collection(&self.path, &self.qdrant_collection, DIM)
+            .await
+    }
+
+    /// Opens the incidents collection (`incidents_collection`) of `dimension`-component
+    /// profiles in the configured backend, or None for `backend = "none"`.
+    pub async fn open_incidents(
+        &self,
+        dimension: usize,
+    ) -> Result<Option<Arc<dyn VectorStore>>, StoreError> {
+        let file = format!("{}.bin", self.incidents_collection);
+        self.open_collection(
+            &self.path.with_file_name(file),
+            &self.incidents_collection,
+            dimension,
+        )
+        .await
+    }
+
+    async fn open_collection(
+        &self,
+        path: &Path,
+        collection: &str,
+        dimension: usize,
+    ) -> Result<Option<Arc<dyn VectorStore>>, StoreError> {
         Ok(match self.backend {
             StoreBackend::None => None,
-            StoreBackend::Embedded => Some(Arc::new(EmbeddedStore::open(&self.path)?)),
-            StoreBackend::Qdrant => Some(self.open_qdrant().await?),
+            StoreBackend::Embedded => Some(Arc::new(EmbeddedStore::open_with_dimension(
+                path, dimension,
+            )?)),
+            StoreBackend::Qdrant => Some(self.open_qdrant(collection, dimension).await?),
         })
     }
 
     #[cfg(feature = "qdrant")]
-    async fn open_qdrant(&self) -> Result<Arc<dyn VectorStore>, StoreError> {
-        let mut q = crate::QdrantConfig::new(&self.qdrant_url, &self.qdrant_collection);
+    async fn open_qdrant(
+        &self,
+        collection: &str,
+        dimension: usize,
+    ) -> Result<Arc<dyn VectorStore>, StoreError> {
+        let mut q = crate::QdrantConfig::new(&self.qdrant_url, collection);
+        q.dimension = dimension;
         q.api_key = std::env::var("QDRANT_API_KEY")
             .ok()
             .filter(|k| !k.is_empty());
@@ -72,7 +108,7 @@ impl StoreConfig {
     }
 
     #[cfg(not(feature = "qdrant"))]
-    async fn open_qdrant(&self) -> Result<Arc<dyn VectorStore>, StoreError> {
+    async fn open_qdrant(&self, _: &str, _: usize) -> Result<Arc<dyn VectorStore>, StoreError> {
         Err(StoreError::Backend {
             backend: "qdrant",
             op: "connect",

@@ -18,8 +18,10 @@ const COMPACT_FLOOR: u64 = 16 << 20;
 
 /// Exact, in-process [`VectorStore`], optionally persisted to a file and its write-ahead log.
 ///
-/// Points are partitioned by (source, service, reference marker) and each partition keeps its
-/// columns contiguous (vectors as one `Vec<f32>` of `rows * DIM`, pre-normalised so cosine
+/// Every vector has the store's dimension ([`DIM`] unless opened with another, as the incidents
+/// collection is). Points are partitioned by (source, service, reference marker) and each
+/// partition keeps its columns contiguous (vectors as one `Vec<f32>` of `rows * dimension`,
+/// pre-normalised so cosine
 /// similarity is a dot product), so a per-service query scans only that service's rows, and a
 /// query for reference points only the service's reference sample. Readers share an `RwLock`;
 /// the trait's async methods do their (short, CPU-bound) work without awaiting.
@@ -49,8 +51,9 @@ impl Log {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Inner {
+    /// Components of every vector.
+    pub(crate) dim: usize,
     pub(crate) partitions: Vec<Partition>,
     /// (source, reference) -> service -> index into `partitions`.
     by_key: HashMap<(SourceKind, bool), HashMap<String, u32>>,
@@ -68,6 +71,8 @@ pub(crate) struct Partition {
     pub(crate) service: String,
     /// Whether the rows are reference points.
     pub(crate) reference: bool,
+    /// Components of each vector.
+    pub(crate) dim: usize,
     pub(crate) ids: Vec<u64>,
     pub(crate) timestamps: Vec<i64>,
     pub(crate) scores: Vec<f32>,
@@ -77,11 +82,17 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    pub(crate) fn new(source: SourceKind, service: String, reference: bool) -> Partition {
+    pub(crate) fn new(
+        source: SourceKind,
+        service: String,
+        reference: bool,
+        dim: usize,
+    ) -> Partition {
         Partition {
             source: Some(source),
             service,
             reference,
+            dim,
             ..Partition::default()
         }
     }
@@ -91,7 +102,7 @@ impl Partition {
     }
 
     fn vector(&self, row: usize) -> &[f32] {
-        &self.vectors[row * DIM..(row + 1) * DIM]
+        &self.vectors[row * self.dim..(row + 1) * self.dim]
     }
 
     fn push(&mut self, p: &Point, env: u32) -> usize {
@@ -109,12 +120,13 @@ impl Partition {
         self.scores[row] = p.score;
         self.normal[row] = p.normal;
         self.env[row] = env;
-        self.vectors[row * DIM..(row + 1) * DIM].copy_from_slice(&p.vector);
+        let dim = self.dim;
+        self.vectors[row * dim..(row + 1) * dim].copy_from_slice(&p.vector);
     }
 
     /// Removes a row by moving the last row into its place; returns the id of the moved row.
     fn swap_remove(&mut self, row: usize) -> Option<u64> {
-        let last = self.ids.len() - 1;
+        let (last, dim) = (self.ids.len() - 1, self.dim);
         self.ids.swap_remove(row);
         self.timestamps.swap_remove(row);
         self.scores.swap_remove(row);
@@ -122,9 +134,9 @@ impl Partition {
         self.env.swap_remove(row);
         if row != last {
             self.vectors
-                .copy_within(last * DIM..(last + 1) * DIM, row * DIM);
+                .copy_within(last * dim..(last + 1) * dim, row * dim);
         }
-        self.vectors.truncate(last * DIM);
+        self.vectors.truncate(last * dim);
         (row != last).then(|| self.ids[row])
     }
 
@@ -134,8 +146,9 @@ impl Partition {
         self.scores[to] = self.scores[from];
         self.normal[to] = self.normal[from];
         self.env[to] = self.env[from];
+        let dim = self.dim;
         self.vectors
-            .copy_within(from * DIM..(from + 1) * DIM, to * DIM);
+            .copy_within(from * dim..(from + 1) * dim, to * dim);
     }
 
     fn truncate(&mut self, len: usize) {
@@ -144,19 +157,32 @@ impl Partition {
         self.scores.truncate(len);
         self.normal.truncate(len);
         self.env.truncate(len);
-        self.vectors.truncate(len * DIM);
+        self.vectors.truncate(len * self.dim);
     }
 }
 
 impl Inner {
+    /// An empty store of `dim`-component vectors.
+    pub(crate) fn new(dim: usize) -> Inner {
+        Inner {
+            dim,
+            partitions: Vec::new(),
+            by_key: HashMap::new(),
+            locations: HashMap::new(),
+            environments: Vec::new(),
+            env_ids: HashMap::new(),
+        }
+    }
+
     /// Rebuilds the lookup maps from loaded partitions, rejecting duplicate ids and keys.
     pub(crate) fn from_parts(
+        dim: usize,
         partitions: Vec<Partition>,
         environments: Vec<String>,
     ) -> Result<Inner, String> {
         let mut inner = Inner {
             environments,
-            ..Inner::default()
+            ..Inner::new(dim)
         };
         for (i, env) in inner.environments.iter().enumerate() {
             if inner.env_ids.insert(env.clone(), i as u32).is_some() {
@@ -202,8 +228,12 @@ impl Inner {
             return id;
         }
         let id = self.partitions.len() as u32;
-        self.partitions
-            .push(Partition::new(source, service.to_string(), reference));
+        self.partitions.push(Partition::new(
+            source,
+            service.to_string(),
+            reference,
+            self.dim,
+        ));
         self.by_key
             .entry((source, reference))
             .or_default()
@@ -318,7 +348,7 @@ impl Inner {
         })
     }
 
-    fn search(&self, query: &[f32; DIM], filter: &Filter, k: usize) -> Vec<Neighbour> {
+    fn search(&self, query: &[f32], filter: &Filter, k: usize) -> Vec<Neighbour> {
         if k == 0 {
             return Vec::new();
         }
@@ -455,11 +485,17 @@ impl TopK {
 }
 
 impl EmbeddedStore {
-    /// A store that lives and dies with the process; `flush` does nothing.
+    /// A store of event embeddings ([`DIM`]) that lives and dies with the process; `flush`
+    /// does nothing.
     pub fn in_memory() -> EmbeddedStore {
+        EmbeddedStore::in_memory_with_dimension(DIM)
+    }
+
+    /// An in-memory store of `dimension`-component vectors.
+    pub fn in_memory_with_dimension(dimension: usize) -> EmbeddedStore {
         EmbeddedStore {
             path: None,
-            inner: RwLock::new(Inner::default()),
+            inner: RwLock::new(Inner::new(dimension)),
             log: None,
         }
     }
@@ -468,14 +504,25 @@ impl EmbeddedStore {
     /// empty when there is none yet. A log whose last record was torn by a crash is cut back to
     /// its last whole record (with a warning); a damaged snapshot is an error.
     pub fn open(path: impl AsRef<Path>) -> Result<EmbeddedStore, StoreError> {
+        EmbeddedStore::open_with_dimension(path, DIM)
+    }
+
+    /// [`EmbeddedStore::open`] for `dimension`-component vectors; files of another dimension
+    /// are refused.
+    pub fn open_with_dimension(
+        path: impl AsRef<Path>,
+        dimension: usize,
+    ) -> Result<EmbeddedStore, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let mut inner = persist::read(&path)?.unwrap_or_default();
+        let mut inner = persist::read(&path, dimension)?.unwrap_or_else(|| Inner::new(dimension));
         let snapshot_len = match std::fs::metadata(&path) {
             Ok(m) => Some(m.len()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(StoreError::Io { path, source }),
         };
-        let wal = Wal::open(&Wal::path_for(&path), |record| inner.apply(record))?;
+        let wal = Wal::open(&Wal::path_for(&path), dimension, |record| {
+            inner.apply(record)
+        })?;
         Ok(EmbeddedStore {
             path: Some(path),
             inner: RwLock::new(inner),
@@ -486,6 +533,11 @@ impl EmbeddedStore {
     /// The file this store persists to, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// Components of every vector this store holds.
+    pub fn dimension(&self) -> usize {
+        self.read().dim
     }
 
     /// Number of stored points.
@@ -515,8 +567,9 @@ impl EmbeddedStore {
 
     fn upsert_now(&self, mut entries: Vec<PointEntry>) -> Result<(), StoreError> {
         // Validate the whole batch first so a bad point leaves the store untouched.
+        let dim = self.dimension();
         for e in &mut entries {
-            validate_point(&mut e.point)?;
+            validate_point(&mut e.point, dim)?;
         }
         if entries.is_empty() {
             return Ok(());
@@ -599,8 +652,9 @@ impl VectorStore for EmbeddedStore {
         filter: &Filter,
         k: usize,
     ) -> Result<Vec<Neighbour>, StoreError> {
-        let query = normalised_query(query)?;
-        Ok(self.read().search(&query, filter, k))
+        let inner = self.read();
+        let query = normalised_query(query, inner.dim)?;
+        Ok(inner.search(&query, filter, k))
     }
 
     async fn delete_matching(&self, filter: &Filter) -> Result<u64, StoreError> {
@@ -678,7 +732,7 @@ mod tests {
 
         // Each survivor is still found at distance 0 under its current service.
         for i in 25..40u64 {
-            let q = normalised_query(&point(i, "x", 0, i as usize).vector).unwrap();
+            let q = normalised_query(&point(i, "x", 0, i as usize).vector, DIM).unwrap();
             let service = if i % 3 == 0 {
                 "c"
             } else {
@@ -697,7 +751,7 @@ mod tests {
             .upsert_now(entries(vec![point(1, "a", 1, 0), point(1, "b", 2, 1)]))
             .unwrap();
         assert_eq!(store.len(), 1);
-        let q = normalised_query(&point(0, "", 0, 1).vector).unwrap();
+        let q = normalised_query(&point(0, "", 0, 1).vector, DIM).unwrap();
         let hit = &store.read().search(&q, &Filter::all(), 1)[0];
         assert_eq!((hit.service.as_str(), hit.timestamp), ("b", 2));
         assert_index_consistent(&store);

@@ -1,11 +1,15 @@
-use crate::{PointId, DIM};
+use crate::PointId;
 use std::path::PathBuf;
 
 /// Everything a [`VectorStore`](crate::VectorStore) can refuse or fail at.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("point {id}: vector has {len} dimensions, expected {DIM}")]
-    WrongDimension { id: PointId, len: usize },
+    #[error("point {id}: vector has {len} dimensions, expected {expected}")]
+    WrongDimension {
+        id: PointId,
+        len: usize,
+        expected: usize,
+    },
     #[error("point {id}: vector component {index} is not finite")]
     NonFinite { id: PointId, index: usize },
     #[error("point {id}: vector has zero norm, so its cosine distance is undefined")]

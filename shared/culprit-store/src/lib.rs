@@ -18,8 +18,12 @@
 //! finished points in batches with retention, [`StoreConfig`] opens the configured backend, and
 //! [`event_key`] / [`PointId::of_event`] give an event's point its id.
 //!
-//! Both validate points the same way (exactly [`DIM`] finite components, not all zero, score in
-//! [0, 1]), normalise vectors to unit length, and report cosine distance (`1 - similarity`).
+//! A store holds vectors of one dimension: [`DIM`] for event embeddings, another where it is
+//! opened with one ([`EmbeddedStore::open_with_dimension`], `QdrantConfig::dimension`), as the
+//! incidents collection of evidence profiles is ([`StoreConfig::open_incidents`]).
+//!
+//! Both validate points the same way (exactly the store's dimension of finite components, not
+//! all zero, score in [0, 1]), normalise vectors to unit length, and report cosine distance (`1 - similarity`).
 //! Upserts are idempotent by [`PointId`]; time ranges are half-open (`from <= t < to`).
 //!
 //! ```
@@ -80,7 +84,7 @@ pub use writer::PointWriter;
 use async_trait::async_trait;
 use culprit_core::UnixNanos;
 
-/// Dimensions of every embedding.
+/// Dimensions of every event embedding.
 pub const DIM: usize = 64;
 
 /// A store of tagged vectors answering filtered k-NN queries.

@@ -4,7 +4,7 @@
 //! ```text
 //! magic    8 bytes  "CULPSTOR"
 //! version  u32      FORMAT_VERSION
-//! dim      u32      DIM
+//! dim      u32      the store's dimension (DIM for event embeddings)
 //! envs     u32 count, then per environment: u32 length + UTF-8 bytes
 //! parts    u32 count, then per partition:
 //!            source u8 (0 traces, 1 logs, 2 metrics, 3 changes), service (u32 length + UTF-8),
@@ -15,7 +15,7 @@
 //! ```
 
 use crate::embedded::{Inner, Partition};
-use crate::{StoreError, DIM};
+use crate::StoreError;
 use culprit_core::SourceKind;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -80,7 +80,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 fn write_body(w: &mut impl Write, inner: &Inner) -> io::Result<()> {
     w.write_all(MAGIC)?;
     w.write_all(&FORMAT_VERSION.to_le_bytes())?;
-    w.write_all(&(DIM as u32).to_le_bytes())?;
+    w.write_all(&(inner.dim as u32).to_le_bytes())?;
     w.write_all(&(inner.environments.len() as u32).to_le_bytes())?;
     for env in &inner.environments {
         write_str(w, env)?;
@@ -140,8 +140,9 @@ impl<W: Write> Write for CrcWriter<W> {
     }
 }
 
-/// Reads the store file at `path`; `Ok(None)` when there is no file yet.
-pub(crate) fn read(path: &Path) -> Result<Option<Inner>, StoreError> {
+/// Reads the store file at `path`, whose vectors must have `dim` components; `Ok(None)` when
+/// there is no file yet.
+pub(crate) fn read(path: &Path, dim: usize) -> Result<Option<Inner>, StoreError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -181,7 +182,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<Inner>, StoreError> {
             expected: FORMAT_VERSION,
         },
     };
-    let inner = read_body(&mut r).map_err(fail)?;
+    let inner = read_body(&mut r, dim).map_err(fail)?;
     let computed = r.crc.clone().finalize();
     if r.remaining != 0 {
         return Err(corrupt(format!(
@@ -275,7 +276,7 @@ impl<R: Read> Reader<R> {
     }
 }
 
-fn read_body<R: Read>(r: &mut Reader<R>) -> Result<Inner, ReadError> {
+fn read_body<R: Read>(r: &mut Reader<R>, expected: usize) -> Result<Inner, ReadError> {
     if &r.array::<8>()? != MAGIC {
         return bad("not a culprit store file (bad magic)");
     }
@@ -283,9 +284,11 @@ fn read_body<R: Read>(r: &mut Reader<R>) -> Result<Inner, ReadError> {
     if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
         return Err(ReadError::Version(version));
     }
-    let dim = r.u32()?;
-    if dim as usize != DIM {
-        return bad(format!("vectors have {dim} dimensions, expected {DIM}"));
+    let dim = r.u32()? as usize;
+    if dim != expected {
+        return bad(format!(
+            "vectors have {dim} dimensions, expected {expected}"
+        ));
     }
     let n_envs = r.u32()?;
     let mut environments = Vec::new();
@@ -319,7 +322,7 @@ fn read_body<R: Read>(r: &mut Reader<R>) -> Result<Inner, ReadError> {
         let normal = r.column(rows, |[b]: [u8; 1]| b)?;
         let env = r.column(rows, u32::from_le_bytes)?;
         let dims = rows
-            .checked_mul(DIM as u64)
+            .checked_mul(dim as u64)
             .map_or_else(|| bad("row count overflows"), Ok)?;
         let vectors = r.column(dims, f32::from_le_bytes)?;
         if normal.iter().any(|&b| b > 1) {
@@ -342,8 +345,8 @@ fn read_body<R: Read>(r: &mut Reader<R>) -> Result<Inner, ReadError> {
             scores,
             env,
             vectors,
-            ..Partition::new(source, service, reference)
+            ..Partition::new(source, service, reference, dim)
         });
     }
-    Inner::from_parts(partitions, environments).or_else(bad)
+    Inner::from_parts(dim, partitions, environments).or_else(bad)
 }

@@ -44,6 +44,8 @@ pub struct QdrantConfig {
     pub collection: String,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Components of every vector ([`DIM`] for event embeddings).
+    pub dimension: usize,
     /// Ask Qdrant for an exact (brute-force) search instead of HNSW. Exact matches the embedded
     /// store's answers; HNSW is faster on large collections.
     pub exact: bool,
@@ -56,6 +58,7 @@ impl QdrantConfig {
             api_key: None,
             collection: collection.into(),
             timeout: Duration::from_secs(10),
+            dimension: DIM,
             exact: false,
         }
     }
@@ -69,6 +72,7 @@ impl std::fmt::Debug for QdrantConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("collection", &self.collection)
             .field("timeout", &self.timeout)
+            .field("dimension", &self.dimension)
             .field("exact", &self.exact)
             .finish()
     }
@@ -78,6 +82,7 @@ impl std::fmt::Debug for QdrantConfig {
 pub struct QdrantStore {
     client: Qdrant,
     collection: String,
+    dimension: usize,
     exact: bool,
 }
 
@@ -90,8 +95,8 @@ fn backend(op: &'static str) -> impl FnOnce(QdrantError) -> StoreError {
 }
 
 impl QdrantStore {
-    /// Connects, checks the server answers, and creates the collection (64-dim, cosine) and its
-    /// payload indexes when missing. An existing collection of another shape is an error.
+    /// Connects, checks the server answers, and creates the collection (`config.dimension`,
+    /// cosine) and its payload indexes when missing. An existing collection of another shape is an error.
     pub async fn connect(config: QdrantConfig) -> Result<QdrantStore, StoreError> {
         let client = Qdrant::from_url(&config.url)
             .api_key(config.api_key.clone())
@@ -104,6 +109,7 @@ impl QdrantStore {
         let store = QdrantStore {
             client,
             collection: config.collection,
+            dimension: config.dimension,
             exact: config.exact,
         };
         store.health().await?;
@@ -125,10 +131,9 @@ impl QdrantStore {
         if !exists {
             let created = self
                 .client
-                .create_collection(
-                    CreateCollectionBuilder::new(name)
-                        .vectors_config(VectorParamsBuilder::new(DIM as u64, Distance::Cosine)),
-                )
+                .create_collection(CreateCollectionBuilder::new(name).vectors_config(
+                    VectorParamsBuilder::new(self.dimension as u64, Distance::Cosine),
+                ))
                 .await;
             // Another instance may have created it in the meantime; that is fine.
             if let Err(e) = created {
@@ -156,10 +161,10 @@ impl QdrantStore {
             .and_then(|v| v.config);
         match params {
             Some(vectors_config::Config::Params(p)) => {
-                if p.size != DIM as u64 {
+                if p.size != self.dimension as u64 {
                     return Err(self.incompatible(format!(
-                        "vectors have {} dimensions, expected {DIM}",
-                        p.size
+                        "vectors have {} dimensions, expected {}",
+                        p.size, self.dimension
                     )));
                 }
                 if p.distance != Distance::Cosine as i32 {
@@ -284,7 +289,7 @@ fn to_neighbour(p: ScoredPoint) -> Result<Neighbour, StoreError> {
 impl VectorStore for QdrantStore {
     async fn upsert_entries(&self, mut points: Vec<PointEntry>) -> Result<(), StoreError> {
         for e in &mut points {
-            validate_point(&mut e.point)?;
+            validate_point(&mut e.point, self.dimension)?;
         }
         let mut points = points.into_iter().peekable();
         while points.peek().is_some() {
@@ -307,12 +312,12 @@ impl VectorStore for QdrantStore {
         filter: &Filter,
         k: usize,
     ) -> Result<Vec<Neighbour>, StoreError> {
-        let query = normalised_query(query)?;
+        let query = normalised_query(query, self.dimension)?;
         if k == 0 {
             return Ok(Vec::new());
         }
         let request = QueryPointsBuilder::new(&self.collection)
-            .query(Query::new_nearest(query.to_vec()))
+            .query(Query::new_nearest(query))
             .filter(to_qdrant_filter(filter))
             .limit(k as u64)
             .with_payload(PayloadIncludeSelector::new(vec![

@@ -1,4 +1,4 @@
-use crate::{StoreError, DIM};
+use crate::StoreError;
 use culprit_core::{SourceKind, UnixNanos};
 use std::fmt;
 
@@ -59,7 +59,8 @@ fn splitmix64(mut z: u64) -> u64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub id: PointId,
-    /// Exactly [`DIM`] finite components, not all zero. Stores keep it normalised to unit length.
+    /// Exactly as many finite components as the store's dimension ([`crate::DIM`] for event
+    /// embeddings), not all zero. Stores keep it normalised to unit length.
     pub vector: Vec<f32>,
     pub source: SourceKind,
     pub service: String,
@@ -214,11 +215,16 @@ pub struct Neighbour {
     pub timestamp: UnixNanos,
 }
 
-/// Checks a point's vector and score and scales the vector to unit length in place.
-pub fn validate_point(point: &mut Point) -> Result<(), StoreError> {
+/// Checks a point's vector (`dimension` components) and score and scales the vector to unit
+/// length in place.
+pub fn validate_point(point: &mut Point, dimension: usize) -> Result<(), StoreError> {
     let id = point.id;
-    normalise(&mut point.vector).map_err(|e| match e {
-        VectorFault::Length(len) => StoreError::WrongDimension { id, len },
+    normalise(&mut point.vector, dimension).map_err(|e| match e {
+        VectorFault::Length(len) => StoreError::WrongDimension {
+            id,
+            len,
+            expected: dimension,
+        },
         VectorFault::NonFinite(index) => StoreError::NonFinite { id, index },
         VectorFault::ZeroNorm => StoreError::ZeroNorm { id },
     })?;
@@ -232,19 +238,17 @@ pub fn validate_point(point: &mut Point) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks a query vector and returns it at unit length.
-pub fn normalised_query(query: &[f32]) -> Result<[f32; DIM], StoreError> {
+/// Checks a query vector of `dimension` components and returns it at unit length.
+pub fn normalised_query(query: &[f32], dimension: usize) -> Result<Vec<f32>, StoreError> {
     let mut v = query.to_vec();
-    normalise(&mut v).map_err(|e| {
+    normalise(&mut v, dimension).map_err(|e| {
         StoreError::InvalidQuery(match e {
-            VectorFault::Length(len) => format!("has {len} dimensions, expected {DIM}"),
+            VectorFault::Length(len) => format!("has {len} dimensions, expected {dimension}"),
             VectorFault::NonFinite(i) => format!("component {i} is not finite"),
             VectorFault::ZeroNorm => "has zero norm, so its cosine distance is undefined".into(),
         })
     })?;
-    let mut out = [0.0; DIM];
-    out.copy_from_slice(&v);
-    Ok(out)
+    Ok(v)
 }
 
 enum VectorFault {
@@ -253,8 +257,8 @@ enum VectorFault {
     ZeroNorm,
 }
 
-fn normalise(v: &mut [f32]) -> Result<(), VectorFault> {
-    if v.len() != DIM {
+fn normalise(v: &mut [f32], dimension: usize) -> Result<(), VectorFault> {
+    if v.len() != dimension {
         return Err(VectorFault::Length(v.len()));
     }
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
@@ -275,22 +279,25 @@ fn normalise(v: &mut [f32]) -> Result<(), VectorFault> {
     Ok(())
 }
 
-/// Dot product of two [`DIM`]-long vectors, written as eight independent lanes so the compiler
-/// vectorises it without `unsafe` intrinsics.
+/// Dot product of two vectors of the same length, written as eight independent lanes so the
+/// compiler vectorises it without `unsafe` intrinsics.
 #[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32; DIM]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
         for i in 0..8 {
             acc[i] += ca[i] * cb[i];
         }
     }
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7])
+    let tail = a.len() - a.len() % 8;
+    let rest: f32 = a[tail..].iter().zip(&b[tail..]).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + rest
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DIM;
 
     #[test]
     fn identity_hash_is_stable_across_runs() {
@@ -327,7 +334,7 @@ mod tests {
             score: 0.5,
             normal: true,
         };
-        let err = validate_point(&mut p).unwrap_err().to_string();
+        let err = validate_point(&mut p, DIM).unwrap_err().to_string();
         assert!(
             err.contains(&PointId(42).to_string()) && err.contains("3 dimensions"),
             "{err}"
@@ -335,21 +342,21 @@ mod tests {
 
         p.vector = vec![0.0; DIM];
         assert!(matches!(
-            validate_point(&mut p),
+            validate_point(&mut p, DIM),
             Err(StoreError::ZeroNorm { .. })
         ));
 
         p.vector = vec![1.0; DIM];
         p.vector[7] = f32::NAN;
         assert!(matches!(
-            validate_point(&mut p),
+            validate_point(&mut p, DIM),
             Err(StoreError::NonFinite { index: 7, .. })
         ));
 
         p.vector = vec![1.0; DIM];
         p.score = f32::NAN;
         assert!(matches!(
-            validate_point(&mut p),
+            validate_point(&mut p, DIM),
             Err(StoreError::InvalidScore { .. })
         ));
     }
@@ -366,19 +373,19 @@ mod tests {
             score: 1.0,
             normal: false,
         };
-        validate_point(&mut p).unwrap();
+        validate_point(&mut p, DIM).unwrap();
         let n: f32 = p.vector.iter().map(|x| x * x).sum();
         assert!((n - 1.0).abs() < 1e-5);
     }
 
     #[test]
     fn dot_matches_naive_sum() {
-        let a: Vec<f32> = (0..DIM).map(|i| i as f32 * 0.1).collect();
-        let mut b = [0.0; DIM];
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = 1.0 - i as f32 * 0.01;
+        // 131: whole lanes and a tail.
+        for len in [DIM, 131] {
+            let a: Vec<f32> = (0..len).map(|i| i as f32 * 0.1).collect();
+            let b: Vec<f32> = (0..len).map(|i| 1.0 - i as f32 * 0.01).collect();
+            let naive: f32 = a.iter().zip(b.iter()).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - naive).abs() < 1e-2, "{len}");
         }
-        let naive: f32 = a.iter().zip(b.iter()).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - naive).abs() < 1e-3);
     }
 }

@@ -8,7 +8,7 @@
 //! the same state.
 //!
 //! ```text
-//! header   magic 8 bytes "CULPWAL\0", version u32 (WAL_VERSION), dim u32 (DIM)
+//! header   magic 8 bytes "CULPWAL\0", version u32 (WAL_VERSION), dim u32 (the store's)
 //! records  each: len u32 (payload bytes), crc32 u32 (of the payload), payload:
 //!   tag u8 = 1, upsert: count u32, then per entry: id u64, source u8, reference u8,
 //!            timestamp i64, score f32, normal u8, service str, environment str,
@@ -25,7 +25,7 @@
 //! checksum holds but whose content is invalid is corruption, and an error.
 
 use crate::persist::{source_code, source_from_code};
-use crate::{Filter, Point, PointEntry, PointId, StoreError, DIM};
+use crate::{Filter, Point, PointEntry, PointId, StoreError};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -50,6 +50,8 @@ pub(crate) struct Wal {
     path: PathBuf,
     /// Shared so a sync can run without holding the store's lock on the log.
     file: Arc<File>,
+    /// Components of every vector it logs.
+    dim: usize,
     /// Bytes of the header and every whole record.
     len: u64,
     /// `len` as of the last completed sync.
@@ -70,9 +72,13 @@ impl Wal {
         store.with_file_name(name)
     }
 
-    /// Opens the log at `path` (creating it), handing each whole record to `apply` in order,
-    /// and cuts off a torn tail.
-    pub(crate) fn open(path: &Path, mut apply: impl FnMut(Record)) -> Result<Wal, StoreError> {
+    /// Opens the log at `path` (creating it) of `dim`-component vectors, handing each whole
+    /// record to `apply` in order, and cuts off a torn tail.
+    pub(crate) fn open(
+        path: &Path,
+        dim: usize,
+        mut apply: impl FnMut(Record),
+    ) -> Result<Wal, StoreError> {
         let io_err = |source| StoreError::Io {
             path: path.to_path_buf(),
             source,
@@ -92,6 +98,7 @@ impl Wal {
         let mut wal = Wal {
             path: path.to_path_buf(),
             file: Arc::new(file),
+            dim,
             len: 0,
             synced: 0,
             broken: false,
@@ -121,10 +128,10 @@ impl Wal {
                 expected: WAL_VERSION,
             });
         }
-        let dim = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
-        if dim as usize != DIM {
+        let logged = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+        if logged as usize != dim {
             return Err(corrupt(format!(
-                "vectors have {dim} dimensions, expected {DIM}"
+                "vectors have {logged} dimensions, expected {dim}"
             )));
         }
         let mut good = HEADER_LEN;
@@ -148,7 +155,7 @@ impl Wal {
                 break Some("a record fails its checksum");
             }
             apply(
-                decode(&payload)
+                decode(&payload, dim)
                     .map_err(|reason| corrupt(format!("record {records}: {reason}")))?,
             );
             good += 8 + len;
@@ -211,7 +218,7 @@ impl Wal {
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&WAL_VERSION.to_le_bytes());
-        header.extend_from_slice(&(DIM as u32).to_le_bytes());
+        header.extend_from_slice(&(self.dim as u32).to_le_bytes());
         let done = self
             .file
             .set_len(0)
@@ -274,7 +281,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// The payload of an upsert record; the entries were validated (and normalised) already.
 pub(crate) fn upsert_record(entries: &[PointEntry]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(5 + entries.len() * (48 + DIM * 4));
+    let dim = entries.first().map_or(0, |e| e.point.vector.len());
+    let mut b = Vec::with_capacity(5 + entries.len() * (48 + dim * 4));
     b.push(TAG_UPSERT);
     b.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for e in entries {
@@ -326,14 +334,14 @@ fn put_opt<T>(b: &mut Vec<u8>, v: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)) 
     }
 }
 
-fn decode(payload: &[u8]) -> Result<Record, String> {
+fn decode(payload: &[u8], dim: usize) -> Result<Record, String> {
     let mut c = Cursor(payload);
     let record = match c.u8()? {
         TAG_UPSERT => {
             let count = c.u32()?;
             let mut entries = Vec::new();
             for _ in 0..count {
-                entries.push(c.entry()?);
+                entries.push(c.entry(dim)?);
             }
             Record::Upsert(entries)
         }
@@ -426,7 +434,7 @@ impl Cursor<'_> {
         }
     }
 
-    fn entry(&mut self) -> Result<PointEntry, String> {
+    fn entry(&mut self, dim: usize) -> Result<PointEntry, String> {
         let id = PointId(u64::from_le_bytes(self.take()?));
         let code = self.u8()?;
         let source = source_from_code(code).ok_or(format!("unknown source {code}"))?;
@@ -436,7 +444,7 @@ impl Cursor<'_> {
         let normal = self.flag()?;
         let service = self.string()?;
         let environment = self.string()?;
-        let vector = (0..DIM).map(|_| self.f32()).collect::<Result<_, _>>()?;
+        let vector = (0..dim).map(|_| self.f32()).collect::<Result<_, _>>()?;
         Ok(PointEntry {
             point: Point {
                 id,

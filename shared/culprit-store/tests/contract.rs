@@ -309,7 +309,7 @@ async fn contract_suite(store: &impl VectorStore) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::WrongDimension { id, len: 63 } if id == bad_id),
+        matches!(err, StoreError::WrongDimension { id, len: 63, expected: DIM } if id == bad_id),
         "{err}"
     );
     assert!(err.to_string().contains(&bad_id.to_string()), "{err}");

@@ -387,3 +387,41 @@ async fn the_log_is_compacted_into_the_snapshot_once_it_outgrows_it() {
     drop(store);
     assert_eq!(EmbeddedStore::open(&path).unwrap().len(), 80_000);
 }
+
+#[tokio::test]
+async fn a_store_of_another_dimension_round_trips_and_refuses_files_and_vectors_of_the_default() {
+    const WIDE: usize = 128;
+    let wide = |i: u64| {
+        let mut p = point(i, "a");
+        p.vector = vec![0.01; WIDE];
+        p.vector[i as usize % WIDE] = 1.0;
+        p
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.store");
+    let store = EmbeddedStore::open_with_dimension(&path, WIDE).unwrap();
+    store.upsert((0..10).map(wide).collect()).await.unwrap();
+    store.flush().await.unwrap(); // the first flush writes the snapshot
+    store.upsert((10..20).map(wide).collect()).await.unwrap(); // these only in the log
+    assert!(matches!(
+        store.upsert(vec![point(99, "a")]).await,
+        Err(StoreError::WrongDimension {
+            len: DIM,
+            expected: WIDE,
+            ..
+        })
+    ));
+
+    let reopened = EmbeddedStore::open_with_dimension(&path, WIDE).unwrap();
+    assert_eq!(reopened.len(), 20);
+    let hits = reopened
+        .search(&wide(15).vector, &Filter::all(), 1)
+        .await
+        .unwrap();
+    assert_eq!(hits[0].id, PointId(15));
+    assert!(hits[0].distance < 1e-6);
+    assert!(
+        matches!(EmbeddedStore::open(&path), Err(StoreError::Corrupt { reason, .. }) if reason.contains("128 dimensions")),
+        "a 64-dim store must refuse a 128-dim file"
+    );
+}

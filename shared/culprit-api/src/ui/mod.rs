@@ -144,8 +144,9 @@ async fn incident_view(
     let Some(alert) = state.incidents().get(&id) else {
         return fragment_error(StatusCode::NOT_FOUND, &format!("Unknown incident {id:?}."));
     };
-    let similar = match similar_to(&state, &alert).await {
-        Ok(s) => s,
+    let (similar, unavailable) = match similar_to(&state, &alert).await {
+        Ok(s) => (s, None),
+        Err(e @ crate::ApiError::IncidentSearch(_)) => (Vec::new(), Some(e.to_string())),
         Err(e) => return fragment_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let filter = HistoryFilter {
@@ -161,7 +162,12 @@ async fn incident_view(
         Ok(f) => f,
         Err(e) => return fragment_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    fragment(render::incident_view(&alert, &similar, &feedback, &caller))
+    fragment(render::incident_view(
+        &alert,
+        (&similar, unavailable.as_deref()),
+        &feedback,
+        &caller,
+    ))
 }
 
 async fn baselines_view(State(state): State<ApiState>) -> Response {

@@ -208,7 +208,7 @@ pub(super) fn incident_table(alerts: &[Arc<RcaAlert>], total: usize) -> String {
 /// adds: changes, similar past incidents, the agent's review, feedback and its history.
 pub(super) fn incident_view(
     alert: &RcaAlert,
-    similar: &[FeedbackRecord],
+    similar: (&[FeedbackRecord], Option<&str>),
     feedback: &[HistoryItem],
     caller: &Caller,
 ) -> String {
@@ -262,8 +262,17 @@ fn changes(out: &mut String, alert: &RcaAlert) {
     out.push_str("</tbody>\n</table>\n</section>\n");
 }
 
-fn similar_incidents(out: &mut String, similar: &[FeedbackRecord]) {
+/// `similar`: the incidents, and why there are none when the search could not run.
+fn similar_incidents(out: &mut String, (similar, unavailable): (&[FeedbackRecord], Option<&str>)) {
     out.push_str("<section id=\"similar\">\n<h2>Similar past incidents</h2>\n");
+    if let Some(reason) = unavailable {
+        let _ = writeln!(
+            out,
+            "<p class=\"muted\">Similar incidents are unavailable: {}</p>\n</section>",
+            esc(reason)
+        );
+        return;
+    }
     if similar.is_empty() {
         out.push_str("<p class=\"muted\">No resolved incident with a confirmed cause resembles this one yet.</p>\n</section>\n");
         return;
