@@ -16,6 +16,7 @@
 //! both directions; a tie blames both.
 
 use crate::baseline::{Baseline, Direction};
+use crate::edges::{blame_shared_endpoints, EdgeTally};
 use crate::metrics::{Judging, Series};
 use crate::{AnomalyDraft, Findings, MetricsConfig, Phase, SharedConfig};
 use culprit_core::{MetricPoint, Severity, SignalFamily, SourceKind, UnixNanos};
@@ -135,7 +136,8 @@ impl EdgeWaits {
             .filter_map(|(key, s)| Some((key, s.client? - s.server?, s.client?)))
             .collect();
         judged.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut slow: Vec<SlowEdge> = Vec::new();
+        // Parallel to `judged`: the edges whose wait is anomalous.
+        let mut slow: Vec<Option<SlowEdge>> = Vec::with_capacity(judged.len());
         for (key, wait, client) in &judged {
             let edge = self.edges.entry(key.clone()).or_default();
             let how = Judging {
@@ -145,47 +147,40 @@ impl EdgeWaits {
                     .profile(time, &config.baseline)
                     .map_or(0.0, |p| p.scale),
             };
-            match edge.wait.judge(config, metrics, time, *wait, phase, how) {
-                Some((severity, profile)) => slow.push(SlowEdge {
-                    key,
-                    severity,
-                    z: profile.z(*wait),
-                    wait: *wait,
-                    usual: profile.median,
-                    client: *client,
-                }),
-                None => edge.client.observe(time, *client, &config.baseline),
+            let verdict = edge.wait.judge(config, metrics, time, *wait, phase, how);
+            if verdict.is_none() {
+                edge.client.observe(time, *client, &config.baseline);
             }
+            slow.push(verdict.map(|(severity, profile)| SlowEdge {
+                key,
+                severity,
+                z: profile.z(*wait),
+                wait: *wait,
+                usual: profile.median,
+                client: *client,
+            }));
         }
-        if slow.is_empty() {
+        if slow.iter().all(Option::is_none) {
             return;
         }
-        // Share of anomalous edges among the judged edges of each endpoint, both directions.
-        let mut share: HashMap<(&str, &str), (u32, u32)> = HashMap::new();
-        for (key, _, _) in &judged {
-            for end in [&key.1, &key.2] {
-                share.entry((&key.0, end)).or_default().1 += 1;
-            }
-        }
-        for s in &slow {
-            for end in [&s.key.1, &s.key.2] {
-                share.entry((&s.key.0, end)).or_default().0 += 1;
-            }
-        }
-        let fraction = |env: &str, service: &str| {
-            let (slow, all) = share[&(env, service)];
-            f64::from(slow) / f64::from(all.max(1))
-        };
+        let tallies: Vec<EdgeTally> = judged
+            .iter()
+            .zip(&slow)
+            .map(|((key, _, _), s)| EdgeTally {
+                environment: &key.0,
+                caller: &key.1,
+                callee: &key.2,
+                anomalous: u64::from(s.is_some()),
+                all: 1,
+            })
+            .collect();
         let mut blamed: BTreeMap<(&str, &str), Vec<&SlowEdge>> = BTreeMap::new();
-        for s in &slow {
-            let (env, caller, callee, _) = s.key;
-            let (fc, fe) = (fraction(env, caller), fraction(env, callee));
-            if fe >= fc {
-                blamed.entry((env, callee)).or_default().push(s);
-            }
-            if fc >= fe {
-                blamed.entry((env, caller)).or_default().push(s);
-            }
+        for (i, end) in blame_shared_endpoints(&tallies, |i| slow[i].is_some()) {
+            let s = slow[i].as_ref().expect("only slow edges are blamed");
+            blamed
+                .entry((tallies[i].environment, end))
+                .or_default()
+                .push(s);
         }
         for ((environment, service), edges) in blamed {
             let worst = edges
@@ -196,7 +191,7 @@ impl EdgeWaits {
                 .iter()
                 .map(|e| e.severity)
                 .min()
-                .unwrap_or(worst.severity);
+                .expect("a blamed service has edges");
             // As for other metrics: 0.5 at the gate, 1.0 a hundred times beyond it.
             let score = (0.5 + (worst.z / metrics.min_z).log10() / 4.0).clamp(0.5, 1.0);
             let draft = AnomalyDraft {

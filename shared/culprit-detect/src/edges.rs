@@ -340,35 +340,30 @@ impl EdgeLatency {
         out: &mut Findings,
     ) {
         let levels = &config.surprise_levels;
-        // Share of slow calls over every judged edge of a service, in both directions.
-        let mut share: HashMap<(&Name, &Name), (u64, u64)> = HashMap::new();
-        for v in verdicts {
-            for end in [&v.key.1, &v.key.2] {
-                let s = share.entry((&v.key.0, end)).or_default();
-                s.0 += v.slow;
-                s.1 += v.calls;
-            }
-        }
-        let fraction = |env: &Name, service: &Name| {
-            let (slow, calls) = share[&(env, service)];
-            slow as f64 / calls.max(1) as f64
-        };
+        let tallies: Vec<EdgeTally> = verdicts
+            .iter()
+            .map(|v| EdgeTally {
+                environment: &v.key.0,
+                caller: &v.key.1,
+                callee: &v.key.2,
+                anomalous: v.slow,
+                all: v.calls,
+            })
+            .collect();
         let mut blamed: BTreeMap<(Name, Name), Blame> = BTreeMap::new();
+        for (i, end) in blame_shared_endpoints(&tallies, |i| verdicts[i].surprise >= levels.sev5) {
+            let v = &verdicts[i];
+            let end = if end == &*v.key.2 { &v.key.2 } else { &v.key.1 };
+            let b = blamed.entry((v.key.0.clone(), end.clone())).or_default();
+            b.slow += v.slow;
+            b.calls += v.calls;
+            b.expected += v.expected;
+            b.beyond += v.beyond;
+            b.expected_beyond += v.expected_beyond;
+            b.edges.push(v);
+        }
+        // Slow waits are never learned, whoever is blamed.
         for v in verdicts.iter().filter(|v| v.surprise >= levels.sev5) {
-            let (env, caller, callee) = &v.key;
-            let (fc, fe) = (fraction(env, caller), fraction(env, callee));
-            for (end, f, other) in [(callee, fe, fc), (caller, fc, fe)] {
-                if f >= other {
-                    let b = blamed.entry((env.clone(), end.clone())).or_default();
-                    b.slow += v.slow;
-                    b.calls += v.calls;
-                    b.expected += v.expected;
-                    b.beyond += v.beyond;
-                    b.expected_beyond += v.expected_beyond;
-                    b.edges.push(v);
-                }
-            }
-            // Slow waits are never learned, whoever is blamed.
             if let Some(windows) = self.recent.get_mut(&v.key) {
                 windows.iter_mut().for_each(|w| w.tainted = true);
             }
@@ -439,6 +434,52 @@ fn describe(service: &Name, b: &Blame, worst: &EdgeVerdict) -> String {
         b.edges.len(),
         b.expected,
     )
+}
+
+/// One judged call edge, as `blame_shared_endpoints` weighs it.
+pub(crate) struct EdgeTally<'a> {
+    pub environment: &'a str,
+    pub caller: &'a str,
+    pub callee: &'a str,
+    /// Anomalous units on the edge (slow calls, or 1 for an anomalous edge) out of `all`.
+    pub anomalous: u64,
+    pub all: u64,
+}
+
+/// Which end each anomalous edge is blamed on: the end whose judged edges, in both directions,
+/// are the more anomalous; both ends on a tie. A slow callee slows every edge into it, while a
+/// slow caller slows only its own calls, so the shared endpoint stands out. Returns (index into
+/// `edges`, blamed service) for each edge `is_anomalous` picks.
+pub(crate) fn blame_shared_endpoints<'a>(
+    edges: &[EdgeTally<'a>],
+    is_anomalous: impl Fn(usize) -> bool,
+) -> Vec<(usize, &'a str)> {
+    let mut share: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
+    for e in edges {
+        for end in [e.caller, e.callee] {
+            let s = share.entry((e.environment, end)).or_default();
+            s.0 += e.anomalous;
+            s.1 += e.all;
+        }
+    }
+    let fraction = |env: &str, service: &str| {
+        let (anomalous, all) = share[&(env, service)];
+        anomalous as f64 / all.max(1) as f64
+    };
+    let mut blamed = Vec::new();
+    for (i, e) in edges.iter().enumerate().filter(|(i, _)| is_anomalous(*i)) {
+        let (fc, fe) = (
+            fraction(e.environment, e.caller),
+            fraction(e.environment, e.callee),
+        );
+        if fe >= fc {
+            blamed.push((i, e.callee));
+        }
+        if fc >= fe {
+            blamed.push((i, e.caller));
+        }
+    }
+    blamed
 }
 
 /// "calls into X from A, B and calls from X into C": how the (caller, callee) `edges` touch
