@@ -51,6 +51,12 @@ struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputLabels {
+    service: String,
+    output: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CauseLabels {
     cause: &'static str,
 }
@@ -86,6 +92,9 @@ pub struct Metrics {
     consumer_lag: Family<LagLabels, Gauge>,
     consumer_lag_seconds: Family<LagLabels, Gauge<f64, AtomicU64>>,
     consumer_held_back: Family<LagLabels, Gauge>,
+    output_failures: Family<OutputLabels, Counter>,
+    commit_failures: Family<ServiceLabels, Counter>,
+    consumer_paused: Family<ServiceLabels, Gauge>,
     processing_latency: Family<ServiceLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -115,6 +124,9 @@ impl Metrics {
             consumer_lag: Family::default(),
             consumer_lag_seconds: Family::default(),
             consumer_held_back: Family::default(),
+            output_failures: Family::default(),
+            commit_failures: Family::default(),
+            consumer_paused: Family::default(),
             processing_latency: Family::new_with_constructor(latency_histogram),
         };
         // prometheus-client appends `_total` to counters and the unit to the histogram.
@@ -173,6 +185,21 @@ impl Metrics {
             "consumer_held_back",
             "Records of consumer_lag that an embedder has read but not committed because their events may still sit in an open window (committed once the window closes; read again after a restart), by topic and partition",
             m.consumer_held_back.clone(),
+        );
+        registry.register(
+            "output_failures",
+            "Failed attempts to hand a batch's outputs on before committing its offsets, by service and output: kafka (a produce the broker did not take), store (an embedder's write to the vector store) or alert_hooks (the correlator's PagerDuty, files and API); each is retried with backoff while the consumer is paused",
+            m.output_failures.clone(),
+        );
+        registry.register(
+            "commit_failures",
+            "Offset commits that failed, by service (a later commit covers them)",
+            m.commit_failures.clone(),
+        );
+        registry.register(
+            "consumer_paused",
+            "1 while a service's consumer is paused, waiting for a failed output to succeed, by service",
+            m.consumer_paused.clone(),
         );
         registry.register_with_unit(
             "processing_latency",
@@ -268,6 +295,35 @@ impl Metrics {
     pub fn forget_consumer_lag_seconds(&self, topic: &str, partition: i32) {
         self.consumer_lag_seconds
             .remove(&lag_labels(topic, partition));
+    }
+
+    /// `n` failed attempts of `service` to hand its outputs to `output` (`kafka`, `store`,
+    /// `alert_hooks`).
+    pub fn output_failures(&self, service: &str, output: &'static str, n: u64) {
+        self.output_failures
+            .get_or_create(&OutputLabels {
+                service: service.to_string(),
+                output,
+            })
+            .inc_by(n);
+    }
+
+    /// `n` failed offset commits of `service`.
+    pub fn commit_failures(&self, service: &str, n: u64) {
+        self.commit_failures
+            .get_or_create(&ServiceLabels {
+                service: service.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// Whether `service`'s consumer is paused for a failing output.
+    pub fn consumer_paused(&self, service: &str, paused: bool) {
+        self.consumer_paused
+            .get_or_create(&ServiceLabels {
+                service: service.to_string(),
+            })
+            .set(i64::from(paused));
     }
 
     /// The processing latency series of `service` (`embedder-traces`, ..., `correlator`): each

@@ -69,6 +69,10 @@ pub struct Stats {
     pub commit_failures: AtomicU64,
     /// Retries of produces, store writes and alert hooks.
     pub retries: AtomicU64,
+    /// Batches of records the broker did not take (each retried), and failed calls of the
+    /// handler's pre-commit step (the embedder's store write, the correlator's alert hooks).
+    pub produce_failures: AtomicU64,
+    pub hook_failures: AtomicU64,
     /// 1 while the consumer is paused for backpressure.
     pub paused: AtomicU64,
     /// Partitions currently assigned to this instance.
@@ -234,6 +238,8 @@ impl Stats {
             commits: self.commits.load(Relaxed),
             commit_failures: self.commit_failures.load(Relaxed),
             retries: self.retries.load(Relaxed),
+            produce_failures: self.produce_failures.load(Relaxed),
+            hook_failures: self.hook_failures.load(Relaxed),
             paused: self.paused.load(Relaxed) != 0,
             assigned_partitions: self.assigned_partitions.load(Relaxed),
             last_lag_ms: self.last_lag_ms.load(Relaxed),
@@ -316,6 +322,8 @@ pub struct StatsSnapshot {
     pub commits: u64,
     pub commit_failures: u64,
     pub retries: u64,
+    pub produce_failures: u64,
+    pub hook_failures: u64,
     pub paused: bool,
     pub assigned_partitions: u64,
     pub last_lag_ms: u64,

@@ -412,6 +412,7 @@ impl<H: Handler> Core<H> {
             let failed = produce_all(&self.producer, records).await;
             let failed = self.dead_letter_refused(failed);
             if let Some((r, e)) = failed.first() {
+                self.stats.produce_failures.fetch_add(1, Relaxed);
                 tracing::warn!(topic = %r.topic, failed = failed.len(), "produce failed, retrying: {e}");
                 records = failed.into_iter().map(|(r, _)| r).collect();
                 self.backoff(consumer, shutdown, &mut attempt).await?;
@@ -423,6 +424,7 @@ impl<H: Handler> Core<H> {
             match self.handler.before_commit().await {
                 Ok(()) => break,
                 Err(e) => {
+                    self.stats.hook_failures.fetch_add(1, Relaxed);
                     tracing::warn!("hook failed, retrying: {e:#}");
                     self.backoff(consumer, shutdown, &mut attempt).await?;
                 }
@@ -651,7 +653,10 @@ mod tests {
 
     /// A worker core and its consumer against a broker that is not there (commits are
     /// asynchronous, so they do not wait for it).
-    fn offline_core(stats: Arc<Stats>) -> (Core<Discard>, StreamConsumer<RewindContext>) {
+    fn offline_core<H: Handler>(
+        stats: Arc<Stats>,
+        handler: H,
+    ) -> (Core<H>, StreamConsumer<RewindContext>) {
         let config = KafkaConfig {
             brokers: "127.0.0.1:9".to_string(),
             ..KafkaConfig::default()
@@ -670,7 +675,7 @@ mod tests {
             config,
             partitions,
             stats,
-            handler: Discard,
+            handler,
             batch: Batch::default(),
             committed: HashMap::new(),
             handled: HashMap::new(),
@@ -691,7 +696,7 @@ mod tests {
             assert!(d >= Duration::from_secs(60), "{d:?}");
             seen.fetch_add(1, Relaxed);
         })));
-        let (mut core, consumer) = offline_core(stats.clone());
+        let (mut core, consumer) = offline_core(stats.clone(), Discard);
         let minute_ago = culprit_core::wall_clock_ms() - 60_000;
         core.process(&message(0, 0, minute_ago)).unwrap();
         core.process(&message(3, 0, minute_ago - 60_000)).unwrap();
@@ -711,13 +716,54 @@ mod tests {
         assert_eq!(stats.snapshot().latency.count(), 2);
     }
 
+    /// Fails its pre-commit step (a store write, say) `failures` times, then succeeds.
+    struct FailingHook {
+        failures: u32,
+    }
+
+    impl Handler for FailingHook {
+        fn handle(
+            &mut self,
+            _msg: &Incoming<'_>,
+            _replay: bool,
+            _out: &mut Vec<Outgoing>,
+        ) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        async fn before_commit(&mut self) -> anyhow::Result<()> {
+            if self.failures == 0 {
+                return Ok(());
+            }
+            self.failures -= 1;
+            anyhow::bail!("store unavailable")
+        }
+    }
+
+    /// Each failed pre-commit call is counted (it is what `culprit_output_failures_total` shows
+    /// an operator whose store is down) and retried until it succeeds.
+    #[tokio::test]
+    async fn failed_pre_commit_steps_are_counted_and_retried() {
+        let stats = Arc::new(Stats::new());
+        let (mut core, consumer) = offline_core(stats.clone(), FailingHook { failures: 2 });
+        core.config.retry_initial_backoff_ms = 1;
+        core.process(&message(0, 0, culprit_core::wall_clock_ms()))
+            .unwrap();
+        let shutdown = std::future::pending::<()>().fuse();
+        futures_util::pin_mut!(shutdown);
+        core.flush(&consumer, &mut shutdown, false).await.unwrap();
+        let s = stats.snapshot();
+        assert_eq!((s.hook_failures, s.retries, s.produce_failures), (2, 2, 0));
+        assert!(!s.paused, "resumed once the step succeeded");
+    }
+
     /// A record refused for good becomes a dead letter naming its topic and the error; a refused
     /// dead letter is dropped; a retriable failure is kept for the retry loop as it was.
     #[tokio::test]
     async fn records_the_broker_refuses_for_good_are_dead_lettered_and_the_rest_retried() {
         use rdkafka::types::RDKafkaErrorCode as C;
         let stats = Arc::new(Stats::new());
-        let (core, _consumer) = offline_core(stats.clone());
+        let (core, _consumer) = offline_core(stats.clone(), Discard);
         let config = core.config.clone();
         let record = |topic: &str| Outgoing {
             topic: topic.to_string(),
@@ -758,7 +804,7 @@ mod tests {
     #[tokio::test]
     async fn offsets_that_go_back_below_the_committed_one_are_processed_and_counted() {
         let stats = Arc::new(Stats::new());
-        let (mut core, consumer) = offline_core(stats.clone());
+        let (mut core, consumer) = offline_core(stats.clone(), Discard);
         let now = culprit_core::wall_clock_ms();
         for offset in 0..6 {
             core.process(&message(0, offset, now)).unwrap();

@@ -43,6 +43,14 @@ impl Role {
         }
     }
 
+    /// The `output` label of failures of its pre-commit step: what it writes before committing.
+    fn hook_output(self) -> &'static str {
+        match self {
+            Role::Embedder(_) => "store",
+            Role::Correlator => "alert_hooks",
+        }
+    }
+
     /// The `source` label of its decode errors and dead letters: what it consumes.
     fn input(self) -> &'static str {
         match self {
@@ -356,6 +364,28 @@ impl Exporter {
                 metrics.anomalies(*source, *severity, n - before);
             }
         }
+        let service = self.role.service();
+        for (output, now, before) in [
+            (
+                "kafka",
+                now.produce_failures,
+                last.map_or(0, |l| l.produce_failures),
+            ),
+            (
+                self.role.hook_output(),
+                now.hook_failures,
+                last.map_or(0, |l| l.hook_failures),
+            ),
+        ] {
+            if now > before {
+                metrics.output_failures(&service, output, now - before);
+            }
+        }
+        let before = last.map_or(0, |l| l.commit_failures);
+        if now.commit_failures > before {
+            metrics.commit_failures(&service, now.commit_failures - before);
+        }
+        metrics.consumer_paused(&service, now.paused);
         for p in &now.partitions {
             if let Some(records) = p.offsets {
                 metrics.consumer_lag(&p.topic, p.partition, records);
@@ -428,15 +458,20 @@ mod tests {
         s.anomalies = vec![(SourceKind::Logs, Severity::Sev2, 4)];
         s.partitions = vec![lag(0, Some(120), Some(1500)), lag(1, None, Some(20))];
         s.partitions[0].held_back = Some(40); // of the 120, in windows still open
+        (s.hook_failures, s.produce_failures, s.commit_failures) = (2, 1, 1);
+        s.paused = true;
         embedder.export(s.clone(), api.metrics());
         // The next snapshot adds only what happened since.
         s.events = vec![(SourceKind::Logs, 15)];
         s.dlq_messages = 4;
         s.decode_errors = vec![("malformed_protobuf", 3), ("empty", 1)];
         s.anomalies = vec![(SourceKind::Logs, Severity::Sev2, 6)];
+        s.hook_failures = 5;
+        s.paused = false;
         embedder.export(s.clone(), api.metrics());
 
         let mut c = Stats::new().snapshot();
+        c.hook_failures = 1;
         c.dlq_messages = 1;
         c.decode_errors = vec![("malformed_bus_message", 1)];
         correlator.export(c, api.metrics());
@@ -454,6 +489,12 @@ mod tests {
             r#"culprit_consumer_held_back{topic="otlp_logs",partition="0"} 40"#,
             r#"culprit_consumer_lag_seconds{topic="otlp_logs",partition="0"} 1.5"#,
             r#"culprit_consumer_lag_seconds{topic="otlp_logs",partition="1"} 0.02"#,
+            r#"culprit_output_failures_total{service="embedder-logs",output="store"} 5"#,
+            r#"culprit_output_failures_total{service="embedder-logs",output="kafka"} 1"#,
+            r#"culprit_output_failures_total{service="correlator",output="alert_hooks"} 1"#,
+            r#"culprit_commit_failures_total{service="embedder-logs"} 1"#,
+            r#"culprit_consumer_paused{service="embedder-logs"} 0"#,
+            r#"culprit_consumer_paused{service="correlator"} 0"#,
         ] {
             assert!(text.iter().any(|l| l == want), "missing {want}: {text:#?}");
         }
