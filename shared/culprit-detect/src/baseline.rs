@@ -182,6 +182,12 @@ impl Profile {
         }
     }
 
+    /// The one value the bucket holds, when every sample in it is the same.
+    pub fn held_value(&self) -> Option<f64> {
+        let (first, last) = (self.sorted.first()?, self.sorted.last()?);
+        (first == last).then_some(*first)
+    }
+
     /// The largest value the bucket holds.
     pub fn max(&self) -> f64 {
         self.sorted.last().copied().unwrap_or(self.median)
@@ -265,6 +271,18 @@ pub struct Baseline {
     hour_of_week: Vec<Ring>,
     hour_of_day: Vec<Ring>,
     global: Ring,
+    /// The value the last samples learned all had, and how many in a row: a bucket holds at
+    /// most `capacity` samples, a series may have held one value far longer. Absent (empty) in
+    /// states saved before it was kept.
+    #[serde(default)]
+    held: Held,
+}
+
+/// A run of identical learned samples.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Held {
+    value: f64,
+    samples: u64,
 }
 
 impl Baseline {
@@ -276,6 +294,17 @@ impl Baseline {
             self.hour_of_week = vec![Ring::default(); 168];
             self.hour_of_day = vec![Ring::default(); 24];
         }
+        self.held = if self.held.samples > 0 && self.held.value == x {
+            Held {
+                samples: self.held.samples + 1,
+                ..self.held
+            }
+        } else {
+            Held {
+                value: x,
+                samples: 1,
+            }
+        };
         let (how, hod) = hour_buckets(time);
         for ring in [
             &mut self.hour_of_week[how],
@@ -284,6 +313,15 @@ impl Baseline {
         ] {
             ring.push(x, config.capacity);
             ring.last = Some(ring.last.map_or(time, |t| t.max(time)));
+        }
+    }
+
+    /// How many samples in a row, up to the last one learned, were exactly `value`.
+    pub fn held_for(&self, value: f64) -> u64 {
+        if self.held.value == value {
+            self.held.samples
+        } else {
+            0
         }
     }
 

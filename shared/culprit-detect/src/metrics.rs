@@ -94,10 +94,14 @@ impl Series {
             .flatten()
             .and_then(|mut profile| {
                 profile.scale = profile.scale.max(how.min_scale);
-                Some((
-                    gate(config, metrics, &profile, value, how.direction)?,
-                    profile,
-                ))
+                let severity = gate(config, metrics, &profile, value, how.direction)?;
+                let severity = if profile.held_value() == Some(0.0) {
+                    let held = self.baseline.held_for(0.0).max(profile.samples as u64);
+                    severity.max(first_departure_severity(config, held)?)
+                } else {
+                    severity
+                };
+                (severity <= metrics.min_severity).then_some((severity, profile))
             });
         let Some((severity, profile)) = verdict else {
             let run = std::mem::take(&mut self.run);
@@ -152,6 +156,18 @@ impl MetricDetector {
     pub fn series_count(&self) -> usize {
         self.series.len()
     }
+}
+
+/// The severity at most of a series' first departure from 0 after it held 0 for `held`
+/// samples; None when that is not surprising enough to report. A series that only ever read 0
+/// (errors, restarts, drops) has no scale to count deviations in: any other value would lie
+/// infinitely far out. What it has is the number of samples that held: if the departure could
+/// have come at any of them, it comes now with chance 1/(held + 1). A few minutes of zeros
+/// from a quiet error rate say little. One point is never worth more than that, so under the
+/// default `min_severity` (SEV1) the first departure is learned, not reported, and gives the
+/// series the scale the next ones are judged by.
+fn first_departure_severity(config: &SharedConfig, held: u64) -> Option<Severity> {
+    config.surprise_levels.severity(((held + 1) as f64).log10())
 }
 
 /// The severity of `value` when it passes all four gates against `profile` in `direction`.
@@ -376,6 +392,53 @@ mod tests {
 
     fn shown(d: &MetricDetector, service: &str) -> Vec<String> {
         crate::shown_baselines(d, service, |_| true)
+    }
+
+    /// Feeds `zeros` learned zeros every 10 s, then judges `departures`; returns the severities
+    /// reported.
+    fn after_zeros(metrics: MetricsConfig, zeros: i64, departures: &[f64]) -> Vec<Severity> {
+        let mut d = MetricDetector::new(SharedConfig::default(), metrics);
+        let mut out = Findings::default();
+        let step = 10 * NANOS_PER_SEC;
+        for i in 0..zeros {
+            d.observe(&point(i * step, 0.0), Phase::Learning, &mut out);
+        }
+        for (i, x) in departures.iter().enumerate() {
+            let t = (zeros + i as i64) * step;
+            d.observe(&point(t, *x), Phase::Detecting, &mut out);
+        }
+        out.anomalies.iter().map(|a| a.severity).collect()
+    }
+
+    #[test]
+    fn a_series_that_only_read_zero_is_not_alerted_by_its_first_departure() {
+        // Five minutes of a quiet error rate, then its first error: no scale says how far that
+        // is. It is learned, and a much larger one is judged against it.
+        assert_eq!(
+            after_zeros(MetricsConfig::default(), 30, &[0.01]),
+            vec![],
+            "the first departure is learned"
+        );
+        assert_eq!(
+            after_zeros(MetricsConfig::default(), 30, &[0.01, 0.5]),
+            vec![Severity::Sev1],
+            "fifty times the first departure is judged by it"
+        );
+    }
+
+    #[test]
+    fn how_surprising_a_first_departure_is_grows_with_how_long_zero_held() {
+        let report_all = MetricsConfig {
+            min_severity: Severity::Sev5,
+            ..MetricsConfig::default()
+        };
+        // After 5 minutes of zeros (30 samples) a departure has chance 1/31: nothing to report.
+        assert_eq!(after_zeros(report_all.clone(), 30, &[0.01]), vec![]);
+        // After 2,000 (beyond the 512 a bucket keeps), 1/2001: past the SEV5 level of 10^-3.
+        assert_eq!(
+            after_zeros(report_all, 2_000, &[0.01]),
+            vec![Severity::Sev5]
+        );
     }
 
     #[test]
