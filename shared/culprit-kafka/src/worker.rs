@@ -622,7 +622,12 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    struct Discard;
+    /// Drops every message; its pre-commit step (a store write, say) fails `failing_hooks`
+    /// times, then succeeds.
+    #[derive(Default)]
+    struct Discard {
+        failing_hooks: u32,
+    }
 
     impl Handler for Discard {
         fn handle(
@@ -635,7 +640,11 @@ mod tests {
         }
 
         async fn before_commit(&mut self) -> anyhow::Result<()> {
-            Ok(())
+            if self.failing_hooks == 0 {
+                return Ok(());
+            }
+            self.failing_hooks -= 1;
+            anyhow::bail!("store unavailable")
         }
     }
 
@@ -696,7 +705,7 @@ mod tests {
             assert!(d >= Duration::from_secs(60), "{d:?}");
             seen.fetch_add(1, Relaxed);
         })));
-        let (mut core, consumer) = offline_core(stats.clone(), Discard);
+        let (mut core, consumer) = offline_core(stats.clone(), Discard::default());
         let minute_ago = culprit_core::wall_clock_ms() - 60_000;
         core.process(&message(0, 0, minute_ago)).unwrap();
         core.process(&message(3, 0, minute_ago - 60_000)).unwrap();
@@ -716,36 +725,12 @@ mod tests {
         assert_eq!(stats.snapshot().latency.count(), 2);
     }
 
-    /// Fails its pre-commit step (a store write, say) `failures` times, then succeeds.
-    struct FailingHook {
-        failures: u32,
-    }
-
-    impl Handler for FailingHook {
-        fn handle(
-            &mut self,
-            _msg: &Incoming<'_>,
-            _replay: bool,
-            _out: &mut Vec<Outgoing>,
-        ) -> anyhow::Result<()> {
-            Ok(())
-        }
-
-        async fn before_commit(&mut self) -> anyhow::Result<()> {
-            if self.failures == 0 {
-                return Ok(());
-            }
-            self.failures -= 1;
-            anyhow::bail!("store unavailable")
-        }
-    }
-
     /// Each failed pre-commit call is counted (it is what `culprit_output_failures_total` shows
     /// an operator whose store is down) and retried until it succeeds.
     #[tokio::test]
     async fn failed_pre_commit_steps_are_counted_and_retried() {
         let stats = Arc::new(Stats::new());
-        let (mut core, consumer) = offline_core(stats.clone(), FailingHook { failures: 2 });
+        let (mut core, consumer) = offline_core(stats.clone(), Discard { failing_hooks: 2 });
         core.config.retry_initial_backoff_ms = 1;
         core.process(&message(0, 0, culprit_core::wall_clock_ms()))
             .unwrap();
@@ -763,7 +748,7 @@ mod tests {
     async fn records_the_broker_refuses_for_good_are_dead_lettered_and_the_rest_retried() {
         use rdkafka::types::RDKafkaErrorCode as C;
         let stats = Arc::new(Stats::new());
-        let (core, _consumer) = offline_core(stats.clone(), Discard);
+        let (core, _consumer) = offline_core(stats.clone(), Discard::default());
         let config = core.config.clone();
         let record = |topic: &str| Outgoing {
             topic: topic.to_string(),
@@ -804,7 +789,7 @@ mod tests {
     #[tokio::test]
     async fn offsets_that_go_back_below_the_committed_one_are_processed_and_counted() {
         let stats = Arc::new(Stats::new());
-        let (mut core, consumer) = offline_core(stats.clone(), Discard);
+        let (mut core, consumer) = offline_core(stats.clone(), Discard::default());
         let now = culprit_core::wall_clock_ms();
         for offset in 0..6 {
             core.process(&message(0, offset, now)).unwrap();
