@@ -95,7 +95,8 @@ impl Series {
             .and_then(|mut profile| {
                 profile.scale = profile.scale.max(how.min_scale);
                 let severity = gate(config, metrics, &profile, value, how.direction)?;
-                let severity = if profile.held_value() == Some(0.0) {
+                // Without a scale of its own or given (an edge wait has its client side's).
+                let severity = if profile.held_value() == Some(0.0) && how.min_scale == 0.0 {
                     let held = self.baseline.held_for(0.0).max(profile.samples as u64);
                     severity.max(first_departure_severity(config, held)?)
                 } else {
