@@ -1245,7 +1245,7 @@ mod tests {
         let text = serde_json::to_string(&original.save_state()).unwrap();
         let states: culprit_detect::state::DetectorStates = serde_json::from_str(&text).unwrap();
         let names: Vec<&str> = states.keys().map(String::as_str).collect();
-        assert_eq!(names, [Detectors::TEMPLATES_STATE, "knn_logs"]);
+        assert_eq!(names, ["knn_logs", Detectors::TEMPLATES_STATE]);
         assert!(states["knn_logs"]["state"]["features"]
             .get("logs")
             .is_none());
