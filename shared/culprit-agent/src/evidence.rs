@@ -21,7 +21,7 @@
 use culprit_core::{
     Anomaly, Event, EventBody, LogLevel, RcaAlert, SourceKind, UnixNanos, NANOS_PER_SEC,
 };
-use culprit_drain::TemplateMiner;
+use culprit_drain::LogTemplates;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// How far before an incident's first anomaly its window reaches: the correlator opens an
@@ -156,8 +156,10 @@ impl IncidentEvidence {
         let from = self.alert.started_at - CONTEXT_BEFORE_SECS * NANOS_PER_SEC;
         let start = self.alert.started_at - WINDOW_BEFORE_SECS * NANOS_PER_SEC;
         let to = self.alert.updated_at + WINDOW_AFTER_SECS * NANOS_PER_SEC;
-        let mut miners: BTreeMap<String, (TemplateMiner, BTreeMap<u32, LogTemplate>)> =
-            BTreeMap::new();
+        // Mined as the detectors mine (the same miners and line form), so a template here reads
+        // as the one an anomaly names; these lines come from storage, not from detection.
+        let miners = LogTemplates::default();
+        let mut templates_of: BTreeMap<String, BTreeMap<u32, LogTemplate>> = BTreeMap::new();
         let mut samples: BTreeMap<String, Vec<LogLine>> = BTreeMap::new();
         let mut lines: BTreeMap<String, u64> = BTreeMap::new();
         // (service, metric, instance) -> points
@@ -175,15 +177,8 @@ impl IncidentEvidence {
             let service = event.service().to_string();
             match &event.body {
                 EventBody::Log(log) => {
-                    let level_name = log
-                        .level
-                        .map_or("UNKNOWN".to_string(), |l| format!("{l:?}").to_uppercase());
-                    let (miner, templates) = miners
-                        .entry(service.clone())
-                        .or_insert_with(|| (TemplateMiner::default(), BTreeMap::new()));
-                    // The level leads the mined line, as in the log detector, so an ERROR line
-                    // never joins an INFO template.
-                    let m = miner.add(&format!("{level_name} {}", log.body));
+                    let m = miners.mine(event, log);
+                    let templates = templates_of.entry(service.clone()).or_default();
                     let t = templates.entry(m.id).or_insert_with(|| LogTemplate {
                         id: String::new(),
                         template: String::new(),
@@ -224,11 +219,12 @@ impl IncidentEvidence {
                 EventBody::Span(_) | EventBody::Change(_) => {}
             }
         }
-        for (service, (miner, templates)) in miners {
+        for (service, templates) in templates_of {
+            let environment = &self.alert.environment;
             let mut list: Vec<LogTemplate> = templates
                 .into_iter()
                 .map(|(id, mut t)| {
-                    t.template = miner.template(id).unwrap_or_default();
+                    t.template = miners.text(environment, &service, id).unwrap_or_default();
                     t
                 })
                 .collect();

@@ -198,6 +198,7 @@ pub fn log(service: &str, offset_s: i64, level: LogLevel, body: &str) -> Event {
             trace_id: None,
             span_id: None,
             attributes: BTreeMap::new(),
+            template: None,
         }),
     }
 }

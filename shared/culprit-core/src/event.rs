@@ -213,6 +213,24 @@ pub struct LogEvent {
     pub trace_id: Option<String>,
     pub span_id: Option<String>,
     pub attributes: BTreeMap<String, String>,
+    /// The template the detection stage's one miner put this line in (`culprit_drain::LogTemplates`),
+    /// filled where the line enters detection so that every detector and the k-NN featuriser
+    /// read that one mining; None before then. Not part of the wire or stored form.
+    #[serde(skip)]
+    pub template: Option<LineTemplate>,
+}
+
+/// Where a log line was mined to: its template and how common that template is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTemplate {
+    /// The template (Drain cluster) id, stable for the life of its service's miner.
+    pub id: u32,
+    /// Lines the template holds, this one included.
+    pub size: u64,
+    /// Variable slots (`<*>`) of the template after this line.
+    pub param_count: u32,
+    /// Lines of the service mined so far, this one included.
+    pub service_lines: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

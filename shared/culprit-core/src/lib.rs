@@ -18,8 +18,8 @@ pub use alert::{
 };
 pub use anomaly::{bound_text, Anomaly, DependencyEdge};
 pub use event::{
-    ChangeEvent, ChangeKind, Event, EventBody, LogEvent, LogLevel, MetricPoint, Resource,
-    SourceKind, SpanEvent,
+    ChangeEvent, ChangeKind, Event, EventBody, LineTemplate, LogEvent, LogLevel, MetricPoint,
+    Resource, SourceKind, SpanEvent,
 };
 pub use severity::Severity;
 pub use signal::{Signal, SignalFamily};

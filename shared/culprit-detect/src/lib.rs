@@ -37,6 +37,7 @@ pub mod versions;
 pub mod window;
 
 use culprit_core::{Anomaly, DependencyEdge, Event, Severity, Signal, SourceKind, UnixNanos};
+pub use culprit_drain::LogTemplates;
 use serde::{Deserialize, Serialize};
 
 pub use baseline::{BaselineConfig, SeverityLevels};
@@ -71,7 +72,8 @@ pub enum Phase {
 pub trait Detector: Send {
     /// The sources whose events this detector takes.
     fn sources(&self) -> &'static [SourceKind];
-    /// Takes one event of this source, in (roughly) event-time order.
+    /// Takes one event of this source, in (roughly) event-time order. A log line comes mined:
+    /// [`culprit_core::LogEvent::template`] is filled by [`Detectors::observe`].
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings);
     /// Event time has reached `watermark`: close the windows that end before it.
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings);
@@ -115,6 +117,10 @@ pub trait Detector: Send {
     fn restore_state(&mut self, _state: serde_json::Value) -> Result<(), state::StateError> {
         Err(state::StateError::Unsupported)
     }
+    /// Hands the detector the templates its log lines are mined into ([`Detectors`] does, to
+    /// each detector it runs), for the texts of the templates it reports. Detectors that read
+    /// no template text ignore it.
+    fn share_templates(&mut self, _templates: &LogTemplates) {}
 }
 
 /// One signal's baseline of one service, as [`Detector::baselines`] reports it.
@@ -131,50 +137,80 @@ pub struct SignalSummary {
 
 /// All the statistical detectors behind one `observe`.
 pub struct Detectors {
+    /// The one set of log template miners: every log line is mined here, once, and reaches the
+    /// detectors with its template, so the log, span-log and k-NN detectors agree on its id.
+    templates: LogTemplates,
     detectors: Vec<Box<dyn Detector>>,
 }
 
 impl Detectors {
+    /// The name the template miners are saved under, beside the detectors' parts.
+    pub const TEMPLATES_STATE: &'static str = "log_templates";
+
     pub fn statistical(config: &DetectConfig) -> Detectors {
         let shared = &config.shared;
-        Detectors {
-            detectors: vec![
-                Box::new(spans::SpanDetector::new(
-                    shared.clone(),
-                    config.spans.clone(),
-                )),
-                Box::new(logs::LogDetector::new(shared.clone(), config.logs.clone())),
-                Box::new(metrics::MetricDetector::new(
-                    shared.clone(),
-                    config.metrics.clone(),
-                )),
-                Box::new(changes::ChangeDetector::new(shared.clone())),
-                Box::new(trace_logs::TraceLogDetector::new(
-                    shared.clone(),
-                    config.logs.clone(),
-                )),
-                Box::new(versions::VersionDetector::new(shared.clone())),
-            ],
-        }
+        Detectors::new(vec![
+            Box::new(spans::SpanDetector::new(
+                shared.clone(),
+                config.spans.clone(),
+            )),
+            Box::new(logs::LogDetector::new(shared.clone(), config.logs.clone())),
+            Box::new(metrics::MetricDetector::new(
+                shared.clone(),
+                config.metrics.clone(),
+            )),
+            Box::new(changes::ChangeDetector::new(shared.clone())),
+            Box::new(trace_logs::TraceLogDetector::new(
+                shared.clone(),
+                config.logs.clone(),
+            )),
+            Box::new(versions::VersionDetector::new(shared.clone())),
+        ])
     }
 
     /// Only the given detectors.
     pub fn new(detectors: Vec<Box<dyn Detector>>) -> Detectors {
-        Detectors { detectors }
+        let mut all = Detectors {
+            templates: LogTemplates::default(),
+            detectors: Vec::with_capacity(detectors.len()),
+        };
+        for d in detectors {
+            all.push(d);
+        }
+        all
     }
 
     /// Adds a detector (for example a learned one) beside the statistical ones.
-    pub fn push(&mut self, detector: Box<dyn Detector>) {
+    pub fn push(&mut self, mut detector: Box<dyn Detector>) {
+        detector.share_templates(&self.templates);
         self.detectors.push(detector);
+    }
+
+    /// The templates the log lines are mined into.
+    pub fn templates(&self) -> &LogTemplates {
+        &self.templates
+    }
+
+    /// Whether any detector takes log lines: only then are they mined and the miners saved.
+    fn takes_logs(&self) -> bool {
+        self.detectors
+            .iter()
+            .any(|d| d.sources().contains(&SourceKind::Logs))
     }
 
     pub fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
         let source = event.source();
+        // A log line is mined here, once, and every detector that takes it gets its template.
+        let mut mined = None;
         for d in self
             .detectors
             .iter_mut()
             .filter(|d| d.sources().contains(&source))
         {
+            let event = match source {
+                SourceKind::Logs => &*mined.get_or_insert_with(|| self.templates.mined(event)),
+                _ => event,
+            };
             d.observe(event, phase, out);
         }
     }
@@ -211,6 +247,12 @@ impl Detectors {
     /// Every detector's learned state, by [`Detector::state_name`].
     pub fn save_state(&self) -> state::DetectorStates {
         let mut out = state::DetectorStates::new();
+        if self.takes_logs() {
+            let templates = self.templates.save_state();
+            if let Some(value) = state::versioned(LogTemplates::STATE_VERSION, &templates) {
+                out.insert(Self::TEMPLATES_STATE.to_string(), value);
+            }
+        }
         for d in &self.detectors {
             if let (Some(name), Some(value)) = (d.state_name(), d.save_state()) {
                 out.insert(name, value);
@@ -223,6 +265,20 @@ impl Detectors {
     /// (another format version) is refused and that detector learns afresh, the others are restored.
     pub fn restore_state(&mut self, mut states: state::DetectorStates) -> state::RestoreReport {
         let mut report = state::RestoreReport::default();
+        if self.takes_logs() {
+            // The template ids the detectors' parts hold are these miners' own.
+            let name = Self::TEMPLATES_STATE.to_string();
+            match states.remove(&name) {
+                None => report.missing.push(name),
+                Some(value) => match state::unversioned(value, LogTemplates::STATE_VERSION) {
+                    Ok(saved) => {
+                        self.templates.restore_state(saved);
+                        report.restored.push(name);
+                    }
+                    Err(e) => report.refused.push((name, e.to_string())),
+                },
+            }
+        }
         for d in &mut self.detectors {
             let Some(name) = d.state_name() else {
                 continue;

@@ -15,7 +15,7 @@ use crate::template_mix::TemplateMix;
 use crate::window::Windows;
 use crate::{AnomalyDraft, Detector, Findings, LogsConfig, Phase, SharedConfig};
 use culprit_core::{Event, EventBody, LogLevel, Severity, SignalFamily, SourceKind, UnixNanos};
-use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
+use culprit_drain::{level_word, line_level, LogTemplates, TemplateId};
 use std::collections::HashMap;
 
 /// (environment, service)
@@ -32,7 +32,9 @@ struct LogWindow {
 pub struct LogDetector {
     config: SharedConfig,
     logs: LogsConfig,
-    miners: HashMap<ServiceKey, TemplateMiner>,
+    /// The stage's template miners ([`Detector::share_templates`]), for the texts of the
+    /// templates reported; the lines come already mined.
+    miners: LogTemplates,
     templates: Novelty<(ServiceKey, TemplateId)>,
     error_counts: HashMap<ServiceKey, Baseline>,
     warning_counts: HashMap<ServiceKey, Baseline>,
@@ -48,12 +50,11 @@ pub struct LogDetector {
     sightings: HashMap<(ServiceKey, TemplateId), Vec<String>>,
 }
 
-/// What a [`LogDetector`] learned ([`crate::state`]): the miners with their templates, the
-/// templates known, the error and warning baselines, the template mixes and the services seen.
+/// What a [`LogDetector`] learned ([`crate::state`]): the templates known, the error and
+/// warning baselines, the template mixes and the services seen. The miners that give the
+/// template ids are the stage's, saved beside it ([`crate::Detectors::save_state`]).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct LogState {
-    #[serde(with = "crate::state::pairs")]
-    miners: HashMap<ServiceKey, TemplateMiner>,
     templates: Vec<(ServiceKey, TemplateId)>,
     #[serde(with = "crate::state::pairs")]
     error_counts: HashMap<ServiceKey, Baseline>,
@@ -67,7 +68,8 @@ struct LogState {
 }
 
 impl LogState {
-    const VERSION: u32 = 1;
+    /// 2: the miners left for the stage's shared ones.
+    const VERSION: u32 = 2;
 }
 
 /// Sightings kept per pending template: enough for a majority, bounded for a chatty one.
@@ -81,7 +83,7 @@ impl LogDetector {
         LogDetector {
             config,
             logs,
-            miners: HashMap::new(),
+            miners: LogTemplates::default(),
             templates,
             error_counts: HashMap::new(),
             warning_counts: HashMap::new(),
@@ -95,9 +97,15 @@ impl LogDetector {
 
     /// Number of templates mined for a service so far.
     pub fn template_count(&self, environment: &str, service: &str) -> usize {
-        self.miners
-            .get(&(environment.to_string(), service.to_string()))
-            .map_or(0, |m| m.cluster_count())
+        self.miners.cluster_count(environment, service)
+    }
+
+    /// Mines a log line with this detector's templates and observes it, as [`crate::Detectors`]
+    /// does, for tests that drive one detector.
+    #[cfg(test)]
+    fn feed(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
+        let event = self.miners.mined(event);
+        self.observe(&event, phase, out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -152,68 +160,22 @@ impl LogDetector {
     }
 }
 
-/// The level a line declares, from the record or else from its first words.
-pub(crate) fn line_level(level: Option<LogLevel>, body: &str) -> Option<LogLevel> {
-    level.or_else(|| {
-        body.split_whitespace()
-            .take(6)
-            .find_map(|t| LogLevel::from_text(t.trim_matches(|c: char| !c.is_ascii_alphabetic())))
-    })
-}
-
-/// Drops leading timestamp-like tokens ("16:42:22.382", "2023-01-29T08:42:22Z", "[2023-01-29") so
-/// the first words the template tree branches on are the stable ones (level, logger).
-pub(crate) fn strip_leading_timestamps(body: &str) -> &str {
-    let mut rest = body.trim_start();
-    for _ in 0..3 {
-        let token_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let token = &rest[..token_end];
-        let looks_like_time = token.chars().any(|c| c.is_ascii_digit())
-            && token
-                .chars()
-                .all(|c| c.is_ascii_digit() || "-:.,/TZ+[]".contains(c));
-        if !looks_like_time || token.is_empty() {
-            break;
-        }
-        rest = rest[token_end..].trim_start();
-    }
-    rest
-}
-
-/// The text a template miner sees: leading timestamps dropped and the level first, so that an
-/// ERROR line never merges into an INFO template.
-pub(crate) fn mining_line(level: Option<LogLevel>, body: &str) -> String {
-    let text = strip_leading_timestamps(body);
-    let word = level_word(level);
-    let mut line = String::with_capacity(text.len() + 6);
-    if !text.starts_with(word) {
-        line.push_str(word);
-        line.push(' ');
-    }
-    line.push_str(text);
-    line
-}
-
-pub(crate) fn level_word(level: Option<LogLevel>) -> &'static str {
-    match level {
-        Some(LogLevel::Trace) => "TRACE",
-        Some(LogLevel::Debug) => "DEBUG",
-        Some(LogLevel::Info) => "INFO",
-        Some(LogLevel::Warn) => "WARN",
-        Some(LogLevel::Error) => "ERROR",
-        Some(LogLevel::Fatal) => "FATAL",
-        None => "-",
-    }
-}
-
 impl Detector for LogDetector {
     fn sources(&self) -> &'static [SourceKind] {
         &[SourceKind::Logs, SourceKind::Traces]
     }
 
+    fn share_templates(&mut self, templates: &LogTemplates) {
+        self.miners = templates.clone();
+    }
+
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
         let EventBody::Log(log) = &event.body else {
             self.child_calls.observe(event, phase == Phase::Detecting);
+            return;
+        };
+        let Some(matched) = log.template else {
+            debug_assert!(false, "log lines reach the detectors mined");
             return;
         };
         let key: ServiceKey = (
@@ -229,12 +191,6 @@ impl Detector for LogDetector {
         *seen = (*seen).min(since);
         let service_since = *seen;
         let level = line_level(log.level, &log.body);
-        let line = mining_line(level, &log.body);
-        let miner = self
-            .miners
-            .entry(key.clone())
-            .or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
-        let matched = miner.add(&line);
         let template_key = (key.clone(), matched.id);
         if phase == Phase::Detecting
             && level.is_some_and(|l| l.is_error() || l == LogLevel::Warn)
@@ -287,7 +243,10 @@ impl Detector for LogDetector {
                 _ => Severity::Sev5,
             };
             if severity <= self.config.min_severity {
-                let template = miner.template(matched.id).unwrap_or_default();
+                let template = self
+                    .miners
+                    .text(&key.0, &key.1, matched.id)
+                    .unwrap_or_default();
                 let (signal, what) = match &remote {
                     Some(reason) => (
                         SignalFamily::LogNewRemoteError.on(matched.id),
@@ -406,7 +365,6 @@ impl Detector for LogDetector {
         crate::state::versioned(
             LogState::VERSION,
             &LogState {
-                miners: self.miners.clone(),
                 templates: self.templates.known_keys(),
                 error_counts: self.error_counts.clone(),
                 warning_counts: self.warning_counts.clone(),
@@ -423,7 +381,6 @@ impl Detector for LogDetector {
 
     fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
         let state: LogState = crate::state::unversioned(state, LogState::VERSION)?;
-        self.miners = state.miners;
         self.templates.set_known(state.templates);
         self.error_counts = state.error_counts;
         self.warning_counts = state.warning_counts;
@@ -497,7 +454,6 @@ impl LogDetector {
         if missing.is_empty() {
             return;
         }
-        let miner = self.miners.get(key);
         for m in missing {
             // Absence is weaker evidence than presence: at most SEV2.
             let Some(severity) = levels.severity(m.surprise).map(|s| s.max(Severity::Sev2)) else {
@@ -506,8 +462,9 @@ impl LogDetector {
             if severity > self.config.min_severity {
                 continue;
             }
-            let template = miner
-                .and_then(|mi| mi.template(m.template))
+            let template = self
+                .miners
+                .text(&key.0, &key.1, m.template)
                 .unwrap_or_default();
             let draft = AnomalyDraft {
                 source: SourceKind::Logs,
@@ -616,6 +573,7 @@ mod tests {
                 trace_id: None,
                 span_id: None,
                 attributes: BTreeMap::new(),
+                template: None,
             }),
         }
     }
@@ -629,9 +587,9 @@ mod tests {
                 i * 7,
                 i % 13
             );
-            d.observe(&log(t, "cart", None, &body), phase, out);
+            d.feed(&log(t, "cart", None, &body), phase, out);
             if i % 50 == 0 {
-                d.observe(
+                d.feed(
                     &log(t, "cart", Some(LogLevel::Warn), "slow query took 120 ms"),
                     phase,
                     out,
@@ -654,7 +612,7 @@ mod tests {
                     format!("added item {} to cart {}", i * 7, i % 13),
                 )
             };
-            d.observe(
+            d.feed(
                 &log(t, service, Some(level), &body),
                 Phase::Learning,
                 &mut out,
@@ -693,23 +651,6 @@ mod tests {
     }
 
     #[test]
-    fn infers_levels_and_strips_timestamps() {
-        assert_eq!(
-            line_level(None, "16:42:22.382 ERROR c.s.X#1 boom"),
-            Some(LogLevel::Error)
-        );
-        assert_eq!(
-            line_level(Some(LogLevel::Info), "ERROR in text"),
-            Some(LogLevel::Info)
-        );
-        assert_eq!(
-            strip_leading_timestamps("2023-01-29T08:42:22Z 16:42:22.382 INFO x"),
-            "INFO x"
-        );
-        assert_eq!(strip_leading_timestamps("INFO 12 x"), "INFO 12 x");
-    }
-
-    #[test]
     fn normal_lines_raise_nothing_after_the_baseline() {
         let mut d = LogDetector::new(SharedConfig::default(), LogsConfig::default());
         let mut out = Findings::default();
@@ -733,7 +674,7 @@ mod tests {
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         let mut found = Findings::default();
         // one new error line alone is rare, not new
-        d.observe(
+        d.feed(
             &log(
                 119 * NANOS_PER_SEC,
                 "cart",
@@ -746,7 +687,7 @@ mod tests {
         for i in 0..60 {
             let t = 120 * NANOS_PER_SEC + i * NANOS_PER_SEC / 4;
             let body = format!("ERROR c.s.CartService#88 cart total went negative after {i} items");
-            d.observe(&log(t, "cart", None, &body), Phase::Detecting, &mut found);
+            d.feed(&log(t, "cart", None, &body), Phase::Detecting, &mut found);
             d.advance(t - NANOS_PER_SEC, Phase::Detecting, &mut found);
         }
         d.advance(200 * NANOS_PER_SEC, Phase::Detecting, &mut found);
@@ -775,7 +716,7 @@ mod tests {
         let mut out = Findings::default();
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         // `payment` is a service culprit knows, so a line naming it is about it.
-        d.observe(
+        d.feed(
             &log(0, "payment", None, "INFO charged card"),
             Phase::Learning,
             &mut out,
@@ -784,7 +725,7 @@ mod tests {
         for (n, line) in lines.iter().enumerate() {
             for i in 0..5 {
                 let t = (120 + 20 * n as i64 + i) * NANOS_PER_SEC;
-                d.observe(
+                d.feed(
                     &log(t, "cart", Some(level), line),
                     Phase::Detecting,
                     &mut found,
@@ -834,7 +775,7 @@ mod tests {
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         for i in 0..100 {
             let t = i * NANOS_PER_SEC;
-            d.observe(
+            d.feed(
                 &payment_call(1000 + i, t, 2 + i % 2, false),
                 Phase::Learning,
                 &mut out,
@@ -848,13 +789,13 @@ mod tests {
                 Call::Failed => payment_call(i, t, 2, true),
                 Call::Slow => payment_call(i, t, 200, false),
             };
-            d.observe(&call, Phase::Detecting, &mut found);
+            d.feed(&call, Phase::Detecting, &mut found);
             let mut written = log(t + 3_000_000, "cart", Some(LogLevel::Error), line);
             if let EventBody::Log(l) = &mut written.body {
                 l.trace_id = Some(format!("t{i}"));
                 l.span_id = Some(format!("s{i}"));
             }
-            d.observe(&written, Phase::Detecting, &mut found);
+            d.feed(&written, Phase::Detecting, &mut found);
         }
         found
             .anomalies

@@ -9,19 +9,18 @@
 //! It needs both streams, so it runs where both are consumed: the embedded pipeline, or one
 //! worker reading the span and log topics together.
 
-use crate::logs::{line_level, mining_line, truncate};
+use crate::logs::truncate;
 use crate::stats::binomial_lower_surprise;
 use crate::window::Windows;
 use crate::{AnomalyDraft, Detector, Findings, LogsConfig, Phase, SharedConfig, SurpriseLevels};
 use culprit_core::{
     Event, EventBody, Severity, SignalFamily, SourceKind, UnixNanos, NANOS_PER_SEC,
 };
-use culprit_drain::{DrainConfig, TemplateId, TemplateMiner};
+use culprit_drain::{LogTemplates, TemplateId};
 use std::collections::{HashMap, VecDeque};
 
 /// (environment, service, operation)
 type OpKey = (String, String, String);
-type ServiceKey = (String, String);
 
 /// One span and the templates logged inside it, until the span goes quiet.
 #[derive(Debug, Default)]
@@ -72,7 +71,9 @@ struct RecentWindow {
 pub struct TraceLogDetector {
     config: SharedConfig,
     logs: LogsConfig,
-    miners: HashMap<ServiceKey, TemplateMiner>,
+    /// The stage's template miners ([`Detector::share_templates`]), for the text of a line
+    /// reported missing; the lines come already mined.
+    miners: LogTemplates,
     groups: HashMap<String, SpanGroup>,
     baseline: HashMap<OpKey, OpLogs>,
     windows: Windows<HashMap<OpKey, OpWindow>>,
@@ -81,18 +82,18 @@ pub struct TraceLogDetector {
     missing: HashMap<(OpKey, TemplateId), Missing>,
 }
 
-/// What a [`TraceLogDetector`] learned ([`crate::state`]): its template miners and which
-/// templates each operation's spans usually write; the trailing windows start again.
+/// What a [`TraceLogDetector`] learned ([`crate::state`]): which templates each operation's
+/// spans usually write (ids of the stage's miners, saved beside it); the trailing windows start
+/// again.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct TraceLogState {
-    #[serde(with = "crate::state::pairs")]
-    miners: HashMap<ServiceKey, TemplateMiner>,
     #[serde(with = "crate::state::pairs")]
     baseline: HashMap<OpKey, OpLogs>,
 }
 
 impl TraceLogState {
-    const VERSION: u32 = 1;
+    /// 2: the miners left for the stage's shared ones.
+    const VERSION: u32 = 2;
 }
 
 impl TraceLogDetector {
@@ -110,13 +111,21 @@ impl TraceLogDetector {
         TraceLogDetector {
             config,
             logs,
-            miners: HashMap::new(),
+            miners: LogTemplates::default(),
             groups: HashMap::new(),
             baseline: HashMap::new(),
             windows,
             recent: HashMap::new(),
             missing: HashMap::new(),
         }
+    }
+
+    /// Mines a log line with this detector's templates and observes it, as
+    /// [`crate::Detectors`] does, for tests that drive one detector.
+    #[cfg(test)]
+    fn feed(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
+        let event = self.miners.mined(event);
+        self.observe(&event, phase, out);
     }
 
     fn complete_groups(&mut self, watermark: Option<UnixNanos>) {
@@ -231,8 +240,7 @@ impl TraceLogDetector {
             if let Some(line) = strongest {
                 let text = self
                     .miners
-                    .get(&(op.0.clone(), op.1.clone()))
-                    .and_then(|m| m.template(line.template))
+                    .text(&op.0, &op.1, line.template)
                     .unwrap_or_default();
                 let others = match stopped.len() - 1 {
                     0 => String::new(),
@@ -337,7 +345,6 @@ impl Detector for TraceLogDetector {
 
     fn save_state(&self) -> Option<serde_json::Value> {
         let state = TraceLogState {
-            miners: self.miners.clone(),
             baseline: self.baseline.clone(),
         };
         crate::state::versioned(TraceLogState::VERSION, &state)
@@ -345,13 +352,16 @@ impl Detector for TraceLogDetector {
 
     fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
         let state: TraceLogState = crate::state::unversioned(state, TraceLogState::VERSION)?;
-        self.miners = state.miners;
         self.baseline = state.baseline;
         Ok(())
     }
 
     fn sources(&self) -> &'static [SourceKind] {
         &[SourceKind::Traces, SourceKind::Logs]
+    }
+
+    fn share_templates(&mut self, templates: &LogTemplates) {
+        self.miners = templates.clone();
     }
 
     fn observe(&mut self, event: &Event, _phase: Phase, _out: &mut Findings) {
@@ -370,16 +380,10 @@ impl Detector for TraceLogDetector {
                 let Some(span_id) = log.span_id.as_deref().filter(|s| !s.is_empty()) else {
                     return;
                 };
-                let level = line_level(log.level, &log.body);
-                let key = (
-                    event.resource.environment.clone(),
-                    event.resource.service.clone(),
-                );
-                let miner = self
-                    .miners
-                    .entry(key)
-                    .or_insert_with(|| TemplateMiner::new(DrainConfig::default()));
-                let template = miner.add(&mining_line(level, &log.body)).id;
+                let Some(template) = log.template.map(|t| t.id) else {
+                    debug_assert!(false, "log lines reach the detectors mined");
+                    return;
+                };
                 let group = self.groups.entry(span_id.to_string()).or_default();
                 if group.op.is_none() {
                     group.start = event.time;
@@ -441,6 +445,7 @@ mod tests {
                 trace_id: None,
                 span_id: Some(span_id.into()),
                 attributes: BTreeMap::new(),
+                template: None,
             }),
         }
     }
@@ -459,15 +464,15 @@ mod tests {
             let t = from * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
             let a = format!("a{from}-{i}");
             let b = format!("b{from}-{i}");
-            d.observe(&span(t, "queryById", &a), phase, out);
-            d.observe(
+            d.feed(&span(t, "queryById", &a), phase, out);
+            d.feed(
                 &log(t, &a, &format!("INFO RouteController#47 query route {i}")),
                 phase,
                 out,
             );
-            d.observe(&span(t, "queryByIds", &b), phase, out);
+            d.feed(&span(t, "queryByIds", &b), phase, out);
             if by_ids_logs {
-                d.observe(
+                d.feed(
                     &log(
                         t,
                         &b,
@@ -476,7 +481,7 @@ mod tests {
                     phase,
                     out,
                 );
-                d.observe(
+                d.feed(
                     &log(t, &b, &format!("INFO RouteServiceImpl#88 found {i} routes")),
                     phase,
                     out,
@@ -520,10 +525,10 @@ mod tests {
             for i in 0..secs / 2 {
                 let t = (from + 2 * i) * NANOS_PER_SEC;
                 let b = format!("b{from}-{i}");
-                d.observe(&span(t, "queryByIds", &b), phase, &mut found);
+                d.feed(&span(t, "queryByIds", &b), phase, &mut found);
                 if writes && i % 2 == 0 {
                     let line = format!("INFO RouteServiceImpl#91 cache miss for {i}");
-                    d.observe(&log(t, &b, &line), phase, &mut found);
+                    d.feed(&log(t, &b, &line), phase, &mut found);
                 }
                 d.advance(t, phase, &mut found);
             }
@@ -567,9 +572,9 @@ mod tests {
             for i in 0..20i64 {
                 let t = (60 + step * 10) * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
                 let id = format!("f{step}-{i}");
-                d.observe(&span(t, "queryByIds", &id), Phase::Detecting, &mut found);
+                d.feed(&span(t, "queryByIds", &id), Phase::Detecting, &mut found);
                 if i % keep_every == 0 && step < 6 {
-                    d.observe(
+                    d.feed(
                         &log(
                             t,
                             &id,
@@ -578,7 +583,7 @@ mod tests {
                         Phase::Detecting,
                         &mut found,
                     );
-                    d.observe(
+                    d.feed(
                         &log(
                             t,
                             &id,
@@ -609,10 +614,10 @@ mod tests {
             for i in 0..5 {
                 let t = at * NANOS_PER_SEC + i * NANOS_PER_SEC / 10;
                 let id = format!("b{at}-{i}");
-                d.observe(&span(t, "queryByIds", &id), phase, out);
+                d.feed(&span(t, "queryByIds", &id), phase, out);
                 if writes {
                     let line = format!("INFO RouteController#53 query routes {i} {i}");
-                    d.observe(&log(t, &id, &line), phase, out);
+                    d.feed(&log(t, &id, &line), phase, out);
                 }
             }
             d.advance((at + 1) * NANOS_PER_SEC, phase, out);
@@ -653,8 +658,8 @@ mod tests {
         for i in 0..120 {
             let t = 60 * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
             let a = format!("x{i}");
-            d.observe(&span(t, "queryById", &a), Phase::Detecting, &mut found);
-            d.observe(
+            d.feed(&span(t, "queryById", &a), Phase::Detecting, &mut found);
+            d.feed(
                 &log(t, &a, &format!("INFO RouteController#47 query route {i}")),
                 Phase::Detecting,
                 &mut found,

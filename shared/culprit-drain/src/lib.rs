@@ -20,12 +20,27 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod events;
 mod mask;
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 
+pub use events::{
+    level_word, line_level, mining_line, strip_leading_timestamps, LogTemplates, LogTemplatesState,
+};
 pub use mask::WILDCARD;
+
+thread_local! {
+    static LINES_MINED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Lines every miner on this thread has learned from ([`TemplateMiner::add`]) since the thread
+/// started: lets a test check that a pipeline mines each log line once.
+pub fn lines_mined_on_this_thread() -> u64 {
+    LINES_MINED.with(Cell::get)
+}
 
 /// Identifies a cluster for the life of the miner, however its template generalises.
 pub type TemplateId = u32;
@@ -127,6 +142,7 @@ impl TemplateMiner {
 
     /// Learns from the line: returns the matched or newly created cluster.
     pub fn add(&mut self, line: &str) -> Match {
+        LINES_MINED.with(|n| n.set(n.get() + 1));
         let tokens = mask::tokenize(line);
         self.clock += 1;
         if let Some(id) = self.best_match(&tokens) {

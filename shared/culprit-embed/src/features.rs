@@ -1,15 +1,17 @@
 //! Events to feature rows: one fixed schema of categorical and numeric columns per source.
 //!
 //! Featurising is stateful (moving windows of metric series, a span-id cache to name the parent
-//! operation, a Drain miner per service for log templates), so it runs through a
-//! [`FeatureState`] whose memory is bounded by [`FeatureStateConfig`].
+//! operation, log templates), so it runs through a [`FeatureState`] whose memory is bounded by
+//! [`FeatureStateConfig`]. Log lines that come through a detection stage arrive mined
+//! ([`LogEvent::template`]) and the state reads their template texts from the stage's miners
+//! ([`FeatureState::share_templates`]); only a standalone featuriser (training) mines them itself.
 
 use crate::error::{EmbedError, Result};
 use culprit_core::{
     ChangeEvent, Event, EventBody, LogEvent, LogLevel, MetricPoint, SourceKind, SpanEvent,
     NANOS_PER_SEC,
 };
-use culprit_drain::{DrainConfig, TemplateMiner};
+use culprit_drain::LogTemplates;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -151,9 +153,6 @@ pub struct FeatureStateConfig {
     pub max_series: usize,
     /// Span ids remembered to name the parent operation (first in, first out).
     pub max_spans: usize,
-    /// Services with their own log template miner at most; later services share one.
-    pub max_log_services: usize,
-    pub drain: DrainConfig,
 }
 
 impl Default for FeatureStateConfig {
@@ -163,8 +162,6 @@ impl Default for FeatureStateConfig {
             max_points_per_series: 720,
             max_series: 20_000,
             max_spans: 200_000,
-            max_log_services: 2_000,
-            drain: DrainConfig::default(),
         }
     }
 }
@@ -173,12 +170,6 @@ impl Default for FeatureStateConfig {
 struct SeriesWindow {
     points: VecDeque<(i64, f64)>,
     last_time: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ServiceLogs {
-    miner: TemplateMiner,
-    lines: u64,
 }
 
 /// What featurising remembers between events. Not `Clone`-cheap; one per pipeline shard.
@@ -190,7 +181,8 @@ pub struct FeatureState {
     /// `max_spans` of them are held, so not as strings.
     span_ops: HashMap<u64, String>,
     span_order: VecDeque<u64>,
-    logs: HashMap<String, ServiceLogs>,
+    /// The miners log lines are mined into: a detection stage's, shared, or this state's own.
+    templates: LogTemplates,
 }
 
 impl Default for FeatureState {
@@ -200,19 +192,15 @@ impl Default for FeatureState {
 }
 
 /// What a [`FeatureState`] remembers, without its bounds (the configuration): the metric
-/// series' windows, the span-id cache in arrival order and the log template miners with their
-/// line counts. [`FeatureState::memory`] takes it, [`FeatureState::restore`] puts it back, so a
-/// restarted process featurises the next events as the one that saved it.
+/// series' windows and the span-id cache in arrival order. [`FeatureState::memory`] takes it,
+/// [`FeatureState::restore`] puts it back, so a restarted process featurises the next events as
+/// the one that saved it. The log templates are the miners' (the detection stage saves them).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FeatureMemory {
     series: Vec<(u64, SeriesWindow)>,
     /// (span id's hash, operation), oldest first: the eviction order.
     spans: Vec<(u64, String)>,
-    logs: Vec<(String, ServiceLogs)>,
 }
-
-/// Key of the shared miner once `max_log_services` is reached.
-const OVERFLOW_SERVICE: &str = "\u{0}overflow";
 
 /// A span id's key in the span cache: its FNV-1a hash (two of the `max_spans` ids held share
 /// one with a probability of about 1e-9).
@@ -227,8 +215,14 @@ impl FeatureState {
             series: HashMap::new(),
             span_ops: HashMap::new(),
             span_order: VecDeque::new(),
-            logs: HashMap::new(),
+            templates: LogTemplates::default(),
         }
+    }
+
+    /// Reads log templates from `templates`, the detection stage's miners that mine every line
+    /// before it is featurised, instead of mining them here.
+    pub fn share_templates(&mut self, templates: &LogTemplates) {
+        self.templates = templates.clone();
     }
 
     /// What this state remembers, for a snapshot.
@@ -239,11 +233,6 @@ impl FeatureState {
                 .span_order
                 .iter()
                 .filter_map(|id| Some((*id, self.span_ops.get(id)?.clone())))
-                .collect(),
-            logs: self
-                .logs
-                .iter()
-                .map(|(k, l)| (k.clone(), l.clone()))
                 .collect(),
         }
     }
@@ -258,12 +247,15 @@ impl FeatureState {
         for (key, op) in memory.spans.into_iter().skip(skip) {
             self.remember_key(key, op);
         }
-        self.logs = memory.logs.into_iter().collect();
     }
 
-    /// Number of metric series, span ids and log miners held (for tests and metrics).
+    /// Number of metric series, span ids and services with a log miner (for tests and metrics).
     pub fn sizes(&self) -> (usize, usize, usize) {
-        (self.series.len(), self.span_ops.len(), self.logs.len())
+        (
+            self.series.len(),
+            self.span_ops.len(),
+            self.templates.services(),
+        )
     }
 
     fn metric_window(&mut self, key: u64, time: i64, value: f64) -> (f64, f64) {
@@ -321,22 +313,6 @@ impl FeatureState {
                 self.span_ops.remove(&old);
             }
         }
-    }
-
-    fn service_logs(&mut self, service: &str) -> &mut ServiceLogs {
-        let key =
-            if self.logs.contains_key(service) || self.logs.len() < self.config.max_log_services {
-                service
-            } else {
-                OVERFLOW_SERVICE
-            };
-        let drain = &self.config.drain;
-        self.logs
-            .entry(key.to_string())
-            .or_insert_with(|| ServiceLogs {
-                miner: TemplateMiner::new(drain.clone()),
-                lines: 0,
-            })
     }
 }
 
@@ -447,14 +423,16 @@ fn log_features(event: &Event, l: &LogEvent, state: &mut FeatureState) -> (Vec<S
         .level
         .or_else(|| level_pos.and_then(|i| level_token(tokens[i])));
     let logger = find_logger(&tokens, level_pos);
-    let logs = state.service_logs(service);
-    let m = logs.miner.add(&l.body);
-    logs.lines += 1;
-    let share = logs.miner.size(m.id).max(1) as f64 / logs.lines as f64;
+    // Mined where it entered detection; a line featurised on its own (training) is mined here.
+    let mined = l.template.unwrap_or_else(|| state.templates.mine(event, l));
+    let share = mined.size.max(1) as f64 / mined.service_lines.max(1) as f64;
     let rarity = -share.min(1.0).ln();
     // The template text, not its numeric id: ids depend on arrival order and would not match
     // between the training run and a later process, the text does once templates have settled.
-    let template = logs.miner.template(m.id).unwrap_or_default();
+    let template = state
+        .templates
+        .text(&event.resource.environment, service, mined.id)
+        .unwrap_or_default();
     (
         vec![
             cat(service),
@@ -465,7 +443,7 @@ fn log_features(event: &Event, l: &LogEvent, state: &mut FeatureState) -> (Vec<S
         vec![
             quantise(rarity) as f32,
             quantise((l.body.len() as f64).ln_1p()) as f32,
-            m.param_count as f32,
+            mined.param_count as f32,
         ],
     )
 }
@@ -728,6 +706,7 @@ mod tests {
                     trace_id: None,
                     span_id: None,
                     attributes: BTreeMap::new(),
+                    template: None,
                 }),
                 0,
             )
@@ -739,16 +718,17 @@ mod tests {
         let later = featurize(&line(99), &mut st);
         assert_eq!(later.categorical[0], "cart");
         assert_eq!(later.categorical[1], "info");
+        // Mined as the detectors mine it: leading timestamp dropped, level first.
         assert_eq!(
             later.categorical[2],
-            "<*> INFO t.s.TravelServiceImpl#532 Route <*> loaded"
+            "INFO t.s.TravelServiceImpl#532 Route <*> loaded"
         );
         assert_eq!(later.categorical[3], "t.s.TravelServiceImpl");
         assert_eq!(
             later.numeric[0], 0.0,
             "the only template of the service is not rare"
         );
-        assert_eq!(later.numeric[2], 2.0, "timestamp and route id");
+        assert_eq!(later.numeric[2], 1.0, "the route id");
         let odd = ev(
             EventBody::Log(LogEvent {
                 level: Some(LogLevel::Error),
@@ -756,6 +736,7 @@ mod tests {
                 trace_id: None,
                 span_id: None,
                 attributes: BTreeMap::new(),
+                template: None,
             }),
             0,
         );
@@ -880,6 +861,7 @@ mod tests {
                     trace_id: None,
                     span_id: None,
                     attributes: BTreeMap::new(),
+                    template: None,
                 }),
                 t,
             ));
@@ -904,6 +886,11 @@ mod tests {
         let text = serde_json::to_string(&original.memory()).unwrap();
         let mut restored = FeatureState::default();
         restored.restore(serde_json::from_str(&text).unwrap());
+        // The templates are the miners', restored by their owner.
+        let templates = serde_json::to_string(&original.templates.save_state()).unwrap();
+        restored
+            .templates
+            .restore_state(serde_json::from_str(&templates).unwrap());
         assert_eq!(restored.sizes(), original.sizes());
         let mut fresh = FeatureState::default();
         let next = mixed(30, 10);

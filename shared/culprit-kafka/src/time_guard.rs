@@ -158,6 +158,7 @@ mod tests {
                 trace_id: None,
                 span_id: None,
                 attributes: Default::default(),
+                template: None,
             }),
         }
     }

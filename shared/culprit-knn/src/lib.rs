@@ -27,7 +27,8 @@
 //! # Snapshots
 //!
 //! Its state ([`culprit_detect::state`], part `knn_<source>`) is what it learned: the
-//! featuriser's memory (log template miners, metric windows, the span-id cache), and per service
+//! featuriser's memory (metric windows, the span-id cache; the log template miners are the
+//! detection stage's, which it saves beside its detectors), and per service
 //! the normal distances that calibrate "far", the events observed and the reference's size. With
 //! a shared store the reference stays there: a restored service counts the store's points again
 //! at its next event, and reference points a failing store had not taken yet are not saved. With
@@ -135,8 +136,9 @@ struct KnnState {
 }
 
 impl KnnState {
-    /// 2: the featuriser's span cache holds span ids by their hash.
-    const VERSION: u32 = 2;
+    /// 2: the featuriser's span cache holds span ids by their hash. 3: its log template miners
+    /// left for the detection stage's shared ones.
+    const VERSION: u32 = 3;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -529,6 +531,11 @@ impl Detector for KnnDetector {
         }
     }
 
+    fn share_templates(&mut self, templates: &culprit_detect::LogTemplates) {
+        // The lines arrive mined; the featuriser reads their template texts from these miners.
+        self.features.share_templates(templates);
+    }
+
     fn state_name(&self) -> Option<String> {
         Some(format!("knn_{}", self.source.as_str()))
     }
@@ -611,6 +618,7 @@ mod tests {
     use super::*;
     use culprit_core::NANOS_PER_SEC;
     use culprit_core::{EventBody, Resource, SpanEvent};
+    use culprit_detect::Detectors;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -1183,7 +1191,7 @@ mod tests {
 
     /// 10 log lines a second of `cart`, of two templates; with `failing`, every other line is
     /// an error of a third.
-    fn log_traffic(d: &mut KnnDetector, from_s: i64, secs: i64, failing: bool, out: &mut Findings) {
+    fn log_traffic(d: &mut Detectors, from_s: i64, secs: i64, failing: bool, out: &mut Findings) {
         let phase = if from_s < 1_000 {
             Phase::Learning
         } else {
@@ -1211,6 +1219,7 @@ mod tests {
                     trace_id: None,
                     span_id: None,
                     attributes: BTreeMap::new(),
+                    template: None,
                 }),
             };
             d.observe(&event, phase, out);
@@ -1219,26 +1228,31 @@ mod tests {
     }
 
     #[test]
-    fn a_restored_log_detector_keeps_its_template_miner_and_judges_the_next_lines_as_before() {
+    fn a_restored_log_detector_and_its_stages_miners_judge_the_next_lines_as_before() {
+        // The lines are mined by the stage (`Detectors`), which saves the miners beside the
+        // detector: the two parts together restore what the featuriser saw.
         let make = || {
-            KnnDetector::new(
+            Detectors::new(vec![Box::new(KnnDetector::new(
                 SourceKind::Logs,
                 KnnConfig::default(),
                 SharedConfig::default(),
-            )
+            ))])
         };
         let mut original = make();
         let mut out = Findings::default();
         log_traffic(&mut original, 0, 120, false, &mut out);
         original.flush(Phase::Learning, &mut out);
-        let state = through_text(&original);
-        assert_eq!(
-            state["state"]["features"]["logs"].as_array().map(Vec::len),
-            Some(1)
-        );
+        let text = serde_json::to_string(&original.save_state()).unwrap();
+        let states: culprit_detect::state::DetectorStates = serde_json::from_str(&text).unwrap();
+        let names: Vec<&str> = states.keys().map(String::as_str).collect();
+        assert_eq!(names, ["knn_logs", Detectors::TEMPLATES_STATE]);
+        assert!(states["knn_logs"]["state"]["features"]
+            .get("logs")
+            .is_none());
         let mut restored = make();
-        restored.restore_state(state).unwrap();
-        assert_eq!(restored.features.sizes(), original.features.sizes());
+        let report = restored.restore_state(states);
+        assert_eq!(report.restored.len(), 2, "{report:?}");
+        assert_eq!(restored.templates().services(), 1);
         let mut fresh = make();
         let [after_original, after_restored, after_fresh] =
             [&mut original, &mut restored, &mut fresh].map(|d| {

@@ -478,6 +478,7 @@ mod tests {
                         trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
                         span_id: Some("b7ad6b7169203331".into()),
                         attributes: BTreeMap::new(),
+                        template: None,
                     })
                 ),
                 (
@@ -488,6 +489,7 @@ mod tests {
                         trace_id: None,
                         span_id: None,
                         attributes: BTreeMap::new(),
+                        template: None,
                     })
                 ),
             ]

@@ -147,6 +147,7 @@ pub fn logs_to_events(req: &ExportLogsServiceRequest) -> Result<Vec<Event>, Deco
                         trace_id,
                         span_id,
                         attributes: attributes_map(&log.attributes),
+                        template: None,
                     }),
                 });
             }

@@ -452,6 +452,7 @@ mod tests {
                 "knn_logs",
                 "knn_metrics",
                 "knn_traces",
+                "log_templates",
                 "logs",
                 "metrics",
                 "spans",

@@ -81,6 +81,7 @@ mod tests {
                 trace_id: None,
                 span_id: None,
                 attributes: BTreeMap::new(),
+                template: None,
             }),
         }
     }

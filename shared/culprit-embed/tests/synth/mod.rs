@@ -194,6 +194,7 @@ pub fn log_event(service: usize, level: &str, logger: &str, msg: &str, i: usize)
             trace_id: None,
             span_id: None,
             attributes: BTreeMap::new(),
+            template: None,
         }),
     }
 }
