@@ -6,7 +6,6 @@ use culprit_detect::{
     logs::LogDetector, metrics::MetricDetector, spans::SpanDetector, trace_logs::TraceLogDetector,
     DetectConfig, Detector, Detectors, Findings, Phase,
 };
-use culprit_otlp::{Encoding, Signal};
 use culprit_sim::{Scenario, SimConfig};
 
 /// A simulated incident's events in time order, and the fault's start.
@@ -19,20 +18,7 @@ fn incident(scenario: Scenario) -> (Vec<Event>, i64) {
             ..SimConfig::default()
         },
     );
-    let mut events = Vec::new();
-    let decode = |signal, bytes: Vec<u8>| {
-        culprit_otlp::decode(signal, Encoding::Protobuf, &bytes).expect("simulated data decodes")
-    };
-    for r in &run.traces {
-        events.extend(decode(Signal::Traces, culprit_otlp::to_protobuf(r)));
-    }
-    for r in &run.logs {
-        events.extend(decode(Signal::Logs, culprit_otlp::to_protobuf(r)));
-    }
-    for r in &run.metrics {
-        events.extend(decode(Signal::Metrics, culprit_otlp::to_protobuf(r)));
-    }
-    events.sort_by_key(|e| e.time);
+    let events = run.events();
     (events, run.label.fault_start_unix_s * NANOS_PER_SEC)
 }
 

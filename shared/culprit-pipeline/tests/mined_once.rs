@@ -4,7 +4,6 @@
 use culprit_core::{Event, EventBody, SourceKind, NANOS_PER_SEC};
 use culprit_detect::{DetectConfig, Detector, Detectors, Findings, LogTemplates, Phase};
 use culprit_knn::{KnnConfig, KnnDetector};
-use culprit_otlp::{Encoding, Signal};
 use culprit_pipeline::{DetectorMode, Pipeline, PipelineConfig};
 use culprit_sim::{Scenario, SimConfig};
 use std::collections::HashMap;
@@ -20,20 +19,7 @@ fn incident(scenario: Scenario) -> (Vec<Event>, i64) {
             ..SimConfig::default()
         },
     );
-    let decode = |signal, bytes: Vec<u8>| {
-        culprit_otlp::decode(signal, Encoding::Protobuf, &bytes).expect("simulated data decodes")
-    };
-    let mut events = Vec::new();
-    for r in &run.traces {
-        events.extend(decode(Signal::Traces, culprit_otlp::to_protobuf(r)));
-    }
-    for r in &run.logs {
-        events.extend(decode(Signal::Logs, culprit_otlp::to_protobuf(r)));
-    }
-    for r in &run.metrics {
-        events.extend(decode(Signal::Metrics, culprit_otlp::to_protobuf(r)));
-    }
-    events.sort_by_key(|e| e.time);
+    let events = run.events();
     (events, run.label.fault_start_unix_s * NANOS_PER_SEC)
 }
 

@@ -105,6 +105,26 @@ pub struct SimRun {
     pub label: Label,
 }
 
+impl SimRun {
+    /// The run's traces, logs and metrics as culprit events, in time order: what a replay of
+    /// its OTLP batches decodes (change events are left out).
+    pub fn events(&self) -> Vec<culprit_core::Event> {
+        let simulated = "simulated OTLP converts";
+        let mut events = Vec::new();
+        for r in &self.traces {
+            events.extend(culprit_otlp::traces_to_events(r).expect(simulated));
+        }
+        for r in &self.logs {
+            events.extend(culprit_otlp::logs_to_events(r).expect(simulated));
+        }
+        for r in &self.metrics {
+            events.extend(culprit_otlp::metrics_to_events(r).expect(simulated));
+        }
+        events.sort_by_key(|e| e.time);
+        events
+    }
+}
+
 /// Runs `scenario` under `config`. Deterministic: equal inputs give equal runs.
 pub fn simulate(scenario: Scenario, config: &SimConfig) -> SimRun {
     let start_ns = config.start_unix_s * NANOS;
