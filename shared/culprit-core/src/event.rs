@@ -231,6 +231,15 @@ pub struct LineTemplate {
     pub param_count: u32,
     /// Lines of the service mined so far, this one included.
     pub service_lines: u64,
+    /// Templates of the service that hold exactly one line, after this line.
+    pub service_singletons: u64,
+    /// Lines of the service at this line's level (templates never mix levels), this one
+    /// included.
+    pub level_lines: u64,
+    /// Templates of the service at this line's level that hold exactly one line, after this
+    /// line: with `level_lines`, the Good-Turing estimate of how often the service writes a
+    /// line of that level in a template it never wrote before.
+    pub level_singletons: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

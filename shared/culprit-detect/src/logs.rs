@@ -208,7 +208,28 @@ impl Detector for LogDetector {
                 self.templates.learn(template_key.clone());
                 None
             }
-            Phase::Detecting => self.templates.observe(&template_key, event.time),
+            Phase::Detecting => {
+                // A service whose error lines (say) often fall in error templates it wrote only
+                // once before (a vocabulary its baseline barely covered) writes never-seen
+                // error lines routinely: a new template is new behaviour only when it recurs
+                // more than that rate (the Good-Turing estimate, per level) explains. With few
+                // lines of the level to go by, the estimate leans on the service's rate over
+                // all its lines, counted as one line of the level.
+                let overall =
+                    (matched.service_singletons + 1) as f64 / (matched.service_lines + 1) as f64;
+                let unseen_rate =
+                    (matched.level_singletons as f64 + overall) / (matched.level_lines + 1) as f64;
+                let floor = self.config.surprise_levels.sev5;
+                self.templates.observe_gated(
+                    &template_key,
+                    event.time,
+                    matched.level_lines,
+                    |sightings, lines_since| {
+                        let expected = (lines_since + 1) as f64 * unseen_rate;
+                        poisson_surprise(u64::from(sightings), expected) >= floor
+                    },
+                )
+            }
         };
         if let Some(crate::novelty::Confirmed {
             first: first_seen,
@@ -703,6 +724,57 @@ mod tests {
             .anomalies
             .iter()
             .any(|a| a.signal == "log.errors" && a.service == "cart"));
+    }
+
+    /// How many new templates `ledger` reports for an error line it writes three times within
+    /// a few seconds, after a baseline of steady INFO lines and `baseline_errors`.
+    fn new_templates_after(baseline_errors: &[String]) -> usize {
+        let mut d = LogDetector::new(SharedConfig::default(), LogsConfig::default());
+        let mut out = Findings::default();
+        for i in 0..40 {
+            let t = i * 3 * NANOS_PER_SEC;
+            d.feed(
+                &log(t, "ledger", None, "INFO l.Ledger#5 books balanced"),
+                Phase::Learning,
+                &mut out,
+            );
+        }
+        for (i, line) in baseline_errors.iter().enumerate() {
+            let t = (i as i64 * 10 + 1) * NANOS_PER_SEC;
+            d.feed(&log(t, "ledger", None, line), Phase::Learning, &mut out);
+        }
+        let mut found = Findings::default();
+        for i in 0..3 {
+            let t = (130 + 2 * i) * NANOS_PER_SEC;
+            let info = log(t, "ledger", None, "INFO l.Ledger#5 books balanced");
+            d.feed(&info, Phase::Detecting, &mut found);
+            let error = log(
+                t + 1,
+                "ledger",
+                None,
+                "ERROR l.Ledger#9 entry rejected by the book",
+            );
+            d.feed(&error, Phase::Detecting, &mut found);
+        }
+        d.advance(300 * NANOS_PER_SEC, Phase::Detecting, &mut found);
+        found
+            .anomalies
+            .iter()
+            .filter(|a| a.signal.family() == SignalFamily::LogNewTemplate)
+            .count()
+    }
+
+    #[test]
+    fn a_service_that_often_writes_never_seen_errors_needs_more_than_three_sightings_of_one() {
+        // Every error line of the baseline was a one-off: three sightings of one more are what
+        // such a service writes anyway.
+        let one_offs: Vec<String> = (1..=6)
+            .map(|i| format!("ERROR l.Ledger#{i} {}", "odd ".repeat(i)))
+            .collect();
+        assert_eq!(new_templates_after(&one_offs), 0);
+        // The same number of baseline errors, all of one recurring template: new behaviour.
+        let recurring = vec!["ERROR l.Ledger#3 retrying the flush".to_string(); 6];
+        assert_eq!(new_templates_after(&recurring), 1);
     }
 
     /// The new error templates `cart` reports for `lines`, as (signal family, severity).

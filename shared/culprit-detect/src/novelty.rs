@@ -15,6 +15,8 @@ struct Sighting {
     count: u32,
     /// First sighting ever (kept across counting windows).
     earliest: UnixNanos,
+    /// The caller's exposure counter at `first` ([`Novelty::observe_gated`]).
+    exposure: u64,
 }
 
 /// A sighting that confirmed something as new behaviour.
@@ -68,6 +70,20 @@ impl<K: Hash + Eq + Clone> Novelty<K> {
     /// Counts one sighting of `key` at `time`. Returns when it was first seen once this sighting
     /// confirms it as new behaviour; from then on it is known.
     pub fn observe(&mut self, key: &K, time: UnixNanos) -> Option<Confirmed> {
+        self.observe_gated(key, time, 0, |_, _| true)
+    }
+
+    /// [`Novelty::observe`] where `min_count` sightings confirm only when `enough(sightings,
+    /// exposure)` agrees too; `exposure` is a counter of the caller's (the lines its service has
+    /// written, say), passed to `enough` as its growth since the counting window's first
+    /// sighting, so the caller can weigh the sightings against how many chances there were.
+    pub fn observe_gated(
+        &mut self,
+        key: &K,
+        time: UnixNanos,
+        exposure: u64,
+        enough: impl FnOnce(u32, u64) -> bool,
+    ) -> Option<Confirmed> {
         if self.known.contains(key) {
             return None;
         }
@@ -75,13 +91,17 @@ impl<K: Hash + Eq + Clone> Novelty<K> {
             first: time,
             count: 0,
             earliest: time,
+            exposure,
         });
         if time - sighting.first > self.window {
             sighting.first = time;
             sighting.count = 0;
+            sighting.exposure = exposure;
         }
         sighting.count += 1;
-        if sighting.count < self.min_count {
+        if sighting.count < self.min_count
+            || !enough(sighting.count, exposure.saturating_sub(sighting.exposure))
+        {
             return None;
         }
         let confirmed = Confirmed {

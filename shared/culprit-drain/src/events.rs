@@ -70,6 +70,34 @@ pub fn level_word(level: Option<LogLevel>) -> &'static str {
 struct ServiceMiner {
     miner: TemplateMiner,
     lines: u64,
+    /// Templates holding exactly one line, of any level and per level ([`level_index`]) with
+    /// the lines of that level. An evicted singleton stays counted, which only overstates how
+    /// often the service writes something new.
+    #[serde(default)]
+    singletons: u64,
+    #[serde(default)]
+    by_level: [LevelCounts; LEVELS],
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+struct LevelCounts {
+    lines: u64,
+    singletons: u64,
+}
+
+/// Levels a line can be mined at: none, then TRACE to FATAL.
+const LEVELS: usize = 7;
+
+fn level_index(level: Option<LogLevel>) -> usize {
+    match level {
+        None => 0,
+        Some(LogLevel::Trace) => 1,
+        Some(LogLevel::Debug) => 2,
+        Some(LogLevel::Info) => 3,
+        Some(LogLevel::Warn) => 4,
+        Some(LogLevel::Error) => 5,
+        Some(LogLevel::Fatal) => 6,
+    }
 }
 
 /// environment -> service -> miner: looked up by `&str`, so mining a line allocates no key.
@@ -101,7 +129,8 @@ impl LogTemplates {
     /// Mines `log`, a line of `event`'s service: the template it joined.
     pub fn mine(&self, event: &Event, log: &LogEvent) -> LineTemplate {
         let (environment, service) = (&event.resource.environment, &event.resource.service);
-        let line = mining_line(line_level(log.level, &log.body), &log.body);
+        let level = line_level(log.level, &log.body);
+        let line = mining_line(level, &log.body);
         let mut miners = self.lock();
         if !miners.contains_key(environment.as_str()) {
             miners.insert(environment.clone(), HashMap::new());
@@ -113,17 +142,37 @@ impl LogTemplates {
             let fresh = ServiceMiner {
                 miner: TemplateMiner::default(),
                 lines: 0,
+                singletons: 0,
+                by_level: Default::default(),
             };
             services.insert(service.clone(), fresh);
         }
         let s = services.get_mut(service.as_str()).expect("inserted above");
         let m = s.miner.add(&line);
         s.lines += 1;
+        let size = s.miner.size(m.id);
+        let at_level = &mut s.by_level[level_index(level)];
+        at_level.lines += 1;
+        match size {
+            1 => {
+                at_level.singletons += 1;
+                s.singletons += 1;
+            }
+            2 => {
+                at_level.singletons = at_level.singletons.saturating_sub(1);
+                s.singletons = s.singletons.saturating_sub(1);
+            }
+            _ => {}
+        }
+        let at_level = *at_level;
         LineTemplate {
             id: m.id,
-            size: s.miner.size(m.id),
+            size,
             param_count: m.param_count as u32,
             service_lines: s.lines,
+            service_singletons: s.singletons,
+            level_lines: at_level.lines,
+            level_singletons: at_level.singletons,
         }
     }
 
@@ -250,5 +299,22 @@ mod tests {
         assert_eq!(reader.cluster_count("default", "cart"), 1);
         let c = template_of(&restored.mined(&line("cart", "INFO added item 4")));
         assert_eq!((c.id, c.size, c.service_lines), (a.id, 3, 3));
+    }
+
+    #[test]
+    fn singletons_are_counted_per_service_and_per_level() {
+        let templates = LogTemplates::default();
+        let mined = |body: &str| template_of(&templates.mined(&line("ledger", body)));
+        mined("INFO books balanced for day one");
+        let first_error = mined("ERROR entry rejected");
+        assert_eq!(
+            (first_error.level_lines, first_error.level_singletons),
+            (1, 1)
+        );
+        assert_eq!(first_error.service_singletons, 2);
+        // The error template's second line: no error template is a one-off any more.
+        let second = mined("ERROR entry rejected");
+        assert_eq!((second.level_lines, second.level_singletons), (2, 0));
+        assert_eq!((second.service_lines, second.service_singletons), (3, 1));
     }
 }
