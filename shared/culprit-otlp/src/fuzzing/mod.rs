@@ -205,7 +205,8 @@ impl fmt::Display for Report {
 pub fn run(target: &Target<'_>, config: &Config<'_>) -> Report {
     install_panic_capture();
     let started = Instant::now();
-    let mut rng = Rng::new(config.seed ^ fnv(target.name));
+    // Each target draws its own input stream from the common seed.
+    let mut rng = Rng::new(config.seed ^ culprit_core::hash::Fnv1a::of(target.name.as_bytes()));
     let mut report = Report {
         target: target.name.to_string(),
         seed: config.seed,
@@ -361,13 +362,6 @@ pub fn capture_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic without a message".to_string())
-    })
-}
-
-/// Each target draws its own input stream from the common seed.
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
