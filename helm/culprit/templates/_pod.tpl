@@ -101,6 +101,26 @@ spec:
           value: {{ include "culprit.apiTokensDir" $root }}/{{ $v.api.tokens.key }}
         {{- end }}
         {{- if .correlator }}
+        {{- $peers := list }}
+        {{- range $source, $src := $v.embedders }}
+        {{- if $src.enabled }}
+        {{- $peer := include "culprit.componentName" (dict "root" $root "component" (printf "embedder-%s" $source)) }}
+        {{- $peers = append $peers (printf "http://%s:%v" $peer $v.api.port) }}
+        {{- end }}
+        {{- end }}
+        {{- if $peers }}
+        # The baselines live in the embedders: the correlator's dashboard shows and recalculates
+        # them through their APIs.
+        - name: CULPRIT__API__BASELINE_PEERS
+          value: {{ join "," $peers | quote }}
+        {{- end }}
+        {{- if and $v.api.tokens.existingSecret $v.api.tokens.peerTokenKey }}
+        - name: CULPRIT_API_PEER_TOKEN
+          valueFrom:
+            secretKeyRef:
+              name: {{ $v.api.tokens.existingSecret }}
+              key: {{ $v.api.tokens.peerTokenKey }}
+        {{- end }}
         # The correlator alone pages and keeps the history; it keeps no embeddings.
         - name: CULPRIT__API__HISTORY_PATH
           value: {{ include "culprit.stateDir" $root }}/history.jsonl

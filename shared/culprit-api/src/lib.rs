@@ -37,6 +37,7 @@ mod history;
 mod incident_index;
 mod incidents;
 mod metrics;
+mod peers;
 mod profile;
 mod routes;
 mod state;
@@ -55,6 +56,7 @@ pub use history::{
 pub use incident_index::IncidentIndex;
 pub use incidents::{IncidentFilter, IncidentStore};
 pub use metrics::{LatencyRecorder, Metrics, ANOMALIES_INPUT, METRIC_PREFIX};
+pub use peers::{PeerBaselines, PEER_TOKEN_ENV};
 pub use profile::{IncidentProfile, DIMENSIONS as PROFILE_DIMENSIONS};
 pub use routes::{router, METRICS_CONTENT_TYPE, SIMILAR_UNAVAILABLE};
 pub use state::{ApiState, BoxFuture, CheckResult, ReadinessCheck};
@@ -96,6 +98,10 @@ pub struct ApiConfig {
     /// File of bearer tokens, one `name:scope:secret` a line (scope `read` or `write`), read when
     /// `CULPRIT_API_TOKENS` is unset. Tokens never go in this configuration file.
     pub tokens_file: Option<PathBuf>,
+    /// Base URLs of other culprit APIs whose baselines this one shows and recalculates beside
+    /// its own ([`PeerBaselines`]): in a split deployment, the correlator lists the embedders'.
+    /// Requests to them carry the secret in `CULPRIT_API_PEER_TOKEN`.
+    pub baseline_peers: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -109,6 +115,7 @@ impl Default for ApiConfig {
             history_path: None,
             max_history: DEFAULT_MAX_HISTORY,
             tokens_file: None,
+            baseline_peers: Vec::new(),
         }
     }
 }
@@ -124,6 +131,16 @@ impl ApiConfig {
         }
         if self.readiness_timeout_ms == 0 {
             return bad("api.readiness_timeout_ms must be positive");
+        }
+        for peer in &self.baseline_peers {
+            let url = reqwest::Url::parse(peer).map_err(|e| {
+                ApiError::Config(format!("api.baseline_peers: {peer:?} is not a URL: {e}"))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+                return Err(ApiError::Config(format!(
+                    "api.baseline_peers: {peer:?} is not an http(s) base URL such as http://culprit-embedder-traces:9464"
+                )));
+            }
         }
         Ok(())
     }

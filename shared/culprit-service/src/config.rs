@@ -78,6 +78,10 @@ fn load_with_env(
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
+            // The one list set from the environment (the Helm chart gives the correlator its
+            // peers): comma-separated.
+            .list_separator(",")
+            .with_list_parse_key("api.baseline_peers")
             .source(env),
     );
     let merged = builder.build().context("reading configuration")?;
@@ -124,6 +128,22 @@ mod tests {
         let err = format!("{:#}", load(Some(&fraction)).unwrap_err());
         assert!(err.contains("1800.5"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_baseline_peers_come_from_the_environment_as_a_comma_separated_list() {
+        let env = config::Map::from([(
+            "CULPRIT__API__BASELINE_PEERS".to_string(),
+            "http://culprit-embedder-traces:9464,http://culprit-embedder-logs:9464".to_string(),
+        )]);
+        let c = load_with_env(None, Some(env)).unwrap();
+        assert_eq!(
+            c.api.baseline_peers,
+            [
+                "http://culprit-embedder-traces:9464",
+                "http://culprit-embedder-logs:9464"
+            ]
+        );
     }
 
     #[test]

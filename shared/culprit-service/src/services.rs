@@ -105,11 +105,20 @@ pub async fn run(
     // The embedders re-learn a time range from their topics for the API and the schedule.
     let relearners = culprit_kafka::Relearners::new();
     let embedders = roles.iter().any(|r| matches!(r, Role::Embedder(_)));
-    if embedders {
-        api.set_baselines(Arc::new(crate::baseline_view::BoardView::new(
+    let own: Option<Arc<dyn culprit_api::BaselineView>> = embedders.then(|| {
+        Arc::new(crate::baseline_view::BoardView::new(
             board.clone(),
             Some(relearners.clone()),
-        )));
+        )) as Arc<dyn culprit_api::BaselineView>
+    });
+    if !config.api.baseline_peers.is_empty() {
+        // A split deployment: the embedders' baselines are in their own processes.
+        let token = std::env::var(culprit_api::PEER_TOKEN_ENV).ok();
+        let peers = culprit_api::PeerBaselines::new(own, config.api.baseline_peers.clone(), token)
+            .context("api.baseline_peers")?;
+        api.set_baselines(Arc::new(peers));
+    } else if let Some(own) = own {
+        api.set_baselines(own);
     } else if config.baselines.interval_secs > 0 {
         tracing::warn!("baselines.interval_secs is set, but no embedder runs in this process, so there are no baselines to recalculate here: set it on the processes that run embedders");
     }
