@@ -52,14 +52,14 @@ async fn a_local_model_completes_a_json_schema_review_within_its_limits() {
         .unwrap_or_else(|_| "http://127.0.0.1:18080/v1".to_string());
     let model = std::env::var("CULPRIT_LLM_MODEL").unwrap_or_else(|_| "smollm2-135m".to_string());
 
-    let events = sim_events(Scenario::ConfigTimeout);
+    let mut events = sim_events(Scenario::ConfigTimeout);
     let mut pipeline = Pipeline::new(PipelineConfig {
         warmup_secs: 20 * 60,
         detector: DetectorMode::Stats,
         ..PipelineConfig::default()
     });
     pipeline.record_anomalies();
-    for e in &events {
+    for e in &mut events {
         pipeline.push(e);
     }
     pipeline.finish();

@@ -73,7 +73,9 @@ pub trait Detector: Send {
     /// The sources whose events this detector takes.
     fn sources(&self) -> &'static [SourceKind];
     /// Takes one event of this source, in (roughly) event-time order. A log line comes mined:
-    /// [`culprit_core::LogEvent::template`] is filled by [`Detectors::observe`].
+    /// [`culprit_core::LogEvent::template`] is filled, in place, by [`Detectors::observe`]. A
+    /// detector driven on its own may get a line unmined, and must then mine it into the
+    /// templates it was given ([`Detector::share_templates`]) rather than drop it.
     fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings);
     /// Event time has reached `watermark`: close the windows that end before it.
     fn advance(&mut self, watermark: UnixNanos, phase: Phase, out: &mut Findings);
@@ -198,19 +200,21 @@ impl Detectors {
             .any(|d| d.sources().contains(&SourceKind::Logs))
     }
 
-    pub fn observe(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
+    /// Hands `event` to every detector that takes its source. A log line is mined here, in
+    /// place, into this stage's miners ([`LogTemplates::mine_into`], replacing any template it
+    /// carried: a line reaching a fresh stage, as in a relearn, must be mined into that stage's
+    /// own miners), and every detector that takes it reads that template.
+    pub fn observe(&mut self, event: &mut Event, phase: Phase, out: &mut Findings) {
         let source = event.source();
-        // A log line is mined here, once, and every detector that takes it gets its template.
-        let mut mined = None;
+        if source == SourceKind::Logs && self.takes_logs() {
+            self.templates.mine_into(event);
+        }
+        let event = &*event;
         for d in self
             .detectors
             .iter_mut()
             .filter(|d| d.sources().contains(&source))
         {
-            let event = match source {
-                SourceKind::Logs => &*mined.get_or_insert_with(|| self.templates.mined(event)),
-                _ => event,
-            };
             d.observe(event, phase, out);
         }
     }

@@ -33,7 +33,8 @@ pub struct LogDetector {
     config: SharedConfig,
     logs: LogsConfig,
     /// The stage's template miners ([`Detector::share_templates`]), for the texts of the
-    /// templates reported; the lines come already mined.
+    /// templates reported; the lines come already mined (a line that does not, when
+    /// the detector is driven on its own, is mined into them).
     miners: LogTemplates,
     templates: Novelty<(ServiceKey, TemplateId)>,
     error_counts: HashMap<ServiceKey, Baseline>,
@@ -98,14 +99,6 @@ impl LogDetector {
     /// Number of templates mined for a service so far.
     pub fn template_count(&self, environment: &str, service: &str) -> usize {
         self.miners.cluster_count(environment, service)
-    }
-
-    /// Mines a log line with this detector's templates and observes it, as [`crate::Detectors`]
-    /// does, for tests that drive one detector.
-    #[cfg(test)]
-    fn feed(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
-        let event = self.miners.mined(event);
-        self.observe(&event, phase, out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -174,10 +167,9 @@ impl Detector for LogDetector {
             self.child_calls.observe(event, phase == Phase::Detecting);
             return;
         };
-        let Some(matched) = log.template else {
-            debug_assert!(false, "log lines reach the detectors mined");
-            return;
-        };
+        // Lines come mined by [`crate::Detectors`]; one that does not (a detector driven on its
+        // own) is mined here, into the same miners, rather than dropped.
+        let matched = log.template.unwrap_or_else(|| self.miners.mine(event, log));
         let key: ServiceKey = (
             event.resource.environment.clone(),
             event.resource.service.clone(),
@@ -608,9 +600,9 @@ mod tests {
                 i * 7,
                 i % 13
             );
-            d.feed(&log(t, "cart", None, &body), phase, out);
+            d.observe(&log(t, "cart", None, &body), phase, out);
             if i % 50 == 0 {
-                d.feed(
+                d.observe(
                     &log(t, "cart", Some(LogLevel::Warn), "slow query took 120 ms"),
                     phase,
                     out,
@@ -633,7 +625,7 @@ mod tests {
                     format!("added item {} to cart {}", i * 7, i % 13),
                 )
             };
-            d.feed(
+            d.observe(
                 &log(t, service, Some(level), &body),
                 Phase::Learning,
                 &mut out,
@@ -695,7 +687,7 @@ mod tests {
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         let mut found = Findings::default();
         // one new error line alone is rare, not new
-        d.feed(
+        d.observe(
             &log(
                 119 * NANOS_PER_SEC,
                 "cart",
@@ -708,7 +700,7 @@ mod tests {
         for i in 0..60 {
             let t = 120 * NANOS_PER_SEC + i * NANOS_PER_SEC / 4;
             let body = format!("ERROR c.s.CartService#88 cart total went negative after {i} items");
-            d.feed(&log(t, "cart", None, &body), Phase::Detecting, &mut found);
+            d.observe(&log(t, "cart", None, &body), Phase::Detecting, &mut found);
             d.advance(t - NANOS_PER_SEC, Phase::Detecting, &mut found);
         }
         d.advance(200 * NANOS_PER_SEC, Phase::Detecting, &mut found);
@@ -733,7 +725,7 @@ mod tests {
         let mut out = Findings::default();
         for i in 0..40 {
             let t = i * 3 * NANOS_PER_SEC;
-            d.feed(
+            d.observe(
                 &log(t, "ledger", None, "INFO l.Ledger#5 books balanced"),
                 Phase::Learning,
                 &mut out,
@@ -741,20 +733,20 @@ mod tests {
         }
         for (i, line) in baseline_errors.iter().enumerate() {
             let t = (i as i64 * 10 + 1) * NANOS_PER_SEC;
-            d.feed(&log(t, "ledger", None, line), Phase::Learning, &mut out);
+            d.observe(&log(t, "ledger", None, line), Phase::Learning, &mut out);
         }
         let mut found = Findings::default();
         for i in 0..3 {
             let t = (130 + 2 * i) * NANOS_PER_SEC;
             let info = log(t, "ledger", None, "INFO l.Ledger#5 books balanced");
-            d.feed(&info, Phase::Detecting, &mut found);
+            d.observe(&info, Phase::Detecting, &mut found);
             let error = log(
                 t + 1,
                 "ledger",
                 None,
                 "ERROR l.Ledger#9 entry rejected by the book",
             );
-            d.feed(&error, Phase::Detecting, &mut found);
+            d.observe(&error, Phase::Detecting, &mut found);
         }
         d.advance(300 * NANOS_PER_SEC, Phase::Detecting, &mut found);
         found
@@ -788,7 +780,7 @@ mod tests {
         let mut out = Findings::default();
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         // `payment` is a service culprit knows, so a line naming it is about it.
-        d.feed(
+        d.observe(
             &log(0, "payment", None, "INFO charged card"),
             Phase::Learning,
             &mut out,
@@ -797,7 +789,7 @@ mod tests {
         for (n, line) in lines.iter().enumerate() {
             for i in 0..5 {
                 let t = (120 + 20 * n as i64 + i) * NANOS_PER_SEC;
-                d.feed(
+                d.observe(
                     &log(t, "cart", Some(level), line),
                     Phase::Detecting,
                     &mut found,
@@ -847,7 +839,7 @@ mod tests {
         normal_traffic(&mut d, 0, 120, Phase::Learning, &mut out);
         for i in 0..100 {
             let t = i * NANOS_PER_SEC;
-            d.feed(
+            d.observe(
                 &payment_call(1000 + i, t, 2 + i % 2, false),
                 Phase::Learning,
                 &mut out,
@@ -861,13 +853,13 @@ mod tests {
                 Call::Failed => payment_call(i, t, 2, true),
                 Call::Slow => payment_call(i, t, 200, false),
             };
-            d.feed(&call, Phase::Detecting, &mut found);
+            d.observe(&call, Phase::Detecting, &mut found);
             let mut written = log(t + 3_000_000, "cart", Some(LogLevel::Error), line);
             if let EventBody::Log(l) = &mut written.body {
                 l.trace_id = Some(format!("t{i}"));
                 l.span_id = Some(format!("s{i}"));
             }
-            d.feed(&written, Phase::Detecting, &mut found);
+            d.observe(&written, Phase::Detecting, &mut found);
         }
         found
             .anomalies

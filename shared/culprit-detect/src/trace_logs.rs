@@ -72,7 +72,8 @@ pub struct TraceLogDetector {
     config: SharedConfig,
     logs: LogsConfig,
     /// The stage's template miners ([`Detector::share_templates`]), for the text of a line
-    /// reported missing; the lines come already mined.
+    /// reported missing; the lines come already mined (a line that does not, when
+    /// the detector is driven on its own, is mined into them).
     miners: LogTemplates,
     groups: HashMap<String, SpanGroup>,
     baseline: HashMap<OpKey, OpLogs>,
@@ -118,14 +119,6 @@ impl TraceLogDetector {
             recent: HashMap::new(),
             missing: HashMap::new(),
         }
-    }
-
-    /// Mines a log line with this detector's templates and observes it, as
-    /// [`crate::Detectors`] does, for tests that drive one detector.
-    #[cfg(test)]
-    fn feed(&mut self, event: &Event, phase: Phase, out: &mut Findings) {
-        let event = self.miners.mined(event);
-        self.observe(&event, phase, out);
     }
 
     fn complete_groups(&mut self, watermark: Option<UnixNanos>) {
@@ -380,10 +373,12 @@ impl Detector for TraceLogDetector {
                 let Some(span_id) = log.span_id.as_deref().filter(|s| !s.is_empty()) else {
                     return;
                 };
-                let Some(template) = log.template.map(|t| t.id) else {
-                    debug_assert!(false, "log lines reach the detectors mined");
-                    return;
-                };
+                // Lines come mined by [`crate::Detectors`]; one that does not (a detector
+                // driven on its own) is mined here, into the same miners, rather than dropped.
+                let template = log
+                    .template
+                    .unwrap_or_else(|| self.miners.mine(event, log))
+                    .id;
                 let group = self.groups.entry(span_id.to_string()).or_default();
                 if group.op.is_none() {
                     group.start = event.time;
@@ -464,15 +459,15 @@ mod tests {
             let t = from * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
             let a = format!("a{from}-{i}");
             let b = format!("b{from}-{i}");
-            d.feed(&span(t, "queryById", &a), phase, out);
-            d.feed(
+            d.observe(&span(t, "queryById", &a), phase, out);
+            d.observe(
                 &log(t, &a, &format!("INFO RouteController#47 query route {i}")),
                 phase,
                 out,
             );
-            d.feed(&span(t, "queryByIds", &b), phase, out);
+            d.observe(&span(t, "queryByIds", &b), phase, out);
             if by_ids_logs {
-                d.feed(
+                d.observe(
                     &log(
                         t,
                         &b,
@@ -481,7 +476,7 @@ mod tests {
                     phase,
                     out,
                 );
-                d.feed(
+                d.observe(
                     &log(t, &b, &format!("INFO RouteServiceImpl#88 found {i} routes")),
                     phase,
                     out,
@@ -525,10 +520,10 @@ mod tests {
             for i in 0..secs / 2 {
                 let t = (from + 2 * i) * NANOS_PER_SEC;
                 let b = format!("b{from}-{i}");
-                d.feed(&span(t, "queryByIds", &b), phase, &mut found);
+                d.observe(&span(t, "queryByIds", &b), phase, &mut found);
                 if writes && i % 2 == 0 {
                     let line = format!("INFO RouteServiceImpl#91 cache miss for {i}");
-                    d.feed(&log(t, &b, &line), phase, &mut found);
+                    d.observe(&log(t, &b, &line), phase, &mut found);
                 }
                 d.advance(t, phase, &mut found);
             }
@@ -572,9 +567,9 @@ mod tests {
             for i in 0..20i64 {
                 let t = (60 + step * 10) * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
                 let id = format!("f{step}-{i}");
-                d.feed(&span(t, "queryByIds", &id), Phase::Detecting, &mut found);
+                d.observe(&span(t, "queryByIds", &id), Phase::Detecting, &mut found);
                 if i % keep_every == 0 && step < 6 {
-                    d.feed(
+                    d.observe(
                         &log(
                             t,
                             &id,
@@ -583,7 +578,7 @@ mod tests {
                         Phase::Detecting,
                         &mut found,
                     );
-                    d.feed(
+                    d.observe(
                         &log(
                             t,
                             &id,
@@ -614,10 +609,10 @@ mod tests {
             for i in 0..5 {
                 let t = at * NANOS_PER_SEC + i * NANOS_PER_SEC / 10;
                 let id = format!("b{at}-{i}");
-                d.feed(&span(t, "queryByIds", &id), phase, out);
+                d.observe(&span(t, "queryByIds", &id), phase, out);
                 if writes {
                     let line = format!("INFO RouteController#53 query routes {i} {i}");
-                    d.feed(&log(t, &id, &line), phase, out);
+                    d.observe(&log(t, &id, &line), phase, out);
                 }
             }
             d.advance((at + 1) * NANOS_PER_SEC, phase, out);
@@ -658,8 +653,8 @@ mod tests {
         for i in 0..120 {
             let t = 60 * NANOS_PER_SEC + i * NANOS_PER_SEC / 2;
             let a = format!("x{i}");
-            d.feed(&span(t, "queryById", &a), Phase::Detecting, &mut found);
-            d.feed(
+            d.observe(&span(t, "queryById", &a), Phase::Detecting, &mut found);
+            d.observe(
                 &log(t, &a, &format!("INFO RouteController#47 query route {i}")),
                 Phase::Detecting,
                 &mut found,

@@ -23,7 +23,7 @@ fn incident(scenario: Scenario) -> (Vec<Event>, i64) {
 }
 
 /// Feeds `events` with the phase `phase_at(time)`, advancing by each event's time.
-fn feed(d: &mut Detectors, events: &[Event], phase_at: impl Fn(i64) -> Phase) -> Findings {
+fn feed(d: &mut Detectors, events: &mut [Event], phase_at: impl Fn(i64) -> Phase) -> Findings {
     let mut out = Findings::default();
     for e in events {
         let phase = phase_at(e.time);
@@ -62,11 +62,11 @@ fn restored_detector_judges_as_the_original(
     make: fn(DetectConfig) -> Box<dyn Detector>,
 ) {
     let config = DetectConfig::default();
-    let (events, fault_start) = incident(scenario);
+    let (mut events, fault_start) = incident(scenario);
     let split = events
         .partition_point(|e| e.time < fault_start - lead_secs * NANOS_PER_SEC)
         .max(1);
-    let (learn, judge) = events.split_at(split);
+    let (learn, judge) = events.split_at_mut(split);
 
     let mut original = Detectors::new(vec![make(config.clone())]);
     let mut learned = Findings::default();

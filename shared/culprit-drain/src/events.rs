@@ -176,16 +176,16 @@ impl LogTemplates {
         }
     }
 
-    /// `event` with its template filled in when it is a log line (mined here), else as it is.
-    pub fn mined(&self, event: &Event) -> Event {
-        let mut event = event.clone();
+    /// Mines `event` in place when it is a log line, filling [`LogEvent::template`] with the
+    /// template it joined (replacing any it carried: a line is always mined into these miners);
+    /// any other event is left as it is.
+    pub fn mine_into(&self, event: &mut Event) {
         if let EventBody::Log(log) = &event.body {
-            let template = self.mine(&event, log);
+            let template = self.mine(event, log);
             if let EventBody::Log(log) = &mut event.body {
                 log.template = Some(template);
             }
         }
-        event
     }
 
     /// The template of cluster `id` of the service's miner as it stands now.
@@ -255,7 +255,8 @@ mod tests {
         }
     }
 
-    fn template_of(event: &Event) -> LineTemplate {
+    fn template_of(mut event: Event, templates: &LogTemplates) -> LineTemplate {
+        templates.mine_into(&mut event);
         match &event.body {
             EventBody::Log(log) => log.template.expect("mined"),
             _ => panic!("not a line"),
@@ -283,9 +284,9 @@ mod tests {
     fn clones_of_the_handle_share_one_miner_per_service_and_a_restore_reaches_them_all() {
         let templates = LogTemplates::default();
         let reader = templates.clone();
-        let a = template_of(&templates.mined(&line("cart", "12:00:01 INFO added item 3")));
-        let b = template_of(&templates.mined(&line("cart", "12:00:02 INFO added item 9")));
-        let other = template_of(&templates.mined(&line("pay", "INFO added item 9")));
+        let a = template_of(line("cart", "12:00:01 INFO added item 3"), &templates);
+        let b = template_of(line("cart", "12:00:02 INFO added item 9"), &templates);
+        let other = template_of(line("pay", "INFO added item 9"), &templates);
         assert_eq!(a.id, b.id);
         assert_eq!((b.size, b.service_lines, other.service_lines), (2, 2, 1));
         assert_eq!(
@@ -297,14 +298,14 @@ mod tests {
         let reader = restored.clone();
         restored.restore_state(serde_json::from_str(&saved).unwrap());
         assert_eq!(reader.cluster_count("default", "cart"), 1);
-        let c = template_of(&restored.mined(&line("cart", "INFO added item 4")));
+        let c = template_of(line("cart", "INFO added item 4"), &restored);
         assert_eq!((c.id, c.size, c.service_lines), (a.id, 3, 3));
     }
 
     #[test]
     fn singletons_are_counted_per_service_and_per_level() {
         let templates = LogTemplates::default();
-        let mined = |body: &str| template_of(&templates.mined(&line("ledger", body)));
+        let mined = |body: &str| template_of(line("ledger", body), &templates);
         mined("INFO books balanced for day one");
         let first_error = mined("ERROR entry rejected");
         assert_eq!(

@@ -232,7 +232,7 @@ fn eval_case(case: &LabelledCase, options: &CasesOptions) -> Result<CaseResult> 
     events.sort_by_key(|e| e.time);
     let cutoff = (case.fault_start_unix_s - options.guard_s) * NANOS_PER_SEC;
     let split = events.partition_point(|e| e.time < cutoff);
-    let (history, replay) = events.split_at(split);
+    let (history, replay) = events.split_at_mut(split);
 
     let mut pipeline = Pipeline::new(PipelineConfig {
         warmup_secs: 0,
@@ -242,7 +242,7 @@ fn eval_case(case: &LabelledCase, options: &CasesOptions) -> Result<CaseResult> 
         pipeline.record_anomalies();
     }
     pipeline.learn(history);
-    for event in replay {
+    for event in &mut *replay {
         pipeline.push(event);
     }
     pipeline.finish();

@@ -131,8 +131,8 @@ pub fn reference_self_check(root: &Path, config: &PipelineConfig) -> Result<Vec<
         }
         events.sort_by_key(|e| e.time);
         let mut pipeline = fresh_pipeline(config);
-        pipeline.learn(&events);
-        for event in &events {
+        pipeline.learn(&mut events);
+        for event in &mut events {
             pipeline.push(event);
         }
         pipeline.finish();
@@ -235,7 +235,12 @@ impl DateData {
     }
 
     /// A pipeline with the date's known dependencies, having learned from `baseline`.
-    fn pipeline(&self, options: &EvalOptions, baseline: &[Event], replay: &[Event]) -> Pipeline {
+    fn pipeline(
+        &self,
+        options: &EvalOptions,
+        baseline: &mut [Event],
+        replay: &[Event],
+    ) -> Pipeline {
         let mut pipeline = fresh_pipeline(&options.pipeline);
         for (caller, callee) in &self.dependencies {
             for environment in environments(replay) {
@@ -327,9 +332,9 @@ fn eval_case(
     replay.extend(metric_events(&data.metrics, replay_from, replay_to)?);
     replay.sort_by_key(|e| e.time);
 
-    let baseline = data.baseline(inject - METRIC_HISTORY_S, replay_from, replay_to)?;
-    let mut pipeline = data.pipeline(options, &baseline, &replay);
-    for event in &replay {
+    let mut baseline = data.baseline(inject - METRIC_HISTORY_S, replay_from, replay_to)?;
+    let mut pipeline = data.pipeline(options, &mut baseline, &replay);
+    for event in &mut replay {
         pipeline.push(event);
     }
     pipeline.finish();
@@ -393,10 +398,10 @@ fn eval_date_stream(
     stream.extend(metric_events(&data.metrics, from, to)?);
     stream.sort_by_key(|e| e.time);
 
-    let baseline = data.baseline(first.inject_unix_s - METRIC_HISTORY_S, from, to)?;
-    let mut pipeline = data.pipeline(options, &baseline, &stream);
+    let mut baseline = data.baseline(first.inject_unix_s - METRIC_HISTORY_S, from, to)?;
+    let mut pipeline = data.pipeline(options, &mut baseline, &stream);
     drop(baseline);
-    for event in &stream {
+    for event in &mut stream {
         pipeline.push(event);
     }
     pipeline.finish();

@@ -101,7 +101,7 @@ async fn main() -> Result<()> {
         for p in payloads.iter() {
             let mut decoded = culprit_otlp::decode(signal, culprit_otlp::Encoding::Protobuf, p)?;
             decoded.sort_by_key(|e| e.time);
-            for e in &decoded {
+            for e in &mut decoded {
                 let until =
                     *learn_until.get_or_insert(e.time + 1_200 * culprit_core::NANOS_PER_SEC);
                 let phase = if e.time < until {

@@ -548,7 +548,7 @@ impl Handler for EmbedHandler {
         }
         events.sort_by_key(|e| e.time);
         let mut bus = VecBus::default();
-        for event in &events {
+        for event in &mut events {
             self.environments.insert(event.resource.environment.clone());
             let phase = self.phase(event.time);
             self.stage.observe(event, phase, &mut bus);

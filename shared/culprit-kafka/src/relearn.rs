@@ -545,10 +545,10 @@ impl Merge {
         let Some((_, p)) = oldest else {
             return false;
         };
-        let Some(events) = self.held.get_mut(&p).and_then(VecDeque::pop_front) else {
+        let Some(mut events) = self.held.get_mut(&p).and_then(VecDeque::pop_front) else {
             return false;
         };
-        for event in &events {
+        for event in &mut events {
             stage.observe(event, Phase::Learning, bus);
         }
         if let Some(last) = events.last() {

@@ -1210,7 +1210,7 @@ mod tests {
             } else {
                 format!("INFO order {n} placed in {} ms", 20 + n % 13)
             };
-            let event = Event {
+            let mut event = Event {
                 time: t,
                 resource: Arc::new(Resource::new("cart")),
                 body: EventBody::Log(culprit_core::LogEvent {
@@ -1222,7 +1222,7 @@ mod tests {
                     template: None,
                 }),
             };
-            d.observe(&event, phase, out);
+            d.observe(&mut event, phase, out);
             d.advance(t, phase, out);
         }
     }

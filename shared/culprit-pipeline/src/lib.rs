@@ -181,8 +181,9 @@ impl Pipeline {
     }
 
     /// Learns a baseline from `events` (any time range, judged by nothing), then resets the
-    /// stream clock so the next events may come from before or after them.
-    pub fn learn<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
+    /// stream clock so the next events may come from before or after them. The log lines are
+    /// mined in place (their templates filled).
+    pub fn learn<'a>(&mut self, events: impl IntoIterator<Item = &'a mut Event>) {
         for event in events {
             self.detect.observe(event, Phase::Learning, &mut self.bus);
         }
@@ -196,8 +197,9 @@ impl Pipeline {
         self.correlate.add_edge(&edge);
     }
 
-    /// Takes the next event of the stream; returns the alerts it led to.
-    pub fn push(&mut self, event: &Event) -> Vec<RcaAlert> {
+    /// Takes the next event of the stream; returns the alerts it led to. A log line is mined in
+    /// place (its template filled).
+    pub fn push(&mut self, event: &mut Event) -> Vec<RcaAlert> {
         *self.stats.events.entry(event.source()).or_default() += 1;
         let learn_until = *self.learn_until.get_or_insert(event.time + self.warmup);
         let phase = if event.time < learn_until {

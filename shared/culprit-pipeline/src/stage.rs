@@ -255,7 +255,8 @@ impl DetectStage {
         self.detectors.push(detector);
     }
 
-    pub fn observe(&mut self, event: &Event, phase: Phase, bus: &mut impl Bus) {
+    /// Takes one event; a log line is mined in place ([`culprit_detect::Detectors::observe`]).
+    pub fn observe(&mut self, event: &mut Event, phase: Phase, bus: &mut impl Bus) {
         self.newest = self.newest.max(event.time);
         self.detectors.observe(event, phase, &mut self.findings);
         self.publish(bus);

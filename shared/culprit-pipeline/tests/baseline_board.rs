@@ -24,7 +24,7 @@ fn feed(stage: &mut DetectStage, bus: &mut InProcessBus, from_s: i64, to_s: i64)
     for t in (from_s..to_s).step_by(15) {
         for service in ["cart", "payment"] {
             stage.observe(
-                &cpu(service, t, 20.0 + (t % 4) as f64),
+                &mut cpu(service, t, 20.0 + (t % 4) as f64),
                 Phase::Learning,
                 bus,
             );
@@ -112,7 +112,7 @@ fn a_stage_adopts_what_its_relearner_learned_for_one_service_when_it_next_serves
     for t in (3600..4200).step_by(15) {
         for service in ["cart", "payment"] {
             fresh.observe(
-                &cpu(service, t, 80.0 + (t % 4) as f64),
+                &mut cpu(service, t, 80.0 + (t % 4) as f64),
                 Phase::Learning,
                 &mut bus,
             );

@@ -30,10 +30,9 @@ fn lines(events: &[Event]) -> u64 {
         .count() as u64
 }
 
-#[test]
-fn a_fused_pipeline_mines_each_log_line_once() {
-    let (events, _) = incident(Scenario::NewException);
-    assert!(lines(&events) > 1_000);
+/// Pushes `events` through a fused pipeline: the lines it mined on this thread, and each alert's
+/// summary and candidates.
+fn run_fused(events: &mut [Event]) -> (u64, Vec<(String, Vec<String>)>) {
     let config = PipelineConfig {
         detector: DetectorMode::Fused,
         ..PipelineConfig::default()
@@ -41,16 +40,38 @@ fn a_fused_pipeline_mines_each_log_line_once() {
     let mut pipeline = Pipeline::new(config);
     // Every miner counts the lines it learns from on its thread; the pipeline runs on this one.
     let before = culprit_drain::lines_mined_on_this_thread();
-    for e in &events {
-        pipeline.push(e);
+    let mut alerts = Vec::new();
+    for e in events {
+        alerts.extend(pipeline.push(e));
     }
-    pipeline.finish();
+    alerts.extend(pipeline.finish());
     let mined = culprit_drain::lines_mined_on_this_thread() - before;
+    let alerts = alerts
+        .into_iter()
+        .map(|a| {
+            let causes = a.root_causes.into_iter().map(|c| c.service).collect();
+            (a.summary, causes)
+        })
+        .collect();
+    (mined, alerts)
+}
+
+#[test]
+fn a_fused_pipeline_mines_each_log_line_once() {
+    let (mut events, _) = incident(Scenario::NewException);
+    assert!(lines(&events) > 1_000);
+    let (mined, alerts) = run_fused(&mut events);
     assert_eq!(
         mined,
         lines(&events),
         "each log line mined once: by the stage, not again by a detector or the featuriser"
     );
+    assert!(!alerts.is_empty());
+    // The lines now carry the first pipeline's templates; a second pipeline (a relearn's fresh
+    // stage, say) mines every one again into its own miners and judges as the first did.
+    let (again, alerts_again) = run_fused(&mut events);
+    assert_eq!(again, lines(&events), "a carried template is mined again");
+    assert_eq!(alerts_again, alerts);
 }
 
 /// (environment, service, template id) -> the template's texts as it generalised, as a detector
@@ -95,7 +116,7 @@ impl Detector for Probe {
 
 #[test]
 fn the_log_detector_reports_a_new_error_under_the_template_id_and_text_every_detector_was_given() {
-    let (events, fault_start) = incident(Scenario::NewException);
+    let (mut events, fault_start) = incident(Scenario::NewException);
     let seen = Seen::default();
     let config = DetectConfig::default();
     let mut detectors = Detectors::statistical(&config);
@@ -107,7 +128,7 @@ fn the_log_detector_reports_a_new_error_under_the_template_id_and_text_every_det
         seen: seen.clone(),
     }));
     let mut out = Findings::default();
-    for e in &events {
+    for e in &mut events {
         let phase = if e.time < fault_start - 300 * NANOS_PER_SEC {
             Phase::Learning
         } else {

@@ -34,7 +34,7 @@ fn count(store: &EmbeddedStore, filter: &Filter) -> u64 {
     pollster::block_on(store.count(filter)).unwrap()
 }
 
-fn run(store: &Arc<EmbeddedStore>, events: &[Event]) {
+fn run(store: &Arc<EmbeddedStore>, events: &mut [Event]) {
     let config = PipelineConfig {
         warmup_secs: 180,
         detector: DetectorMode::Fused,
@@ -49,13 +49,13 @@ fn run(store: &Arc<EmbeddedStore>, events: &[Event]) {
 
 #[test]
 fn every_embedded_event_is_written_once_and_a_replay_replaces_its_points() {
-    let events = events();
+    let mut events = events();
     let embedded = events
         .iter()
         .filter(|e| e.source() != SourceKind::Changes)
         .count() as u64;
     let store = Arc::new(EmbeddedStore::in_memory());
-    run(&store, &events);
+    run(&store, &mut events);
     let event_points = Filter {
         reference: Some(false),
         ..Filter::default()
@@ -71,7 +71,7 @@ fn every_embedded_event_is_written_once_and_a_replay_replaces_its_points() {
 
     // The same events again (a replay, a redelivery): no event point is added; the second run
     // adopts the stored reference and tops it up to its cap at most.
-    run(&store, &events);
+    run(&store, &mut events);
     assert_eq!(count(&store, &event_points), embedded);
     let again = count(&store, &Filter::all().reference_only());
     let keys = {
@@ -105,7 +105,7 @@ fn every_event_has_its_point_once_the_clock_reaches_the_settling_time_read_after
     impl culprit_pipeline::Bus for Discard {
         fn publish(&mut self, _: BusMessage) {}
     }
-    let events: Vec<Event> = events()
+    let mut events: Vec<Event> = events()
         .into_iter()
         .filter(|e| e.source() == SourceKind::Traces)
         .collect();
@@ -119,7 +119,7 @@ fn every_event_has_its_point_once_the_clock_reaches_the_settling_time_read_after
     let mut settling: Vec<(PointId, i64)> = Vec::new();
     let mut finished: HashSet<PointId> = HashSet::new();
     let mut checked = 0;
-    for e in &events {
+    for e in &mut events {
         let phase = if e.time < warmup_end {
             Phase::Learning
         } else {

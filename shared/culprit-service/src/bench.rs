@@ -58,7 +58,7 @@ pub fn bench(args: Bench, config: &CulpritConfig) -> Result<serde_json::Value> {
     }
     let mut pipeline = Pipeline::new(pipeline_config.clone());
     let detect_started = Instant::now();
-    for e in &events {
+    for e in &mut events {
         pipeline.push(e);
     }
     pipeline.finish();

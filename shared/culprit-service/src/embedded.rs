@@ -138,7 +138,7 @@ fn run_sorted(
     if record {
         pipeline.record_anomalies();
     }
-    for (i, event) in events.iter().enumerate() {
+    for (i, event) in events.iter_mut().enumerate() {
         for alert in pipeline.push(event) {
             sinks.emit(&alert)?;
         }
