@@ -56,7 +56,7 @@ pub use history::{
 pub use incident_index::IncidentIndex;
 pub use incidents::{IncidentFilter, IncidentStore};
 pub use metrics::{LatencyRecorder, Metrics, ANOMALIES_INPUT, METRIC_PREFIX};
-pub use peers::{PeerBaselines, PEER_TOKEN_ENV};
+pub use peers::{PeerBaselines, PEER_HEADER, PEER_TOKEN_ENV};
 pub use profile::{IncidentProfile, DIMENSIONS as PROFILE_DIMENSIONS};
 pub use routes::{router, METRICS_CONTENT_TYPE, SIMILAR_UNAVAILABLE};
 pub use state::{ApiState, BoxFuture, CheckResult, ReadinessCheck};

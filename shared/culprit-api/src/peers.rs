@@ -5,6 +5,7 @@
 //! otherwise show none. [`PeerBaselines`] is a [`BaselineView`] over this process's own view
 //! (when it has one) and the APIs listed in `api.baseline_peers`: it merges what they report and
 //! forwards a recalculation to each of them, with the write token from [`PEER_TOKEN_ENV`].
+//! Its requests carry [`PEER_HEADER`], which a peer answers from its own baselines only.
 //!
 //! A peer that cannot be reached or answers with an error fails the request with the peer's
 //! address and what it said: a view that silently left out one source's baselines would look
@@ -18,6 +19,11 @@ use std::time::Duration;
 
 /// The environment variable holding the secret of a write-scoped token the peers accept.
 pub const PEER_TOKEN_ENV: &str = "CULPRIT_API_PEER_TOKEN";
+
+/// The header that marks a request as a peer's: it is answered from the receiver's own
+/// baselines only, never passed on to the receiver's peers, so peers that list each other (or
+/// a chain of them) cannot loop.
+pub const PEER_HEADER: &str = "culprit-peer";
 
 /// This process's baselines (if it has any) and its peers'.
 pub struct PeerBaselines {
@@ -98,6 +104,7 @@ impl PeerBaselines {
         peer: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<Reply<T>, BaselineError> {
+        let request = request.header(PEER_HEADER, "1");
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,

@@ -436,8 +436,16 @@ pub(crate) fn baseline_error(e: &BaselineError) -> StatusCode {
     }
 }
 
-async fn baseline_services(State(state): State<ApiState>) -> Response {
-    let Some(view) = state.baseline_view() else {
+/// Whether a request comes from another culprit's [`crate::PeerBaselines`].
+fn from_peer(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(crate::PEER_HEADER)
+}
+
+async fn baseline_services(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Some(view) = state.baseline_view_for(from_peer(&headers)) else {
         let e = BaselineError::NotExposed;
         return error(baseline_error(&e), e.to_string());
     };
@@ -447,8 +455,12 @@ async fn baseline_services(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn service_baselines(State(state): State<ApiState>, Path(service): Path<String>) -> Response {
-    let Some(view) = state.baseline_view() else {
+async fn service_baselines(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    Path(service): Path<String>,
+) -> Response {
+    let Some(view) = state.baseline_view_for(from_peer(&headers)) else {
         let e = BaselineError::NotExposed;
         return error(baseline_error(&e), e.to_string());
     };
@@ -512,6 +524,7 @@ impl RecalcRequest {
 async fn recalculate(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     Path(service): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -538,7 +551,13 @@ async fn recalculate(
         }
     };
     match state
-        .recalculate_baselines(&service, request.source, range, &caller.name)
+        .recalculate_baselines_for(
+            from_peer(&headers),
+            &service,
+            request.source,
+            range,
+            &caller.name,
+        )
         .await
     {
         Ok(record) => {

@@ -37,6 +37,9 @@ struct Inner {
     history: Arc<dyn HistoryStore>,
     tokens: Tokens,
     baselines: RwLock<Option<Arc<dyn BaselineView>>>,
+    /// This process's own baselines, without its peers': what a peer's request is answered
+    /// from ([`crate::PEER_HEADER`]), so that peers listing each other never loop.
+    own_baselines: RwLock<Option<Arc<dyn BaselineView>>>,
     /// Set when the server shuts down, so endless event streams end.
     closing: watch::Sender<bool>,
     /// Wall clock for the times of feedback and recalculations; replaceable in tests.
@@ -114,6 +117,7 @@ impl ApiState {
                 history,
                 tokens,
                 baselines: RwLock::default(),
+                own_baselines: RwLock::default(),
                 closing: watch::Sender::new(false),
                 clock,
                 config,
@@ -153,16 +157,44 @@ impl ApiState {
 
     /// Exposes the detectors' baselines through `/baselines` and the dashboard.
     pub fn set_baselines(&self, view: Arc<dyn BaselineView>) {
+        self.set_baselines_with_peers(Some(view.clone()), view);
+    }
+
+    /// Exposes `shown` (this process's baselines and its peers', [`crate::PeerBaselines`]) to
+    /// operators, and only `own` to the peers' own requests.
+    pub fn set_baselines_with_peers(
+        &self,
+        own: Option<Arc<dyn BaselineView>>,
+        shown: Arc<dyn BaselineView>,
+    ) {
         *self
             .inner
             .baselines
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(view);
+            .unwrap_or_else(|p| p.into_inner()) = Some(shown);
+        *self
+            .inner
+            .own_baselines
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = own;
     }
 
     pub fn baseline_view(&self) -> Option<Arc<dyn BaselineView>> {
         self.inner
             .baselines
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The view a request is answered from: this process's own baselines for a peer's request,
+    /// the baselines it shows (its own and its peers') for anyone else's.
+    pub fn baseline_view_for(&self, from_peer: bool) -> Option<Arc<dyn BaselineView>> {
+        if !from_peer {
+            return self.baseline_view();
+        }
+        self.inner
+            .own_baselines
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -202,7 +234,22 @@ impl ApiState {
         range: RecalcRange,
         author: &str,
     ) -> Result<RecalculationRecord, BaselineError> {
-        let view = self.baseline_view().ok_or(BaselineError::NotExposed)?;
+        self.recalculate_baselines_for(false, service, source, range, author)
+            .await
+    }
+
+    /// [`ApiState::recalculate_baselines`] through [`ApiState::baseline_view_for`].
+    pub(crate) async fn recalculate_baselines_for(
+        &self,
+        from_peer: bool,
+        service: &str,
+        source: Option<SourceKind>,
+        range: RecalcRange,
+        author: &str,
+    ) -> Result<RecalculationRecord, BaselineError> {
+        let view = self
+            .baseline_view_for(from_peer)
+            .ok_or(BaselineError::NotExposed)?;
         let outcome = view.recalculate(service, source, range).await?;
         self.inner.metrics.recalculation(author == SCHEDULE_AUTHOR);
         let record = RecalculationRecord {

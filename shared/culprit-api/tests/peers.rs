@@ -107,3 +107,31 @@ async fn a_peer_that_refuses_the_token_or_cannot_be_reached_fails_the_request_na
     }
     assert!(PeerBaselines::new(None, vec!["not a url".into()], None).is_err());
 }
+
+#[tokio::test]
+async fn peers_that_list_each_other_answer_each_other_from_their_own_baselines_without_looping() {
+    let own = Arc::new(FakeBaselines::shop());
+    let a = Server::start(common::state()).await;
+    let b = Server::start(common::state()).await;
+    let a_view =
+        PeerBaselines::new(Some(own.clone()), vec![b.base.clone()], Some(WRITER.into())).unwrap();
+    a.state
+        .set_baselines_with_peers(Some(own.clone()), Arc::new(a_view));
+    // b runs no detectors of its own.
+    let b_view = PeerBaselines::new(None, vec![a.base.clone()], Some(WRITER.into())).unwrap();
+    b.state.set_baselines_with_peers(None, Arc::new(b_view));
+
+    for server in [&a, &b] {
+        let (status, body) = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            server.get_json("/baselines"),
+        )
+        .await
+        .expect("answered without bouncing between the peers");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["services"], json!(["cart", "checkout"]));
+    }
+    let (status, body) = b.post("/baselines/cart/recalculate", "{}").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(own.calls().len(), 1, "a's detectors recalculate once");
+}

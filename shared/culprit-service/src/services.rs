@@ -114,9 +114,10 @@ pub async fn run(
     if !config.api.baseline_peers.is_empty() {
         // A split deployment: the embedders' baselines are in their own processes.
         let token = std::env::var(culprit_api::PEER_TOKEN_ENV).ok();
-        let peers = culprit_api::PeerBaselines::new(own, config.api.baseline_peers.clone(), token)
-            .context("api.baseline_peers")?;
-        api.set_baselines(Arc::new(peers));
+        let peers =
+            culprit_api::PeerBaselines::new(own.clone(), config.api.baseline_peers.clone(), token)
+                .context("api.baseline_peers")?;
+        api.set_baselines_with_peers(own, Arc::new(peers));
     } else if let Some(own) = own {
         api.set_baselines(own);
     } else if config.baselines.interval_secs > 0 {
