@@ -252,6 +252,11 @@ impl Pipeline {
         &self.stats
     }
 
+    /// What the detectors learned, as an embedder's snapshot holds it (for measuring its cost).
+    pub fn save_state(&self) -> culprit_detect::state::DetectorStates {
+        self.detect.save_state()
+    }
+
     fn pump(&mut self) -> Vec<RcaAlert> {
         let messages = self.bus.drain();
         if let Some(recorded) = &mut self.recorded {

@@ -63,6 +63,12 @@ pub fn bench(args: Bench, config: &CulpritConfig) -> Result<serde_json::Value> {
     }
     pipeline.finish();
     let processed = detect_started.elapsed();
+    // An embedder takes this snapshot of its detectors on its consumer task every
+    // `kafka.snapshot_secs` (the file is written on a blocking thread): what that pause costs.
+    let snapshot_started = Instant::now();
+    let state = pipeline.save_state();
+    let snapshot = snapshot_started.elapsed();
+    let snapshot_bytes = serde_json::to_vec(&state).map_or(0, |b| b.len());
     let total = decoded + processed;
     let n = events.len() as f64;
     let figures = serde_json::json!({
@@ -72,6 +78,8 @@ pub fn bench(args: Bench, config: &CulpritConfig) -> Result<serde_json::Value> {
         "detect_correlate_events_per_s": n / processed.as_secs_f64(),
         "end_to_end_events_per_s": n / total.as_secs_f64(),
         "seconds": total.as_secs_f64(),
+        "snapshot_ms": snapshot.as_secs_f64() * 1e3,
+        "snapshot_bytes": snapshot_bytes,
         "incidents": pipeline.incidents().len(),
         "detector": format!("{:?}", pipeline_config.detector).to_lowercase(),
     });

@@ -39,6 +39,11 @@ pub fn run(args: Args, config: &CulpritConfig) -> Result<()> {
         rate("detect_correlate_events_per_s"),
         rate("end_to_end_events_per_s")
     );
+    println!(
+        "detectors' state snapshot (an embedder takes one on its consumer task every kafka.snapshot_secs): {:.0} ms, {:.1} MB",
+        rate("snapshot_ms"),
+        rate("snapshot_bytes") / 1e6
+    );
     if args.json {
         println!("{figures}");
     }
