@@ -223,10 +223,14 @@ impl BaselineView for PeerBaselines {
         range: RecalcRange,
     ) -> Result<RecalcOutcome, BaselineError> {
         let mut done: Vec<(String, RecalcOutcome)> = Vec::new();
+        // In a split deployment a range for one source is not for the others' embedders, which
+        // say they cannot do it: that is an error only when nobody could.
+        let mut unsupported: Vec<String> = Vec::new();
         if let Some(local) = &self.local {
             match local.recalculate(service, source, range).await {
                 Ok(outcome) => done.push(("here".into(), outcome)),
                 Err(e) if absent(&e) => {}
+                Err(BaselineError::Unsupported(why)) => unsupported.push(format!("here: {why}")),
                 Err(e) => return Err(e),
             }
         }
@@ -238,16 +242,25 @@ impl BaselineView for PeerBaselines {
                 .post(url)
                 .json(&body)
                 .timeout(Self::RECALC_TIMEOUT);
-            if let Reply::Found(r) = self.send::<RecalcReply>(peer, request).await? {
-                let outcome = RecalcOutcome {
-                    baselines: r.recalculation.baselines,
-                    detail: r.recalculation.detail,
-                };
-                done.push((peer.clone(), outcome));
+            match self.send::<RecalcReply>(peer, request).await {
+                Ok(Reply::Found(r)) => {
+                    let outcome = RecalcOutcome {
+                        baselines: r.recalculation.baselines,
+                        detail: r.recalculation.detail,
+                    };
+                    done.push((peer.clone(), outcome));
+                }
+                Ok(Reply::Nothing) => {}
+                Err(BaselineError::Unsupported(why)) => unsupported.push(why),
+                Err(e) => return Err(e),
             }
         }
         if done.is_empty() {
-            return Err(BaselineError::UnknownService(service.to_string()));
+            return Err(if unsupported.is_empty() {
+                BaselineError::UnknownService(service.to_string())
+            } else {
+                BaselineError::Unsupported(unsupported.join("; "))
+            });
         }
         Ok(RecalcOutcome {
             baselines: done.iter().map(|(_, o)| o.baselines).sum(),

@@ -4,7 +4,9 @@
 mod common;
 
 use common::{FakeBaselines, RecalcCall, Server, READER, WRITER};
-use culprit_api::{BaselineError, BaselineView, PeerBaselines, RecalcRange};
+use culprit_api::{
+    BaselineError, BaselineView, PeerBaselines, RecalcOutcome, RecalcRange, SignalBaseline,
+};
 use culprit_core::SourceKind;
 use serde_json::json;
 use std::sync::Arc;
@@ -134,4 +136,69 @@ async fn peers_that_list_each_other_answer_each_other_from_their_own_baselines_w
     let (status, body) = b.post("/baselines/cart/recalculate", "{}").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(own.calls().len(), 1, "a's detectors recalculate once");
+}
+
+/// An embedder's API that holds no baseline of the service asked about and cannot re-learn the
+/// requested source (another source's embedder, in a split deployment).
+struct OtherSource;
+
+#[async_trait::async_trait]
+impl BaselineView for OtherSource {
+    async fn services(&self) -> Result<Vec<String>, BaselineError> {
+        Ok(Vec::new())
+    }
+    async fn baselines(&self, _: &str) -> Result<Vec<SignalBaseline>, BaselineError> {
+        Ok(Vec::new())
+    }
+    async fn recalculate(
+        &self,
+        _: &str,
+        _: Option<SourceKind>,
+        _: RecalcRange,
+    ) -> Result<RecalcOutcome, BaselineError> {
+        Err(BaselineError::Unsupported(
+            "no embedder of traces runs in this process to re-read its topic".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_range_for_one_source_is_not_failed_by_the_other_sources_embedders() {
+    let baselines = Arc::new(FakeBaselines::shop());
+    let (traces, _) = split(&baselines, WRITER).await;
+    let logs = common::state();
+    logs.set_baselines(Arc::new(OtherSource));
+    let logs = Server::start(logs).await;
+    let range = RecalcRange::Range {
+        from: 1_793_491_200 * 1_000_000_000,
+        to: 1_793_494_800 * 1_000_000_000,
+    };
+
+    let both = PeerBaselines::new(
+        None,
+        vec![logs.base.clone(), traces.base.clone()],
+        Some(WRITER.into()),
+    )
+    .unwrap();
+    let outcome = both
+        .recalculate("checkout", Some(SourceKind::Traces), range)
+        .await
+        .expect("the traces embedder re-learns; the logs embedder's refusal is not a failure");
+    assert_eq!(outcome.baselines, 1);
+    assert_eq!(baselines.calls().len(), 1);
+
+    // When no peer can do it, their reasons are the answer.
+    let alone = PeerBaselines::new(None, vec![logs.base.clone()], Some(WRITER.into())).unwrap();
+    match alone
+        .recalculate("checkout", Some(SourceKind::Traces), range)
+        .await
+    {
+        Err(BaselineError::Unsupported(why)) => {
+            assert!(
+                why.contains(&logs.base) && why.contains("no embedder of traces"),
+                "{why}"
+            )
+        }
+        other => panic!("expected the peer's reason, got {other:?}"),
+    }
 }
