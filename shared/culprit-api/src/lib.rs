@@ -133,14 +133,8 @@ impl ApiConfig {
             return bad("api.readiness_timeout_ms must be positive");
         }
         for peer in &self.baseline_peers {
-            let url = reqwest::Url::parse(peer).map_err(|e| {
-                ApiError::Config(format!("api.baseline_peers: {peer:?} is not a URL: {e}"))
-            })?;
-            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-                return Err(ApiError::Config(format!(
-                    "api.baseline_peers: {peer:?} is not an http(s) base URL such as http://culprit-embedder-traces:9464"
-                )));
-            }
+            peers::peer_url(peer)
+                .map_err(|why| ApiError::Config(format!("api.baseline_peers: {why}")))?;
         }
         Ok(())
     }

@@ -28,9 +28,36 @@ pub const PEER_HEADER: &str = "culprit-peer";
 /// This process's baselines (if it has any) and its peers'.
 pub struct PeerBaselines {
     local: Option<Arc<dyn BaselineView>>,
-    peers: Vec<String>,
+    /// Base URLs, checked by [`peer_url`].
+    peers: Vec<reqwest::Url>,
     token: Option<String>,
     client: reqwest::Client,
+}
+
+/// `peer` as the base URL of a culprit API: http(s), and one that paths can be joined to.
+pub(crate) fn peer_url(peer: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(peer).map_err(|e| format!("{peer:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(format!(
+            "{peer:?} is not an http(s) base URL such as http://culprit-embedder-traces:9464"
+        ));
+    }
+    Ok(url)
+}
+
+/// A peer as messages name it: its address without the trailing slash.
+fn name(peer: &reqwest::Url) -> &str {
+    peer.as_str().trim_end_matches('/')
+}
+
+/// `path` under `peer`'s base URL.
+fn at(peer: &reqwest::Url, path: &[&str]) -> reqwest::Url {
+    let mut url = peer.clone();
+    url.path_segments_mut()
+        .expect("peer_url accepts base URLs only")
+        .pop_if_empty()
+        .extend(path);
+    url
 }
 
 #[derive(Deserialize)]
@@ -81,19 +108,18 @@ impl PeerBaselines {
         peers: Vec<String>,
         token: Option<String>,
     ) -> Result<PeerBaselines, BaselineError> {
-        for peer in &peers {
-            Self::url(peer, &[])?;
-        }
+        let peers = peers
+            .iter()
+            .map(|p| peer_url(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|why| BaselineError::Failed(format!("peer address {why}")))?;
         let client = reqwest::Client::builder()
             .timeout(Self::VIEW_TIMEOUT)
             .build()
             .map_err(|e| BaselineError::Failed(format!("building the peer HTTP client: {e}")))?;
         Ok(PeerBaselines {
             local,
-            peers: peers
-                .into_iter()
-                .map(|p| p.trim_end_matches('/').to_string())
-                .collect(),
+            peers,
             token: token.filter(|t| !t.trim().is_empty()),
             client,
         })
@@ -101,9 +127,10 @@ impl PeerBaselines {
 
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
-        peer: &str,
+        peer: &reqwest::Url,
         request: reqwest::RequestBuilder,
     ) -> Result<Reply<T>, BaselineError> {
+        let peer = name(peer);
         let request = request.header(PEER_HEADER, "1");
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
@@ -145,18 +172,6 @@ impl PeerBaselines {
             .map(Reply::Found)
             .map_err(|e| failed(format!("not a culprit API answer: {e}")))
     }
-
-    fn url(peer: &str, path: &[&str]) -> Result<reqwest::Url, BaselineError> {
-        let mut url = reqwest::Url::parse(peer)
-            .map_err(|e| BaselineError::Failed(format!("peer address {peer:?}: {e}")))?;
-        url.path_segments_mut()
-            .map_err(|_| {
-                BaselineError::Failed(format!("peer address {peer:?} cannot have a path"))
-            })?
-            .pop_if_empty()
-            .extend(path);
-        Ok(url)
-    }
 }
 
 /// An error that means "nothing here" rather than a failure.
@@ -179,7 +194,7 @@ impl BaselineView for PeerBaselines {
             None => Vec::new(),
         };
         for peer in &self.peers {
-            let url = Self::url(peer, &["baselines"])?;
+            let url = at(peer, &["baselines"]);
             if let Reply::Found(r) = self
                 .send::<ServicesReply>(peer, self.client.get(url))
                 .await?
@@ -202,7 +217,7 @@ impl BaselineView for PeerBaselines {
             None => Vec::new(),
         };
         for peer in &self.peers {
-            let url = Self::url(peer, &["baselines", service])?;
+            let url = at(peer, &["baselines", service]);
             if let Reply::Found(r) = self
                 .send::<BaselinesReply>(peer, self.client.get(url))
                 .await?
@@ -236,7 +251,7 @@ impl BaselineView for PeerBaselines {
         }
         let body = recalc_body(source, range);
         for peer in &self.peers {
-            let url = Self::url(peer, &["baselines", service, "recalculate"])?;
+            let url = at(peer, &["baselines", service, "recalculate"]);
             let request = self
                 .client
                 .post(url)
@@ -248,7 +263,7 @@ impl BaselineView for PeerBaselines {
                         baselines: r.recalculation.baselines,
                         detail: r.recalculation.detail,
                     };
-                    done.push((peer.clone(), outcome));
+                    done.push((name(peer).to_string(), outcome));
                 }
                 Ok(Reply::Nothing) => {}
                 Err(BaselineError::Unsupported(why)) => unsupported.push(why),

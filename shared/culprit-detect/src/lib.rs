@@ -143,6 +143,8 @@ pub struct Detectors {
     /// detectors with its template, so the log, span-log and k-NN detectors agree on its id.
     templates: LogTemplates,
     detectors: Vec<Box<dyn Detector>>,
+    /// Whether any detector takes log lines: only then are they mined and the miners saved.
+    takes_logs: bool,
 }
 
 impl Detectors {
@@ -175,6 +177,7 @@ impl Detectors {
         let mut all = Detectors {
             templates: LogTemplates::default(),
             detectors: Vec::with_capacity(detectors.len()),
+            takes_logs: false,
         };
         for d in detectors {
             all.push(d);
@@ -185,6 +188,7 @@ impl Detectors {
     /// Adds a detector (for example a learned one) beside the statistical ones.
     pub fn push(&mut self, mut detector: Box<dyn Detector>) {
         detector.share_templates(&self.templates);
+        self.takes_logs |= detector.sources().contains(&SourceKind::Logs);
         self.detectors.push(detector);
     }
 
@@ -193,20 +197,13 @@ impl Detectors {
         &self.templates
     }
 
-    /// Whether any detector takes log lines: only then are they mined and the miners saved.
-    fn takes_logs(&self) -> bool {
-        self.detectors
-            .iter()
-            .any(|d| d.sources().contains(&SourceKind::Logs))
-    }
-
     /// Hands `event` to every detector that takes its source. A log line is mined here, in
     /// place, into this stage's miners ([`LogTemplates::mine_into`], replacing any template it
     /// carried: a line reaching a fresh stage, as in a relearn, must be mined into that stage's
     /// own miners), and every detector that takes it reads that template.
     pub fn observe(&mut self, event: &mut Event, phase: Phase, out: &mut Findings) {
         let source = event.source();
-        if source == SourceKind::Logs && self.takes_logs() {
+        if source == SourceKind::Logs && self.takes_logs {
             self.templates.mine_into(event);
         }
         let event = &*event;
@@ -251,7 +248,7 @@ impl Detectors {
     /// Every detector's learned state, by [`Detector::state_name`].
     pub fn save_state(&self) -> state::DetectorStates {
         let mut out = state::DetectorStates::new();
-        if self.takes_logs() {
+        if self.takes_logs {
             let templates = self.templates.save_state();
             if let Some(value) = state::versioned(LogTemplates::STATE_VERSION, &templates) {
                 out.insert(Self::TEMPLATES_STATE.to_string(), value);
@@ -269,7 +266,7 @@ impl Detectors {
     /// (another format version) is refused and that detector learns afresh, the others are restored.
     pub fn restore_state(&mut self, mut states: state::DetectorStates) -> state::RestoreReport {
         let mut report = state::RestoreReport::default();
-        if self.takes_logs() {
+        if self.takes_logs {
             // The template ids the detectors' parts hold are these miners' own.
             let name = Self::TEMPLATES_STATE.to_string();
             match states.remove(&name) {

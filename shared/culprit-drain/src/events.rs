@@ -70,11 +70,10 @@ pub fn level_word(level: Option<LogLevel>) -> &'static str {
 struct ServiceMiner {
     miner: TemplateMiner,
     lines: u64,
-    /// Templates holding exactly one line, of any level and per level ([`level_index`]) with
-    /// the lines of that level. An evicted singleton stays counted, which only overstates how
-    /// often the service writes something new.
-    #[serde(default)]
-    singletons: u64,
+    /// Per level ([`level_index`]): the lines of that level and its templates holding exactly
+    /// one line (the service's one-line templates are their sum: templates never mix levels).
+    /// An evicted singleton stays counted, which only overstates how often the service writes
+    /// something new.
     #[serde(default)]
     by_level: [LevelCounts; LEVELS],
 }
@@ -89,15 +88,7 @@ struct LevelCounts {
 const LEVELS: usize = 7;
 
 fn level_index(level: Option<LogLevel>) -> usize {
-    match level {
-        None => 0,
-        Some(LogLevel::Trace) => 1,
-        Some(LogLevel::Debug) => 2,
-        Some(LogLevel::Info) => 3,
-        Some(LogLevel::Warn) => 4,
-        Some(LogLevel::Error) => 5,
-        Some(LogLevel::Fatal) => 6,
-    }
+    level.map_or(0, |l| l as usize + 1)
 }
 
 /// environment -> service -> miner: looked up by `&str`, so mining a line allocates no key.
@@ -142,7 +133,6 @@ impl LogTemplates {
             let fresh = ServiceMiner {
                 miner: TemplateMiner::default(),
                 lines: 0,
-                singletons: 0,
                 by_level: Default::default(),
             };
             services.insert(service.clone(), fresh);
@@ -154,14 +144,8 @@ impl LogTemplates {
         let at_level = &mut s.by_level[level_index(level)];
         at_level.lines += 1;
         match size {
-            1 => {
-                at_level.singletons += 1;
-                s.singletons += 1;
-            }
-            2 => {
-                at_level.singletons = at_level.singletons.saturating_sub(1);
-                s.singletons = s.singletons.saturating_sub(1);
-            }
+            1 => at_level.singletons += 1,
+            2 => at_level.singletons = at_level.singletons.saturating_sub(1),
             _ => {}
         }
         let at_level = *at_level;
@@ -170,7 +154,7 @@ impl LogTemplates {
             size,
             param_count: m.param_count as u32,
             service_lines: s.lines,
-            service_singletons: s.singletons,
+            service_singletons: s.by_level.iter().map(|l| l.singletons).sum(),
             level_lines: at_level.lines,
             level_singletons: at_level.singletons,
         }
