@@ -16,6 +16,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 /// compaction costs at most about one snapshot write per snapshot's worth of changes.
 const COMPACT_FLOOR: u64 = 16 << 20;
 
+/// A full partition grows by an eighth of its rows (at least [`MIN_GROWTH_ROWS`]), not by
+/// doubling: its columns hold most of an embedder's memory, and copying them a few more times
+/// costs far less than the unused half a doubling leaves.
+const GROWTH_DIVISOR: usize = 8;
+const MIN_GROWTH_ROWS: usize = 256;
+
 /// Exact, in-process [`VectorStore`], optionally persisted to a file and its write-ahead log.
 ///
 /// Every vector has the store's dimension ([`DIM`] unless opened with another, as the incidents
@@ -106,6 +112,9 @@ impl Partition {
     }
 
     fn push(&mut self, p: &Point, env: u32) -> usize {
+        if self.ids.len() == self.ids.capacity() {
+            self.reserve_rows(self.ids.len() / GROWTH_DIVISOR + MIN_GROWTH_ROWS);
+        }
         self.ids.push(p.id.0);
         self.timestamps.push(p.timestamp);
         self.scores.push(p.score);
@@ -151,6 +160,18 @@ impl Partition {
             .copy_within(from * dim..(from + 1) * dim, to * dim);
     }
 
+    /// Room for `rows` more rows in every column, and no more: a column that doubled would
+    /// leave up to half of the store's largest allocations unused.
+    fn reserve_rows(&mut self, rows: usize) {
+        self.ids.reserve_exact(rows);
+        self.timestamps.reserve_exact(rows);
+        self.scores.reserve_exact(rows);
+        self.normal.reserve_exact(rows);
+        self.env.reserve_exact(rows);
+        self.vectors.reserve_exact(rows * self.dim);
+    }
+
+    /// Keeps the first `len` rows; gives memory back once most of it is unused (retention).
     fn truncate(&mut self, len: usize) {
         self.ids.truncate(len);
         self.timestamps.truncate(len);
@@ -158,6 +179,15 @@ impl Partition {
         self.normal.truncate(len);
         self.env.truncate(len);
         self.vectors.truncate(len * self.dim);
+        if self.ids.capacity() > 2 * len + MIN_GROWTH_ROWS {
+            let rows = len + len / GROWTH_DIVISOR;
+            self.ids.shrink_to(rows);
+            self.timestamps.shrink_to(rows);
+            self.scores.shrink_to(rows);
+            self.normal.shrink_to(rows);
+            self.env.shrink_to(rows);
+            self.vectors.shrink_to(rows * self.dim);
+        }
     }
 }
 
@@ -754,6 +784,41 @@ mod tests {
         let q = normalised_query(&point(0, "", 0, 1).vector, DIM).unwrap();
         let hit = &store.read().search(&q, &Filter::all(), 1)[0];
         assert_eq!((hit.service.as_str(), hit.timestamp), ("b", 2));
+        assert_index_consistent(&store);
+    }
+
+    #[test]
+    fn columns_grow_by_an_eighth_and_shrink_after_retention() {
+        let store = EmbeddedStore::in_memory();
+        let n = 20_000u64;
+        let points: Vec<Point> = (0..n)
+            .map(|i| point(i, "a", i as i64, i as usize))
+            .collect();
+        store.upsert_now(entries(points)).unwrap();
+        let capacity = |store: &EmbeddedStore| {
+            let inner = store.read();
+            let part = &inner.partitions[0];
+            (part.ids.capacity(), part.vectors.capacity() / DIM)
+        };
+        let bound = n as usize + n as usize / GROWTH_DIVISOR + MIN_GROWTH_ROWS;
+        let (ids, vectors) = capacity(&store);
+        assert!(
+            ids >= n as usize && ids <= bound,
+            "ids capacity {ids} for {n} rows"
+        );
+        assert!(vectors <= bound, "vector capacity {vectors} rows for {n}");
+
+        let removed = store.write().delete_matching(&Filter {
+            time_to: Some(19_000),
+            ..Filter::default()
+        });
+        assert_eq!(removed, 19_000);
+        let (ids, vectors) = capacity(&store);
+        assert!(
+            ids <= 1_000 + 1_000 / GROWTH_DIVISOR,
+            "ids capacity {ids} after retention"
+        );
+        assert!(vectors <= 1_000 + 1_000 / GROWTH_DIVISOR);
         assert_index_consistent(&store);
     }
 }
