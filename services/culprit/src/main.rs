@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 // The pipeline allocates many short-lived strings and vectors per event; mimalloc serves them
-// faster than the system allocator (docs/EVALUATION.md, Throughput).
+// faster than the system allocator (docs/EVALUATION.md, Throughput). Without the feature, heap
+// profilers that hook malloc see every allocation.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
