@@ -28,8 +28,9 @@
 //!   time seen so far (partitions interleave, so the clock is the maximum over all of them; an
 //!   event older than that still feeds its detector, which decides what lateness it accepts).
 //!   The first `warmup_secs` of event time after the first event are learned, not judged,
-//!   unless a snapshot of the detectors was restored ([`crate::snapshot`]): then the warm-up
-//!   already passed (or ends where it would have).
+//!   unless a snapshot of the detectors was restored ([`crate::snapshot`]): then only what
+//!   was left of the warm-up when it was saved (nothing, once it passed) is learned, counted
+//!   from the first event read, so a stream that resumes behind the snapshot's clock is judged.
 //! - the resulting messages go to the anomalies topic as JSON `BusMessage`s keyed by
 //!   environment, so one correlator sees a whole environment in order. Watermarks carry no
 //!   environment: each one is published once per environment this instance has seen, keyed by
@@ -359,8 +360,17 @@ impl EmbedHandler {
         for (name, reason) in &report.refused {
             tracing::warn!(%path, detector = %name, "a detector's saved state was refused ({reason}); it learns afresh");
         }
-        self.learn_until = saved.learn_until;
-        let warmed_up = saved.learn_until.is_some_and(|t| t <= saved.newest);
+        // What is left of the warm-up is a property of what the detectors learned, not a point
+        // on the event clock: a stream that resumes behind the snapshot's clock (a topic
+        // recreated, offsets reset, older data replayed) must not be learned again until it
+        // passes that clock. The rest of the warm-up runs from the first event read now.
+        let remaining = match saved.learn_until {
+            Some(until) => until.saturating_sub(saved.newest).max(0),
+            None => self.warmup,
+        };
+        self.warmup = remaining;
+        self.learn_until = None;
+        let warmed_up = remaining == 0;
         tracing::info!(
             %path,
             offsets = ?saved.offsets,
@@ -785,6 +795,7 @@ mod tests {
     }
 
     const AT_0: &[u8] = br#"{"id": "d-1", "type": "deployment", "service": "cart", "time": "2026-01-01T00:00:00Z"}"#;
+    const AT_10_MIN: &[u8] = br#"{"id": "d-3", "type": "deployment", "service": "cart", "time": "2026-01-01T00:10:00Z"}"#;
     const AT_25_MIN: &[u8] = br#"{"id": "d-2", "type": "deployment", "service": "cart", "time": "2026-01-01T00:25:00Z"}"#;
     const AT_26_MIN: &[u8] = br#"{"id": "d-3", "type": "deployment", "service": "cart", "time": "2026-01-01T00:26:00Z"}"#;
 
@@ -869,8 +880,9 @@ mod tests {
             .unwrap();
         let t26 = 1_767_225_600 * NANOS_PER_SEC + 26 * 60 * NANOS_PER_SEC;
         assert_eq!(
-            restarted.learn_until, saved.learn_until,
-            "the warm-up restored"
+            restarted.learn_until,
+            Some(t26),
+            "the warm-up was over: nothing of it is left"
         );
         assert_eq!(restarted.phase(t26), Phase::Detecting);
 
@@ -907,10 +919,55 @@ mod tests {
         let t26 = 1_767_225_600 * NANOS_PER_SEC + 26 * 60 * NANOS_PER_SEC;
         assert_eq!(
             restarted.learn_until,
-            Some(1_767_225_600 * NANOS_PER_SEC + 1200 * NANOS_PER_SEC),
-            "the warm-up restored, not a new one from this event"
+            Some(t26),
+            "the warm-up restored as over, not a new one from this event"
         );
         assert_eq!(restarted.phase(t26), Phase::Detecting);
+    }
+
+    /// A stream that resumes behind the snapshot's clock (a topic recreated, offsets reset)
+    /// is judged at once after a finished warm-up, and finishes an unfinished one from its own
+    /// first event: the warm-up left is what the detectors lack, not a time on the old clock.
+    #[test]
+    fn a_stream_behind_the_snapshots_clock_is_not_learned_until_it_passes_that_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let mut first = snapshotting(dir.path(), Arc::new(Stats::new()));
+        for payload in [AT_0, AT_25_MIN] {
+            first
+                .handle(&incoming("culprit.changes", payload), false, &mut out)
+                .unwrap();
+        }
+        first.after_commit(
+            &HashMap::from([(("culprit.changes".to_string(), 0), 8)]),
+            false,
+        );
+        let mut restarted = snapshotting(dir.path(), Arc::new(Stats::new()));
+        restarted
+            .handle(&incoming("culprit.changes", AT_0), false, &mut out)
+            .unwrap();
+        let t0 = 1_767_225_600 * NANOS_PER_SEC;
+        assert_eq!(restarted.phase(t0), Phase::Detecting);
+
+        // Saved ten minutes into its 20-minute warm-up: ten minutes are left, from now on.
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = snapshotting(dir.path(), Arc::new(Stats::new()));
+        for payload in [AT_0, AT_10_MIN] {
+            first
+                .handle(&incoming("culprit.changes", payload), false, &mut out)
+                .unwrap();
+        }
+        first.after_commit(
+            &HashMap::from([(("culprit.changes".to_string(), 0), 8)]),
+            false,
+        );
+        let mut restarted = snapshotting(dir.path(), Arc::new(Stats::new()));
+        restarted
+            .handle(&incoming("culprit.changes", AT_0), false, &mut out)
+            .unwrap();
+        assert_eq!(restarted.learn_until, Some(t0 + 600 * NANOS_PER_SEC));
+        assert_eq!(restarted.phase(t0 + 599 * NANOS_PER_SEC), Phase::Learning);
+        assert_eq!(restarted.phase(t0 + 600 * NANOS_PER_SEC), Phase::Detecting);
     }
 
     /// In the service a snapshot is written on a blocking thread; the one taken at shutdown is
