@@ -362,6 +362,12 @@ impl Role {
             .args(&self.args)
             .env("CULPRIT_CONFIG", config)
             .env("CULPRIT__API__LISTEN", format!("127.0.0.1:{}", self.port))
+            // Its own state snapshots: one left by an earlier run (of another timeline) would
+            // be restored otherwise.
+            .env(
+                "CULPRIT__KAFKA__STATE_DIR",
+                self.log.with_file_name("state"),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
