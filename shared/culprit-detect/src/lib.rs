@@ -72,6 +72,12 @@ pub enum Phase {
 pub trait Detector: Send {
     /// The sources whose events this detector takes.
     fn sources(&self) -> &'static [SourceKind];
+    /// The sources without which it finds nothing: by default the first of [`Self::sources`]
+    /// (the others only add context, as spans do to log lines). A stage fed fewer sources
+    /// ([`Detectors::keep_fed_by`]) leaves out the detectors whose needs it cannot meet.
+    fn needs(&self) -> &'static [SourceKind] {
+        &self.sources()[..1]
+    }
     /// Takes one event of this source, in (roughly) event-time order. A log line comes mined:
     /// [`culprit_core::LogEvent::template`] is filled, in place, by [`Detectors::observe`]. A
     /// detector driven on its own may get a line unmined, and must then mine it into the
@@ -190,6 +196,19 @@ impl Detectors {
         detector.share_templates(&self.templates);
         self.takes_logs |= detector.sources().contains(&SourceKind::Logs);
         self.detectors.push(detector);
+    }
+
+    /// Keeps only the detectors whose [`Detector::needs`] `sources` meet: a stage fed one
+    /// source (an embedder of one topic) then spends no memory or time on detectors that
+    /// would wait for another source's events for ever.
+    pub fn keep_fed_by(&mut self, sources: &[SourceKind]) {
+        self.detectors
+            .retain(|d| d.needs().iter().all(|s| sources.contains(s)));
+        self.takes_logs = sources.contains(&SourceKind::Logs)
+            && self
+                .detectors
+                .iter()
+                .any(|d| d.sources().contains(&SourceKind::Logs));
     }
 
     /// The templates the log lines are mined into.
@@ -424,4 +443,31 @@ pub(crate) fn shown_baselines(
         .collect();
     of.sort();
     of
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What each detector's saved state is called, as the set of detectors a stage kept.
+    fn kept(sources: &[SourceKind]) -> Vec<String> {
+        let mut d = Detectors::statistical(&DetectConfig::default());
+        d.keep_fed_by(sources);
+        d.save_state().into_keys().collect()
+    }
+
+    #[test]
+    fn a_stage_fed_one_source_keeps_only_the_detectors_that_source_can_feed() {
+        // Spans alone: the span and rollout detectors; not the log detector (spans only add
+        // context to lines) nor the span-and-log join, which needs both.
+        assert_eq!(kept(&[SourceKind::Traces]), ["spans", "versions"]);
+        // Lines alone: the log detector and its miners; not the join.
+        assert_eq!(kept(&[SourceKind::Logs]), ["log_templates", "logs"]);
+        assert_eq!(kept(&[SourceKind::Metrics]), ["metrics"]);
+        // Both: the join too.
+        assert_eq!(
+            kept(&[SourceKind::Traces, SourceKind::Logs]),
+            ["log_templates", "logs", "spans", "trace_logs", "versions"]
+        );
+    }
 }

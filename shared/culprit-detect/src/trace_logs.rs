@@ -353,6 +353,11 @@ impl Detector for TraceLogDetector {
         &[SourceKind::Traces, SourceKind::Logs]
     }
 
+    /// It joins lines to their spans: with either source alone it only collects.
+    fn needs(&self) -> &'static [SourceKind] {
+        self.sources()
+    }
+
     fn share_templates(&mut self, templates: &LogTemplates) {
         self.miners = templates.clone();
     }

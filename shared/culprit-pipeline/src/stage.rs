@@ -250,6 +250,12 @@ impl DetectStage {
         self.detectors.restore_state(states)
     }
 
+    /// Keeps only the detectors `sources` can feed ([`Detectors::keep_fed_by`]), for a stage
+    /// that will only ever see those sources' events.
+    pub fn keep_fed_by(&mut self, sources: &[culprit_core::SourceKind]) {
+        self.detectors.keep_fed_by(sources);
+    }
+
     /// Adds a detector (a learned model, say) beside the statistical ones.
     pub fn add_detector(&mut self, detector: Box<dyn culprit_detect::Detector>) {
         self.detectors.push(detector);

@@ -196,6 +196,8 @@ pub async fn run(
                     ),
                     None => DetectStage::from_config(&config.pipeline),
                 };
+                // It reads one topic: detectors that need another source would only collect.
+                stage.keep_fed_by(&[source]);
                 stage.attach_board(board.clone(), source.as_str());
                 let options = EmbedderOptions {
                     warmup_secs: config.pipeline.warmup_secs,
