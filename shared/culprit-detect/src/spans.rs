@@ -205,13 +205,17 @@ struct SpanInfo {
 
 /// Joins child spans to their parents across services. Parents usually end (and so are
 /// exported) after their children, so a child whose parent is unknown waits in `pending`.
-/// Both maps are generational: when the current generation fills up it becomes the previous
-/// one and the old previous is dropped, bounding memory without per-entry timestamps. Span ids
-/// are kept as their 64-bit hash ([`span_key`]), not as strings: up to 400,000 of them are held.
+/// Both maps are generational: when the current generation fills up, or has spanned
+/// [`SpanJoiner::HORIZON`] of event time, it becomes the previous one and the old previous is
+/// dropped, bounding memory without per-entry timestamps. Span ids are kept as their 64-bit
+/// hash ([`span_key`]), not as strings: up to 400,000 of them are held, fewer where the spans of
+/// two horizons are fewer.
 #[derive(Debug, Default)]
 struct SpanJoiner {
     spans: [HashMap<u64, SpanInfo>; 2],
     pending: [HashMap<u64, Vec<SpanInfo>>; 2],
+    /// Event time of the first entry of each current generation (spans, pending).
+    opened: [Option<UnixNanos>; 2],
 }
 
 /// A span id's key in [`SpanJoiner`]: its FNV-1a hash. Two of the few hundred thousand ids held
@@ -222,20 +226,40 @@ fn span_key(span_id: &str) -> u64 {
 
 impl SpanJoiner {
     const GENERATION: usize = 200_000;
+    /// A parent and its child end within one trace, seconds apart; a minute of event time
+    /// (twelve trace timeouts) covers slow traces and exporters that batch, and keeps a
+    /// low-traffic stream from holding its span ids for hours.
+    const HORIZON: i64 = 60 * culprit_core::NANOS_PER_SEC;
+
+    /// Whether the current generation `which` (0: spans, 1: pending) of `len` entries is due to
+    /// become the previous one before an entry of event time `time` joins it.
+    fn rotate(&mut self, which: usize, len: usize, time: UnixNanos) -> bool {
+        let opened = self.opened[which].get_or_insert(time);
+        if len >= Self::GENERATION || time.saturating_sub(*opened) >= Self::HORIZON {
+            self.opened[which] = Some(time);
+            return true;
+        }
+        false
+    }
 
     fn lookup(&self, key: u64) -> Option<&SpanInfo> {
         self.spans[0].get(&key).or_else(|| self.spans[1].get(&key))
     }
 
     /// Records `span` and returns the (parent, child) pairs it completes.
-    fn join(&mut self, span: &SpanEvent, info: SpanInfo) -> Vec<(SpanInfo, SpanInfo)> {
+    fn join(
+        &mut self,
+        span: &SpanEvent,
+        info: SpanInfo,
+        time: UnixNanos,
+    ) -> Vec<(SpanInfo, SpanInfo)> {
         let mut pairs = Vec::new();
         if let Some(parent_id) = &span.parent_span_id {
             let parent_key = span_key(parent_id);
             match self.lookup(parent_key) {
                 Some(parent) => pairs.push((parent.clone(), info.clone())),
                 None => {
-                    if self.pending[0].len() >= Self::GENERATION {
+                    if self.rotate(1, self.pending[0].len(), time) {
                         self.pending.swap(0, 1);
                         self.pending[0].clear();
                     }
@@ -252,7 +276,7 @@ impl SpanJoiner {
                 pairs.extend(children.into_iter().map(|c| (info.clone(), c)));
             }
         }
-        if self.spans[0].len() >= Self::GENERATION {
+        if self.rotate(0, self.spans[0].len(), time) {
             self.spans.swap(0, 1);
             self.spans[0].clear();
         }
@@ -700,7 +724,7 @@ impl Detector for SpanDetector {
             service: service.clone(),
             operation: operation.clone(),
         };
-        for (parent, child) in self.joiner.join(span, info) {
+        for (parent, child) in self.joiner.join(span, info, event.time) {
             self.on_pair(parent, child, event.time, phase, out);
         }
 
@@ -856,6 +880,49 @@ mod tests {
                 attributes: BTreeMap::new(),
             }),
         }
+    }
+
+    fn joined(j: &mut SpanJoiner, t: i64, id: &str, parent: Option<&str>) -> usize {
+        let event = span(t, "svc", "op", id, parent, 1.0, false);
+        let EventBody::Span(s) = &event.body else {
+            unreachable!()
+        };
+        let info = SpanInfo {
+            environment: Name::from("prod"),
+            service: Name::from("svc"),
+            operation: Name::from("op"),
+        };
+        j.join(s, info, t).len()
+    }
+
+    /// Span ids are held for one to two horizons of event time, however few spans come: a
+    /// parent within the horizon is still joined, one long gone is not, and a quiet stream does
+    /// not keep its ids for hours.
+    #[test]
+    fn the_joiner_forgets_span_ids_after_two_horizons_of_event_time() {
+        let mut j = SpanJoiner::default();
+        let h = SpanJoiner::HORIZON;
+        assert_eq!(joined(&mut j, 0, "p1", None), 0);
+        assert_eq!(
+            joined(&mut j, h / 2, "c1", Some("p1")),
+            1,
+            "parent half a horizon ago"
+        );
+        // A span a second for ten horizons: only the last two horizons' ids are held.
+        for i in 1..=10 * h / NANOS_PER_SEC {
+            joined(&mut j, h / 2 + i * NANOS_PER_SEC, &format!("s{i}"), None);
+        }
+        let held = j.spans[0].len() + j.spans[1].len();
+        assert!(
+            held <= 2 * (h / NANOS_PER_SEC) as usize + 1,
+            "{held} ids held"
+        );
+        assert_eq!(
+            joined(&mut j, 11 * h, "c2", Some("p1")),
+            0,
+            "parent ten horizons ago is gone"
+        );
+        assert_eq!(joined(&mut j, 11 * h, "c3", Some("s600")), 1);
     }
 
     /// 10 requests a second for `secs` seconds from `t0`: frontend -> cart, cart latency `cart_ms`.

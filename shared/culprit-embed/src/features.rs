@@ -142,6 +142,11 @@ impl FeatureSchema {
     }
 }
 
+/// A span's id names its operation to children that come within this much event time: parent
+/// and child end within one trace, seconds apart, and a low-traffic stream would otherwise keep
+/// `max_spans` ids for hours (the span detector's joiner keeps them as long).
+pub const SPAN_HORIZON: i64 = 60 * NANOS_PER_SEC;
+
 /// Memory bounds of [`FeatureState`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureStateConfig {
@@ -151,7 +156,8 @@ pub struct FeatureStateConfig {
     pub max_points_per_series: usize,
     /// Series tracked at most; beyond this the least recently updated tenth is forgotten.
     pub max_series: usize,
-    /// Span ids remembered to name the parent operation (first in, first out).
+    /// Span ids remembered to name the parent operation (first in, first out); each for at
+    /// most [`SPAN_HORIZON`] of event time.
     pub max_spans: usize,
 }
 
@@ -180,7 +186,8 @@ pub struct FeatureState {
     /// Operation of each span id remembered, keyed by the id's hash ([`span_key`]): up to
     /// `max_spans` of them are held, so not as strings.
     span_ops: HashMap<u64, String>,
-    span_order: VecDeque<u64>,
+    /// The ids held, oldest first, with the event time each was remembered at.
+    span_order: VecDeque<(u64, i64)>,
     /// The miners log lines are mined into: a detection stage's, shared, or this state's own.
     templates: LogTemplates,
 }
@@ -200,6 +207,10 @@ pub struct FeatureMemory {
     series: Vec<(u64, SeriesWindow)>,
     /// (span id's hash, operation), oldest first: the eviction order.
     spans: Vec<(u64, String)>,
+    /// When each of `spans` was remembered (absent in snapshots of earlier versions: those
+    /// ids are forgotten at the next span).
+    #[serde(default)]
+    span_times: Vec<i64>,
 }
 
 /// A span id's key in the span cache: its FNV-1a hash (two of the `max_spans` ids held share
@@ -232,7 +243,13 @@ impl FeatureState {
             spans: self
                 .span_order
                 .iter()
-                .filter_map(|id| Some((*id, self.span_ops.get(id)?.clone())))
+                .filter_map(|(id, _)| Some((*id, self.span_ops.get(id)?.clone())))
+                .collect(),
+            span_times: self
+                .span_order
+                .iter()
+                .filter(|(id, _)| self.span_ops.contains_key(id))
+                .map(|(_, t)| *t)
                 .collect(),
         }
     }
@@ -244,8 +261,12 @@ impl FeatureState {
         self.span_ops.clear();
         self.span_order.clear();
         let skip = memory.spans.len().saturating_sub(self.config.max_spans);
-        for (key, op) in memory.spans.into_iter().skip(skip) {
-            self.remember_key(key, op);
+        let times = memory
+            .span_times
+            .into_iter()
+            .chain(std::iter::repeat(i64::MIN));
+        for ((key, op), time) in memory.spans.into_iter().zip(times).skip(skip) {
+            self.remember_key(key, op, time);
         }
     }
 
@@ -294,22 +315,33 @@ impl FeatureState {
         self.series.retain(|_, s| s.last_time > cut);
     }
 
-    fn remember_span(&mut self, span_id: &str, op: &str) {
+    fn remember_span(&mut self, span_id: &str, op: &str, time: i64) {
         if span_id.is_empty() {
             return;
         }
-        self.remember_key(span_key(span_id), op.to_string());
+        self.remember_key(span_key(span_id), op.to_string(), time);
     }
 
-    fn remember_key(&mut self, key: u64, op: String) {
+    fn remember_key(&mut self, key: u64, op: String, time: i64) {
         if self.config.max_spans == 0 {
             return;
         }
         if self.span_ops.insert(key, op).is_none() {
-            self.span_order.push_back(key);
+            self.span_order.push_back((key, time));
         }
-        while self.span_order.len() > self.config.max_spans {
-            if let Some(old) = self.span_order.pop_front() {
+        self.forget_spans(time);
+    }
+
+    /// Forgets the ids remembered more than [`SPAN_HORIZON`] before `now`, and the oldest beyond
+    /// `max_spans`.
+    fn forget_spans(&mut self, now: i64) {
+        let too_old = now.saturating_sub(SPAN_HORIZON);
+        while self
+            .span_order
+            .front()
+            .is_some_and(|&(_, t)| t < too_old || self.span_order.len() > self.config.max_spans)
+        {
+            if let Some((old, _)) = self.span_order.pop_front() {
                 self.span_ops.remove(&old);
             }
         }
@@ -384,6 +416,7 @@ fn span_features(
     s: &SpanEvent,
     state: &mut FeatureState,
 ) -> (Vec<String>, Vec<f32>) {
+    state.forget_spans(event.time);
     let parent = match s.parent_span_id.as_deref() {
         None | Some("") => ROOT.to_string(),
         Some(p) => state
@@ -392,7 +425,7 @@ fn span_features(
             .cloned()
             .unwrap_or_else(|| UNKNOWN.to_string()),
     };
-    state.remember_span(&s.span_id, &s.name);
+    state.remember_span(&s.span_id, &s.name, event.time);
     let us = (s.duration_ns.max(0) as f64) / 1_000.0;
     let ln_us = quantise(us.ln_1p());
     let bucket = (1.0 + us).log2().floor();
@@ -693,6 +726,22 @@ mod tests {
             );
         }
         assert_eq!(st.sizes().1, 10);
+    }
+
+    /// However few spans come, an id names its operation for [`SPAN_HORIZON`] of event time and
+    /// is then forgotten, also across a snapshot.
+    #[test]
+    fn span_ids_are_forgotten_after_the_horizon() {
+        let mut st = FeatureState::default();
+        featurize(&ev(span("a", None, "GET /cart", 1, false), 0), &mut st);
+        let child = |parent: &str, t: i64| ev(span("x", Some(parent), "db", 1, false), t);
+        let at_horizon = featurize(&child("a", SPAN_HORIZON), &mut st);
+        assert_eq!(at_horizon.categorical[5], "GET /cart");
+        let mut restored = FeatureState::default();
+        restored.restore(st.memory());
+        let past = featurize(&child("a", SPAN_HORIZON + 1), &mut restored);
+        assert_eq!(past.categorical[5], UNKNOWN);
+        assert_eq!(restored.sizes().1, 1, "only the newest span's id is held");
     }
 
     #[test]
