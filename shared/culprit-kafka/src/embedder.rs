@@ -895,20 +895,30 @@ mod tests {
         assert_eq!(fresh.phase(t26), Phase::Learning);
     }
 
-    #[test]
-    fn a_snapshot_taken_on_other_partitions_is_restored_after_a_rebalance() {
+    /// A folder holding the snapshot a changes handler wrote after `payloads` and a commit.
+    fn saved_after(payloads: &[&'static [u8]]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let mut out = Vec::new();
         let mut first = snapshotting(dir.path(), Arc::new(Stats::new()));
-        for payload in [AT_0, AT_25_MIN] {
+        for payload in payloads {
             first
-                .handle(&incoming("culprit.changes", payload), false, &mut out)
+                .handle(
+                    &incoming("culprit.changes", payload),
+                    false,
+                    &mut Vec::new(),
+                )
                 .unwrap();
         }
         first.after_commit(
             &HashMap::from([(("culprit.changes".to_string(), 0), 8)]),
             false,
         );
+        dir
+    }
+
+    #[test]
+    fn a_snapshot_taken_on_other_partitions_is_restored_after_a_rebalance() {
+        let dir = saved_after(&[AT_0, AT_25_MIN]);
+        let mut out = Vec::new();
 
         // Restarted, and handed partition 3 only: the snapshot of partition 0 still carries the
         // warm-up, so the first event is judged.
@@ -930,18 +940,8 @@ mod tests {
     /// first event: the warm-up left is what the detectors lack, not a time on the old clock.
     #[test]
     fn a_stream_behind_the_snapshots_clock_is_not_learned_until_it_passes_that_clock() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = saved_after(&[AT_0, AT_25_MIN]);
         let mut out = Vec::new();
-        let mut first = snapshotting(dir.path(), Arc::new(Stats::new()));
-        for payload in [AT_0, AT_25_MIN] {
-            first
-                .handle(&incoming("culprit.changes", payload), false, &mut out)
-                .unwrap();
-        }
-        first.after_commit(
-            &HashMap::from([(("culprit.changes".to_string(), 0), 8)]),
-            false,
-        );
         let mut restarted = snapshotting(dir.path(), Arc::new(Stats::new()));
         restarted
             .handle(&incoming("culprit.changes", AT_0), false, &mut out)
@@ -950,17 +950,7 @@ mod tests {
         assert_eq!(restarted.phase(t0), Phase::Detecting);
 
         // Saved ten minutes into its 20-minute warm-up: ten minutes are left, from now on.
-        let dir = tempfile::tempdir().unwrap();
-        let mut first = snapshotting(dir.path(), Arc::new(Stats::new()));
-        for payload in [AT_0, AT_10_MIN] {
-            first
-                .handle(&incoming("culprit.changes", payload), false, &mut out)
-                .unwrap();
-        }
-        first.after_commit(
-            &HashMap::from([(("culprit.changes".to_string(), 0), 8)]),
-            false,
-        );
+        let dir = saved_after(&[AT_0, AT_10_MIN]);
         let mut restarted = snapshotting(dir.path(), Arc::new(Stats::new()));
         restarted
             .handle(&incoming("culprit.changes", AT_0), false, &mut out)
