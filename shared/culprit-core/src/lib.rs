@@ -29,6 +29,12 @@ pub type UnixNanos = i64;
 
 pub const NANOS_PER_SEC: i64 = 1_000_000_000;
 
+/// How long a span's id is remembered, in event time, for children to find their parent (the
+/// span detector's joiner, the k-NN featuriser's parent operation): parent and child end within
+/// one trace, seconds apart; a minute covers slow traces and exporters that batch, and keeps a
+/// low-traffic stream from holding its span ids for hours.
+pub const SPAN_ID_HORIZON: i64 = 60 * NANOS_PER_SEC;
+
 /// The wall clock in the event-time unit (0 before 1970, saturating in 2262): what the services
 /// compare event time with, and stamp their own records with.
 pub fn wall_clock() -> UnixNanos {

@@ -226,10 +226,7 @@ fn span_key(span_id: &str) -> u64 {
 
 impl SpanJoiner {
     const GENERATION: usize = 200_000;
-    /// A parent and its child end within one trace, seconds apart; a minute of event time
-    /// (twelve trace timeouts) covers slow traces and exporters that batch, and keeps a
-    /// low-traffic stream from holding its span ids for hours.
-    const HORIZON: i64 = 60 * culprit_core::NANOS_PER_SEC;
+    const HORIZON: i64 = culprit_core::SPAN_ID_HORIZON;
 
     /// Whether the current generation `which` (0: spans, 1: pending) of `len` entries is due to
     /// become the previous one before an entry of event time `time` joins it.

@@ -9,7 +9,7 @@
 use crate::error::{EmbedError, Result};
 use culprit_core::{
     ChangeEvent, Event, EventBody, LogEvent, LogLevel, MetricPoint, SourceKind, SpanEvent,
-    NANOS_PER_SEC,
+    NANOS_PER_SEC, SPAN_ID_HORIZON,
 };
 use culprit_drain::LogTemplates;
 use serde::{Deserialize, Serialize};
@@ -142,11 +142,6 @@ impl FeatureSchema {
     }
 }
 
-/// A span's id names its operation to children that come within this much event time: parent
-/// and child end within one trace, seconds apart, and a low-traffic stream would otherwise keep
-/// `max_spans` ids for hours (the span detector's joiner keeps them as long).
-pub const SPAN_HORIZON: i64 = 60 * NANOS_PER_SEC;
-
 /// Memory bounds of [`FeatureState`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureStateConfig {
@@ -157,7 +152,7 @@ pub struct FeatureStateConfig {
     /// Series tracked at most; beyond this the least recently updated tenth is forgotten.
     pub max_series: usize,
     /// Span ids remembered to name the parent operation (first in, first out); each for at
-    /// most [`SPAN_HORIZON`] of event time.
+    /// most [`SPAN_ID_HORIZON`] of event time.
     pub max_spans: usize,
 }
 
@@ -238,19 +233,15 @@ impl FeatureState {
 
     /// What this state remembers, for a snapshot.
     pub fn memory(&self) -> FeatureMemory {
+        let (spans, span_times) = self
+            .span_order
+            .iter()
+            .filter_map(|&(id, t)| Some(((id, self.span_ops.get(&id)?.clone()), t)))
+            .unzip();
         FeatureMemory {
             series: self.series.iter().map(|(k, s)| (*k, s.clone())).collect(),
-            spans: self
-                .span_order
-                .iter()
-                .filter_map(|(id, _)| Some((*id, self.span_ops.get(id)?.clone())))
-                .collect(),
-            span_times: self
-                .span_order
-                .iter()
-                .filter(|(id, _)| self.span_ops.contains_key(id))
-                .map(|(_, t)| *t)
-                .collect(),
+            spans,
+            span_times,
         }
     }
 
@@ -332,10 +323,10 @@ impl FeatureState {
         self.forget_spans(time);
     }
 
-    /// Forgets the ids remembered more than [`SPAN_HORIZON`] before `now`, and the oldest beyond
+    /// Forgets the ids remembered more than [`SPAN_ID_HORIZON`] before `now`, and the oldest beyond
     /// `max_spans`.
     fn forget_spans(&mut self, now: i64) {
-        let too_old = now.saturating_sub(SPAN_HORIZON);
+        let too_old = now.saturating_sub(SPAN_ID_HORIZON);
         while self
             .span_order
             .front()
@@ -728,18 +719,18 @@ mod tests {
         assert_eq!(st.sizes().1, 10);
     }
 
-    /// However few spans come, an id names its operation for [`SPAN_HORIZON`] of event time and
+    /// However few spans come, an id names its operation for [`SPAN_ID_HORIZON`] of event time and
     /// is then forgotten, also across a snapshot.
     #[test]
     fn span_ids_are_forgotten_after_the_horizon() {
         let mut st = FeatureState::default();
         featurize(&ev(span("a", None, "GET /cart", 1, false), 0), &mut st);
         let child = |parent: &str, t: i64| ev(span("x", Some(parent), "db", 1, false), t);
-        let at_horizon = featurize(&child("a", SPAN_HORIZON), &mut st);
+        let at_horizon = featurize(&child("a", SPAN_ID_HORIZON), &mut st);
         assert_eq!(at_horizon.categorical[5], "GET /cart");
         let mut restored = FeatureState::default();
         restored.restore(st.memory());
-        let past = featurize(&child("a", SPAN_HORIZON + 1), &mut restored);
+        let past = featurize(&child("a", SPAN_ID_HORIZON + 1), &mut restored);
         assert_eq!(past.categorical[5], UNKNOWN);
         assert_eq!(restored.sizes().1, 1, "only the newest span's id is held");
     }
