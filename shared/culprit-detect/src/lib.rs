@@ -105,7 +105,7 @@ pub trait Detector: Send {
     fn adopt(
         &mut self,
         service: &str,
-        _learned: serde_json::Value,
+        _learned: &crate::state::RawValue,
     ) -> Result<usize, state::StateError> {
         self.forget(service);
         Ok(0)
@@ -117,12 +117,12 @@ pub trait Detector: Send {
     }
     /// What this detector learned (baselines, templates, things seen), not its configuration nor
     /// its open windows, for a restart to continue from ([`state`]). None: nothing to save.
-    fn save_state(&self) -> Option<serde_json::Value> {
+    fn save_state(&self) -> Option<crate::state::SavedState> {
         None
     }
     /// Replaces what this detector learned with a state [`Detector::save_state`] produced. On an
     /// error (another format version, unreadable) the detector is left as it was.
-    fn restore_state(&mut self, _state: serde_json::Value) -> Result<(), state::StateError> {
+    fn restore_state(&mut self, _state: &crate::state::RawValue) -> Result<(), state::StateError> {
         Err(state::StateError::Unsupported)
     }
     /// Hands the detector the templates its log lines are mined into ([`Detectors`] does, to
@@ -290,7 +290,7 @@ impl Detectors {
             let name = Self::TEMPLATES_STATE.to_string();
             match states.remove(&name) {
                 None => report.missing.push(name),
-                Some(value) => match state::unversioned(value, LogTemplates::STATE_VERSION) {
+                Some(value) => match state::unversioned(&value, LogTemplates::STATE_VERSION) {
                     Ok(saved) => {
                         self.templates.restore_state(saved);
                         report.restored.push(name);
@@ -305,7 +305,7 @@ impl Detectors {
             };
             match states.remove(&name) {
                 None => report.missing.push(name),
-                Some(value) => match d.restore_state(value) {
+                Some(value) => match d.restore_state(&value) {
                     Ok(()) => report.restored.push(name),
                     Err(e) => report.refused.push((name, e.to_string())),
                 },
@@ -337,7 +337,7 @@ impl Detectors {
                 report.kept.push(name);
                 continue;
             };
-            match d.adopt(service, part.clone()) {
+            match d.adopt(service, part) {
                 Ok(n) => {
                     report.baselines += n;
                     report.adopted.push(name);

@@ -350,7 +350,7 @@ impl Detector for LogDetector {
     fn adopt(
         &mut self,
         service: &str,
-        learned: serde_json::Value,
+        learned: &crate::state::RawValue,
     ) -> Result<usize, crate::state::StateError> {
         let state: LogState = crate::state::unversioned(learned, LogState::VERSION)?;
         self.forget(service);
@@ -374,7 +374,7 @@ impl Detector for LogDetector {
         Some("logs".into())
     }
 
-    fn save_state(&self) -> Option<serde_json::Value> {
+    fn save_state(&self) -> Option<crate::state::SavedState> {
         crate::state::versioned(
             LogState::VERSION,
             &LogState {
@@ -392,7 +392,10 @@ impl Detector for LogDetector {
         )
     }
 
-    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
+    fn restore_state(
+        &mut self,
+        state: &crate::state::RawValue,
+    ) -> Result<(), crate::state::StateError> {
         let state: LogState = crate::state::unversioned(state, LogState::VERSION)?;
         self.templates.set_known(state.templates);
         self.error_counts = state.error_counts;
@@ -652,7 +655,7 @@ mod tests {
         let templates = live.template_count("default", "cart");
         assert_ne!(shown(&live, "cart"), shown(&fresh, "cart"));
 
-        let adopted = live.adopt("cart", fresh.save_state().unwrap()).unwrap();
+        let adopted = live.adopt("cart", &fresh.save_state().unwrap()).unwrap();
         assert_eq!(adopted, shown(&fresh, "cart").len());
         assert_eq!(shown(&live, "cart"), shown(&fresh, "cart"));
         assert_eq!(shown(&live, "pay"), pay_before, "pay untouched");

@@ -313,7 +313,7 @@ impl Detector for MetricDetector {
     fn adopt(
         &mut self,
         service: &str,
-        learned: serde_json::Value,
+        learned: &crate::state::RawValue,
     ) -> Result<usize, crate::state::StateError> {
         let state: MetricState = crate::state::unversioned(learned, MetricState::VERSION)?;
         self.forget(service);
@@ -338,7 +338,7 @@ impl Detector for MetricDetector {
         Some("metrics".into())
     }
 
-    fn save_state(&self) -> Option<serde_json::Value> {
+    fn save_state(&self) -> Option<crate::state::SavedState> {
         let series = self
             .series
             .iter()
@@ -348,7 +348,10 @@ impl Detector for MetricDetector {
         crate::state::versioned(MetricState::VERSION, &MetricState { series, edge_waits })
     }
 
-    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
+    fn restore_state(
+        &mut self,
+        state: &crate::state::RawValue,
+    ) -> Result<(), crate::state::StateError> {
         let state: MetricState = crate::state::unversioned(state, MetricState::VERSION)?;
         self.edge_waits.restore_state(state.edge_waits);
         self.series = state
@@ -469,7 +472,7 @@ mod tests {
         assert_ne!(shown(&live, "inventory"), shown(&fresh, "inventory"));
 
         let adopted = live
-            .adopt("inventory", fresh.save_state().unwrap())
+            .adopt("inventory", &fresh.save_state().unwrap())
             .unwrap();
         assert_eq!(adopted, 1);
         assert_eq!(shown(&live, "inventory"), shown(&fresh, "inventory"));

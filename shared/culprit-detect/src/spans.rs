@@ -787,7 +787,7 @@ impl Detector for SpanDetector {
     fn adopt(
         &mut self,
         service: &str,
-        learned: serde_json::Value,
+        learned: &crate::state::RawValue,
     ) -> Result<usize, crate::state::StateError> {
         let state: SpanState = crate::state::unversioned(learned, SpanState::VERSION)?;
         self.forget(service);
@@ -818,7 +818,7 @@ impl Detector for SpanDetector {
         Some("spans".into())
     }
 
-    fn save_state(&self) -> Option<serde_json::Value> {
+    fn save_state(&self) -> Option<crate::state::SavedState> {
         crate::state::versioned(
             SpanState::VERSION,
             &SpanState {
@@ -832,7 +832,10 @@ impl Detector for SpanDetector {
         )
     }
 
-    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
+    fn restore_state(
+        &mut self,
+        state: &crate::state::RawValue,
+    ) -> Result<(), crate::state::StateError> {
         let state: SpanState = crate::state::unversioned(state, SpanState::VERSION)?;
         self.latency = state.latency;
         self.errors = state.errors;
@@ -1094,7 +1097,7 @@ mod tests {
         );
         assert_ne!(cart_before, shown(&fresh, "cart", true));
 
-        let adopted = live.adopt("cart", fresh.save_state().unwrap()).unwrap();
+        let adopted = live.adopt("cart", &fresh.save_state().unwrap()).unwrap();
         // Latency, error rates (not shown) and the call edge's wait and server time.
         assert!(adopted > shown(&fresh, "cart", true).len(), "{adopted}");
         assert_eq!(shown(&live, "cart", true), shown(&fresh, "cart", true));

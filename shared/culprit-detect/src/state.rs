@@ -14,8 +14,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use serde_json::value::RawValue;
+
+/// One detector's saved state, held as its JSON text rather than a value tree: a snapshot of a
+/// few MB on disk then costs about as much in memory while it is taken and written.
+pub type SavedState = Box<RawValue>;
+
 /// Every detector's part of a snapshot, by [`crate::Detector::state_name`].
-pub type DetectorStates = BTreeMap<String, serde_json::Value>;
+pub type DetectorStates = BTreeMap<String, SavedState>;
 
 /// Why a detector refused its part of a snapshot.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +66,8 @@ struct Versioned<T> {
 }
 
 /// `state` with its format `version`, as [`crate::Detector::save_state`] returns it.
-pub fn versioned<T: Serialize>(version: u32, state: &T) -> Option<serde_json::Value> {
-    match serde_json::to_value(Versioned { version, state }) {
+pub fn versioned<T: Serialize>(version: u32, state: &T) -> Option<SavedState> {
+    match serde_json::value::to_raw_value(&Versioned { version, state }) {
         Ok(v) => Some(v),
         Err(e) => {
             tracing::warn!("a detector state could not be saved: {e}");
@@ -70,23 +76,20 @@ pub fn versioned<T: Serialize>(version: u32, state: &T) -> Option<serde_json::Va
     }
 }
 
-/// The state in `value` when it has format `version`.
-pub fn unversioned<T: DeserializeOwned>(
-    value: serde_json::Value,
-    version: u32,
-) -> Result<T, StateError> {
+/// The state in `saved` when it has format `version`.
+pub fn unversioned<T: DeserializeOwned>(saved: &RawValue, version: u32) -> Result<T, StateError> {
     #[derive(Deserialize)]
     struct Header {
         version: u32,
     }
-    let found = Header::deserialize(&value)?.version;
+    let found = serde_json::from_str::<Header>(saved.get())?.version;
     if found != version {
         return Err(StateError::Version {
             found,
             expected: version,
         });
     }
-    Ok(serde_json::from_value::<Versioned<T>>(value)?.state)
+    Ok(serde_json::from_str::<Versioned<T>>(saved.get())?.state)
 }
 
 /// Serde helper for `HashMap`s with keys JSON cannot take (tuples): a list of pairs.
@@ -119,14 +122,15 @@ mod tests {
     #[test]
     fn a_part_in_another_format_version_is_refused_with_both_versions_named() {
         let saved = versioned(1, &vec![1u32, 2]).unwrap();
-        let err = unversioned::<Vec<u32>>(saved.clone(), 2).unwrap_err();
+        let err = unversioned::<Vec<u32>>(&saved, 2).unwrap_err();
         assert_eq!(
             err.to_string(),
             "saved in format version 1, this build reads version 2"
         );
-        assert_eq!(unversioned::<Vec<u32>>(saved, 1).unwrap(), vec![1, 2]);
+        assert_eq!(unversioned::<Vec<u32>>(&saved, 1).unwrap(), vec![1, 2]);
+        let nonsense = RawValue::from_string(r#"{"nonsense": true}"#.to_string()).unwrap();
         assert!(matches!(
-            unversioned::<Vec<u32>>(serde_json::json!({"nonsense": true}), 1),
+            unversioned::<Vec<u32>>(&nonsense, 1),
             Err(StateError::Malformed(_))
         ));
     }

@@ -336,14 +336,17 @@ impl Detector for TraceLogDetector {
         Some("trace_logs".into())
     }
 
-    fn save_state(&self) -> Option<serde_json::Value> {
+    fn save_state(&self) -> Option<crate::state::SavedState> {
         let state = TraceLogState {
             baseline: self.baseline.clone(),
         };
         crate::state::versioned(TraceLogState::VERSION, &state)
     }
 
-    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
+    fn restore_state(
+        &mut self,
+        state: &crate::state::RawValue,
+    ) -> Result<(), crate::state::StateError> {
         let state: TraceLogState = crate::state::unversioned(state, TraceLogState::VERSION)?;
         self.baseline = state.baseline;
         Ok(())

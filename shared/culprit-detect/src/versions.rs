@@ -331,7 +331,7 @@ impl Detector for VersionDetector {
     fn adopt(
         &mut self,
         service: &str,
-        learned: serde_json::Value,
+        learned: &crate::state::RawValue,
     ) -> Result<usize, crate::state::StateError> {
         let state: VersionState = crate::state::unversioned(learned, VersionState::VERSION)?;
         self.forget(service);
@@ -345,7 +345,7 @@ impl Detector for VersionDetector {
         Some("versions".into())
     }
 
-    fn save_state(&self) -> Option<serde_json::Value> {
+    fn save_state(&self) -> Option<crate::state::SavedState> {
         crate::state::versioned(
             VersionState::VERSION,
             &VersionState {
@@ -354,7 +354,10 @@ impl Detector for VersionDetector {
         )
     }
 
-    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), crate::state::StateError> {
+    fn restore_state(
+        &mut self,
+        state: &crate::state::RawValue,
+    ) -> Result<(), crate::state::StateError> {
         let state: VersionState = crate::state::unversioned(state, VersionState::VERSION)?;
         self.rollouts = state.rollouts;
         Ok(())
@@ -519,7 +522,7 @@ mod tests {
 
     /// The rollouts `d` saves for `service`, as text.
     fn rollouts_of(d: &VersionDetector, service: &str) -> Vec<String> {
-        let state = d.save_state().unwrap();
+        let state: serde_json::Value = serde_json::from_str(d.save_state().unwrap().get()).unwrap();
         let mut of: Vec<String> = state["state"]["rollouts"]
             .as_array()
             .unwrap()
@@ -566,7 +569,9 @@ mod tests {
             rollouts_of(&fresh, "checkout")
         );
 
-        let adopted = live.adopt("checkout", fresh.save_state().unwrap()).unwrap();
+        let adopted = live
+            .adopt("checkout", &fresh.save_state().unwrap())
+            .unwrap();
         assert_eq!(adopted, 1);
         assert_eq!(
             rollouts_of(&live, "checkout"),
@@ -614,13 +619,14 @@ mod tests {
     fn a_state_of_another_format_version_is_refused_and_the_detector_stays_fresh() {
         let mut learned = VersionDetector::new(SharedConfig::default());
         serve(&mut learned, 0, 330, Phase::Learning);
-        let mut state = learned.save_state().unwrap();
+        let mut state: serde_json::Value =
+            serde_json::from_str(learned.save_state().unwrap().get()).unwrap();
         state["version"] = serde_json::json!(VersionState::VERSION + 1);
         let text = serde_json::to_string(&state).unwrap();
 
         let mut refused = VersionDetector::new(SharedConfig::default());
         let err = refused
-            .restore_state(serde_json::from_str(&text).unwrap())
+            .restore_state(&serde_json::from_str::<crate::state::SavedState>(&text).unwrap())
             .unwrap_err();
         assert!(
             matches!(err, crate::state::StateError::Version { found, expected }

@@ -141,12 +141,13 @@ fn a_part_in_another_format_version_is_refused_and_the_other_detectors_are_resto
     let config = DetectConfig::default();
     let mut saved = Detectors::statistical(&config).save_state();
     assert!(saved.contains_key("spans") && saved.contains_key("metrics"));
+    let raw = |v: serde_json::Value| serde_json::value::to_raw_value(&v).unwrap();
     saved.insert(
         "spans".into(),
-        serde_json::json!({"version": 99, "state": {}}),
+        raw(serde_json::json!({"version": 99, "state": {}})),
     );
-    saved.insert("metrics".into(), serde_json::json!("not a state"));
-    saved.insert("retired".into(), serde_json::json!({}));
+    saved.insert("metrics".into(), raw(serde_json::json!("not a state")));
+    saved.insert("retired".into(), raw(serde_json::json!({})));
     let report = Detectors::statistical(&config).restore_state(saved);
     let refused: Vec<&str> = report.refused.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(refused, ["spans", "metrics"]);
@@ -168,8 +169,10 @@ fn a_snapshot_from_before_the_shared_miners_is_refused_by_the_log_detectors_not_
     assert!(saved.remove(Detectors::TEMPLATES_STATE).is_some());
     for name in ["logs", "trace_logs"] {
         let part = saved.get_mut(name).unwrap();
-        part["version"] = serde_json::json!(1);
-        part["state"]["miners"] = serde_json::json!([]);
+        let mut old: serde_json::Value = serde_json::from_str(part.get()).unwrap();
+        old["version"] = serde_json::json!(1);
+        old["state"]["miners"] = serde_json::json!([]);
+        *part = serde_json::value::to_raw_value(&old).unwrap();
     }
     let report = Detectors::statistical(&config).restore_state(saved);
     let refused: Vec<&str> = report.refused.iter().map(|(n, _)| n.as_str()).collect();

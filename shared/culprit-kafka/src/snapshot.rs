@@ -142,10 +142,11 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
     }
     let tmp = path.with_extension("json.tmp");
     {
-        let mut file = std::fs::File::create(&tmp)?;
-        let bytes = serde_json::to_vec(snapshot).map_err(std::io::Error::other)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
+        // Streamed, not built in memory first: the detectors' parts are already text.
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        serde_json::to_writer(&mut out, snapshot).map_err(std::io::Error::other)?;
+        out.flush()?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = dir {
@@ -169,7 +170,10 @@ mod tests {
             written_at_ms: 1,
             learn_until: Some(5),
             newest: 9,
-            detectors: DetectorStates::from([("spans".into(), serde_json::json!({"version": 1}))]),
+            detectors: DetectorStates::from([(
+                "spans".into(),
+                culprit_detect::state::RawValue::from_string(r#"{"version":1}"#.into()).unwrap(),
+            )]),
         }
     }
 
@@ -185,7 +189,8 @@ mod tests {
         write(&p, &snapshot()).unwrap();
         let back = read(&p).unwrap().unwrap();
         assert_eq!(back.offsets, snapshot().offsets);
-        assert_eq!(back.detectors, snapshot().detectors);
+        let text = |d: &DetectorStates| serde_json::to_string(d).unwrap();
+        assert_eq!(text(&back.detectors), text(&snapshot().detectors));
         assert!(!p.with_extension("json.tmp").exists(), "temp file renamed");
     }
 

@@ -540,7 +540,7 @@ impl Detector for KnnDetector {
         Some(format!("knn_{}", self.source.as_str()))
     }
 
-    fn save_state(&self) -> Option<serde_json::Value> {
+    fn save_state(&self) -> Option<culprit_detect::state::SavedState> {
         let mut services: Vec<ServiceState> = self
             .services
             .iter()
@@ -564,7 +564,7 @@ impl Detector for KnnDetector {
         )
     }
 
-    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), StateError> {
+    fn restore_state(&mut self, state: &culprit_detect::state::RawValue) -> Result<(), StateError> {
         let state: KnnState = unversioned(state, KnnState::VERSION)?;
         self.features.restore(state.features);
         if self.private {
@@ -1064,7 +1064,7 @@ mod tests {
     }
 
     /// The detector's state through JSON text, as a snapshot file holds it.
-    fn through_text(d: &KnnDetector) -> serde_json::Value {
+    fn through_text(d: &KnnDetector) -> culprit_detect::state::SavedState {
         let text = serde_json::to_string(&d.save_state().expect("a k-NN detector saves")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
@@ -1085,7 +1085,7 @@ mod tests {
         assert_eq!(original.state_name().as_deref(), Some("knn_traces"));
 
         let mut restored = make();
-        restored.restore_state(state).unwrap();
+        restored.restore_state(&state).unwrap();
         let key = ("default".to_string(), "cart".to_string());
         assert_eq!(restored.services[&key].stored, 300);
         assert_eq!(
@@ -1126,8 +1126,9 @@ mod tests {
         traffic(&mut original, 0, 120, 1.0, Phase::Learning, &mut out);
         original.flush(Phase::Learning, &mut out);
         let state = through_text(&original);
+        let parsed: serde_json::Value = serde_json::from_str(state.get()).unwrap();
         assert!(
-            state["state"]["services"][0]["points"].is_null(),
+            parsed["state"]["services"][0]["points"].is_null(),
             "the reference is the store's, not the snapshot's"
         );
         // The restored and the fresh detector each get a copy of the store as it was saved.
@@ -1147,7 +1148,7 @@ mod tests {
         assert_eq!(reference_count(&*restored_copy), held);
 
         let mut restored = make(restored_copy.clone());
-        restored.restore_state(state).unwrap();
+        restored.restore_state(&state).unwrap();
         let mut fresh = make(fresh_copy);
         assert_restored_judges_as_the_original(
             &mut original,
@@ -1171,11 +1172,14 @@ mod tests {
         let mut out = Findings::default();
         traffic(&mut learned, 0, 120, 1.0, Phase::Learning, &mut out);
         learned.flush(Phase::Learning, &mut out);
-        let mut state = through_text(&learned);
+        let mut state: serde_json::Value =
+            serde_json::from_str(through_text(&learned).get()).unwrap();
         state["version"] = serde_json::json!(KnnState::VERSION + 1);
 
         let mut refused = make();
-        let err = refused.restore_state(state).unwrap_err();
+        let err = refused
+            .restore_state(&serde_json::value::to_raw_value(&state).unwrap())
+            .unwrap_err();
         assert!(
             matches!(err, StateError::Version { found, expected }
                 if found == KnnState::VERSION + 1 && expected == KnnState::VERSION),
@@ -1246,9 +1250,8 @@ mod tests {
         let states: culprit_detect::state::DetectorStates = serde_json::from_str(&text).unwrap();
         let names: Vec<&str> = states.keys().map(String::as_str).collect();
         assert_eq!(names, ["knn_logs", Detectors::TEMPLATES_STATE]);
-        assert!(states["knn_logs"]["state"]["features"]
-            .get("logs")
-            .is_none());
+        let knn_logs: serde_json::Value = serde_json::from_str(states["knn_logs"].get()).unwrap();
+        assert!(knn_logs["state"]["features"].get("logs").is_none());
         let mut restored = make();
         let report = restored.restore_state(states);
         assert_eq!(report.restored.len(), 2, "{report:?}");
