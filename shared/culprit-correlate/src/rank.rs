@@ -187,12 +187,13 @@ struct ServiceEvidence {
 }
 
 impl ServiceEvidence {
-    fn add(&mut self, a: &Anomaly, config: &RankConfig) {
+    /// Adds `a`, its strength multiplied by `factor` ([`AddedWaits::factor`]).
+    fn add(&mut self, a: &Anomaly, factor: f64, config: &RankConfig) {
         let s = self
             .by_signal
             .entry((a.source, a.signal.clone()))
             .or_default();
-        *s = s.max(weighted_strength(a, config));
+        *s = s.max(weighted_strength(a, config) * factor);
         if !is_corroborating(&a.signal, config) {
             self.first_seen = Some(self.first_seen.map_or(a.time, |t| t.min(a.time)));
             if !is_propagating(&a.signal, config) {
@@ -381,19 +382,83 @@ fn gather_evidence(
         .iter()
         .filter(|a| a.source != SourceKind::Changes)
         .partition(|a| is_corroborating(&a.signal, config));
+    let waits = AddedWaits::of(&primary);
     for a in &primary {
         services
             .entry(a.service.clone())
             .or_default()
-            .add(a, config);
+            .add(a, waits.factor(a, config), config);
     }
     for a in corroborating {
         if let Some(ev) = services.get_mut(&a.service) {
-            ev.add(a, config);
+            ev.add(a, 1.0, config);
         }
     }
     let incident_start = primary.iter().map(|a| a.time).min().unwrap_or(0);
     (services, incident_start)
+}
+
+/// Signal families whose anomalies are waits on call edges placed on one endpoint, carrying the
+/// wait now as `observed` and the usual wait as `expected`.
+const WAIT_FAMILIES: [SignalFamily; 2] =
+    [SignalFamily::SpanEdgeLatency, SignalFamily::MetricEdgeWait];
+
+/// The waits an incident's edge anomalies add to their calls.
+///
+/// A delay on one service adds its whole length to every call into it, and that is what its
+/// callers' callers and the users wait for; a service whose calls wait a few ms longer at the
+/// same time is a bystander (or a consequence of the load), however many of its calls are beyond
+/// their usual range, which is all the detectors' count tests measure. So a service's edge
+/// anomaly counts by how the largest wait that service adds compares with the largest any
+/// service adds, among the anomalies of its family within `explain_lead_secs` either side (a
+/// delay further away cannot explain it, and a long incident may hold several faults): each
+/// order of magnitude below halves, a third, ... its strength (`1 / (1 + log10(largest /
+/// own))`).
+struct AddedWaits<'a>(Vec<(&'a Anomaly, f64)>);
+
+impl<'a> AddedWaits<'a> {
+    fn added(a: &Anomaly) -> Option<f64> {
+        if !WAIT_FAMILIES.contains(&a.signal.family()) {
+            return None;
+        }
+        let (now, usual) = (a.observed?, a.expected?);
+        (now.is_finite() && usual.is_finite()).then(|| (now - usual).max(0.0))
+    }
+
+    fn of(anomalies: &[&'a Anomaly]) -> Self {
+        AddedWaits(
+            anomalies
+                .iter()
+                .filter_map(|a| Some((*a, Self::added(a)?)))
+                .collect(),
+        )
+    }
+
+    /// How much `a` counts next to the largest added wait of its family around its time; 1
+    /// for other signals.
+    fn factor(&self, a: &Anomaly, config: &RankConfig) -> f64 {
+        let Some(added) = Self::added(a) else {
+            return 1.0;
+        };
+        let near = ((config.explain_lead_secs * 1e9) as i64).unsigned_abs();
+        let family = a.signal.family();
+        let around = self
+            .0
+            .iter()
+            .filter(|(b, _)| b.signal.family() == family && b.time.abs_diff(a.time) <= near);
+        let (mut own, mut largest) = (added, added);
+        for (b, w) in around {
+            largest = largest.max(*w);
+            if b.service == a.service {
+                own = own.max(*w);
+            }
+        }
+        if largest <= 0.0 {
+            return 1.0;
+        }
+        // Floored at a millionth of the largest, so no added wait is worth nothing.
+        1.0 / (1.0 + (largest / own.max(largest * 1e-6)).log10())
+    }
 }
 
 /// Step 2: symptoms a callee explains count less at the caller. Returns when each service's
@@ -1304,5 +1369,51 @@ mod tests {
         let pr = personalised_pagerank(&g, &names, &ev, 0.85);
         assert!((pr.iter().sum::<f64>() - 1.0).abs() < 1e-6);
         assert!(pr[1] > pr[2]);
+    }
+
+    #[test]
+    fn the_edge_that_adds_seconds_outranks_one_that_adds_milliseconds_with_more_slow_calls() {
+        // payment's calls wait 2 s longer; inventory's wait 4 ms longer, on more calls, so its
+        // count test is as sure, and its own spans are a little slow too.
+        let edge = |service: &str, now: f64, usual: f64, t: i64| {
+            let mut a = anomaly(
+                service,
+                SourceKind::Traces,
+                "span.edge_latency",
+                Severity::Sev1,
+                t,
+            );
+            a.score = 1.0;
+            (a.observed, a.expected) = (Some(now), Some(usual));
+            a
+        };
+        let anomalies = vec![
+            edge("inventory", 5.5, 1.5, 0),
+            anomaly(
+                "inventory",
+                SourceKind::Traces,
+                "span.latency:SELECT stock",
+                Severity::Sev1,
+                0,
+            ),
+            edge("payment", 2003.0, 3.0, 20),
+        ];
+        let ranking = rank("prod", &anomalies, &[], &shop(), &RankConfig::default());
+        assert_eq!(ranking.services()[..2], ["payment", "inventory"]);
+
+        // Alike in what they add, the service with more evidence keeps the lead; so it does
+        // when the larger delay came ten minutes later, too far away to explain it, or when
+        // its own other edge adds as much.
+        let config = RankConfig::default();
+        let mut alike = anomalies.clone();
+        alike[0] = edge("inventory", 2001.5, 1.5, 0);
+        let mut apart = anomalies.clone();
+        apart[2] = edge("payment", 2003.0, 3.0, 600 * 1_000_000_000);
+        let mut own = anomalies.clone();
+        own.push(edge("inventory", 1801.5, 1.5, 30));
+        for incident in [alike, apart, own] {
+            let ranking = rank("prod", &incident, &[], &shop(), &config);
+            assert_eq!(ranking.services()[..2], ["inventory", "payment"]);
+        }
     }
 }
