@@ -411,9 +411,9 @@ const WAIT_FAMILIES: [SignalFamily; 2] =
 /// their usual range, which is all the detectors' count tests measure. So a service's edge
 /// anomaly counts by how the largest wait that service adds compares with the largest any
 /// service adds, among the anomalies of its family within `explain_lead_secs` either side (a
-/// delay further away cannot explain it, and a long incident may hold several faults): each
-/// order of magnitude below halves, a third, ... its strength (`1 / (1 + log10(largest /
-/// own))`).
+/// delay further away cannot explain it, and a long incident may hold several faults). One
+/// order of magnitude below the largest counts half, two a third, and so on: `1 / (1 +
+/// log10(largest / own))`.
 struct AddedWaits<'a>(Vec<(&'a Anomaly, f64)>);
 
 impl<'a> AddedWaits<'a> {
