@@ -19,6 +19,9 @@ export CULPRIT_KAFKA_PORT="${CULPRIT_KAFKA_PORT:-9492}"
 export CULPRIT_KAFKA_STATE="${CULPRIT_KAFKA_STATE:-/tmp/kafka-soak}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/culprit-target}"
 export SOAK_DIR="${SOAK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/culprit-soak.XXXXXX")}"
+# The allocator settings the Helm chart gives every pod (helm/culprit/templates/_pod.tpl).
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
+export MIMALLOC_ARENA_EAGER_COMMIT="${MIMALLOC_ARENA_EAGER_COMMIT:-0}"
 
 cargo build --release --locked -p culprit
 cargo build --release --locked -p culprit-integration-tests --example soak
