@@ -425,13 +425,14 @@ impl<'a> AddedWaits<'a> {
         (now.is_finite() && usual.is_finite()).then(|| (now - usual).max(0.0))
     }
 
+    /// The wait anomalies of `anomalies` with what each adds, in time order.
     fn of(anomalies: &[&'a Anomaly]) -> Self {
-        AddedWaits(
-            anomalies
-                .iter()
-                .filter_map(|a| Some((*a, Self::added(a)?)))
-                .collect(),
-        )
+        let mut waits: Vec<(&Anomaly, f64)> = anomalies
+            .iter()
+            .filter_map(|a| Some((*a, Self::added(a)?)))
+            .collect();
+        waits.sort_by_key(|(a, _)| a.time);
+        AddedWaits(waits)
     }
 
     /// How much `a` counts next to the largest added wait of its family around its time; 1
@@ -440,14 +441,19 @@ impl<'a> AddedWaits<'a> {
         let Some(added) = Self::added(a) else {
             return 1.0;
         };
-        let near = ((config.explain_lead_secs * 1e9) as i64).unsigned_abs();
-        let family = a.signal.family();
-        let around = self
+        let near = (config.explain_lead_secs * 1e9) as i64;
+        let from = self
             .0
-            .iter()
-            .filter(|(b, _)| b.signal.family() == family && b.time.abs_diff(a.time) <= near);
+            .partition_point(|(b, _)| b.time < a.time.saturating_sub(near));
+        let to = self
+            .0
+            .partition_point(|(b, _)| b.time <= a.time.saturating_add(near));
+        let family = a.signal.family();
         let (mut own, mut largest) = (added, added);
-        for (b, w) in around {
+        for (b, w) in self.0[from..to]
+            .iter()
+            .filter(|(b, _)| b.signal.family() == family)
+        {
             largest = largest.max(*w);
             if b.service == a.service {
                 own = own.max(*w);

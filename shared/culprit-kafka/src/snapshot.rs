@@ -46,7 +46,6 @@ use culprit_core::UnixNanos;
 use culprit_detect::state::DetectorStates;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The file format version this build writes and reads.
@@ -145,7 +144,7 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
         // Streamed, not built in memory first: the detectors' parts are already text.
         let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         serde_json::to_writer(&mut out, snapshot).map_err(std::io::Error::other)?;
-        out.flush()?;
+        // into_inner flushes the buffer, and fails if that fails.
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
