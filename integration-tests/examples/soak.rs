@@ -1011,9 +1011,11 @@ impl Report<'_> {
             .max()
             .unwrap_or(0)
             .div_euclid(BUCKET_NS);
-        // Missing points by cause: windows still open when the stream ended; events of minutes
-        // whose every message was acknowledged before the broker restart (the broker lost the
-        // messages a restarted embedder would re-read); the rest, lost by culprit.
+        // Missing points by cause, per message: events of the last minutes (windows still open
+        // when the stream ended); events whose every message was acknowledged before the broker
+        // restart (the broker lost what a restarted embedder would re-read); the rest, lost by
+        // culprit.
+        let open_from = (end_minute + 1) * BUCKET_NS - OPEN_AT_END_MINUTES * 60 * NANOS;
         let (mut open_at_end, mut with_broker, mut by_culprit, mut extra_total) = (0, 0, 0, 0);
         for source in SourceKind::ALL {
             let acked: Vec<&Msg> = self
@@ -1022,12 +1024,12 @@ impl Report<'_> {
                 .filter(|m| m.source == source && m.acked.is_some())
                 .collect();
             let events: usize = acked.iter().map(|m| m.events.len()).sum();
-            let mut expected: HashMap<u64, i64> = HashMap::new();
-            let mut after_restart: HashSet<i64> = HashSet::new();
+            // id -> (event time, some message holding it was acknowledged after the restart)
+            let mut expected: HashMap<u64, (i64, bool)> = HashMap::new();
             for m in &acked {
-                expected.extend(m.events.iter().copied());
-                if restart_at.is_none_or(|r| m.acked.is_some_and(|a| a > r)) {
-                    after_restart.extend(m.events.iter().map(|e| e.1.div_euclid(BUCKET_NS)));
+                let after = restart_at.is_none_or(|r| m.acked.is_some_and(|a| a > r));
+                for &(id, at) in &m.events {
+                    expected.entry(id).or_insert((at, after)).1 |= after;
                 }
             }
             let role = soak
@@ -1038,11 +1040,22 @@ impl Report<'_> {
             let consumed = role.events_ended + role.events_now;
             let dlq = role.dlq_ended + role.dlq_now;
             let path = role.store.clone().context("store path")?;
-            let (stored, _, extra, per_minute) = if path.exists() {
-                let store = EmbeddedStore::open(&path)?;
-                compare(&store, source, &expected).await?
+            let store = if path.exists() {
+                Some(EmbeddedStore::open(&path)?)
             } else {
-                (0, expected.len() as u64, 0, Vec::new())
+                None
+            };
+            let stored = match &store {
+                Some(store) => {
+                    store
+                        .count(&Filter {
+                            source: Some(source),
+                            reference: Some(false),
+                            ..Filter::default()
+                        })
+                        .await?
+                }
+                None => 0,
             };
             if stored == 0 {
                 println!(
@@ -1052,31 +1065,36 @@ impl Report<'_> {
                 );
                 continue;
             }
-            let (mut open, mut broker, mut culprit, mut printed) = (0, 0, 0, 0);
-            for (minute, exp, got) in &per_minute {
-                let gone = exp.saturating_sub(*got);
-                if gone == 0 {
+            let store = store.context("store")?;
+            let (mut open, mut broker, mut culprit, mut present) = (0, 0, 0, 0u64);
+            // (10 s bucket, cause) -> missing points, for the listing.
+            let mut gone: BTreeMap<(i64, &str), u64> = BTreeMap::new();
+            for (&id, &(at, after_restart)) in &expected {
+                if store.contains(PointId(id)) {
+                    present += 1;
                     continue;
                 }
-                let cause = if *minute > end_minute - OPEN_AT_END_MINUTES * 60 * NANOS / BUCKET_NS {
-                    open += gone;
+                let cause = if at >= open_from {
+                    open += 1;
                     "open at the end of the stream"
-                } else if !after_restart.contains(minute) {
-                    broker += gone;
+                } else if !after_restart {
+                    broker += 1;
                     "acknowledged before the broker restart"
                 } else {
-                    culprit += gone;
+                    culprit += 1;
                     "lost by culprit"
                 };
-                printed += 1;
-                if printed <= 40 {
-                    println!(
-                        "    {source}: the 10 s from {} have {got} of {exp} points ({cause})",
-                        chrono::DateTime::from_timestamp(minute * BUCKET_NS / NANOS, 0)
-                            .unwrap_or_default()
-                    );
-                }
+                *gone.entry((at.div_euclid(BUCKET_NS), cause)).or_default() += 1;
             }
+            for ((bucket, cause), missing) in gone.iter().take(40) {
+                println!(
+                    "    {source}: {missing} points missing of the 10 s from {} ({cause})",
+                    chrono::DateTime::from_timestamp(bucket * BUCKET_NS / NANOS, 0)
+                        .unwrap_or_default()
+                );
+            }
+            // Stored points no acknowledged message carried are duplicates or foreign.
+            let extra = stored.saturating_sub(present);
             open_at_end += open;
             with_broker += broker;
             by_culprit += culprit;
@@ -1335,46 +1353,4 @@ impl Report<'_> {
         )?;
         Ok(missed)
     }
-}
-
-/// Stored against expected points of `source`, per bucket of event time: (stored, missing,
-/// extra, [(minute, expected, stored)]).
-async fn compare(
-    store: &EmbeddedStore,
-    source: SourceKind,
-    expected: &HashMap<u64, i64>,
-) -> Result<(u64, u64, u64, Vec<(i64, u64, u64)>)> {
-    let mut per_minute: BTreeMap<i64, u64> = BTreeMap::new();
-    for t in expected.values() {
-        *per_minute.entry(t.div_euclid(BUCKET_NS)).or_default() += 1;
-    }
-    let total = store
-        .count(&Filter {
-            source: Some(source),
-            reference: Some(false),
-            ..Filter::default()
-        })
-        .await?;
-    let mut missing = 0;
-    let mut extra = 0;
-    let mut rows = Vec::new();
-    let mut inside = 0;
-    for (&minute, &exp) in &per_minute {
-        let got = store
-            .count(&Filter {
-                source: Some(source),
-                reference: Some(false),
-                time_from: Some(minute * BUCKET_NS),
-                time_to: Some((minute + 1) * BUCKET_NS),
-                ..Filter::default()
-            })
-            .await?;
-        inside += got;
-        missing += exp.saturating_sub(got);
-        extra += got.saturating_sub(exp);
-        rows.push((minute, exp, got));
-    }
-    // Points outside every expected minute are foreign.
-    extra += total.saturating_sub(inside);
-    Ok((total, missing, extra, rows))
 }

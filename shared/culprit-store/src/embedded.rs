@@ -579,6 +579,11 @@ impl EmbeddedStore {
         self.len() == 0
     }
 
+    /// Whether a point with this id is stored.
+    pub fn contains(&self, id: PointId) -> bool {
+        self.read().locations.contains_key(&id.0)
+    }
+
     // A panic while holding the lock cannot leave half-applied rows behind (upserts are validated
     // before the lock is taken), so a poisoned lock is still safe to use.
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -759,6 +764,9 @@ mod tests {
         });
         assert_eq!(inner_removed, 25);
         assert_index_consistent(&store);
+        assert!(!store.contains(PointId(24)));
+        assert!(store.contains(PointId(25)) && store.contains(PointId(39)));
+        assert!(!store.contains(PointId(40)));
 
         // Each survivor is still found at distance 0 under its current service.
         for i in 25..40u64 {
