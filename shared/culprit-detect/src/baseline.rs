@@ -122,8 +122,9 @@ impl Ring {
 pub struct Profile {
     pub samples: usize,
     pub median: f64,
-    /// Robust scale: the larger of 1.4826 * MAD and IQR / 1.349, floored so that a flat signal
-    /// does not make every wiggle infinitely surprising.
+    /// Robust scale: the larger of 1.4826 * MAD and IQR / 1.349 (1.2533 * the mean absolute
+    /// deviation when both are 0), floored so that a flat signal does not make every wiggle
+    /// infinitely surprising.
     pub scale: f64,
     sorted: Vec<f64>,
 }
@@ -135,11 +136,19 @@ impl Profile {
         deviations.sort_by(f64::total_cmp);
         let mad = quantile_sorted(&deviations, 0.5) * 1.4826;
         let iqr = (quantile_sorted(sorted, 0.75) - quantile_sorted(sorted, 0.25)) / 1.349;
+        // When most values are equal (a rate that mostly reads 0 and sometimes a little more),
+        // MAD and IQR are 0 although the series moves; the mean absolute deviation (x1.2533,
+        // sigma for normal data) still measures how far it moves, as in Iglewicz and Hoaglin's
+        // modified z-score. It is 0 only for a series that held one value.
+        let spread = match mad.max(iqr) {
+            s if s > 0.0 => s,
+            _ => deviations.iter().sum::<f64>() / deviations.len().max(1) as f64 * 1.2533,
+        };
         let floor = (median.abs() * 0.02).max(1e-9);
         Profile {
             samples: sorted.len(),
             median,
-            scale: mad.max(iqr).max(floor),
+            scale: spread.max(floor),
             sorted: sorted.to_vec(),
         }
     }
@@ -478,6 +487,23 @@ mod tests {
         assert!((normal_quantile(0.999) - 3.090_232).abs() < 1e-5);
         assert!((normal_quantile(0.5)).abs() < 1e-9);
         assert!((normal_quantile(0.01) + 2.326_348).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_rate_that_mostly_reads_zero_keeps_a_scale_of_its_own() {
+        // 80% zeros: MAD and IQR are 0, yet the series moves by steps of 1/15.
+        let mut values: Vec<f64> = [(0.0, 80), (1.0 / 15.0, 14), (2.0 / 15.0, 5), (0.2, 1)]
+            .iter()
+            .flat_map(|&(v, n)| std::iter::repeat_n(v, n))
+            .collect();
+        values.sort_by(f64::total_cmp);
+        let intermittent = Profile::from_sorted(&values);
+        // Three steps up is a few scales out, not the 10^8 a zero scale makes of it.
+        let z = intermittent.z(0.2);
+        assert!((5.0..20.0).contains(&z), "z {z}");
+        // A series that held one value still has only the floor.
+        let held = Profile::from_sorted(&[0.0; 100]);
+        assert!(held.z(0.2) > 1e6);
     }
 
     #[test]
