@@ -46,7 +46,7 @@ const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
 const TAIL_MINUTES: u32 = 10;
 /// Points of the last minutes of the stream belong to windows still open when it ends.
 const OPEN_AT_END_MINUTES: i64 = 2;
-/// Missing points are counted per this much event time (a simulated message's batch).
+/// Missing points are listed per this much event time (a simulated message's batch).
 const BUCKET_NS: i64 = 10 * NANOS;
 
 #[derive(Clone)]
