@@ -124,6 +124,11 @@ pub struct MetricsConfig {
     /// raised memory): the run is learned as its new level, in either phase, and stops alerting.
     /// 0: never.
     pub new_normal_secs: u32,
+    /// While detecting, a normal point of a series that already has a spread is learned only
+    /// this many seconds of event time later. A fault that sets in gradually shows first as
+    /// points just under the gates; learned at once, each one would widen the baseline the next
+    /// is judged by, and the fault would walk the range up without ever passing it. 0: at once.
+    pub learn_delay_secs: u32,
 }
 
 impl Default for MetricsConfig {
@@ -135,6 +140,7 @@ impl Default for MetricsConfig {
             min_range_excess: 0.5,
             learning_shift_points: 3,
             new_normal_secs: 3600,
+            learn_delay_secs: 300,
         }
     }
 }

@@ -6,9 +6,11 @@
 //! names differ only in `client` and `server` (as `http.client.request.duration` and
 //! `http.server.request.duration` do, or `edge.client_latency_p50(s)` and
 //! `edge.server_latency_p50(s)`). At each time both sides report, their difference is the edge's
-//! wait, learned and judged as any metric series is (`metrics`), upwards only. A wait is the
-//! difference of two noisy numbers, and often the same number throughout (both sides rounded to
-//! one bucket), so it is never judged finer than the noise of the client side's own latency.
+//! wait, learned and judged as any metric series is (`metrics`), upwards only, by its own
+//! spread: the load that moves both sides cancels out of it. A wait that held 0 throughout
+//! (both sides rounded to one bucket) has no spread, and its first departure is judged by how
+//! long 0 held, as any such series is. While learning, a time whose calls were far outside their usual
+//! client-side latency (an earlier fault at either end) is learned into neither baseline.
 //!
 //! As for span waits (`edges`), a wait that grew says one of the edge's two ends is in trouble,
 //! and which one is the end the anomalous edges share: each anomalous edge is placed on the
@@ -17,7 +19,7 @@
 
 use crate::baseline::{Baseline, Direction};
 use crate::edges::{blame_shared_endpoints, EdgeTally};
-use crate::metrics::{Judging, Series};
+use crate::metrics::{gate, Series};
 use crate::{AnomalyDraft, Findings, MetricsConfig, Phase, SharedConfig};
 use culprit_core::{MetricPoint, Severity, SignalFamily, SourceKind, UnixNanos};
 use serde::{Deserialize, Serialize};
@@ -44,12 +46,29 @@ struct SlowEdge<'a> {
     client: f64,
 }
 
-/// One edge: its wait as a series, and its client side's latency, whose spread is the least
-/// the wait is judged by.
+/// One edge: its wait as a series, and its client side's latency, which tells whether the
+/// edge's calls were in trouble.
 #[derive(Default)]
 struct Edge {
     wait: Series,
     client: Baseline,
+}
+
+impl Edge {
+    /// Whether the calls' client-side latency `client` passes every metric gate against what
+    /// the edge's calls usually take.
+    fn calls_in_trouble(
+        &mut self,
+        config: &SharedConfig,
+        metrics: &MetricsConfig,
+        time: UnixNanos,
+        client: f64,
+    ) -> bool {
+        self.client
+            .profile(time, &config.baseline)
+            .and_then(|p| gate(config, metrics, &p, client, Direction::Up))
+            .is_some()
+    }
 }
 
 #[derive(Default)]
@@ -140,14 +159,16 @@ impl EdgeWaits {
         let mut slow: Vec<Option<SlowEdge>> = Vec::with_capacity(judged.len());
         for (key, wait, client) in &judged {
             let edge = self.edges.entry(key.clone()).or_default();
-            let how = Judging {
-                direction: Direction::Up,
-                min_scale: edge
-                    .client
-                    .profile(time, &config.baseline)
-                    .map_or(0.0, |p| p.scale),
-            };
-            let verdict = edge.wait.judge(config, metrics, time, *wait, phase, how);
+            // Calls far outside their usual latency mean a fault at one end, and the time between
+            // the two sides then says nothing about the usual one: while learning, such a time
+            // is left out of both baselines, as a sustained shift of any series is.
+            if phase != Phase::Detecting && edge.calls_in_trouble(config, metrics, time, *client) {
+                slow.push(None);
+                continue;
+            }
+            let verdict = edge
+                .wait
+                .judge(config, metrics, time, *wait, phase, Direction::Up);
             if verdict.is_none() {
                 edge.client.observe(time, *client, &config.baseline);
             }
@@ -417,9 +438,50 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_that_held_one_value_is_judged_by_the_noise_of_its_client_side() {
-        // Both sides are rounded to the same bucket, so the wait was 0 throughout; a minute
-        // where the client side moves within its usual spread is not a wait that grew.
+    fn an_earlier_fault_in_the_learning_window_does_not_hide_the_next_wait() {
+        // X is CPU-starved for four minutes of the learned hour: calls into it take 2 s, and in
+        // one of those minutes the client side reads 0.8 s above the server side.
+        let mut d = MetricDetector::new(SharedConfig::default(), MetricsConfig::default());
+        run(&mut d, 0, 40, Phase::Learning, usual);
+        run(&mut d, 40, 4, Phase::Learning, |i, edge| {
+            let (server, wait) = usual(i, edge);
+            match (edge.1 == "X", i) {
+                (true, 42) => (2.0, 0.8),
+                (true, _) => (2.0, wait),
+                _ => (server, wait),
+            }
+        });
+        run(&mut d, 44, 16, Phase::Learning, usual);
+        // Later the network into X adds 300 ms, well under the 0.8 s of the fault's minute.
+        let found = waits(run(&mut d, 60, 5, Phase::Detecting, |i, edge| {
+            let (server, wait) = usual(i, edge);
+            (server, if edge.1 == "X" { wait + 0.3 } else { wait })
+        }));
+        assert!(found.iter().any(|a| a.service == "X"), "{found:#?}");
+    }
+
+    #[test]
+    fn a_wait_is_judged_by_its_own_spread_not_by_the_load_both_sides_share() {
+        // The server side swings between 0.1 and 0.7 s with the load, and the client side with
+        // it; the time between the two stays within 10-20 ms.
+        let loaded: Minute = |i, _| (0.1 + (i % 7) as f64 * 0.1, 0.01 + (i % 3) as f64 * 0.005);
+        let mut d = MetricDetector::new(SharedConfig::default(), MetricsConfig::default());
+        run(&mut d, 0, 60, Phase::Learning, loaded);
+        let quiet = run(&mut d, 60, 10, Phase::Detecting, loaded);
+        assert!(quiet.anomalies.is_empty(), "{:#?}", quiet.anomalies);
+        // 150 ms more between the sides of the calls into X: small against the load's swing,
+        // large against the wait's own.
+        let found = waits(run(&mut d, 70, 5, Phase::Detecting, |i, edge| {
+            let (server, wait) = (0.1 + (i % 7) as f64 * 0.1, 0.01 + (i % 3) as f64 * 0.005);
+            (server, if edge.1 == "X" { wait + 0.15 } else { wait })
+        }));
+        assert!(found.iter().any(|a| a.service == "X"), "{found:#?}");
+    }
+
+    #[test]
+    fn a_wait_that_held_zero_is_judged_by_how_long_it_held() {
+        // Both sides are rounded to the same bucket, so the wait was 0 throughout; its first
+        // departure says little by itself, and is learned as the wait's scale.
         let rounded = |i: i64, edge: (&str, &str)| (usual(i, edge).0, 0.0);
         let mut d = MetricDetector::new(SharedConfig::default(), MetricsConfig::default());
         run(&mut d, 0, 60, Phase::Learning, rounded);
@@ -427,7 +489,7 @@ mod tests {
             (usual(i, edge).0, 0.002)
         }));
         assert!(found.is_empty(), "{found:#?}");
-        // Beyond that spread it is.
+        // Far beyond that scale it is a wait that grew.
         let found = waits(run(&mut d, 61, 1, Phase::Detecting, |i, edge| {
             (usual(i, edge).0, if edge.1 == "X" { 0.3 } else { 0.0 })
         }));

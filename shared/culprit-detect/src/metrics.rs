@@ -2,7 +2,7 @@
 //! baseline, in both directions (a CPU spike and a throughput collapse are both news), and the
 //! waits on call edges that per-edge client and server latency series give (`edge_waits`).
 
-use crate::baseline::{Baseline, Direction, Profile};
+use crate::baseline::{Baseline, BaselineConfig, Direction, Profile};
 use crate::edge_waits::{EdgeWaitState, EdgeWaits};
 use crate::{AnomalyDraft, Detector, Findings, MetricsConfig, Phase, SharedConfig};
 use culprit_core::{
@@ -25,6 +25,8 @@ pub struct MetricDetector {
 pub(crate) struct Series {
     pub(crate) baseline: Baseline,
     run: Run,
+    /// Normal points judged while detecting, waiting `learn_delay_secs` to be learned.
+    waiting: VecDeque<(UnixNanos, f64)>,
 }
 
 /// Consecutive points of one series that each passed every gate, kept out of its baseline until
@@ -53,23 +55,6 @@ impl Run {
     }
 }
 
-/// How a point is judged: in which direction, and with what least scale (a series derived from
-/// others may hold one value throughout, where its sources' noise says how far it may move).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Judging {
-    pub direction: Direction,
-    pub min_scale: f64,
-}
-
-impl Default for Judging {
-    fn default() -> Self {
-        Judging {
-            direction: Direction::Both,
-            min_scale: 0.0,
-        }
-    }
-}
-
 impl Series {
     /// Judges one point against the baseline and learns it, unless it belongs to a run that
     /// passes the gates; returns its severity and the profile it was judged by when it is
@@ -81,7 +66,7 @@ impl Series {
         time: UnixNanos,
         value: f64,
         phase: Phase,
-        how: Judging,
+        direction: Direction,
     ) -> Option<(Severity, Profile)> {
         let baseline_config = &config.baseline;
         let shift_points = metrics.learning_shift_points;
@@ -89,21 +74,23 @@ impl Series {
         // what came before them for minutes on end, unlike the lone bursts a series shows in
         // normal operation; those are learned, the sustained shift is not.
         let judged = phase == Phase::Detecting || shift_points > 0;
-        let verdict = judged
+        let profile = judged
             .then(|| self.baseline.profile(time, baseline_config))
-            .flatten()
-            .and_then(|mut profile| {
-                profile.scale = profile.scale.max(how.min_scale);
-                let severity = gate(config, metrics, &profile, value, how.direction)?;
-                // Without a scale of its own or given (an edge wait has its client side's).
-                let severity = if profile.held_value() == Some(0.0) && how.min_scale == 0.0 {
-                    let held = self.baseline.held_for(0.0).max(profile.samples as u64);
-                    severity.max(first_departure_severity(config, held)?)
-                } else {
-                    severity
-                };
-                (severity <= metrics.min_severity).then_some((severity, profile))
-            });
+            .flatten();
+        // Only a spread can be widened step by step; a series that held one value learns its
+        // first departure at once, as the scale its next departures are judged by.
+        let has_spread = profile.as_ref().is_some_and(|p| p.held_value().is_none());
+        let verdict = profile.and_then(|profile| {
+            let severity = gate(config, metrics, &profile, value, direction)?;
+            // Without a scale of its own.
+            let severity = if profile.held_value() == Some(0.0) {
+                let held = self.baseline.held_for(0.0).max(profile.samples as u64);
+                severity.max(first_departure_severity(config, held)?)
+            } else {
+                severity
+            };
+            (severity <= metrics.min_severity).then_some((severity, profile))
+        });
         let Some((severity, profile)) = verdict else {
             let run = std::mem::take(&mut self.run);
             if run.len < shift_points {
@@ -111,7 +98,12 @@ impl Series {
                     self.baseline.observe(t, x, baseline_config);
                 }
             }
-            self.baseline.observe(time, value, baseline_config);
+            let delay = i64::from(metrics.learn_delay_secs) * NANOS_PER_SEC;
+            if phase == Phase::Detecting && has_spread && delay > 0 {
+                self.learn_later(time, value, delay, baseline_config);
+            } else {
+                self.baseline.observe(time, value, baseline_config);
+            }
             return None;
         };
         let learning = phase != Phase::Detecting;
@@ -126,6 +118,26 @@ impl Series {
             }
         }
         (!learning).then_some((severity, profile))
+    }
+
+    /// Learns a normal point judged while detecting once `delay` of event time has passed, so
+    /// that a fault setting in step by step is judged against the baseline from before it began.
+    /// (While learning, or while a series has no spread yet, points are learned at once.)
+    fn learn_later(
+        &mut self,
+        time: UnixNanos,
+        value: f64,
+        delay: i64,
+        baseline_config: &BaselineConfig,
+    ) {
+        self.waiting.push_back((time, value));
+        while let Some(&(t, x)) = self.waiting.front() {
+            if t > time - delay {
+                break;
+            }
+            self.waiting.pop_front();
+            self.baseline.observe(t, x, baseline_config);
+        }
     }
 }
 
@@ -172,7 +184,7 @@ fn first_departure_severity(config: &SharedConfig, held: u64) -> Option<Severity
 }
 
 /// The severity of `value` when it passes all four gates against `profile` in `direction`.
-fn gate(
+pub(crate) fn gate(
     config: &SharedConfig,
     metrics: &MetricsConfig,
     profile: &Profile,
@@ -231,7 +243,7 @@ impl Detector for MetricDetector {
             event.time,
             point.value,
             phase,
-            Judging::default(),
+            Direction::Both,
         ) else {
             return;
         };
@@ -326,7 +338,7 @@ impl Detector for MetricDetector {
                 .map(|(k, baseline)| {
                     let series = Series {
                         baseline,
-                        run: Run::default(),
+                        ..Series::default()
                     };
                     (k, series)
                 }),
@@ -360,7 +372,7 @@ impl Detector for MetricDetector {
             .map(|(k, baseline)| {
                 let series = Series {
                     baseline,
-                    run: Run::default(),
+                    ..Series::default()
                 };
                 (k, series)
             })
@@ -412,6 +424,39 @@ mod tests {
             d.observe(&point(t, *x), Phase::Detecting, &mut out);
         }
         out.anomalies.iter().map(|a| a.severity).collect()
+    }
+
+    #[test]
+    fn a_fault_that_sets_in_step_by_step_is_judged_against_the_baseline_from_before_it() {
+        // An hour between 10.0 and 10.4, then a climb of 0.2 a minute, each step just under the
+        // gates against everything before it.
+        let minute = 60 * NANOS_PER_SEC;
+        let climb = |metrics: MetricsConfig| {
+            let mut d = MetricDetector::new(SharedConfig::default(), metrics);
+            let mut out = Findings::default();
+            for i in 0..60 {
+                let x = 10.0 + (i % 5) as f64 * 0.1;
+                d.observe(&point(i * minute, x), Phase::Learning, &mut out);
+            }
+            for k in 1..=15 {
+                let x = 10.4 + k as f64 * 0.2;
+                d.observe(&point((59 + k) * minute, x), Phase::Detecting, &mut out);
+            }
+            out.anomalies.len()
+        };
+        assert!(
+            climb(MetricsConfig::default()) > 0,
+            "judged against the baseline of five minutes before, the climb passes the gates"
+        );
+        let at_once = MetricsConfig {
+            learn_delay_secs: 0,
+            ..MetricsConfig::default()
+        };
+        assert_eq!(
+            climb(at_once),
+            0,
+            "learned at once, each step widens the range the next one is judged by"
+        );
     }
 
     #[test]
