@@ -142,7 +142,8 @@ impl Series {
 }
 
 /// What a [`MetricDetector`] learned ([`crate::state`]): each series' baseline. A run being held
-/// back is in flight and starts again.
+/// back is in flight and starts again; points waiting to be learned are not kept (at most
+/// `learn_delay_secs` of a series' normal points, which its baseline does without).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct MetricState {
     #[serde(with = "crate::state::pairs")]
