@@ -131,8 +131,10 @@ impl Series {
         baseline_config: &BaselineConfig,
     ) {
         self.waiting.push_back((time, value));
+        // Never more waiting than a bucket keeps: a series scraped every second would otherwise
+        // hold 300 points for each it has learned.
         while let Some(&(t, x)) = self.waiting.front() {
-            if t > time - delay {
+            if t > time - delay && self.waiting.len() <= baseline_config.capacity.max(1) {
                 break;
             }
             self.waiting.pop_front();
@@ -457,6 +459,46 @@ mod tests {
             climb(at_once),
             0,
             "learned at once, each step widens the range the next one is judged by"
+        );
+    }
+
+    #[test]
+    fn points_waiting_to_be_learned_are_bounded_by_what_a_bucket_keeps() {
+        let config = SharedConfig {
+            baseline: crate::BaselineConfig {
+                capacity: 16,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut series = Series::default();
+        let second = NANOS_PER_SEC;
+        for i in 0..16 {
+            series
+                .baseline
+                .observe(i * second, (i % 4) as f64, &config.baseline);
+        }
+        let metrics = MetricsConfig::default();
+        for i in 16..100 {
+            let judged = series.judge(
+                &config,
+                &metrics,
+                i * second,
+                (i % 4) as f64,
+                Phase::Detecting,
+                Direction::Both,
+            );
+            assert!(judged.is_none());
+            assert!(
+                series.waiting.len() <= 16,
+                "{} waiting",
+                series.waiting.len()
+            );
+        }
+        assert_eq!(
+            series.waiting.len(),
+            16,
+            "within the delay, the newest points wait"
         );
     }
 
