@@ -9,8 +9,8 @@
 //! wait, learned and judged as any metric series is (`metrics`), upwards only, by its own
 //! spread: the load that moves both sides cancels out of it. A wait that held 0 throughout
 //! (both sides rounded to one bucket) has no spread, and its first departure is judged by how
-//! long 0 held, as any such series is. While learning, a time whose calls were far outside their usual
-//! client-side latency (an earlier fault at either end) is learned into neither baseline.
+//! long 0 held, as any such series is. While learning, a time whose calls were far outside their
+//! usual client-side latency (an earlier fault at either end) is learned into neither baseline.
 //!
 //! As for span waits (`edges`), a wait that grew says one of the edge's two ends is in trouble,
 //! and which one is the end the anomalous edges share: each anomalous edge is placed on the

@@ -56,9 +56,9 @@ impl Run {
 }
 
 impl Series {
-    /// Judges one point against the baseline and learns it, unless it belongs to a run that
-    /// passes the gates; returns its severity and the profile it was judged by when it is
-    /// anomalous while detecting.
+    /// Judges one point against the baseline and learns it (while detecting, `learn_delay_secs`
+    /// later), unless it belongs to a run that passes the gates; returns its severity and the
+    /// profile it was judged by when it is anomalous while detecting.
     pub(crate) fn judge(
         &mut self,
         config: &SharedConfig,
