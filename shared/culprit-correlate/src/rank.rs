@@ -204,6 +204,27 @@ impl ServiceEvidence {
         self.anomalies.push(a.clone());
     }
 
+    /// The share of this service's evidence that is symptoms a callee can cause (latency, error
+    /// bursts, relayed failures) rather than its own changed behaviour (saturation, a new error
+    /// of its own, a line that stopped). Read before any symptom is discounted as explained.
+    fn symptom_share(&self, config: &RankConfig) -> f64 {
+        let (mut symptoms, mut all) = (0.0, 0.0);
+        for ((_, signal), s) in &self.by_signal {
+            if is_corroborating(signal, config) {
+                continue;
+            }
+            all += s;
+            if is_propagating(signal, config) {
+                symptoms += s;
+            }
+        }
+        if all > 0.0 {
+            symptoms / all
+        } else {
+            1.0
+        }
+    }
+
     /// Per source: the strongest signal, plus a little for the next two ([`SIGNAL_SHARES`]).
     fn by_source(&self) -> BTreeMap<SourceKind, f64> {
         let mut per_source: BTreeMap<SourceKind, Vec<f64>> = BTreeMap::new();
@@ -279,6 +300,10 @@ pub fn rank(
     config: &RankConfig,
 ) -> Ranking {
     let (mut services, incident_start) = gather_evidence(anomalies, config);
+    let symptom_share: BTreeMap<String, f64> = services
+        .iter()
+        .map(|(name, ev)| (name.clone(), ev.symptom_share(config)))
+        .collect();
     let first_own = discount_explained(&mut services, environment, topology, config);
     let effect_slack = (config.change_effect_slack_secs * 1e9) as i64;
     // A change is confirmed when the service it touched changed its own behaviour after it.
@@ -300,7 +325,15 @@ pub fn rank(
         environment,
         topology,
     );
-    let scored = fuse_scores(&graph, &nodes, &norm_evidence, config);
+    // A silent service passes the walk on: whatever reached it is explained further down.
+    let explained_by_callees = |s: &str| symptom_share.get(s).copied().unwrap_or(1.0);
+    let scored = fuse_scores(
+        &graph,
+        &nodes,
+        &norm_evidence,
+        &explained_by_callees,
+        config,
+    );
 
     let causes: Vec<RootCause> = scored
         .iter()
@@ -651,9 +684,16 @@ fn fuse_scores(
     graph: &Graph,
     nodes: &[String],
     norm_evidence: &dyn Fn(&str) -> f64,
+    explained_by_callees: &dyn Fn(&str) -> f64,
     config: &RankConfig,
 ) -> Vec<Scored> {
-    let pagerank = personalised_pagerank(graph, nodes, norm_evidence, config.damping);
+    let pagerank = personalised_pagerank(
+        graph,
+        nodes,
+        norm_evidence,
+        explained_by_callees,
+        config.damping,
+    );
     let max_pr = pagerank.iter().cloned().fold(0.0, f64::max).max(1e-12);
     let mut scored: Vec<Scored> = nodes
         .iter()
@@ -681,10 +721,16 @@ fn fuse_scores(
 
 /// Personalised PageRank walking against the causal edges (symptom -> possible cause), with
 /// transitions weighted by the target's evidence so the walker prefers anomalous callees.
+///
+/// A walker at a service moves on only for the share of its evidence a callee can explain
+/// (`explained_by_callees`, in 0..=1): a service whose trouble is its own (its CPU saturated,
+/// an error it raised) sends no walk to its callees, which did not cause that; the rest of the
+/// walk restarts from the evidence.
 fn personalised_pagerank(
     graph: &Graph,
     nodes: &[String],
     evidence: &dyn Fn(&str) -> f64,
+    explained_by_callees: &dyn Fn(&str) -> f64,
     damping: f64,
 ) -> Vec<f64> {
     let n = nodes.len();
@@ -713,12 +759,14 @@ fn personalised_pagerank(
         let mut next: Vec<f64> = personal.iter().map(|p| (1.0 - damping) * p).collect();
         let mut dangling = 0.0;
         for (u, out) in links.iter().enumerate() {
-            if out.is_empty() {
-                dangling += rank[u];
+            let walks = if out.is_empty() {
+                0.0
             } else {
-                for (v, w) in out {
-                    next[*v] += damping * rank[u] * w;
-                }
+                explained_by_callees(&nodes[u]).clamp(0.0, 1.0)
+            };
+            dangling += rank[u] * (1.0 - walks);
+            for (v, w) in out {
+                next[*v] += damping * rank[u] * walks * w;
             }
         }
         // A walker at a service nothing explains restarts from the evidence.
@@ -1080,6 +1128,44 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_whose_own_resource_is_saturated_is_not_explained_by_its_callee() {
+        // checkout's CPU is saturated and its requests slow; its callee inventory still holds
+        // memory from an earlier fault (about as strong). Saturation is checkout's own
+        // behaviour, which no callee causes, so the walk from it must not lift inventory.
+        let mut anomalies = vec![
+            anomaly(
+                "inventory",
+                SourceKind::Metrics,
+                "metric:memory_usage",
+                Severity::Sev1,
+                0,
+            ),
+            anomaly(
+                "checkout",
+                SourceKind::Metrics,
+                "metric:cpu_usage",
+                Severity::Sev1,
+                60,
+            ),
+            anomaly(
+                "frontend",
+                SourceKind::Metrics,
+                "metric:client_latency",
+                Severity::Sev3,
+                61,
+            ),
+        ];
+        anomalies[0].score = 0.85;
+        let r = rank("prod", &anomalies, &[], &shop(), &RankConfig::default());
+        assert_eq!(r.services()[..2], ["checkout", "inventory"]);
+        // The same evidence as a symptom a callee can cause (checkout's own latency) does send
+        // the walk on to the callee.
+        anomalies[1].signal = "metric:server_latency".into();
+        let r = rank("prod", &anomalies, &[], &shop(), &RankConfig::default());
+        assert_eq!(r.services()[0], "inventory");
+    }
+
+    #[test]
     fn repeated_windows_of_one_signal_count_once() {
         let mut anomalies: Vec<Anomaly> = (0..20)
             .map(|i| {
@@ -1372,7 +1458,7 @@ mod tests {
             "b" => 0.5,
             _ => 0.0,
         };
-        let pr = personalised_pagerank(&g, &names, &ev, 0.85);
+        let pr = personalised_pagerank(&g, &names, &ev, &|_| 1.0, 0.85);
         assert!((pr.iter().sum::<f64>() - 1.0).abs() < 1e-6);
         assert!(pr[1] > pr[2]);
     }
