@@ -304,6 +304,10 @@ pub fn rank(
         .iter()
         .map(|(name, ev)| (name.clone(), ev.symptom_share(config)))
         .collect();
+    let first_seen: BTreeMap<String, UnixNanos> = services
+        .iter()
+        .filter_map(|(name, ev)| ev.first_seen.map(|t| (name.clone(), t)))
+        .collect();
     let first_own = discount_explained(&mut services, environment, topology, config);
     let effect_slack = (config.change_effect_slack_secs * 1e9) as i64;
     // A change is confirmed when the service it touched changed its own behaviour after it.
@@ -316,12 +320,26 @@ pub fn rank(
     let nodes = candidates(&evidence, environment, topology);
     let max_evidence = evidence.values().cloned().fold(0.0, f64::max).max(1e-12);
     let norm_evidence = |s: &str| evidence.get(s).copied().unwrap_or(0.0) / max_evidence;
+    // A callee explains its caller's trouble only when its own began near it (as in step 2);
+    // a silent callee (nothing dated) always may.
+    let (lead, slack) = (
+        (config.explain_lead_secs * 1e9) as i64,
+        (config.explain_slack_secs * 1e9) as i64,
+    );
+    let may_explain =
+        |callee: &str, caller: &str| match (first_seen.get(callee), first_seen.get(caller)) {
+            (Some(c), Some(own)) => {
+                (own.saturating_sub(lead)..=own.saturating_add(slack)).contains(c)
+            }
+            _ => true,
+        };
     let (graph, index) = causal_graph(
         &nodes,
         &evidence,
         changes,
         &confirmed,
         &norm_evidence,
+        &may_explain,
         environment,
         topology,
     );
@@ -639,6 +657,7 @@ fn causal_graph(
     changes: &[Anomaly],
     confirmed: &dyn Fn(&Anomaly) -> bool,
     norm_evidence: &dyn Fn(&str) -> f64,
+    may_explain: &dyn Fn(&str, &str) -> bool,
     environment: &str,
     topology: &Topology,
 ) -> (Graph, HashMap<String, NodeIndex>) {
@@ -648,7 +667,10 @@ fn causal_graph(
         .map(|n| (n.clone(), graph.add_node(n.clone())))
         .collect();
     for caller in nodes {
-        for callee in topology.callees(environment, caller) {
+        for callee in topology
+            .callees(environment, caller)
+            .filter(|callee| may_explain(callee, caller))
+        {
             if let (Some(&from), Some(&to)) = (index.get(callee), index.get(caller)) {
                 graph.add_edge(from, to, (EdgeKind::Dependency, norm_evidence(caller)));
             }
@@ -1163,6 +1185,49 @@ mod tests {
         anomalies[1].signal = "metric:server_latency".into();
         let r = rank("prod", &anomalies, &[], &shop(), &RankConfig::default());
         assert_eq!(r.services()[0], "inventory");
+    }
+
+    #[test]
+    fn the_walk_goes_only_to_callees_whose_trouble_began_near_the_callers() {
+        const SEC: i64 = 1_000_000_000;
+        // checkout is slow from t=0; of its callees, payment's memory moved 5 s later,
+        // inventory's (as much) ten minutes later: inventory cannot explain checkout.
+        let anomalies = vec![
+            anomaly(
+                "checkout",
+                SourceKind::Traces,
+                "span.latency:POST /checkout",
+                Severity::Sev1,
+                0,
+            ),
+            anomaly(
+                "payment",
+                SourceKind::Metrics,
+                "metric:memory_usage",
+                Severity::Sev2,
+                5 * SEC,
+            ),
+            anomaly(
+                "inventory",
+                SourceKind::Metrics,
+                "metric:memory_usage",
+                Severity::Sev2,
+                600 * SEC,
+            ),
+        ];
+        let r = rank("prod", &anomalies, &[], &shop(), &RankConfig::default());
+        let at = |s: &str| r.services().iter().position(|x| *x == s).unwrap();
+        assert!(at("payment") < at("inventory"), "{:?}", r.services());
+        assert!(!r
+            .graph
+            .edges
+            .iter()
+            .any(|e| e.from == "inventory" && e.to == "checkout"));
+        assert!(r
+            .graph
+            .edges
+            .iter()
+            .any(|e| e.from == "payment" && e.to == "checkout"));
     }
 
     #[test]
