@@ -333,11 +333,11 @@ pub fn rank(
             }
             _ => true,
         };
+    let confirmed_changes: Vec<&Anomaly> = changes.iter().filter(|c| confirmed(c)).collect();
     let (graph, index) = causal_graph(
         &nodes,
         &evidence,
-        changes,
-        &confirmed,
+        &confirmed_changes,
         &norm_evidence,
         &may_explain,
         environment,
@@ -649,13 +649,12 @@ fn candidates(
 
 type Graph = DiGraph<String, (EdgeKind, f64)>;
 
-/// Step 5: the causal graph, edges from cause to symptom: callee -> caller, and a confirmed
-/// change's service -> its anomalous callers.
+/// Step 5: the causal graph, edges from cause to symptom: callee -> caller where the callee
+/// `may_explain` the caller, and a confirmed change's service -> its anomalous callers.
 fn causal_graph(
     nodes: &[String],
     evidence: &BTreeMap<String, f64>,
-    changes: &[Anomaly],
-    confirmed: &dyn Fn(&Anomaly) -> bool,
+    confirmed_changes: &[&Anomaly],
     norm_evidence: &dyn Fn(&str) -> f64,
     may_explain: &dyn Fn(&str, &str) -> bool,
     environment: &str,
@@ -676,7 +675,7 @@ fn causal_graph(
             }
         }
     }
-    for change in changes.iter().filter(|c| confirmed(c)) {
+    for change in confirmed_changes {
         let Some(&from) = index.get(&change.service) else {
             continue;
         };
