@@ -5,7 +5,8 @@
 //!    signals must not pile up), and sources add up. Changes add to the service they touched:
 //!    in full when that service's own behaviour changed after them, as a weak prior otherwise.
 //! 2. The causal graph: services are nodes; a dependency edge `callee -> caller` says a fault in
-//!    the callee can explain symptoms in its caller; a change on a service points at its callers.
+//!    the callee can explain symptoms in its caller (drawn only when the callee's trouble began
+//!    near the caller's, or the callee is silent); a change on a service points at its callers.
 //! 3. Personalised PageRank on the reversed graph (a walker starts at symptoms, weighted by their
 //!    evidence, and moves from callers to the callees that could explain them) finds services
 //!    that explain many anomalous neighbours.
