@@ -309,7 +309,7 @@ pub fn rank(
         .iter()
         .filter_map(|(name, ev)| ev.first_seen.map(|t| (name.clone(), t)))
         .collect();
-    let first_own = discount_explained(&mut services, environment, topology, config);
+    let first_own = discount_explained(&mut services, &first_seen, environment, topology, config);
     let effect_slack = (config.change_effect_slack_secs * 1e9) as i64;
     // A change is confirmed when the service it touched changed its own behaviour after it.
     let confirmed = |change: &Anomaly| {
@@ -323,15 +323,9 @@ pub fn rank(
     let norm_evidence = |s: &str| evidence.get(s).copied().unwrap_or(0.0) / max_evidence;
     // A callee explains its caller's trouble only when its own began near it (as in step 2);
     // a silent callee (nothing dated) always may.
-    let (lead, slack) = (
-        (config.explain_lead_secs * 1e9) as i64,
-        (config.explain_slack_secs * 1e9) as i64,
-    );
     let may_explain =
         |callee: &str, caller: &str| match (first_seen.get(callee), first_seen.get(caller)) {
-            (Some(c), Some(own)) => {
-                (own.saturating_sub(lead)..=own.saturating_add(slack)).contains(c)
-            }
+            (Some(c), Some(own)) => began_near(*own, *c, config),
             _ => true,
         };
     let confirmed_changes: Vec<&Anomaly> = changes.iter().filter(|c| confirmed(c)).collect();
@@ -519,39 +513,41 @@ impl<'a> AddedWaits<'a> {
     }
 }
 
+/// Whether trouble first dated `callee` can explain trouble first dated `own` at its caller: it
+/// began at most `explain_lead_secs` before and at most `explain_slack_secs` after. (Float-to-int
+/// casts saturate, so an infinite lead means "any time before".)
+fn began_near(own: UnixNanos, callee: UnixNanos, config: &RankConfig) -> bool {
+    let lead = (config.explain_lead_secs * 1e9) as i64;
+    let slack = (config.explain_slack_secs * 1e9) as i64;
+    (own.saturating_sub(lead)..=own.saturating_add(slack)).contains(&callee)
+}
+
 /// Step 2: symptoms a callee explains count less at the caller. Returns when each service's
 /// own behaviour first changed: its first anomaly that no callee explains.
 fn discount_explained(
     services: &mut BTreeMap<String, ServiceEvidence>,
+    first_seen: &BTreeMap<String, UnixNanos>,
     environment: &str,
     topology: &Topology,
     config: &RankConfig,
 ) -> BTreeMap<String, UnixNanos> {
-    let first_seen: BTreeMap<String, UnixNanos> = services
-        .iter()
-        .filter_map(|(name, ev)| ev.first_seen.map(|t| (name.clone(), t)))
-        .collect();
     let first_changed: BTreeMap<String, UnixNanos> = services
         .iter()
         .filter_map(|(name, ev)| ev.first_changed.map(|t| (name.clone(), t)))
         .collect();
-    // Float-to-int casts saturate, so an infinite lead means "any time before".
-    let slack = (config.explain_slack_secs * 1e9) as i64;
-    let lead = (config.explain_lead_secs * 1e9) as i64;
-    // Whether a callee of `caller` first showed trouble (by `firsts`) from `lead` before `own`
-    // to `slack` after it.
+    // Whether a callee of `caller` first showed trouble (by `firsts`) near `own`.
     let callee_began_near = |caller: &str, firsts: &BTreeMap<String, UnixNanos>, own: UnixNanos| {
         topology
             .callees(environment, caller)
             .filter_map(|callee| firsts.get(callee))
-            .any(|t| (own.saturating_sub(lead)..=own.saturating_add(slack)).contains(t))
+            .any(|t| began_near(own, *t, config))
     };
     let mut first_own: BTreeMap<String, UnixNanos> = BTreeMap::new();
     for (name, ev) in services.iter_mut() {
         let Some(own_first) = ev.first_seen else {
             continue;
         };
-        let symptoms_explained = callee_began_near(name, &first_seen, own_first);
+        let symptoms_explained = callee_began_near(name, first_seen, own_first);
         // Only a callee's own changed behaviour (not its latency or error bursts, which every
         // busy callee shows) explains a change in the caller's.
         let change_explained = ev
@@ -776,19 +772,27 @@ fn personalised_pagerank(
         })
         .collect();
 
+    // The share of the walk at each node that follows its out-links; the rest restarts.
+    let walks: Vec<f64> = links
+        .iter()
+        .zip(nodes)
+        .map(|(out, node)| {
+            if out.is_empty() {
+                0.0
+            } else {
+                explained_by_callees(node).clamp(0.0, 1.0)
+            }
+        })
+        .collect();
+
     let mut rank = personal.clone();
     for _ in 0..100 {
         let mut next: Vec<f64> = personal.iter().map(|p| (1.0 - damping) * p).collect();
         let mut dangling = 0.0;
         for (u, out) in links.iter().enumerate() {
-            let walks = if out.is_empty() {
-                0.0
-            } else {
-                explained_by_callees(&nodes[u]).clamp(0.0, 1.0)
-            };
-            dangling += rank[u] * (1.0 - walks);
+            dangling += rank[u] * (1.0 - walks[u]);
             for (v, w) in out {
-                next[*v] += damping * rank[u] * walks * w;
+                next[*v] += damping * rank[u] * walks[u] * w;
             }
         }
         // A walker at a service nothing explains restarts from the evidence.
