@@ -923,6 +923,8 @@ mod tests {
     use super::*;
     use culprit_core::DependencyEdge;
 
+    const SEC: i64 = culprit_core::NANOS_PER_SEC;
+
     fn anomaly(
         service: &str,
         source: SourceKind,
@@ -1030,7 +1032,6 @@ mod tests {
 
     #[test]
     fn a_callee_that_changed_first_explains_the_line_its_caller_stopped_writing() {
-        const SEC: i64 = 1_000_000_000;
         // inventory returns wrong data: its own success line stops, and checkout, which acts on
         // that data, stops writing its line as well, more visibly.
         let incident = |checkout_at: i64| {
@@ -1068,7 +1069,6 @@ mod tests {
 
     #[test]
     fn a_services_own_new_error_outranks_the_failures_its_callers_relay() {
-        const SEC: i64 = 1_000_000_000;
         // payment raises a new error of its own; checkout and frontend log the failed calls.
         let incident = |relayed: &str| {
             vec![
@@ -1124,7 +1124,6 @@ mod tests {
 
     #[test]
     fn a_callee_in_trouble_long_before_its_caller_does_not_explain_it() {
-        const SEC: i64 = 1_000_000_000;
         // inventory has been slow for minutes; checkout, which went on unharmed meanwhile,
         // now fails on its own.
         let incident = |checkout_at: i64| {
@@ -1193,7 +1192,6 @@ mod tests {
 
     #[test]
     fn the_walk_goes_only_to_callees_whose_trouble_began_near_the_callers() {
-        const SEC: i64 = 1_000_000_000;
         // checkout is slow from t=0; of its callees, payment's memory moved 5 s later,
         // inventory's (as much) ten minutes later: inventory cannot explain checkout.
         let anomalies = vec![
@@ -1319,7 +1317,6 @@ mod tests {
     /// and inventory's, later and so fresher, change nothing of their own. checkout only relays
     /// payment's failures; inventory stays silent while its caller checkout is in trouble.
     fn release_batch() -> (Vec<Anomaly>, Vec<Anomaly>) {
-        const SEC: i64 = 1_000_000_000;
         let anomalies = vec![
             anomaly(
                 "payment",
@@ -1401,7 +1398,6 @@ mod tests {
 
     #[test]
     fn a_new_version_slower_than_its_old_pods_confirms_its_deploy_over_a_callees() {
-        const SEC: i64 = 1_000_000_000;
         // inventory and db deploy in one batch; db's latency moves a little, inventory's more.
         // On timing, db's slow spans explain inventory's; only the rollout's comparison of
         // inventory's new pods with its old ones beside them says inventory changed itself.
@@ -1434,7 +1430,6 @@ mod tests {
 
     #[test]
     fn a_change_after_its_service_was_already_in_trouble_is_only_a_prior() {
-        const SEC: i64 = 1_000_000_000;
         // payment fails from t = 0; a deploy of payment 3 minutes in (a hotfix or a rollback)
         // did not cause what came before it.
         let anomalies = vec![anomaly(
